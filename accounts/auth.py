@@ -1,0 +1,52 @@
+"""Who is calling: a Bearer API token, else the Django session. Shared by HTTP views and WebSockets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.auth import AuthMiddleware
+from channels.db import database_sync_to_async
+from channels.middleware import BaseMiddleware
+from channels.sessions import CookieMiddleware, SessionMiddleware
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.http import HttpRequest
+
+from accounts.tokens import bearer_from_header, user_for_token
+
+
+async def request_user(request: HttpRequest) -> tuple[AbstractBaseUser | AnonymousUser, str]:
+    """The user of an HTTP request and how it authenticated ('token', 'session' or 'none')."""
+    raw = bearer_from_header(request.headers.get("Authorization"))
+    if raw is not None:
+        user = await database_sync_to_async(user_for_token)(raw)
+        return (user, "token") if user is not None else (AnonymousUser(), "none")
+    user = await request.auser()
+    return (user, "session") if user.is_authenticated else (AnonymousUser(), "none")
+
+
+class BearerTokenMiddleware(BaseMiddleware):
+    """For WebSocket scopes: `Authorization: Bearer <token>` sets scope['user'] (the session is the fallback)."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        headers = dict(scope.get("headers") or [])
+        raw = bearer_from_header(headers.get(b"authorization"))
+        if raw is not None:
+            user = await database_sync_to_async(user_for_token)(raw)
+            scope = {**scope, "user": user or AnonymousUser(), "auth_method": "token"}
+        return await super().__call__(scope, receive, send)
+
+
+class _SessionAuthUnlessToken(AuthMiddleware):
+    async def resolve_scope(self, scope: dict[str, Any]) -> None:
+        if scope.get("auth_method") == "token":
+            return
+        await super().resolve_scope(scope)
+
+    def populate_scope(self, scope: dict[str, Any]) -> None:
+        if scope.get("auth_method") == "token":
+            return
+        super().populate_scope(scope)
+
+
+def WebsocketAuthStack(inner: Any) -> Any:  # noqa: N802 - named like Channels' AuthMiddlewareStack
+    return CookieMiddleware(SessionMiddleware(BearerTokenMiddleware(_SessionAuthUnlessToken(inner))))

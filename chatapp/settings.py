@@ -1,0 +1,232 @@
+"""chatapp settings: one module, driven by the environment (see README's configuration table).
+
+`make run` works with no environment at all (SQLite, in-process channel layer, demo provider).
+With `DEBUG=false` the app refuses to start unless `SECRET_KEY` is set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+_env_file = BASE_DIR / ".env"
+if _env_file.exists():
+    environ.Env.read_env(str(_env_file))
+
+DEBUG: bool = env.bool("DEBUG", default=True)
+
+_DEV_SECRET = "dev-only-insecure-secret-key-change-me-0123456789abcdefghijklmnopqrstuvwxyz"
+SECRET_KEY: str = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. With DEBUG=false you must set SECRET_KEY in the environment "
+            "(for example: SECRET_KEY=$(python -c 'import secrets; print(secrets.token_urlsafe(50))'))."
+        )
+    SECRET_KEY = _DEV_SECRET
+
+ALLOWED_HOSTS: list[str] = env.list(
+    "ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"]
+)
+CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_prometheus",
+    "channels",
+    "accounts",
+    "threads",
+    "providers",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "chatapp.urls"
+ASGI_APPLICATION = "chatapp.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------------------------
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL + a busy timeout let the async send path and page views write concurrently without
+    # "database is locked" errors; IMMEDIATE transactions avoid lock upgrades deadlocking.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis / channel layer -------------------------------------------------------------------------
+REDIS_URL: str = env.str("REDIS_URL", default="")
+CHANNEL_LAYERS: dict[str, Any]
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                # socket_timeout must stay None: redis-py 8 defaults it to 5 s, the same as the
+                # layer's blocking-pop timeout, and an idle socket would then be closed with 1011.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+                "prefix": env.str("CHANNEL_LAYER_PREFIX", default="chatapp"),
+                # Capacity is per channel: a viewer that stops reading loses deltas (seq gap ->
+                # snapshot re-sync) instead of blocking the stream for everyone.
+                "capacity": 1000,
+                "expiry": 60,
+                "group_expiry": 86400,
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- Auth -----------------------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+# --- i18n / static ----------------------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# In development WhiteNoise serves straight from the app folders; in production from `collectstatic`'s
+# output with hashed names and a one-year cache header.
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+
+# --- Production hardening (passes `manage.py check --deploy` with DEBUG=false) ------------------------
+if not DEBUG:
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_CONTENT_TYPE_NOSNIFF = True
+    SECURE_REFERRER_POLICY = "same-origin"
+    X_FRAME_OPTIONS = "DENY"
+    # /healthz is probed over plain HTTP by load balancers.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}, "daphne": {"level": "WARNING"}},
+}
+
+# --- Chat / providers ---------------------------------------------------------------------------------
+# Longest accepted message, in characters; longer ones get 413.
+MAX_MESSAGE_CHARS: int = env.int("MAX_MESSAGE_CHARS", default=32_000)
+# How many earlier messages are sent to the provider as context.
+CONTEXT_MESSAGES: int = env.int("CONTEXT_MESSAGES", default=40)
+
+DEFAULT_PROVIDER: str = env.str("DEFAULT_PROVIDER", default="demo")
+PROVIDERS: dict[str, dict[str, Any]] = {
+    "demo": {
+        "model": env.str("DEMO_MODEL", default="demo-1"),
+        # Time to first token and tokens per second of the simulated model.
+        "ttft_ms": env.float("DEMO_TTFT_MS", default=300.0),
+        "tokens_per_s": env.float("DEMO_TOKENS_PER_S", default=40.0),
+        "max_tokens": env.int("DEMO_MAX_TOKENS", default=120),
+    },
+    "openai": {
+        "base_url": env.str("OPENAI_BASE_URL", default="https://api.openai.com/v1"),
+        "api_key": env.str("OPENAI_API_KEY", default=""),
+        "model": env.str("OPENAI_MODEL", default="gpt-4o-mini"),
+    },
+    "anthropic": {
+        "base_url": env.str("ANTHROPIC_BASE_URL", default="https://api.anthropic.com"),
+        "api_key": env.str("ANTHROPIC_API_KEY", default=""),
+        "model": env.str("ANTHROPIC_MODEL", default="claude-sonnet-4-5"),
+    },
+}
+# Timeouts applied to every HTTP provider (seconds).
+PROVIDER_TIMEOUTS: dict[str, float] = {
+    "connect": env.float("PROVIDER_CONNECT_TIMEOUT_S", default=10.0),
+    "first_byte": env.float("PROVIDER_FIRST_BYTE_TIMEOUT_S", default=60.0),
+    "idle": env.float("PROVIDER_IDLE_TIMEOUT_S", default=60.0),
+    "total": env.float("PROVIDER_TOTAL_TIMEOUT_S", default=600.0),
+}
+PROVIDER_MAX_RETRIES: int = env.int("PROVIDER_MAX_RETRIES", default=2)
+
+# Feature-flag defaults (staff override them in admin once a FeatureFlag row exists).
+FLAG_DEFAULTS: dict[str, bool] = {
+    "COALESCE_ENABLED": env.bool("COALESCE_ENABLED", default=True),
+    "STREAM_FANOUT_ENABLED": env.bool("STREAM_FANOUT_ENABLED", default=True),
+    "PACER_ENABLED": env.bool("PACER_ENABLED", default=True),
+}
+
+COALESCE_RESULT_TTL_S: float = env.float("COALESCE_RESULT_TTL_S", default=30.0)
+COALESCE_ERROR_TTL_S: float = env.float("COALESCE_ERROR_TTL_S", default=2.0)
+PACER_MAX_WAIT_S: float = env.float("PACER_MAX_WAIT_S", default=5.0)
+STREAM_FLUSH_MS: float = env.float("STREAM_FLUSH_MS", default=30.0)
+# A metrics token lets Prometheus-style scrapers read /api/metrics without a staff session.
+METRICS_TOKEN: str = env.str("METRICS_TOKEN", default="")

@@ -1,0 +1,24 @@
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+from chatapp.health import healthz
+from threads import api, views
+
+handler404 = "chatapp.errors.page_not_found"
+handler500 = "chatapp.errors.server_error"
+
+urlpatterns = [
+    path("", views.thread_list_page, name="thread-list"),
+    path("threads/<int:thread_id>/", views.thread_page, name="thread"),
+    path("threads/<int:thread_id>/delete", views.thread_delete_page, name="thread-delete"),
+    path("accounts/", include("accounts.urls")),
+    path("admin/", admin.site.urls),
+    path("healthz", healthz, name="healthz"),
+    path("api/threads", api.threads_collection),
+    path("api/threads/cancel/<str:request_id>", api.cancel),
+    path("api/threads/<int:thread_id>", api.thread_item),
+    path("api/threads/<int:thread_id>/messages", api.thread_messages),
+    path("favicon.ico", RedirectView.as_view(url="/static/favicon.svg", permanent=True)),
+    path("", include("django_prometheus.urls")),
+]

@@ -1,0 +1,71 @@
+"""The provider layer: stream chat completions from a model API, with typed errors and retries.
+
+    from providers import get_provider, stream_with_retries, ChatMessage, GenerationParams
+
+    provider = get_provider("openai")          # one instance per (name, running event loop)
+    params = GenerationParams(model=provider.default_model)
+    async for event in stream_with_retries(provider, [ChatMessage("user", "hi")], params):
+        ...                                    # TextDelta(text)..., then one Completion
+    await close_providers()                    # at loop shutdown
+
+Every failure is a `ProviderError` subclass carrying the API `code`, `http_status`, `retryable`
+and `retry_after`; see `providers/_errors.py` and docs/providers.md.
+"""
+
+from ._anthropic import AnthropicProvider
+from ._base import ChatMessage, Completion, GenerationParams, Provider, Role, StreamEvent, TextDelta
+from ._demo import DemoProvider
+from ._errors import (
+    ProviderAuthError,
+    ProviderBadRequest,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderMalformedStream,
+    ProviderOverloaded,
+    ProviderQuotaExceeded,
+    ProviderRateLimited,
+    ProviderStatusError,
+    ProviderStreamError,
+    ProviderTimeout,
+    ProviderTransportError,
+    UnknownProvider,
+)
+from ._http import HTTPProvider, Timeouts
+from ._openai import OpenAIProvider
+from ._registry import available_providers, build_provider, close_providers, get_provider
+from ._retry import OnRateLimited, backoff_delay, stream_with_retries
+
+__all__ = [
+    "AnthropicProvider",
+    "ChatMessage",
+    "Completion",
+    "DemoProvider",
+    "GenerationParams",
+    "HTTPProvider",
+    "OnRateLimited",
+    "OpenAIProvider",
+    "Provider",
+    "ProviderAuthError",
+    "ProviderBadRequest",
+    "ProviderConnectionError",
+    "ProviderError",
+    "ProviderMalformedStream",
+    "ProviderOverloaded",
+    "ProviderQuotaExceeded",
+    "ProviderRateLimited",
+    "ProviderStatusError",
+    "ProviderStreamError",
+    "ProviderTimeout",
+    "ProviderTransportError",
+    "Role",
+    "StreamEvent",
+    "TextDelta",
+    "Timeouts",
+    "UnknownProvider",
+    "available_providers",
+    "backoff_delay",
+    "build_provider",
+    "close_providers",
+    "get_provider",
+    "stream_with_retries",
+]

@@ -1,0 +1,155 @@
+"""How the fake provider server answers one model call: the plan, then the bytes (see fake_server)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from ._fake_formats import AnthropicWire, Fault, OpenAIWire, Wire, prompt_text, reply_tokens
+from ._fake_state import FakeState, FakeStats
+from ._fake_wire import LAST_CHUNK, Request, chunk, json_response, stream_head
+
+OPENAI_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+ANTHROPIC_PATHS = frozenset({"/v1/messages", "/messages"})
+STATUS_FAULTS = frozenset({"http", "rate_limit", "quota"})
+_TAIL_FAULTS = frozenset(
+    {"stall_after", "disconnect_after", "malformed_after", "error_after", "truncate_after"}
+)
+
+
+@dataclass(slots=True)
+class Plan:
+    """Everything one model call will send."""
+
+    wire: Wire
+    stream: bool
+    tokens: list[str]
+    finish: str
+    input_tokens: int
+    ttft: float
+    interval: float
+    fault: Fault | None
+
+
+async def forever() -> None:
+    """Wait until cancelled."""
+    await asyncio.get_running_loop().create_future()  # ends only by cancellation (disconnect, stop)
+
+
+def build_plan(request: Request, body: dict[str, Any], state: FakeState, call_id: int) -> Plan:
+    """What to send for one model call (knobs from headers over config); raises ValueError."""
+    headers, config = request.headers, state.config
+    ttft_ms = float(headers.get("x-fake-ttft-ms", config.ttft_ms))
+    tps = float(headers.get("x-fake-tps", config.tps))
+    count = int(headers.get("x-fake-tokens", config.tokens))
+    max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
+    limit = count if not isinstance(max_tokens, int) else min(count, max_tokens)
+    prompt = prompt_text(body)
+    model = str(body.get("model") or "fake-model")
+    wire: Wire
+    if request.path in OPENAI_PATHS:
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        wire = OpenAIWire(model, call_id, include_usage)
+    else:
+        wire = AnthropicWire(model, call_id)
+    return Plan(
+        wire=wire,
+        stream=bool(body.get("stream")),
+        tokens=reply_tokens(prompt, max(0, limit)),
+        finish="length" if limit < count else "stop",
+        input_tokens=len(prompt.split()),
+        ttft=max(0.0, ttft_ms / 1000),
+        interval=1 / tps if tps > 0 else 0.0,
+        fault=state.pick_fault(headers.get("x-fake-fault")),
+    )
+
+
+def error_response(wire: Wire, fault: Fault) -> bytes:
+    """The HTTP error answer of a status fault (http, rate_limit, quota)."""
+    if fault.kind == "rate_limit":
+        return json_response(429, wire.error_body(429), headers={"retry-after": f"{fault.arg:g}"})
+    if fault.kind == "quota":
+        return json_response(429, wire.error_body(429, quota=True))
+    return json_response(int(fault.arg), wire.error_body(int(fault.arg)))
+
+
+async def send_whole(writer: asyncio.StreamWriter, plan: Plan, stats: FakeStats) -> bool:
+    """A non-streaming answer: wait as long as generating would take, then send one JSON body."""
+    fault = plan.fault
+    if fault is not None and fault.kind in ("hang", "stall_after"):
+        await forever()
+    await asyncio.sleep(plan.ttft + plan.interval * len(plan.tokens))
+    if fault is not None and fault.kind == "disconnect_after":
+        stats.server_aborts += 1
+        return False
+    text = "".join(plan.tokens)
+    writer.write(
+        json_response(200, plan.wire.full_body(text, plan.finish, plan.input_tokens, len(plan.tokens)))
+    )
+    await writer.drain()
+    stats.completed += 1
+    return True
+
+
+async def send_stream(writer: asyncio.StreamWriter, plan: Plan, stats: FakeStats) -> bool:
+    """An SSE answer: prologue with the first token after ttft, then tokens at tps, then the end."""
+    fault = plan.fault
+    if fault is not None and fault.kind == "hang":
+        await forever()
+    writer.write(stream_head())
+    await writer.drain()
+    tail = fault if fault is not None and fault.kind in _TAIL_FAULTS else None
+    count = len(plan.tokens) if tail is None else min(tail.after, len(plan.tokens))
+    if tail is not None and tail.kind == "stall_after" and count == 0:
+        await forever()
+    await _send_tokens(writer, plan, count)
+    return await _send_tail(writer, plan, stats, tail, count)
+
+
+async def _send_tokens(writer: asyncio.StreamWriter, plan: Plan, count: int) -> None:
+    loop = asyncio.get_running_loop()
+    first_at = loop.time() + plan.ttft
+    await asyncio.sleep(plan.ttft)
+    pending = [plan.wire.prologue(plan.input_tokens)]
+    sent = 0
+    while sent < count:
+        # Every token due by now goes out in one chunk: at high rates one write carries many
+        # tokens instead of one wake-up per token, which keeps hundreds of streams cheap.
+        due = count if plan.interval == 0 else int((loop.time() - first_at) / plan.interval) + 1
+        upto = min(count, max(due, sent + 1))
+        pending += [plan.wire.token(t) for t in plan.tokens[sent:upto]]
+        sent = upto
+        writer.write(chunk(b"".join(pending)))
+        pending = []
+        await writer.drain()
+        if sent < count:
+            await asyncio.sleep(max(0.0, first_at + sent * plan.interval - loop.time()))
+    if pending:
+        writer.write(chunk(b"".join(pending)))
+
+
+async def _send_tail(
+    writer: asyncio.StreamWriter, plan: Plan, stats: FakeStats, tail: Fault | None, count: int
+) -> bool:
+    if tail is None:
+        writer.write(chunk(plan.wire.epilogue(plan.finish, plan.input_tokens, count)) + LAST_CHUNK)
+        await writer.drain()
+        stats.completed += 1
+        return True
+    if tail.kind == "stall_after":
+        await writer.drain()
+        await forever()
+    if tail.kind == "disconnect_after":
+        # A clean close (FIN) without the last chunk: the tokens already written still arrive,
+        # and the client sees an incomplete body. (An abort could discard unsent tokens.)
+        await writer.drain()
+        stats.server_aborts += 1
+        return False
+    if tail.kind == "malformed_after":
+        writer.write(chunk(plan.wire.malformed_event()))
+    elif tail.kind == "error_after":
+        writer.write(chunk(plan.wire.error_event()))
+    writer.write(LAST_CHUNK)  # truncate_after: the body simply ends here
+    await writer.drain()
+    return True

@@ -1,0 +1,102 @@
+"""Provider instances by name, one per (name, event loop), built from `settings.PROVIDERS`.
+
+HTTP providers own an `httpx.AsyncClient`, whose connections belong to the loop that opened them,
+so instances are cached per running loop (like channels_redis keeps connections per loop) and never
+at import time. `close_providers()` closes the instances of the current loop (ASGI lifespan
+shutdown, test teardown).
+
+A `settings.PROVIDERS` entry may name its implementation with `"kind"` (default: the entry's name),
+so several OpenAI-compatible servers can be configured side by side:
+`PROVIDERS["vllm"] = {"kind": "openai", "base_url": ..., "model": ...}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from django.conf import settings
+
+from ._anthropic import AnthropicProvider
+from ._base import Provider
+from ._demo import DemoProvider
+from ._errors import UnknownProvider
+from ._http import Timeouts
+from ._openai import OpenAIProvider
+
+ProviderFactory = Callable[[str, Mapping[str, Any]], Provider]
+
+
+def _http_factory(cls: type[OpenAIProvider] | type[AnthropicProvider]) -> ProviderFactory:
+    def build(name: str, config: Mapping[str, Any]) -> Provider:
+        return cls.from_settings(name, config, timeouts=Timeouts.from_settings(settings.PROVIDER_TIMEOUTS))
+
+    return build
+
+
+_FACTORIES: dict[str, ProviderFactory] = {
+    "demo": DemoProvider.from_settings,
+    "openai": _http_factory(OpenAIProvider),
+    "anthropic": _http_factory(AnthropicProvider),
+}
+
+# Weak keys: a closed and dropped loop takes its instances with it instead of leaking them.
+_instances: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Provider]] = (
+    weakref.WeakKeyDictionary()
+)
+# Several threads may each run a loop (sync_to_async workers, test servers): guard the dict itself.
+_lock = threading.Lock()
+
+
+def _kind(name: str, config: Mapping[str, Any]) -> str:
+    return str(config.get("kind", name))
+
+
+def available_providers() -> list[str]:
+    """Names of the configured providers that this code can build, in settings order."""
+    return [name for name, config in settings.PROVIDERS.items() if _kind(name, config) in _FACTORIES]
+
+
+def build_provider(name: str) -> Provider:
+    """A new, uncached instance of provider `name` (the caller must `aclose()` it)."""
+    config = settings.PROVIDERS.get(name)
+    factory = _FACTORIES.get(_kind(name, config)) if config is not None else None
+    if config is None or factory is None:
+        raise UnknownProvider(
+            f"Unknown provider {name!r}. Use one of: {', '.join(available_providers()) or '(none)'} "
+            "(configured in settings.PROVIDERS; DEFAULT_PROVIDER picks the default).",
+            provider=name,
+        )
+    return factory(name, config)
+
+
+def get_provider(name: str | None = None) -> Provider:
+    """The provider `name` (default: `settings.DEFAULT_PROVIDER`) for the running event loop.
+
+    Called outside a running loop (sync code that only wants `default_model`), it returns a fresh
+    uncached instance: its HTTP client is created lazily, so nothing leaks unless it streams.
+    Raises `UnknownProvider` for names missing from `settings.PROVIDERS`.
+    """
+    name = name or settings.DEFAULT_PROVIDER
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return build_provider(name)
+    with _lock:
+        per_loop = _instances.setdefault(loop, {})
+        provider = per_loop.get(name)
+        if provider is None:
+            provider = per_loop[name] = build_provider(name)
+    return provider
+
+
+async def close_providers() -> None:
+    """Close and forget every provider instance bound to the running loop. Safe to call twice."""
+    loop = asyncio.get_running_loop()
+    with _lock:
+        providers = list(_instances.pop(loop, {}).values())
+    for provider in providers:
+        await provider.aclose()

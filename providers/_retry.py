@@ -1,0 +1,103 @@
+"""The one retry policy of the provider layer (httpx transports underneath use retries=0).
+
+`stream_with_retries` retries a failed stream only while nothing reached the caller: once a
+`TextDelta` was yielded, a retry would duplicate or contradict text the user already saw, so the
+error propagates. It retries only errors marked `retryable` (never quota, auth or bad request),
+at most `max_retries` times, sleeping a full-jitter exponential backoff that is never shorter than
+the upstream's Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+from django.conf import settings
+
+from ._base import ChatMessage, GenerationParams, Provider, StreamEvent, TextDelta
+from ._errors import ProviderError, ProviderRateLimited
+from ._util import closing_iter
+
+logger = logging.getLogger("providers")
+
+OnRateLimited = Callable[[float], Awaitable[None]]
+
+# Backoff of attempt n is uniform in [0, min(MAX_DELAY_S, BASE_DELAY_S * 2**n)]: 0.5 s then 1 s
+# keeps the default two retries within a chat user's patience; the cap bounds long retry chains.
+BASE_DELAY_S = 0.5
+MAX_DELAY_S = 8.0
+# A Retry-After longer than this is not waited out: the caller gets the 429 (and its retry_after)
+# at once, which beats holding a request open for minutes.
+MAX_RETRY_AFTER_S = 20.0
+
+
+def backoff_delay(
+    attempt: int,
+    *,
+    rand: float,
+    retry_after: float | None = None,
+    base: float = BASE_DELAY_S,
+    cap: float = MAX_DELAY_S,
+) -> float:
+    """Seconds to wait before retry number `attempt` (0-based); `rand` is uniform in [0, 1).
+
+    Full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter") spreads out clients that
+    failed together; a Retry-After from the upstream is a floor, never shortened by the jitter.
+    """
+    delay = rand * min(cap, base * 2**attempt)
+    return max(delay, retry_after) if retry_after is not None else delay
+
+
+def should_retry(exc: ProviderError, *, attempt: int, max_retries: int, max_retry_after: float) -> bool:
+    """Whether a failure before the first token deserves retry number `attempt` (0-based)."""
+    if not exc.retryable or attempt >= max_retries:
+        return False
+    return exc.retry_after is None or exc.retry_after <= max_retry_after
+
+
+async def stream_with_retries(
+    provider: Provider,
+    messages: Sequence[ChatMessage],
+    params: GenerationParams,
+    *,
+    max_retries: int | None = None,
+    on_rate_limited: OnRateLimited | None = None,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    rand: Callable[[], float] = random.random,
+    max_retry_after: float = MAX_RETRY_AFTER_S,
+) -> AsyncIterator[StreamEvent]:
+    """`provider.stream(...)`, retried before the first token (see the module docstring).
+
+    `max_retries` defaults to `settings.PROVIDER_MAX_RETRIES`. `on_rate_limited(seconds)` is awaited
+    for every upstream 429 that carries a Retry-After (the pacer pauses the provider's bucket), even
+    when no retry follows. `sleep` and `rand` are injectable so tests record waits instead of waiting.
+    """
+    retries = settings.PROVIDER_MAX_RETRIES if max_retries is None else max_retries
+    attempt = 0
+    while True:
+        got_text = False
+        try:
+            async with closing_iter(provider.stream(messages, params)) as events:
+                async for event in events:
+                    got_text = got_text or isinstance(event, TextDelta)
+                    yield event
+            return
+        except ProviderError as exc:
+            if isinstance(exc, ProviderRateLimited) and exc.retry_after is not None and on_rate_limited:
+                await on_rate_limited(exc.retry_after)
+            if got_text or not should_retry(
+                exc, attempt=attempt, max_retries=retries, max_retry_after=max_retry_after
+            ):
+                raise
+            delay = backoff_delay(attempt, rand=rand(), retry_after=exc.retry_after)
+            logger.warning(
+                "provider %s failed before the first token (%s); retry %d in %.2fs",
+                provider.name,
+                exc.code,
+                attempt + 1,
+                delay,
+            )
+        attempt += 1
+        await sleep(delay)

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class ProvidersConfig(AppConfig):
+    name = "providers"
+    verbose_name = "Providers, flags and metrics"
+    default_auto_field = "django.db.models.BigAutoField"

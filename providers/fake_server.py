@@ -1,0 +1,360 @@
+"""A fake model server speaking the OpenAI and Anthropic streaming APIs, with fault injection.
+
+    python -m providers.fake_server --port 9100           # then OPENAI_BASE_URL=http://127.0.0.1:9100/v1
+
+Model routes: `POST /v1/chat/completions` (and `/chat/completions`), `POST /v1/messages`; streaming
+(SSE) when the body says `"stream": true`, one JSON answer otherwise. Replies are deterministic
+words seeded by the prompt. Knobs, from weakest to strongest:
+
+- server defaults: CLI flags `--ttft-ms --tps --tokens --fault`, or `POST /_fake/config` with
+  JSON `{"ttft_ms", "tps", "tokens", "fault"}`;
+- queued faults: `POST /_fake/config {"next_faults": ["http:503", "none"]}` applies one per model
+  call, in order (`"clear_faults": true` empties the queue first);
+- request headers: `X-Fake-TTFT-Ms`, `X-Fake-TPS`, `X-Fake-Tokens`, `X-Fake-Fault` (a header fault
+  leaves the queue alone).
+
+`GET /_fake/stats` returns the counters of `FakeStats`; `POST /_fake/reset` clears them, the queue
+and the config (back to the startup flags). Fault syntax is in `_fake_formats.FAULT_KINDS`.
+
+In tests: `async with FakeProviderServer(ttft_ms=0, tps=0) as srv:` (same loop, `srv.state.stats`,
+`await srv.wait_until(...)`), or `with ThreadedFakeServer(...) as srv:` from sync code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from ._fake_formats import parse_fault
+from ._fake_respond import (
+    ANTHROPIC_PATHS,
+    OPENAI_PATHS,
+    STATUS_FAULTS,
+    Plan,
+    build_plan,
+    error_response,
+    send_stream,
+    send_whole,
+)
+from ._fake_state import FakeConfig, FakeState, FakeStats
+from ._fake_wire import BadRequest, Request, json_response, read_request
+
+T = TypeVar("T")
+
+
+class _Reader(asyncio.StreamReader):
+    """A StreamReader that also signals when the client closed or reset the connection.
+
+    The transport keeps reading while we write, so EOF or a reset lands here at once, even while
+    a response is sleeping between tokens: that is how client disconnects are seen within ms.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gone = asyncio.Event()
+
+    def feed_eof(self) -> None:
+        super().feed_eof()
+        self.gone.set()
+
+    def set_exception(self, exc: Exception) -> None:
+        super().set_exception(exc)
+        self.gone.set()
+
+
+class FakeProviderServer:
+    """The server on the running loop: `async with FakeProviderServer() as srv: srv.base_url`."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ttft_ms: float = 200.0,
+        tps: float = 50.0,
+        tokens: int = 60,
+        fault: str | None = None,
+        max_requests: int = 50,
+    ) -> None:
+        self.host, self.port = host, port
+        self.state = FakeState(
+            FakeConfig(ttft_ms, tps, tokens, parse_fault(fault)), max_requests=max_requests
+        )
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[Any]] = set()
+        self._changed = asyncio.Event()
+
+    @property
+    def base_url(self) -> str:
+        """Root URL: the Anthropic base URL; OpenAI clients may use it or `openai_base_url`."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        return f"{self.base_url}/v1"
+
+    @property
+    def stats(self) -> FakeStats:
+        return self.state.stats
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        # start_server() without its fixed StreamReader class, so disconnects are observable.
+        self._server = await loop.create_server(
+            lambda: asyncio.StreamReaderProtocol(_Reader(), self._serve_connection),
+            self.host,
+            self.port,
+            backlog=1024,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        self._server = None
+
+    async def __aenter__(self) -> FakeProviderServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def serve_forever(self) -> None:
+        assert self._server is not None, "call start() first"
+        await self._server.serve_forever()
+
+    def configure(self, **changes: Any) -> dict[str, Any]:
+        """Same fields as POST /_fake/config (`ttft_ms`, `tps`, `tokens`, `fault`, `next_faults`...)."""
+        return self.state.configure(changes)
+
+    def queue_faults(self, *specs: str) -> None:
+        """Faults for the next model calls, one each ("none" lets a call through)."""
+        self.state.configure({"next_faults": list(specs)})
+
+    def reset(self) -> None:
+        self.state.reset()
+        self._notify()
+
+    async def wait_until(self, predicate: Callable[[FakeStats], bool], within: float = 1.0) -> None:
+        """Wait until `predicate(stats)` holds; raises TimeoutError after `within` seconds."""
+        async with asyncio.timeout(within):
+            while not predicate(self.state.stats):
+                await self._changed.wait()
+
+    def _notify(self) -> None:
+        # Wake every wait_until(); later waiters block on a fresh event.
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None and isinstance(reader, _Reader)
+        self._connections.add(task)
+        try:
+            while (request := await read_request(reader)) is not None:
+                if not await self._dispatch(request, reader, writer):
+                    break
+        except BadRequest as exc:
+            writer.write(json_response(400, {"error": {"message": str(exc)}}, keep_alive=False))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client went away; nothing to answer
+        finally:
+            self._connections.discard(task)
+            writer.close()
+
+    async def _dispatch(self, request: Request, reader: _Reader, writer: asyncio.StreamWriter) -> bool:
+        """Answer one request; False closes the connection."""
+        path, method = request.path, request.method
+        if path in OPENAI_PATHS or path in ANTHROPIC_PATHS:
+            if method == "POST":
+                return await self._model_call(request, reader, writer)
+            writer.write(json_response(405, {"error": {"message": "use POST"}}))
+        elif path == "/_fake/stats":
+            writer.write(json_response(200, self.state.stats.to_json()))
+        elif path == "/_fake/reset" and method == "POST":
+            self.reset()
+            writer.write(json_response(200, self.state.describe()))
+        elif path == "/_fake/config":
+            writer.write(self._config_endpoint(request))
+        elif path in ("/", "/healthz"):
+            writer.write(json_response(200, {"status": "ok"}))
+        else:
+            writer.write(json_response(404, {"error": {"message": f"no route {method} {path}"}}))
+        await writer.drain()
+        return request.keep_alive
+
+    def _config_endpoint(self, request: Request) -> bytes:
+        if request.method != "POST":
+            return json_response(200, self.state.describe())
+        try:
+            changes = request.json() or {}
+            if not isinstance(changes, dict):
+                raise ValueError("send a JSON object")
+            return json_response(200, self.state.configure(changes))
+        except (ValueError, TypeError, BadRequest) as exc:
+            return json_response(400, {"error": {"message": str(exc)}})
+
+    async def _model_call(self, request: Request, reader: _Reader, writer: asyncio.StreamWriter) -> bool:
+        try:
+            body = request.json()
+            if not isinstance(body, dict):
+                raise ValueError("the body must be a JSON object")
+            plan = build_plan(request, body, self.state, self.state.stats.calls + 1)
+        except (ValueError, TypeError, BadRequest) as exc:
+            writer.write(
+                json_response(400, {"error": {"type": "invalid_request_error", "message": str(exc)}})
+            )
+            await writer.drain()
+            return request.keep_alive
+        stats = self.state.stats
+        stats.record_call(request.path, request.headers, body, plan.fault)
+        self._notify()
+        fault = plan.fault
+        if fault is not None and fault.kind in STATUS_FAULTS:
+            writer.write(error_response(plan.wire, fault))
+            await writer.drain()
+            return request.keep_alive
+        if fault is not None and fault.kind == "drop":
+            stats.server_aborts += 1
+            return False
+        stats.concurrent += 1
+        stats.max_concurrent = max(stats.max_concurrent, stats.concurrent)
+        try:
+            return await self._respond_watching(reader, writer, plan)
+        finally:
+            stats.concurrent -= 1
+            self._notify()
+
+    async def _respond_watching(self, reader: _Reader, writer: asyncio.StreamWriter, plan: Plan) -> bool:
+        """Send the response unless the client disconnects first (then stop at once and count it)."""
+        send = asyncio.ensure_future(
+            (send_stream if plan.stream else send_whole)(writer, plan, self.state.stats)
+        )
+        gone = asyncio.ensure_future(reader.gone.wait())
+        try:
+            await asyncio.wait((send, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Also when we are cancelled (server stop): no child task may outlive the connection.
+            gone.cancel()
+            if not send.done():
+                send.cancel()
+                await asyncio.wait((send,))
+        if send.cancelled() or isinstance(send.exception(), ConnectionError):
+            self.state.stats.client_disconnects += 1
+            return False
+        return send.result()
+
+
+class ThreadedFakeServer:
+    """A `FakeProviderServer` on its own loop in a daemon thread, for sync tests and benchmarks."""
+
+    def __init__(self, **options: Any) -> None:
+        self.server = FakeProviderServer(**options)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="fake-provider-server", daemon=True)
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self.server.start())
+        except BaseException as exc:  # handed to start() in the caller's thread
+            self._error = exc
+            self._started.set()
+            return
+        self._started.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(self.server.stop())
+        self._loop.close()
+
+    def start(self) -> ThreadedFakeServer:
+        self._thread.start()
+        self._started.wait(10)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+    def __enter__(self) -> ThreadedFakeServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url
+
+    @property
+    def openai_base_url(self) -> str:
+        return self.server.openai_base_url
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `fn(*args, **kwargs)` on the server's loop (its state is not thread-safe) and return it."""
+
+        async def run() -> T:
+            return fn(*args, **kwargs)
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
+
+    def stats(self) -> dict[str, Any]:
+        return self.call(self.server.state.stats.to_json)
+
+    def configure(self, **changes: Any) -> dict[str, Any]:
+        return self.call(self.server.configure, **changes)
+
+    def reset(self) -> None:
+        self.call(self.server.reset)
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m providers.fake_server", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9100, help="0 picks a free port (printed on start)")
+    parser.add_argument("--ttft-ms", type=float, default=200.0, help="time to first token (ms)")
+    parser.add_argument("--tps", type=float, default=50.0, help="tokens per second (<= 0: all at once)")
+    parser.add_argument("--tokens", type=int, default=60, help="reply length in tokens")
+    parser.add_argument("--fault", default=None, help="fault for every call, e.g. http:503 (see docs)")
+    return parser.parse_args(argv)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    server = FakeProviderServer(
+        host=args.host,
+        port=args.port,
+        ttft_ms=args.ttft_ms,
+        tps=args.tps,
+        tokens=args.tokens,
+        fault=args.fault,
+    )
+    async with server:
+        print(f"fake provider server listening on {server.base_url}", flush=True)
+        await server.serve_forever()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """CLI entry point; Ctrl-C stops it."""
+    args = _parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

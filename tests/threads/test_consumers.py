@@ -1,0 +1,167 @@
+"""The WebSocket consumer through the full ASGI stack (auth, origin check, routing)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+
+from chatapp.asgi import application
+from threads.models import Message, Thread
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.both]
+
+TIMEOUT = 10
+
+
+@pytest.fixture
+async def thread(user: Any) -> Thread:
+    return await sync_to_async(Thread.objects.create)(owner=user, provider="demo", model="demo-1")
+
+
+def _ws(path: str, *, token: str | None = None, origin: str | None = None) -> WebsocketCommunicator:
+    headers = []
+    if token:
+        headers.append((b"authorization", f"Bearer {token}".encode()))
+    if origin:
+        headers.append((b"origin", origin.encode()))
+    return WebsocketCommunicator(application, path, headers=headers)
+
+
+async def _connected(thread: Thread, token: str) -> WebsocketCommunicator:
+    comm = _ws(f"/ws/threads/{thread.pk}/", token=token)
+    ok, _ = await comm.connect(timeout=TIMEOUT)
+    assert ok
+    snap = await comm.receive_json_from(timeout=TIMEOUT)
+    assert snap["type"] == "snapshot"
+    return comm
+
+
+async def _until(comm: WebsocketCommunicator, kind: str) -> list[dict[str, Any]]:
+    seen: list[dict[str, Any]] = []
+    while True:
+        ev = await comm.receive_json_from(timeout=TIMEOUT)
+        seen.append(ev)
+        if ev["type"] == kind:
+            return seen
+
+
+def _text(evs: list[dict[str, Any]]) -> str:
+    deltas = [e for e in evs if e["type"] == "message.delta"]
+    assert [d["seq"] for d in deltas] == list(range(1, len(deltas) + 1))
+    return "".join(d["text"] for d in deltas)
+
+
+async def test_unauthenticated_handshake_is_refused(thread: Thread) -> None:
+    comm = _ws(f"/ws/threads/{thread.pk}/")
+    ok, code = await comm.connect(timeout=TIMEOUT)
+    assert not ok and code == 4401
+
+
+async def test_other_users_thread_is_refused(thread: Thread, other_user: Any) -> None:
+    from accounts.tokens import api_token_create
+
+    _, raw = await sync_to_async(api_token_create)(user=other_user)
+    comm = _ws(f"/ws/threads/{thread.pk}/", token=raw)
+    ok, code = await comm.connect(timeout=TIMEOUT)
+    assert not ok and code == 4404
+
+
+async def test_foreign_origin_is_refused(thread: Thread, token: str) -> None:
+    comm = _ws(f"/ws/threads/{thread.pk}/", token=token, origin="https://evil.example")
+    ok, _ = await comm.connect(timeout=TIMEOUT)
+    assert not ok
+    same = _ws(f"/ws/threads/{thread.pk}/", token=token, origin="http://127.0.0.1:8000")
+    ok, _ = await same.connect(timeout=TIMEOUT)
+    assert ok
+    await same.disconnect()
+
+
+async def test_session_cookie_authenticates(thread: Thread, user: Any) -> None:
+    from django.test import Client
+
+    client = Client()
+    await sync_to_async(client.force_login)(user)
+    cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+    comm = WebsocketCommunicator(
+        application, f"/ws/threads/{thread.pk}/", headers=[(b"cookie", cookie.encode())]
+    )
+    ok, _ = await comm.connect(timeout=TIMEOUT)
+    assert ok
+    assert (await comm.receive_json_from(timeout=TIMEOUT))["type"] == "snapshot"
+    await comm.disconnect()
+
+
+async def test_stream_and_second_connection_sees_the_same(thread: Thread, token: str) -> None:
+    a = await _connected(thread, token)
+    b = await _connected(thread, token)
+    await a.send_json_to({"type": "send", "content": "Tell me about streams", "request_id": "ws-1"})
+    evs_a, evs_b = await asyncio.gather(_until(a, "message.done"), _until(b, "message.done"))
+    for evs in (evs_a, evs_b):
+        assert evs[0]["type"] == "message.start" and evs[0]["request_id"] == "ws-1"
+        assert evs[0]["user_message"]["content"] == "Tell me about streams"
+        assert _text(evs) == evs[-1]["message"]["content"] != ""
+    assert evs_a[-1]["message"] == evs_b[-1]["message"]
+    rows = await sync_to_async(list)(Message.objects.filter(thread=thread).values_list("role", "status"))
+    assert rows == [("user", "complete"), ("assistant", "complete")]
+    await a.disconnect()
+    await b.disconnect()
+
+
+async def test_snapshot_lists_saved_messages(thread: Thread, token: str) -> None:
+    await sync_to_async(Message.objects.create)(
+        thread=thread, role="user", content="earlier", request_id="e1"
+    )
+    comm = _ws(f"/ws/threads/{thread.pk}/", token=token)
+    await comm.connect(timeout=TIMEOUT)
+    snap = await comm.receive_json_from(timeout=TIMEOUT)
+    assert [m["content"] for m in snap["messages"]] == ["earlier"] and snap["in_flight"] == []
+    await comm.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("not json", "invalid_json"),
+        ("[1, 2]", "invalid_json"),
+        (json.dumps({"type": "dance"}), "unknown_type"),
+        (json.dumps({"type": "send", "content": ""}), "invalid_content"),
+        (json.dumps({"type": "cancel", "request_id": 3}), "invalid_request_id"),
+        (json.dumps({"type": "cancel", "request_id": "unknown-1"}), "not_found"),
+    ],
+)
+async def test_bad_frames_get_error_and_socket_stays_open(
+    thread: Thread, token: str, frame: str, code: str
+) -> None:
+    comm = await _connected(thread, token)
+    await comm.send_to(text_data=frame)
+    ev = await comm.receive_json_from(timeout=TIMEOUT)
+    assert ev["type"] == "error" and ev["error"]["code"] == code
+    await comm.send_to(text_data=json.dumps({"type": "send", "content": "still there?"}))
+    assert (await _until(comm, "message.done"))[-1]["message"]["status"] == "complete"
+    await comm.disconnect()
+
+
+async def test_cancel_frame_stops_generation(thread: Thread, token: str, settings: Any) -> None:
+    settings.PROVIDERS = {
+        **settings.PROVIDERS,
+        "demo": {**settings.PROVIDERS["demo"], "tokens_per_s": 20.0, "max_tokens": 400},
+    }
+    comm = await _connected(thread, token)
+    other = await _connected(thread, token)
+    await comm.send_json_to({"type": "send", "content": "a long one please", "request_id": "c-1"})
+    await _until(comm, "message.delta")
+    await comm.send_json_to({"type": "cancel", "request_id": "c-1"})
+    evs = await _until(comm, "message.cancelled")
+    other_evs = await _until(other, "message.cancelled")
+    final = evs[-1]["message"]
+    assert final["status"] == "cancelled" and other_evs[-1]["message"] == final
+    saved = await sync_to_async(Message.objects.get)(pk=final["id"])
+    assert saved.status == "cancelled" and saved.content == final["content"] != ""
+    await comm.disconnect()
+    await other.disconnect()

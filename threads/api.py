@@ -1,0 +1,109 @@
+"""The JSON API of API.md. Views parse and check, call one use case, answer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+
+from threads import chat, events, groups, selectors, services
+from threads.generation import generation_service
+from threads.http import api_view, authed_user, body_json, json_response, sse
+from threads.services import NotFound
+from threads.validation import InvalidInput, parse_request_id, parse_send, parse_thread_create
+
+
+@api_view({"GET", "POST"})
+async def threads_collection(request: HttpRequest) -> HttpResponseBase:
+    user = authed_user(request)
+    if request.method == "POST":
+        data = parse_thread_create(body_json(request))
+        thread = await database_sync_to_async(services.thread_create)(owner=user, data=data)
+        return json_response(events.thread_data(thread), status=201)
+    before = request.GET.get("before")
+    if before is not None and not before.isdigit():
+        raise InvalidInput("invalid_cursor", "'before' must be a thread id.")
+    page = await database_sync_to_async(selectors.thread_list_for_user)(
+        user=user, before=int(before) if before else None
+    )
+    return json_response(page)
+
+
+async def _thread_or_404(request: HttpRequest, thread_id: int) -> Any:
+    thread = await chat.thread_visible_to(user=authed_user(request), thread_id=thread_id)
+    if thread is None:
+        raise NotFound()
+    return thread
+
+
+@api_view({"GET", "DELETE"})
+async def thread_item(request: HttpRequest, thread_id: int) -> HttpResponseBase:
+    thread = await _thread_or_404(request, thread_id)
+    if request.method == "DELETE":
+        await database_sync_to_async(services.thread_delete)(thread=thread)
+        return HttpResponse(status=204)
+    return json_response(await database_sync_to_async(selectors.thread_detail)(thread=thread))
+
+
+@api_view({"POST"})
+async def thread_messages(request: HttpRequest, thread_id: int) -> HttpResponseBase:
+    req = parse_send(body_json(request), max_chars=settings.MAX_MESSAGE_CHARS)
+    thread = await _thread_or_404(request, thread_id)
+    if req.stream:
+        return StreamingHttpResponse(
+            _sse_stream(request, thread, req),
+            content_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    outcome = await chat.send(user=authed_user(request), thread=thread, req=req)
+    final = await chat.wait_terminal(outcome, thread_id=thread.pk)
+    timings = outcome.generation.timings() if outcome.generation is not None else None
+    body = {
+        "request_id": outcome.request_id,
+        "coalesced": outcome.coalesced,
+        "user_message": outcome.user_message,
+        "assistant_message": final.get("message") or outcome.assistant_message,
+        "timings": timings or {"queue_wait_ms": 0, "ttft_ms": None, "total_ms": 0},
+    }
+    if final["type"] == "message.error":
+        body["error"] = final["error"]
+    return json_response(body)
+
+
+async def _sse_stream(request: HttpRequest, thread: Any, req: Any) -> AsyncIterator[bytes]:
+    """Subscribe first, then send, so no event of this request can be missed."""
+    layer = generation_service().layer
+    group = groups.thread_group(thread.pk)
+    channel = await layer.new_channel("sse.")
+    await layer.group_add(group, channel)
+    try:
+        try:
+            outcome = await chat.send(
+                user=authed_user(request), thread=thread, req=req, reply_channel=channel
+            )
+        except InvalidInput as exc:
+            yield sse(events.socket_error(exc.code, exc.message))
+            return
+        if outcome.generation is None:  # replayed request: its result, however it ended
+            yield sse(await chat.wait_terminal(outcome, thread_id=thread.pk))
+            return
+        while True:
+            event = (await layer.receive(channel)).get("event") or {}
+            if event.get("request_id") != outcome.request_id:
+                continue
+            yield sse(event)
+            if event.get("type") in events.TERMINAL_EVENTS:
+                return
+    finally:
+        await layer.group_discard(group, channel)
+
+
+@api_view({"POST"})
+async def cancel(request: HttpRequest, request_id: str) -> HttpResponseBase:
+    rid = parse_request_id(request_id)
+    await chat.cancel(user=authed_user(request), request_id=rid)
+    return json_response({"request_id": rid, "status": "cancelled"})

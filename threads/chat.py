@@ -1,0 +1,124 @@
+"""Async use cases shared by the HTTP API and the WebSocket consumer: send, cancel, snapshot.
+
+Each crosses into sync code once per step (one `database_sync_to_async` call per service/selector).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.contrib.auth.models import AbstractBaseUser
+
+from providers.flags import flag_enabled
+from threads import events, groups, selectors, services
+from threads.generation import Generation, generation_service
+from threads.models import Message, Thread
+from threads.validation import SendRequest
+
+
+@dataclass(slots=True)
+class SendOutcome:
+    request_id: str
+    coalesced: str  # "leader" | "follower" | "bypass"
+    user_message: dict[str, Any]
+    assistant_message: dict[str, Any]
+    generation: Generation | None  # set when this process runs (or ran) the generation
+
+
+thread_visible_to = database_sync_to_async(selectors.thread_visible_to)
+
+
+async def send(
+    *, user: AbstractBaseUser, thread: Thread, req: SendRequest, reply_channel: str | None = None
+) -> SendOutcome:
+    """Write the send's rows and start its generation (or find the rows of a replayed request_id)."""
+    prepared = await database_sync_to_async(services.send_prepare)(
+        thread_id=thread.pk, req=req, parent_id=req.parent_id if req.parent_id is not None else None
+    )
+    svc = generation_service()
+    if prepared.replay:
+        return SendOutcome(
+            request_id=req.request_id,
+            coalesced="follower",
+            user_message=prepared.user_message,
+            assistant_message=prepared.assistant_message,
+            generation=svc.running.get(req.request_id),
+        )
+    # With fan-out off only the requesting connection streams; other viewers get the final message.
+    only = None if flag_enabled("STREAM_FANOUT_ENABLED") else reply_channel
+    gen = await svc.start(prepared, reply_channel=only)
+    return SendOutcome(
+        request_id=req.request_id,
+        coalesced="bypass" if not req.idempotent else "leader",
+        user_message=prepared.user_message,
+        assistant_message=prepared.assistant_message,
+        generation=gen,
+    )
+
+
+async def wait_terminal(outcome: SendOutcome, *, thread_id: int) -> dict[str, Any]:
+    """The terminal event (done / cancelled / error) of a send, wherever its generation runs."""
+    if outcome.generation is not None:
+        # Shielded: a client that goes away must not cancel the generation it started.
+        return await asyncio.shield(outcome.generation.done)
+    svc = generation_service()
+    layer = svc.layer
+    channel = await layer.new_channel("wait.")
+    await layer.group_add(groups.thread_group(thread_id), channel)
+    try:
+        final = await _terminal_from_db(outcome.assistant_message["id"], outcome.request_id)
+        if final is not None:
+            return final
+        while True:
+            msg = await layer.receive(channel)
+            event = msg.get("event") or {}
+            if event.get("request_id") == outcome.request_id and event.get("type") in events.TERMINAL_EVENTS:
+                return dict(event)
+    finally:
+        await layer.group_discard(groups.thread_group(thread_id), channel)
+
+
+async def terminal_now(outcome: SendOutcome) -> dict[str, Any] | None:
+    """The terminal event of a finished send, or None while it still runs."""
+    return await _terminal_from_db(outcome.assistant_message["id"], outcome.request_id)
+
+
+@database_sync_to_async
+def _terminal_from_db(message_id: int, request_id: str) -> dict[str, Any] | None:
+    msg = Message.objects.filter(pk=message_id).first()
+    if msg is None:
+        return events.message_error(request_id=request_id, code="not_found", message="The reply was deleted.")
+    data = events.message_data(msg)
+    if msg.status == Message.Status.COMPLETE:
+        return events.message_done(request_id=request_id, message=data)
+    if msg.status == Message.Status.CANCELLED:
+        return events.message_cancelled(request_id=request_id, message=data)
+    if msg.status == Message.Status.ERROR:
+        return events.message_error(
+            request_id=request_id,
+            code=msg.error_code or "provider_error",
+            message=msg.error_message,
+            assistant=data,
+        )
+    return None
+
+
+async def cancel(*, user: AbstractBaseUser, request_id: str) -> dict[str, Any]:
+    """Cancel a running generation. Raises services.NotFound / services.Conflict."""
+    message = await database_sync_to_async(services.message_cancel)(user=user, request_id=request_id)
+    await generation_service().cancel_everywhere(request_id)
+    return message
+
+
+@database_sync_to_async
+def _snapshot_messages(thread_id: int) -> list[dict[str, Any]]:
+    return selectors.message_list(thread_id=thread_id)
+
+
+async def snapshot(*, thread_id: int) -> dict[str, Any]:
+    """Everything a viewer needs to show the thread now, including text streamed so far."""
+    in_flight = generation_service().in_flight(thread_id)
+    return events.snapshot(await _snapshot_messages(thread_id), in_flight)

@@ -1,0 +1,110 @@
+"""WebSocket `/ws/threads/{id}/`: a thin adapter. It checks the user, joins the thread's group, sends a
+snapshot, and turns client frames into use-case calls. Generations run in the generation service,
+never in this consumer's task, so a socket that goes away stops nothing."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from providers import ProviderError
+from threads import chat, events, groups
+from threads.services import Conflict, NotFound
+from threads.validation import InvalidInput, parse_request_id, parse_send
+
+log = logging.getLogger(__name__)
+
+# Close codes: 4401 not authenticated, 4404 no such thread (or not yours).
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_NOT_FOUND = 4404
+
+
+class ThreadConsumer(AsyncWebsocketConsumer):
+    thread_id: int
+    group: str
+    # Per request_id, the seq reported in the snapshot: later duplicates of earlier deltas are dropped.
+    _snapshot_seq: dict[str, int]
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.thread_id = int(self.scope["url_route"]["kwargs"]["thread_id"])
+        self.thread = await chat.thread_visible_to(user=user, thread_id=self.thread_id)
+        if self.thread is None:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        self.group = groups.thread_group(self.thread_id)
+        # Join before reading the snapshot: every delta after the snapshot's seq then reaches us.
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        snap = await chat.snapshot(thread_id=self.thread_id)
+        self._snapshot_seq = {f["request_id"]: f["seq"] for f in snap["in_flight"]}
+        await self._send_json(snap)
+
+    async def disconnect(self, code: int) -> None:
+        if getattr(self, "group", None):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            frame = json.loads(text_data or "")
+        except ValueError:
+            await self._send_json(events.socket_error("invalid_json", "Frames must be JSON objects."))
+            return
+        if not isinstance(frame, dict):
+            await self._send_json(events.socket_error("invalid_json", "Frames must be JSON objects."))
+            return
+        kind = frame.get("type")
+        try:
+            if kind == "send":
+                await self._on_send(frame)
+            elif kind == "cancel":
+                await self._on_cancel(frame)
+            else:
+                await self._send_json(
+                    events.socket_error("unknown_type", "'type' must be 'send' or 'cancel'.")
+                )
+        except InvalidInput as exc:
+            await self._send_json(events.socket_error(exc.code, exc.message))
+        except NotFound:
+            await self._send_json(events.socket_error("not_found", "No such request."))
+        except Conflict as exc:
+            await self._send_json(events.socket_error("conflict", f"It has already finished (status {exc})."))
+        except ProviderError as exc:
+            await self._send_json(events.socket_error(exc.code, exc.message))
+
+    async def _on_send(self, frame: dict[str, Any]) -> None:
+        req = parse_send(frame, max_chars=settings.MAX_MESSAGE_CHARS)
+        outcome = await chat.send(
+            user=self.scope["user"], thread=self.thread, req=req, reply_channel=self.channel_name
+        )
+        if outcome.generation is None:
+            # A replayed request_id: tell this socket how it ended (or it will hear it from the group).
+            final = await chat.terminal_now(outcome)
+            if final is not None:
+                await self._send_json(final)
+
+    async def _on_cancel(self, frame: dict[str, Any]) -> None:
+        rid = frame.get("request_id")
+        if not isinstance(rid, str):
+            raise InvalidInput("invalid_request_id", "'request_id' must be a string.")
+        await chat.cancel(user=self.scope["user"], request_id=parse_request_id(rid))
+
+    async def thread_event(self, message: dict[str, Any]) -> None:
+        event = message["event"]
+        if event.get("type") == "message.delta":
+            seen = self._snapshot_seq.get(event["request_id"])
+            if seen is not None and event["seq"] <= seen:
+                return
+        elif event.get("type") in events.TERMINAL_EVENTS:
+            self._snapshot_seq.pop(event.get("request_id", ""), None)
+        await self._send_json(event)
+
+    async def _send_json(self, data: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(data, separators=(",", ":")))

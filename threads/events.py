@@ -1,0 +1,98 @@
+"""JSON payloads sent to clients (WebSocket frames and SSE events). Pure functions only."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from django.utils import timezone
+
+Payload = dict[str, Any]
+
+
+def iso(dt: Any) -> str | None:
+    return timezone.localtime(dt, datetime.UTC).isoformat().replace("+00:00", "Z") if dt else None
+
+
+def thread_data(t: Any) -> Payload:
+    return {
+        "id": t.id,
+        "title": t.title,
+        "provider": t.provider,
+        "model": t.model,
+        "created_at": iso(t.created_at),
+        "updated_at": iso(t.updated_at),
+    }
+
+
+def message_data(m: Any) -> Payload:
+    data: Payload = {
+        "id": m.id,
+        "thread_id": m.thread_id,
+        "role": m.role,
+        "content": m.content,
+        "status": m.status,
+        "request_id": m.request_id,
+        "parent_id": m.parent_id,
+        "created_at": iso(m.created_at),
+    }
+    if m.role == "assistant":
+        data["input_tokens"] = m.input_tokens
+        data["output_tokens"] = m.output_tokens
+        data["finish_reason"] = m.finish_reason
+        if m.error_code:
+            data["error"] = {"code": m.error_code, "message": m.error_message}
+    return data
+
+
+def error_body(code: str, message: str) -> Payload:
+    return {"error": {"code": code, "message": message}}
+
+
+def snapshot(messages: list[Payload], in_flight: list[Payload]) -> Payload:
+    return {"type": "snapshot", "messages": messages, "in_flight": in_flight}
+
+
+def message_start(*, request_id: str, user_message: Payload, message_id: int) -> Payload:
+    return {
+        "type": "message.start",
+        "request_id": request_id,
+        "user_message": user_message,
+        "message_id": message_id,
+    }
+
+
+def message_delta(*, request_id: str, message_id: int, seq: int, text: str) -> Payload:
+    return {
+        "type": "message.delta",
+        "request_id": request_id,
+        "message_id": message_id,
+        "seq": seq,
+        "text": text,
+    }
+
+
+def message_done(*, request_id: str, message: Payload) -> Payload:
+    return {"type": "message.done", "request_id": request_id, "message": message}
+
+
+def message_cancelled(*, request_id: str, message: Payload) -> Payload:
+    return {"type": "message.cancelled", "request_id": request_id, "message": message}
+
+
+def message_error(*, request_id: str, code: str, message: str, assistant: Payload | None = None) -> Payload:
+    event: Payload = {
+        "type": "message.error",
+        "request_id": request_id,
+        "error": {"code": code, "message": message},
+    }
+    if assistant is not None:
+        event["message"] = assistant
+    return event
+
+
+def socket_error(code: str, message: str) -> Payload:
+    return {"type": "error", "error": {"code": code, "message": message}}
+
+
+TERMINAL_EVENTS = frozenset({"message.done", "message.cancelled", "message.error"})

@@ -1,0 +1,301 @@
+"""The generation service: runs provider streams as tasks it owns (never inside a consumer's task),
+batches deltas, broadcasts events to the thread's group, persists the result, and cancels on request
+from any process.
+
+One service per event loop (`generation_service()`); a daphne process has one loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.layers import BaseChannelLayer, get_channel_layer
+from django.conf import settings
+
+from providers import (
+    ChatMessage,
+    Completion,
+    GenerationParams,
+    ProviderError,
+    TextDelta,
+    get_provider,
+    stream_with_retries,
+)
+from threads import events, groups, services
+from threads.services import PreparedSend
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Generation:
+    """One running provider call and the state a mid-stream viewer needs (text so far, seq)."""
+
+    request_id: str
+    thread_id: int
+    message_id: int
+    # Only this channel gets deltas when fan-out is off (None: the whole thread group).
+    reply_channel: str | None = None
+    started: float = field(default_factory=time.monotonic)
+    ttft_ms: float | None = None
+    queue_wait_ms: float = 0.0
+    # Text received from the provider but not yet sent as a delta.
+    pending: list[str] = field(default_factory=list)
+    # Text already sent in deltas 1..seq (what a snapshot reports).
+    sent: list[str] = field(default_factory=list)
+    seq: int = 0
+    finished: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    # Resolved with the terminal client event (message.done / .cancelled / .error).
+    done: asyncio.Future[dict[str, Any]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    task: asyncio.Task[None] | None = None
+
+    def text(self) -> str:
+        return "".join(self.sent) + "".join(self.pending)
+
+    def snapshot_entry(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "message_id": self.message_id,
+            "text": "".join(self.sent),
+            "seq": self.seq,
+        }
+
+    def timings(self) -> dict[str, float | None]:
+        return {
+            "queue_wait_ms": round(self.queue_wait_ms, 2),
+            "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 2),
+            "total_ms": round((time.monotonic() - self.started) * 1000, 2),
+        }
+
+
+class GenerationService:
+    def __init__(self, layer: BaseChannelLayer) -> None:
+        self.layer = layer
+        self.running: dict[str, Generation] = {}
+        self._control_task: asyncio.Task[None] | None = None
+        self._control_ready = asyncio.Event()
+
+    # --- public ---------------------------------------------------------------------------------
+
+    async def start(self, prepared: PreparedSend, *, reply_channel: str | None = None) -> Generation:
+        await self._ensure_control()
+        gen = Generation(
+            request_id=prepared.request_id,
+            thread_id=prepared.thread_id,
+            message_id=prepared.assistant_message["id"],
+            reply_channel=reply_channel,
+        )
+        self.running[gen.request_id] = gen
+        await self.broadcast(
+            gen.thread_id,
+            events.message_start(
+                request_id=gen.request_id, user_message=prepared.user_message, message_id=gen.message_id
+            ),
+        )
+        params = GenerationParams(model=prepared.model)
+        history = [ChatMessage(role, content) for role, content in prepared.history]  # type: ignore[arg-type]
+        gen.task = asyncio.create_task(
+            self._run(gen, prepared.provider, params, history), name=f"gen:{gen.request_id}"
+        )
+        return gen
+
+    def in_flight(self, thread_id: int) -> list[dict[str, Any]]:
+        return [g.snapshot_entry() for g in self.running.values() if g.thread_id == thread_id]
+
+    def cancel_local(self, request_id: str) -> bool:
+        gen = self.running.get(request_id)
+        if gen is None or gen.task is None or gen.task.done():
+            return False
+        gen.task.cancel()
+        return True
+
+    async def cancel_everywhere(self, request_id: str) -> None:
+        """Stop the generation of `request_id` in whichever process runs it."""
+        if not self.cancel_local(request_id):
+            await self.layer.group_send(
+                groups.CONTROL_GROUP, {"type": groups.CONTROL_CANCEL, "request_id": request_id}
+            )
+
+    async def broadcast(self, thread_id: int, event: dict[str, Any], *, only: str | None = None) -> None:
+        message = groups.layer_message(event)
+        if only is not None:
+            await self.layer.send(only, message)
+        else:
+            await self.layer.group_send(groups.thread_group(thread_id), message)
+
+    async def aclose(self) -> None:
+        for gen in list(self.running.values()):
+            if gen.task is not None:
+                gen.task.cancel()
+        tasks = [g.task for g in self.running.values() if g.task is not None]
+        if self._control_task is not None:
+            self._control_task.cancel()
+            tasks.append(self._control_task)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- the run --------------------------------------------------------------------------------
+
+    async def _run(
+        self, gen: Generation, provider_name: str, params: GenerationParams, history: list[ChatMessage]
+    ) -> None:
+        sender = asyncio.create_task(self._sender(gen), name=f"gen-send:{gen.request_id}")
+        completion: Completion | None = None
+        try:
+            provider = get_provider(provider_name)
+            async for ev in stream_with_retries(
+                provider, history, params, max_retries=settings.PROVIDER_MAX_RETRIES
+            ):
+                if isinstance(ev, TextDelta):
+                    if ev.text:
+                        if gen.ttft_ms is None:
+                            gen.ttft_ms = (time.monotonic() - gen.started) * 1000
+                        gen.pending.append(ev.text)
+                        gen.wake.set()
+                else:
+                    completion = ev
+        except asyncio.CancelledError:
+            # Cancel (Stop, or the service closing): the provider stream's context managers already
+            # closed the upstream connection. Save the partial text, tell viewers, then re-raise.
+            sender.cancel()
+            await asyncio.shield(self._finish_cancelled(gen))
+            raise
+        except ProviderError as exc:
+            await self._drain(gen, sender)
+            await self._finish_error(gen, exc.code, exc.message)
+        except Exception as exc:  # a bug must not leave the message `streaming` forever
+            log.exception("generation %s failed", gen.request_id)
+            await self._drain(gen, sender)
+            await self._finish_error(gen, "internal_error", f"The reply failed: {type(exc).__name__}.")
+        else:
+            await self._drain(gen, sender)
+            await self._finish_complete(gen, completion)
+        finally:
+            self.running.pop(gen.request_id, None)
+
+    async def _drain(self, gen: Generation, sender: asyncio.Task[None]) -> None:
+        gen.finished = True
+        gen.ended.set()
+        gen.wake.set()
+        await sender
+
+    async def _sender(self, gen: Generation) -> None:
+        """Send at most one delta per flush interval holding every token since the last one.
+        The first delta is sent as soon as its token arrives."""
+        flush_s = settings.STREAM_FLUSH_MS / 1000
+        while True:
+            await gen.wake.wait()
+            gen.wake.clear()
+            if gen.pending:
+                text = "".join(gen.pending)
+                gen.pending.clear()
+                gen.sent.append(text)
+                gen.seq += 1
+                event = events.message_delta(
+                    request_id=gen.request_id, message_id=gen.message_id, seq=gen.seq, text=text
+                )
+                try:
+                    await self.broadcast(gen.thread_id, event, only=gen.reply_channel)
+                except Exception:  # a full channel must not stop the generation; seq lets clients re-sync
+                    log.warning("delta %s/%s not delivered", gen.request_id, gen.seq, exc_info=True)
+            if gen.finished and not gen.pending:
+                return
+            # The batching window: tokens arriving now wait for the next delta, unless the stream ends.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(gen.ended.wait(), flush_s)
+
+    async def _finish_complete(self, gen: Generation, completion: Completion | None) -> None:
+        final = await database_sync_to_async(services.message_finalize)(
+            message_id=gen.message_id,
+            status="complete",
+            content=gen.text(),
+            input_tokens=completion.input_tokens if completion else None,
+            output_tokens=completion.output_tokens if completion else None,
+            finish_reason=completion.finish_reason if completion else "stop",
+        )
+        if final is None:
+            # Cancelled from another process while the last tokens arrived: the cancel won.
+            await self._finish_cancelled(gen)
+            return
+        await self._terminal(gen, events.message_done(request_id=gen.request_id, message=final))
+
+    async def _finish_cancelled(self, gen: Generation) -> None:
+        gen.finished = True
+        await database_sync_to_async(services.message_cancel_by_id)(message_id=gen.message_id)
+        final = await database_sync_to_async(services.message_save_cancelled)(
+            message_id=gen.message_id, content=gen.text()
+        )
+        if final is None:  # it completed or failed first; nothing to tell
+            return
+        await self._terminal(gen, events.message_cancelled(request_id=gen.request_id, message=final))
+
+    async def _finish_error(self, gen: Generation, code: str, message: str) -> None:
+        final = await database_sync_to_async(services.message_finalize)(
+            message_id=gen.message_id,
+            status="error",
+            content=gen.text(),
+            error_code=code,
+            error_message=message,
+        )
+        if final is None:
+            await self._finish_cancelled(gen)
+            return
+        await self._terminal(
+            gen, events.message_error(request_id=gen.request_id, code=code, message=message, assistant=final)
+        )
+
+    async def _terminal(self, gen: Generation, event: dict[str, Any]) -> None:
+        if not gen.done.done():
+            gen.done.set_result(event)
+        try:
+            # Terminal events go to the whole group even with fan-out off: other viewers get the result.
+            await self.broadcast(gen.thread_id, event)
+        except Exception:
+            log.warning("terminal event of %s not delivered", gen.request_id, exc_info=True)
+
+    # --- cross-process control --------------------------------------------------------------------
+
+    async def _ensure_control(self) -> None:
+        if self._control_task is None:
+            self._control_task = asyncio.create_task(self._control_loop(), name="generation-control")
+        await self._control_ready.wait()
+
+    async def _control_loop(self) -> None:
+        channel = await self.layer.new_channel("control.")
+        await self.layer.group_add(groups.CONTROL_GROUP, channel)
+        self._control_ready.set()
+        try:
+            while True:
+                msg = await self.layer.receive(channel)
+                if msg.get("type") == groups.CONTROL_CANCEL:
+                    self.cancel_local(str(msg.get("request_id", "")))
+        finally:
+            # Runs on loop shutdown (CancelledError): leave the group so senders stop queueing for us.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.layer.group_discard(groups.CONTROL_GROUP, channel))
+
+
+_services: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GenerationService] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def generation_service() -> GenerationService:
+    """The service of the running event loop (created on first use)."""
+    loop = asyncio.get_running_loop()
+    svc = _services.get(loop)
+    if svc is None:
+        layer = get_channel_layer()
+        assert layer is not None, "CHANNEL_LAYERS is not configured"
+        svc = _services[loop] = GenerationService(layer)
+    return svc

@@ -1,0 +1,104 @@
+"""Adapters between Django requests and the use cases: auth, CSRF for session callers, JSON errors."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.response import HttpResponseBase
+from django.middleware.csrf import CsrfViewMiddleware
+from django.views.decorators.csrf import csrf_exempt
+
+from accounts.auth import request_user
+from providers import ProviderError
+from threads import events
+from threads.services import Conflict, NotFound
+from threads.validation import InvalidInput
+
+log = logging.getLogger(__name__)
+
+ApiView = Callable[..., Awaitable[HttpResponseBase]]
+
+
+def json_response(data: Any, status: int = 200) -> JsonResponse:
+    return JsonResponse(data, status=status, safe=False, json_dumps_params={"separators": (",", ":")})
+
+
+def error_response(code: str, message: str, status: int, *, retry_after: float | None = None) -> JsonResponse:
+    resp = json_response(events.error_body(code, message), status=status)
+    if retry_after is not None:
+        resp["Retry-After"] = str(max(1, int(retry_after + 0.999)))
+    return resp
+
+
+def _csrf_failure(request: HttpRequest) -> HttpResponse | None:
+    check = CsrfViewMiddleware(lambda r: HttpResponse())
+    # process_view only reads the request; it does no I/O, so calling it on the event loop is fine.
+    rejected = check.process_view(request, lambda r: HttpResponse(), (), {})
+    return rejected
+
+
+def api_view(methods: set[str]) -> Callable[[ApiView], Any]:
+    """Async JSON API view: method check, authentication (Bearer token or session), CSRF for session
+    callers, and translation of domain exceptions into the JSON errors of API.md."""
+
+    def deco(view: ApiView) -> Any:
+        @csrf_exempt
+        @functools.wraps(view)
+        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            if request.method not in methods:
+                resp = error_response("method_not_allowed", f"Use {' or '.join(sorted(methods))}.", 405)
+                resp["Allow"] = ", ".join(sorted(methods))
+                return resp
+            user, how = await request_user(request)
+            if how == "none":
+                return error_response(
+                    "unauthenticated",
+                    "Log in, or send 'Authorization: Bearer <token>' with an API token.",
+                    401,
+                )
+            if (
+                how == "session"
+                and request.method not in {"GET", "HEAD", "OPTIONS"}
+                and _csrf_failure(request)
+            ):
+                return error_response(
+                    "csrf_failed", "CSRF check failed: send the csrftoken cookie's value in X-CSRFToken.", 403
+                )
+            request.user = user  # type: ignore[assignment]
+            try:
+                return await view(request, *args, **kwargs)
+            except InvalidInput as exc:
+                return error_response(exc.code, exc.message, exc.status)
+            except NotFound:
+                return error_response("not_found", "No such thread or message.", 404)
+            except Conflict as exc:
+                return error_response("conflict", f"It has already finished (status {exc}).", 409)
+            except ProviderError as exc:
+                return error_response(exc.code, exc.message, exc.http_status, retry_after=exc.retry_after)
+
+        return wrapper
+
+    return deco
+
+
+def body_json(request: HttpRequest) -> dict[str, Any]:
+    from threads.validation import parse_json_object
+
+    ctype = request.content_type or ""
+    if request.body and ctype not in ("application/json", "") and not ctype.endswith("+json"):
+        raise InvalidInput("unsupported_media_type", "Send the body as application/json.", status=415)
+    return parse_json_object(request.body)
+
+
+def authed_user(request: HttpRequest) -> AbstractBaseUser:
+    return request.user  # type: ignore[return-value]
+
+
+def sse(event: dict[str, Any]) -> bytes:
+    return f"event: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode()

@@ -1,0 +1,83 @@
+"""Threads and their messages.
+
+A send writes one user message and one assistant message that share the send's `request_id`.
+The assistant message is created `streaming` and finalized once (compare-and-set on `status`).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Thread(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="threads")
+    title = models.CharField(max_length=200, blank=True, default="")
+    provider = models.CharField(max_length=32)
+    model = models.CharField(max_length=128)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["owner", "-updated_at", "-id"], name="thread_owner_recent")]
+
+    def __str__(self) -> str:
+        return self.title or f"Thread {self.pk}"
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        USER = "user"
+        ASSISTANT = "assistant"
+
+    class Status(models.TextChoices):
+        COMPLETE = "complete"
+        STREAMING = "streaming"
+        CANCELLED = "cancelled"
+        ERROR = "error"
+
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="messages")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField(blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
+    # The send that produced this message: the client's idempotency key and the handle for cancel.
+    request_id = models.CharField(max_length=64)
+    # The message this one answers (user -> the thread head it was sent after; assistant -> its user message).
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    input_tokens = models.PositiveIntegerField(null=True, blank=True)
+    output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    finish_reason = models.CharField(max_length=32, blank=True, default="")
+    error_code = models.CharField(max_length=64, blank=True, default="")
+    error_message = models.CharField(max_length=500, blank=True, default="")
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            # One user and one assistant message per send: a retried or raced request cannot write twice.
+            models.UniqueConstraint(
+                fields=["thread", "request_id", "role"], name="message_one_per_request_role"
+            ),
+            models.CheckConstraint(condition=Q(role__in=["user", "assistant"]), name="message_role_valid"),
+            models.CheckConstraint(
+                condition=Q(status__in=["complete", "streaming", "cancelled", "error"]),
+                name="message_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(role="assistant") | Q(status="complete"), name="message_user_always_complete"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["thread", "id"], name="message_thread_order"),
+            models.Index(fields=["request_id"], name="message_request"),
+            models.Index(
+                fields=["status", "updated_at"], name="message_streaming", condition=Q(status="streaming")
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role} #{self.pk} ({self.status})"

@@ -1,0 +1,217 @@
+"""Writes. Sync functions, each one transaction; async callers wrap a whole call in `database_sync_to_async`.
+
+Broadcasting is left to the caller, which runs after these return (that is, after commit), so
+clients never see a row that was rolled back.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, User
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from threads import events
+from threads.models import Message, Thread
+from threads.validation import InvalidInput, SendRequest, ThreadCreate
+
+
+class NotFound(Exception):
+    pass
+
+
+class Conflict(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class PreparedSend:
+    """What a send needs after its rows exist: the two messages and the context for the provider."""
+
+    request_id: str
+    thread_id: int
+    provider: str
+    model: str
+    user_message: dict[str, Any]
+    assistant_message: dict[str, Any]
+    # (role, content) pairs, oldest first, ending with the new user message.
+    history: list[tuple[str, str]] = field(default_factory=list)
+    # True when the rows already existed (a replayed request_id): nothing new was written.
+    replay: bool = False
+
+
+def thread_create(*, owner: User, data: ThreadCreate) -> Thread:
+    from providers import available_providers
+
+    provider = data.provider or settings.DEFAULT_PROVIDER
+    if provider not in available_providers():
+        raise InvalidInput(
+            "unknown_provider",
+            f"Unknown provider {provider!r}; choose one of: {', '.join(available_providers())}.",
+        )
+    model = data.model or settings.PROVIDERS[provider]["model"]
+    return Thread.objects.create(owner=owner, title=data.title, provider=provider, model=model)
+
+
+def thread_delete(*, thread: Thread) -> None:
+    thread.delete()
+
+
+def _history(*, thread_id: int, upto_id: int) -> list[tuple[str, str]]:
+    rows = (
+        Message.objects.filter(thread_id=thread_id, id__lte=upto_id)
+        .exclude(role=Message.Role.ASSISTANT, content="")
+        .order_by("-id")
+        .values_list("role", "content")[: settings.CONTEXT_MESSAGES]
+    )
+    return [(r, c) for r, c in reversed(rows)]
+
+
+def _existing(*, thread: Thread, request_id: str) -> PreparedSend | None:
+    pair = {m.role: m for m in Message.objects.filter(thread=thread, request_id=request_id)}
+    if "user" not in pair or "assistant" not in pair:
+        return None
+    return PreparedSend(
+        request_id=request_id,
+        thread_id=thread.pk,
+        provider=thread.provider,
+        model=thread.model,
+        user_message=events.message_data(pair["user"]),
+        assistant_message=events.message_data(pair["assistant"]),
+        replay=True,
+    )
+
+
+def send_prepare(*, thread_id: int, req: SendRequest, parent_id: int | None) -> PreparedSend:
+    """Write the user message and the `streaming` assistant message of a send, or find them if the
+    request_id was already used in this thread (replay). `parent_id` is the message being answered."""
+    thread = Thread.objects.filter(pk=thread_id).first()
+    if thread is None:
+        raise NotFound()
+    found = _existing(thread=thread, request_id=req.request_id)
+    if found is not None:
+        return found
+    if parent_id is not None and not Message.objects.filter(pk=parent_id, thread_id=thread_id).exists():
+        raise InvalidInput("invalid_parent_id", "'parent_id' is not a message of this thread.")
+    try:
+        with transaction.atomic():
+            user_msg = Message.objects.create(
+                thread=thread,
+                role=Message.Role.USER,
+                content=req.content,
+                request_id=req.request_id,
+                parent_id=parent_id,
+            )
+            assistant = Message.objects.create(
+                thread=thread,
+                role=Message.Role.ASSISTANT,
+                status=Message.Status.STREAMING,
+                request_id=req.request_id,
+                parent=user_msg,
+            )
+            changes: dict[str, Any] = {"updated_at": timezone.now()}
+            if not thread.title:
+                changes["title"] = _title_from(req.content)
+            Thread.objects.filter(pk=thread.pk).update(**changes)
+    except IntegrityError:
+        # A concurrent send with the same request_id won the unique constraint: replay its rows.
+        found = _existing(thread=thread, request_id=req.request_id)
+        if found is None:
+            raise
+        return found
+    return PreparedSend(
+        request_id=req.request_id,
+        thread_id=thread.pk,
+        provider=thread.provider,
+        model=thread.model,
+        user_message=events.message_data(user_msg),
+        assistant_message=events.message_data(assistant),
+        history=_history(thread_id=thread.pk, upto_id=user_msg.pk),
+    )
+
+
+def _title_from(content: str) -> str:
+    line = " ".join(content.split())
+    return line if len(line) <= 60 else line[:57].rstrip() + "…"
+
+
+def message_finalize(
+    *,
+    message_id: int,
+    status: str,
+    content: str,
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
+    finish_reason: str = "",
+    error_code: str = "",
+    error_message: str = "",
+) -> dict[str, Any] | None:
+    """Compare-and-set streaming -> `status`. Returns the final message, or None if it was no longer
+    streaming (cancelled meanwhile, or finalized by someone else): the caller must then not broadcast."""
+    updated = Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
+        status=status,
+        content=content,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        finish_reason=finish_reason,
+        error_code=error_code,
+        error_message=error_message[:500],
+        updated_at=timezone.now(),
+    )
+    if not updated:
+        return None
+    return events.message_data(Message.objects.get(pk=message_id))
+
+
+def message_cancel(*, user: AbstractBaseUser, request_id: str) -> dict[str, Any]:
+    """Mark the streaming assistant message of `request_id` cancelled (compare-and-set, so a cancel that
+    races completion loses cleanly). Raises NotFound or Conflict (already finished)."""
+    qs = Message.objects.filter(request_id=request_id, role=Message.Role.ASSISTANT)
+    if not getattr(user, "is_staff", False):
+        qs = qs.filter(thread__owner_id=user.pk)
+    msg = qs.order_by("-id").first()
+    if msg is None:
+        raise NotFound()
+    updated = Message.objects.filter(pk=msg.pk, status=Message.Status.STREAMING).update(
+        status=Message.Status.CANCELLED, finish_reason="cancelled", updated_at=timezone.now()
+    )
+    if not updated:
+        raise Conflict(msg.status)
+    return events.message_data(Message.objects.get(pk=msg.pk))
+
+
+def message_cancel_by_id(*, message_id: int) -> bool:
+    """Compare-and-set streaming -> cancelled for a message this process generates."""
+    return bool(
+        Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
+            status=Message.Status.CANCELLED, finish_reason="cancelled", updated_at=timezone.now()
+        )
+    )
+
+
+def message_save_cancelled(
+    *, message_id: int, content: str, output_tokens: int | None = None
+) -> dict[str, Any] | None:
+    """Store the partial text of a message that was cancelled (by anyone). None if it is not cancelled."""
+    updated = Message.objects.filter(pk=message_id, status=Message.Status.CANCELLED).update(
+        content=content, output_tokens=output_tokens, updated_at=timezone.now()
+    )
+    if not updated:
+        return None
+    return events.message_data(Message.objects.get(pk=message_id))
+
+
+def messages_fail_stale(*, older_than_s: float) -> int:
+    """Mark assistant messages stuck in `streaming` (their generator died) as errors."""
+    cutoff = timezone.now() - datetime.timedelta(seconds=older_than_s)
+    return Message.objects.filter(Q(status=Message.Status.STREAMING) & Q(updated_at__lt=cutoff)).update(
+        status=Message.Status.ERROR,
+        error_code="generation_lost",
+        error_message="The server generating this reply stopped before it finished.",
+        updated_at=timezone.now(),
+    )

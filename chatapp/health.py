@@ -21,7 +21,7 @@ def _db_ok() -> None:
 async def _layer_ok() -> None:
     layer = get_channel_layer()
     assert layer is not None
-    channel = await layer.new_channel("health.")
+    channel = await layer.new_channel()
     await layer.send(channel, {"type": "health.ping"})
     await layer.receive(channel)
 

@@ -230,3 +230,26 @@ PACER_MAX_WAIT_S: float = env.float("PACER_MAX_WAIT_S", default=5.0)
 STREAM_FLUSH_MS: float = env.float("STREAM_FLUSH_MS", default=30.0)
 # A metrics token lets Prometheus-style scrapers read /api/metrics without a staff session.
 METRICS_TOKEN: str = env.str("METRICS_TOKEN", default="")
+
+# --- Metrics and feature flags (providers/metrics.py, providers/flags.py; docs/metrics.md) -------------
+# PROMETHEUS_MULTIPROC_DIR: one directory shared by every server process of the deployment, emptied
+# when the deployment starts. prometheus_client reads the variable itself when first imported (after
+# this module) and writes each process's values there; /metrics and /api/metrics then merge all
+# processes. Unset: each process reports only itself (right for the single-process `make run`).
+PROMETHEUS_MULTIPROC_DIR: str = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+if PROMETHEUS_MULTIPROC_DIR:
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+# Flag values are cached per process; a broadcast refreshes them on change, and a cache older than
+# this is reloaded in the background on its next read (at most one query per TTL per process).
+FLAG_CACHE_TTL_S: float = env.float("FLAG_CACHE_TTL_S", default=1.0)
+# django-prometheus: requests (async-native middleware), database queries and cache hits.
+MIDDLEWARE = [
+    "providers.prometheus.PrometheusBeforeMiddleware",
+    *MIDDLEWARE,
+    "providers.prometheus.PrometheusAfterMiddleware",
+]
+DATABASES["default"]["ENGINE"] = DATABASES["default"]["ENGINE"].replace(
+    "django.db.backends.", "django_prometheus.db.backends."
+)
+CACHES = {"default": {"BACKEND": "providers.prometheus.LocMemCache"}}
+# --- end metrics and feature flags ---------------------------------------------------------------------

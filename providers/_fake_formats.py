@@ -51,7 +51,7 @@ class Fault:
         return int(self.arg)
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self.arg:g}"
+        return self.kind if FAULT_KINDS[self.kind] is None else f"{self.kind}:{self.arg:g}"
 
 
 def parse_fault(spec: str | None) -> Fault | None:

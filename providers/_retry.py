@@ -99,5 +99,6 @@ async def stream_with_retries(
                 attempt + 1,
                 delay,
             )
+        # Outside the except block, so a failure of the next attempt does not chain onto this one.
         attempt += 1
         await sleep(delay)

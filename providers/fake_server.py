@@ -106,12 +106,20 @@ class FakeProviderServer:
         loop = asyncio.get_running_loop()
         # start_server() without its fixed StreamReader class, so disconnects are observable.
         self._server = await loop.create_server(
-            lambda: asyncio.StreamReaderProtocol(_Reader(), self._serve_connection),
+            lambda: asyncio.StreamReaderProtocol(_Reader(), self._on_connect),
             self.host,
             self.port,
             backlog=1024,
         )
         self.port = self._server.sockets[0].getsockname()[1]
+
+    def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Our own task rather than a coroutine callback: Python 3.11's StreamReaderProtocol logs an
+        # error for a callback task that ends cancelled, which is how stop() ends connections.
+        assert isinstance(reader, _Reader)
+        task = asyncio.get_running_loop().create_task(self._serve_connection(reader, writer))
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -156,10 +164,7 @@ class FakeProviderServer:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None and isinstance(reader, _Reader)
-        self._connections.add(task)
+    async def _serve_connection(self, reader: _Reader, writer: asyncio.StreamWriter) -> None:
         try:
             while (request := await read_request(reader)) is not None:
                 if not await self._dispatch(request, reader, writer):
@@ -169,7 +174,6 @@ class FakeProviderServer:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went away; nothing to answer
         finally:
-            self._connections.discard(task)
             writer.close()
 
     async def _dispatch(self, request: Request, reader: _Reader, writer: asyncio.StreamWriter) -> bool:

@@ -95,3 +95,19 @@ def needs_services() -> Iterator[None]:
     if not real_services():
         pytest.skip("needs DATABASE_URL and REDIS_URL")
     yield
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """Close connections that worker threads (sync_to_async) keep open under CONN_MAX_AGE, so the
+    PostgreSQL test database can be dropped at the end of the session."""
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cur:
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )

@@ -78,7 +78,7 @@ async def _sse_stream(request: HttpRequest, thread: Any, req: Any) -> AsyncItera
     """Subscribe first, then send, so no event of this request can be missed."""
     layer = generation_service().layer
     group = groups.thread_group(thread.pk)
-    channel = await layer.new_channel("sse.")
+    channel = await layer.new_channel()
     await layer.group_add(group, channel)
     try:
         try:

@@ -66,7 +66,7 @@ async def wait_terminal(outcome: SendOutcome, *, thread_id: int) -> dict[str, An
         return await asyncio.shield(outcome.generation.done)
     svc = generation_service()
     layer = svc.layer
-    channel = await layer.new_channel("wait.")
+    channel = await layer.new_channel()
     await layer.group_add(groups.thread_group(thread_id), channel)
     try:
         final = await _terminal_from_db(outcome.assistant_message["id"], outcome.request_id)

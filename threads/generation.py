@@ -271,7 +271,10 @@ class GenerationService:
         await self._control_ready.wait()
 
     async def _control_loop(self) -> None:
-        channel = await self.layer.new_channel("control.")
+        # Default prefix on purpose: channels_redis keeps one Redis inbox per (prefix, process) and
+        # only the receiver holding its receive lock pops it, so a channel with its own prefix that
+        # waits for a long time would starve every consumer of this process.
+        channel = await self.layer.new_channel()
         await self.layer.group_add(groups.CONTROL_GROUP, channel)
         self._control_ready.set()
         try:

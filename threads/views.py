@@ -1,62 +1,109 @@
-"""HTML pages. Sync views: they render templates and run a couple of queries."""
+"""HTML pages. Sync views: they render templates and run a couple of queries.
+
+The thread page renders finished assistant messages as sanitized Markdown (threads/markdown.py). For
+messages that finish while the page is open, chat.js asks the same page for one message's HTML:
+`GET /threads/<id>/?html=<message_id>` answers JSON `{"id", "status", "html"}` (`html` is null while
+the message is still streaming), so the browser never turns model output into HTML itself.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods
 
 from providers import available_providers
 from threads import selectors, services
+from threads.markdown import render_markdown
+from threads.models import Message, Thread
 from threads.validation import InvalidInput, parse_thread_create
+
+
+def _providers() -> list[dict[str, str]]:
+    return [{"name": p, "model": settings.PROVIDERS[p]["model"]} for p in available_providers()]
+
+
+def _message_html(message: dict[str, Any]) -> str | None:
+    """Sanitized HTML of an assistant message whose text is final; None while it streams (plain text)."""
+    if message["role"] != "assistant" or message["status"] == "streaming" or not message["content"]:
+        return None
+    return render_markdown(message["content"])
+
+
+def _page_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The API payloads plus what only the page needs: the sanitized `html` of finished replies."""
+    return [{**m, "html": _message_html(m)} for m in messages]
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def thread_list_page(request: HttpRequest) -> HttpResponse:
+    error = None
     if request.method == "POST":
-        data = parse_thread_create(
-            {
-                "title": request.POST.get("title") or None,
-                "provider": request.POST.get("provider") or None,
-                "model": request.POST.get("model") or None,
-            }
-        )
         try:
+            data = parse_thread_create(
+                {
+                    "title": request.POST.get("title") or None,
+                    "provider": request.POST.get("provider") or None,
+                    "model": request.POST.get("model") or None,
+                }
+            )
             thread = services.thread_create(owner=request.user, data=data)  # type: ignore[arg-type]
-        except InvalidInput:
-            return redirect("/")
-        return redirect(f"/threads/{thread.pk}/")
+        except InvalidInput as exc:
+            error = exc.message
+        else:
+            return redirect(f"/threads/{thread.pk}/")
     page = selectors.thread_list_for_user(user=request.user)  # type: ignore[arg-type]
-    providers = [{"name": p, "model": settings.PROVIDERS[p]["model"]} for p in available_providers()]
     return render(
         request,
         "threads/list.html",
-        {"threads": page["threads"], "providers": providers, "default_provider": settings.DEFAULT_PROVIDER},
+        {
+            "threads": page["threads"],
+            "providers": _providers(),
+            "default_provider": settings.DEFAULT_PROVIDER,
+            "error": error,
+        },
+        status=400 if error else 200,
     )
 
 
-@login_required
-def thread_page(request: HttpRequest, thread_id: int) -> HttpResponse:
+def _thread_or_404(request: HttpRequest, thread_id: int) -> Thread:
     thread = selectors.thread_visible_to(user=request.user, thread_id=thread_id)
     if thread is None:
         raise Http404("No such thread.")
+    return thread
+
+
+@login_required
+@require_GET
+def thread_page(request: HttpRequest, thread_id: int) -> HttpResponse:
+    thread = _thread_or_404(request, thread_id)
+    if "html" in request.GET:
+        return _message_html_json(thread, request.GET["html"])
     detail = selectors.thread_detail(thread=thread)
+    detail["messages"] = _page_messages(detail["messages"])
     threads = selectors.thread_list_for_user(user=request.user, limit=30)["threads"]  # type: ignore[arg-type]
-    return render(
-        request,
-        "threads/thread.html",
-        {"thread": detail, "threads": threads},
-    )
+    return render(request, "threads/thread.html", {"thread": detail, "threads": threads})
+
+
+def _message_html_json(thread: Thread, raw_id: str) -> JsonResponse:
+    message = None
+    if raw_id.isdigit():
+        message = Message.objects.filter(thread=thread, pk=int(raw_id)).first()
+    if message is None:
+        return JsonResponse({"error": {"code": "not_found", "message": "No such message."}}, status=404)
+    data = {"id": message.pk, "role": message.role, "status": message.status, "content": message.content}
+    response = JsonResponse({"id": message.pk, "status": message.status, "html": _message_html(data)})
+    response["Cache-Control"] = "private, no-store"
+    return response
 
 
 @login_required
 @require_http_methods(["POST"])
 def thread_delete_page(request: HttpRequest, thread_id: int) -> HttpResponse:
-    thread = selectors.thread_visible_to(user=request.user, thread_id=thread_id)
-    if thread is None:
-        raise Http404("No such thread.")
-    services.thread_delete(thread=thread)
+    services.thread_delete(thread=_thread_or_404(request, thread_id))
     return redirect("/")

@@ -1,19 +1,27 @@
-// The thread page: one WebSocket per tab, a snapshot on connect, live deltas, Stop, reconnect + resume.
+// The thread page. One WebSocket per tab (protocol: API.md): a snapshot on connect, live deltas shown as
+// plain text, finished replies swapped for the server's sanitized Markdown HTML, Stop, inline errors with
+// Retry, and reconnect + resume (the snapshot carries the text streamed so far).
 (() => {
   "use strict";
+  const $ = (id) => document.getElementById(id);
   const root = document.querySelector(".chat");
   if (!root) return;
   const threadId = root.dataset.threadId;
-  const list = document.getElementById("messages");
-  const form = document.getElementById("composer");
-  const input = document.getElementById("content");
-  const sendBtn = document.getElementById("send");
-  const stopBtn = document.getElementById("stop");
-  const conn = document.getElementById("conn");
-  const streams = new Map(); // request_id -> {message_id, seq, el}
+  const list = $("messages");
+  const form = $("composer");
+  const input = $("content");
+  const sendBtn = $("send");
+  const stopBtn = $("stop");
+  const conn = $("conn");
+  const live = $("live");
+  const composerError = $("composer-error");
+  const streams = new Map(); // request_id -> {id, seq, li, text: Text}
   let ws = null;
-  let retry = 0;
-  let running = null; // request_id this tab sent and that still runs
+  let retries = 0;
+  let timer = 0;
+  let pending = null; // {rid, content}: sent by this tab, not started yet
+  let failed = ""; // content of the last send that failed before it started (composer Retry)
+  let spoken = ""; // streamed text not yet handed to the live region
 
   const el = (tag, cls, text) => {
     const n = document.createElement(tag);
@@ -21,70 +29,182 @@
     if (text !== undefined) n.textContent = text;
     return n;
   };
+  const newId = () => {
+    const b = crypto.getRandomValues(new Uint8Array(16));
+    return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  };
+  const nearBottom = () => innerHeight + scrollY >= document.documentElement.scrollHeight - 120;
+  const toBottom = () => scrollTo(0, document.documentElement.scrollHeight);
 
-  function renderMessage(m) {
+  // Screen readers hear streamed text a sentence at a time, not one token at a time.
+  function speak(text, flush) {
+    spoken += text;
+    if (!spoken.trim() || !(flush || /[.!?:\n]\s*$/.test(spoken) || spoken.length > 240)) return;
+    live.append(el("p", null, spoken));
+    spoken = "";
+    while (live.childElementCount > 4) live.firstElementChild.remove();
+  }
+
+  function setConn(text) { if (conn.textContent !== text) conn.textContent = text; }
+
+  function refresh() {
+    const open = ws && ws.readyState === WebSocket.OPEN;
+    sendBtn.disabled = !open || !!pending || streams.size > 0;
+    stopBtn.hidden = streams.size === 0;
+    if (stopBtn.hidden) { stopBtn.disabled = false; stopBtn.textContent = "Stop"; }
+    form.setAttribute("aria-busy", String(!!pending || streams.size > 0));
+    $("empty").hidden = list.childElementCount > 0;
+  }
+
+  // Code blocks get a copy button in their title bar (already in the server's HTML: nothing moves).
+  function enhance(scope) {
+    for (const bar of scope.querySelectorAll(".code-bar")) {
+      if (bar.querySelector(".copy")) continue;
+      const b = el("button", "copy", "Copy");
+      b.type = "button";
+      b.setAttribute("aria-label", "Copy code");
+      bar.append(b);
+    }
+  }
+
+  async function copy(btn) {
+    const pre = btn.closest(".code").querySelector("pre");
+    try {
+      await navigator.clipboard.writeText(pre.innerText);
+    } catch {
+      const range = document.createRange(); // http on a LAN address has no clipboard API
+      range.selectNodeContents(pre);
+      getSelection().removeAllRanges();
+      getSelection().addRange(range);
+      if (!document.execCommand("copy")) return speak("Select the code and copy it.", true);
+      getSelection().removeAllRanges();
+    }
+    btn.textContent = "Copied";
+    speak("Code copied.", true);
+    setTimeout(() => { btn.textContent = "Copy"; }, 2000);
+  }
+
+  function messageLi(m) {
     let li = list.querySelector(`li[data-id="${m.id}"]`);
     if (!li) {
       li = el("li");
       li.dataset.id = m.id;
-      li.append(el("span", "role", m.role), el("div", "body"), el("span", "status"));
+      li.append(el("p", "role", m.role === "user" ? "You" : "Assistant"), el("div", "body plain"));
       list.append(li);
     }
-    li.className = `msg ${m.role} ${m.status}`;
-    li.querySelector(".body").textContent = m.content;
-    const status = li.querySelector(".status") || li.appendChild(el("span", "status"));
-    status.textContent = m.status === "complete" ? "" : (m.error ? `${m.status}: ${m.error.message}` : m.status);
     return li;
   }
 
-  function streamEl(requestId, messageId) {
-    let s = streams.get(requestId);
-    if (!s) {
-      const li = renderMessage({id: messageId, role: "assistant", content: "", status: "streaming"});
-      s = {message_id: messageId, seq: 0, el: li.querySelector(".body")};
-      streams.set(requestId, s);
+  function setStatus(li, status, error) {
+    li.querySelector(".status")?.remove();
+    if (status === "complete") return;
+    const labels = {streaming: "Writing…", cancelled: "Stopped"};
+    const p = el("p", status === "error" ? "status err" : "status",
+      labels[status] || `Error: ${(error && error.message) || "the reply failed"}`);
+    if (status === "error") {
+      const retry = el("button", "small retry", "Retry");
+      retry.type = "button";
+      p.append(" ", retry);
     }
+    li.append(p);
+  }
+
+  // Show a message as the server describes it; a finished reply's text is replaced by its HTML.
+  function render(m) {
+    const li = messageLi(m);
+    const same = li.dataset.status === m.status;
+    li.className = `msg ${m.role}`;
+    li.dataset.status = m.status;
+    if (m.parent_id) li.dataset.parent = m.parent_id;
+    if (same && m.status !== "streaming") return li; // already final on the page
+    const body = li.querySelector(".body");
+    body.className = "body plain";
+    body.textContent = m.content;
+    setStatus(li, m.status, m.error);
+    if (m.role === "assistant" && m.status !== "streaming" && m.content) loadHtml(li, m);
+    return li;
+  }
+
+  async function loadHtml(li, m) {
+    let data = m.content_html === undefined ? null : {status: m.status, html: m.content_html};
+    try {
+      if (!data) {
+        const r = await fetch(`${location.pathname}?html=${m.id}`, {headers: {Accept: "application/json"}});
+        if (!r.ok) return;
+        data = await r.json();
+      }
+    } catch { return; } // offline: the plain text stays, which is fine
+    if (data.html == null || li.dataset.status !== data.status) return;
+    const body = li.querySelector(".body");
+    const pin = nearBottom();
+    body.className = "body md";
+    body.innerHTML = data.html; // sanitized on the server (threads/markdown.py)
+    enhance(body);
+    if (pin) toBottom();
+  }
+
+  function startStream(rid, messageId) {
+    const li = render({id: messageId, role: "assistant", content: "", status: "streaming"});
+    const body = li.querySelector(".body");
+    const text = document.createTextNode("");
+    body.replaceChildren(text);
+    const s = {id: messageId, seq: 0, li, text};
+    streams.set(rid, s);
     return s;
   }
 
-  function setRunning(rid) {
-    running = rid;
-    stopBtn.hidden = !rid;
-    sendBtn.disabled = !!rid;
+  function onSnapshot(ev) {
+    const ids = new Set(ev.messages.map((m) => String(m.id)));
+    for (const li of list.querySelectorAll("li")) if (!ids.has(li.dataset.id)) li.remove();
+    streams.clear();
+    ev.messages.forEach(render);
+    for (const f of ev.in_flight) {
+      const s = startStream(f.request_id, f.message_id);
+      s.seq = f.seq || 0;
+      s.text.data = f.text;
+    }
+    if (pending) {
+      // Sent while the socket was down, or lost with it: the same request_id is safe to send again.
+      if (ev.messages.some((m) => m.request_id === pending.rid)) pending = null;
+      else transmit(pending);
+    }
   }
 
   function finish(ev) {
+    const s = streams.get(ev.request_id);
     streams.delete(ev.request_id);
-    if (ev.message) renderMessage(ev.message);
-    if (ev.type === "message.error" && !ev.message) {
-      const li = el("li", "msg assistant error");
-      li.append(el("span", "role", "error"), el("div", "body", ev.error.message));
-      list.append(li);
+    if (pending && pending.rid === ev.request_id) pending = null;
+    if (ev.message) {
+      render(ev.message);
+    } else if (ev.type === "message.error") {
+      const li = s ? s.li : messageLi({id: `e${ev.request_id}`, role: "assistant"});
+      li.className = "msg assistant";
+      li.dataset.status = "error";
+      setStatus(li, "error", ev.error);
     }
-    if (running === ev.request_id) setRunning(null);
+    speak("", true);
+    if (ev.type === "message.cancelled") speak("Reply stopped.", true);
+    if (ev.type === "message.error") speak(`Error: ${ev.error.message}`, true);
   }
 
   function onEvent(ev) {
+    const pin = nearBottom();
     switch (ev.type) {
       case "snapshot":
-        list.replaceChildren();
-        streams.clear();
-        ev.messages.forEach(renderMessage);
-        for (const f of ev.in_flight) {
-          const s = streamEl(f.request_id, f.message_id);
-          s.seq = f.seq;
-          s.el.textContent = f.text;
-        }
+        onSnapshot(ev);
         break;
       case "message.start":
-        renderMessage(ev.user_message);
-        streamEl(ev.request_id, ev.message_id);
+        if (pending && pending.rid === ev.request_id) pending = null;
+        render(ev.user_message);
+        (streams.get(ev.request_id) || startStream(ev.request_id, ev.message_id)).li.dataset.parent = ev.user_message.id;
         break;
       case "message.delta": {
-        const s = streamEl(ev.request_id, ev.message_id);
-        if (ev.seq !== s.seq + 1) { resync(); return; } // a gap: the channel layer dropped a delta
+        const s = streams.get(ev.request_id) || (ev.seq === 1 ? startStream(ev.request_id, ev.message_id) : null);
+        if (s && ev.seq <= s.seq) return; // already shown
+        if (!s || ev.seq !== s.seq + 1) return resync(); // a gap: the channel layer dropped a delta
         s.seq = ev.seq;
-        s.el.textContent += ev.text;
+        s.text.appendData(ev.text);
+        speak(ev.text);
         break;
       }
       case "message.done":
@@ -93,42 +213,103 @@
         finish(ev);
         break;
       case "error":
-        setRunning(null);
-        conn.textContent = ev.error.message;
+        if (pending) { // the server refused our send: keep the text, offer Retry
+          failed = pending.content;
+          if (!input.value) input.value = failed;
+          pending = null;
+          composerError.firstElementChild.textContent = ev.error.message;
+          composerError.hidden = false;
+          speak(`Not sent: ${ev.error.message}`, true);
+        }
         break;
     }
-    list.lastElementChild && list.lastElementChild.scrollIntoView({block: "end"});
+    refresh();
+    if (pin) toBottom();
   }
 
   function resync() { if (ws) ws.close(4000, "resync"); }
 
   function connect() {
+    clearTimeout(timer);
     const proto = location.protocol === "https:" ? "wss" : "ws";
-    ws = new WebSocket(`${proto}://${location.host}/ws/threads/${threadId}/`);
-    ws.onopen = () => { retry = 0; conn.textContent = "live"; };
-    ws.onmessage = (e) => onEvent(JSON.parse(e.data));
-    ws.onclose = (e) => {
-      conn.textContent = "reconnecting…";
-      if (e.code === 4401 || e.code === 4404) { conn.textContent = "not available"; return; }
-      const delay = Math.min(5000, 250 * 2 ** retry++) * (0.5 + Math.random() / 2);
-      setTimeout(connect, delay);
+    const sock = new WebSocket(`${proto}://${location.host}/ws/threads/${threadId}/`);
+    ws = sock;
+    sock.onopen = () => { retries = 0; setConn("Live"); refresh(); };
+    sock.onmessage = (e) => {
+      let ev;
+      try { ev = JSON.parse(e.data); } catch { return; }
+      onEvent(ev);
     };
+    sock.onclose = (e) => {
+      if (ws !== sock) return;
+      ws = null;
+      refresh();
+      if (e.code === 4401) return setConn("Signed out: reload the page to log in again");
+      if (e.code === 4404) return setConn("This thread no longer exists");
+      setConn(navigator.onLine === false ? "Offline: waiting for the network…" : "Reconnecting…");
+      const delay = Math.min(8000, 300 * 2 ** retries++) * (0.5 + Math.random() / 2);
+      timer = setTimeout(connect, delay);
+    };
+  }
+
+  function transmit(p) {
+    if (ws && ws.readyState === WebSocket.OPEN) {
+      ws.send(JSON.stringify({type: "send", content: p.content, request_id: p.rid}));
+    }
+  }
+
+  function send(content) {
+    if (!content.trim() || pending || streams.size) return false;
+    composerError.hidden = true;
+    pending = {rid: newId(), content};
+    transmit(pending); // or on reconnect, after the snapshot
+    refresh();
+    return true;
   }
 
   form.addEventListener("submit", (e) => {
     e.preventDefault();
-    const content = input.value.trim();
-    if (!content || running || !ws || ws.readyState !== WebSocket.OPEN) return;
-    const rid = (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random()).replace(/-/g, "");
-    setRunning(rid);
-    ws.send(JSON.stringify({type: "send", content, request_id: rid}));
-    input.value = "";
+    if (sendBtn.disabled) return;
+    if (send(input.value)) input.value = "";
+    input.focus();
   });
   input.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); form.requestSubmit(); }
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing && !e.altKey && !e.ctrlKey && !e.metaKey) {
+      e.preventDefault();
+      form.requestSubmit();
+    }
   });
   stopBtn.addEventListener("click", () => {
-    if (running && ws) ws.send(JSON.stringify({type: "cancel", request_id: running}));
+    const rid = Array.from(streams.keys()).pop();
+    if (!rid || !ws || ws.readyState !== WebSocket.OPEN) return;
+    ws.send(JSON.stringify({type: "cancel", request_id: rid}));
+    stopBtn.disabled = true;
+    stopBtn.textContent = "Stopping…";
+    input.focus();
   });
+  list.addEventListener("click", (e) => {
+    const btn = e.target.closest("button");
+    if (!btn) return;
+    if (btn.classList.contains("copy")) return copy(btn);
+    if (btn.classList.contains("retry")) {
+      const parent = list.querySelector(`li[data-id="${btn.closest("li").dataset.parent}"] .body`);
+      if (parent) send(parent.textContent);
+    }
+  });
+  composerError.querySelector("button").addEventListener("click", () => {
+    if (send(failed)) input.value = "";
+  });
+  document.addEventListener("submit", (e) => {
+    const question = e.target.dataset.confirm;
+    if (question && !confirm(question)) e.preventDefault();
+  });
+  addEventListener("online", () => { if (!ws) connect(); });
+  // Leaving the page closes the socket, so the back/forward cache can keep the page; coming back reconnects.
+  addEventListener("pagehide", () => { clearTimeout(timer); const s = ws; ws = null; if (s) s.close(1000); });
+  addEventListener("pageshow", (e) => { if (e.persisted) connect(); });
+
+  enhance(list);
+  toBottom();
+  refresh();
   connect();
 })();

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# scripts/lighthouse.sh: audit the chat UI with Lighthouse in mobile mode and fail below the bar.
+#
+# Serves the app as in production (DEBUG=false, collectstatic: hashed file names, long cache headers,
+# compressed) on a temporary SQLite database seeded with demo data (`manage.py seed_demo`), then runs
+# Lighthouse 12.2.3 (pinned by tools/package-lock.json) with Debian's chromium on three pages: the
+# log-in page, the thread list and a thread with a long conversation. Prints the four category scores
+# per page and exits 1 if any is below LH_MIN.
+#
+# Needs: chromium (apt-get install -y chromium), node >= 18 and the venv (`make install`).
+# Environment: LH_MIN (default 95), LH_RUNS (runs per page, median; default 3), PORT (default: a free
+# one), CHROME_PATH (default /usr/bin/chromium), LH_REPORT_DIR (keep the JSON reports there; default
+# artifacts/lighthouse), LH_TIMEOUT (seconds per run, default 180).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT="$PWD"
+
+LH_MIN="${LH_MIN:-95}"
+LH_RUNS="${LH_RUNS:-3}"
+LH_TIMEOUT="${LH_TIMEOUT:-180}"
+CHROME_PATH="${CHROME_PATH:-/usr/bin/chromium}"
+REPORT_DIR="${LH_REPORT_DIR:-$ROOT/artifacts/lighthouse}"
+PY="$ROOT/.venv/bin/python"
+LIGHTHOUSE="$ROOT/tools/node_modules/.bin/lighthouse"
+
+die() { echo "lighthouse.sh: $*" >&2; exit 2; }
+[[ -x "$CHROME_PATH" ]] || die "no browser at $CHROME_PATH: apt-get install -y chromium (or set CHROME_PATH)"
+command -v node >/dev/null || die "node not found: install Node 20"
+[[ -x "$PY" ]] || die "no venv: run 'make install' first"
+if [[ "$(node -p 'try{require("./tools/node_modules/lighthouse/package.json").version}catch{""}')" != "12.2.3" ]]; then
+  echo "installing lighthouse from tools/package-lock.json" >&2
+  npm ci --prefix tools --no-audit --no-fund >&2
+fi
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/chatapp-lh.XXXXXX")"
+SERVER_PID=""
+cleanup() {
+  # Only what this script started: the server (by pid) and Chromes whose pid files are under $WORK.
+  [[ -n "$SERVER_PID" ]] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+  for pf in "$WORK"/tmp/lighthouse.*/chrome.pid; do
+    [[ -f "$pf" ]] && kill -TERM "$(cat "$pf")" 2>/dev/null
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+PORT="${PORT:-$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
+BASE="http://127.0.0.1:$PORT"
+# Production-like settings; nothing here reaches outside the machine.
+export DEBUG=false SECRET_KEY="lighthouse-$RANDOM-$RANDOM-$RANDOM-not-a-real-secret-key-0123456789" \
+  ALLOWED_HOSTS=127.0.0.1,localhost SECURE_SSL_REDIRECT=false \
+  DATABASE_URL="sqlite:///$WORK/db.sqlite3" DJANGO_SETTINGS_MODULE=chatapp.settings
+unset REDIS_URL
+
+"$PY" manage.py collectstatic --noinput -v0
+"$PY" manage.py migrate --noinput -v0
+SEED="$("$PY" manage.py seed_demo --session | tail -n 1)"
+THREAD_ID="$(node -p 'JSON.parse(process.argv[1]).thread_id' "$SEED")"
+SESSION="$(node -p 'JSON.parse(process.argv[1]).sessionid' "$SEED")"
+
+"$ROOT/.venv/bin/daphne" -e "tcp:port=$PORT:interface=127.0.0.1" chatapp.asgi:application >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 1 100); do
+  curl -fsS -o /dev/null "$BASE/healthz" 2>/dev/null && break
+  kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log" >&2; die "the server exited"; }
+  sleep 0.2
+done
+curl -fsS -o /dev/null "$BASE/healthz" || { cat "$WORK/server.log" >&2; die "the server did not answer /healthz"; }
+
+mkdir -p "$REPORT_DIR" "$WORK/tmp"
+# Flags for root in a container on a closed network (no sandbox, no background lookups).
+CHROME_FLAGS="--headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
+--disable-component-update --disable-sync --disable-dev-shm-usage \
+--host-resolver-rules='MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1'"
+
+# audit NAME PATH [lighthouse args...]: LH_RUNS runs, prints "NAME {scores}" (medians), records failures.
+FAILED=0
+audit() {
+  local name="$1" path="$2"; shift 2
+  local reports=() i
+  for ((i = 1; i <= LH_RUNS; i++)); do
+    local out="$REPORT_DIR/$name-$i.json"
+    rm -rf "$WORK/profile" && mkdir -p "$WORK/profile"
+    if ! TMPDIR="$WORK/tmp" CHROME_PATH="$CHROME_PATH" timeout -s INT -k 15 "$LH_TIMEOUT" "$LIGHTHOUSE" "$BASE$path" \
+      --form-factor=mobile --only-categories=performance,accessibility,best-practices,seo \
+      --output=json --output-path="$out" --no-enable-error-reporting --quiet \
+      --chrome-flags="$CHROME_FLAGS --user-data-dir=$WORK/profile" "$@" >"$WORK/lh.log" 2>&1; then
+      tail -n 20 "$WORK/lh.log" >&2
+      echo "$name: Lighthouse failed (run $i)" >&2
+      FAILED=1
+      return
+    fi
+    reports+=("$out")
+  done
+  node -e '
+    const fs = require("fs");
+    const [name, min, ...files] = process.argv.slice(1);
+    const ids = ["performance", "accessibility", "best-practices", "seo"];
+    const runs = files.map((f) => JSON.parse(fs.readFileSync(f, "utf8")));
+    const median = (a) => { const s = [...a].sort((x, y) => x - y), m = s.length >> 1; return s.length % 2 ? s[m] : Math.round((s[m - 1] + s[m]) / 2); };
+    const scores = {};
+    for (const id of ids) {
+      const all = runs.map((r) => r.categories[id] && r.categories[id].score);
+      scores[id] = all.some((s) => typeof s !== "number") ? null : median(all.map((s) => Math.round(s * 100)));
+    }
+    const low = ids.filter((id) => scores[id] === null || scores[id] < Number(min));
+    console.log(`${name.padEnd(7)} ${JSON.stringify(scores)}${low.length ? "  BELOW " + min + ": " + low.join(", ") : ""}`);
+    // Explain a low score: the failing audits of the last run, with their weight.
+    const last = runs[runs.length - 1];
+    for (const id of low) {
+      for (const ref of last.categories[id].auditRefs) {
+        const a = last.audits[ref.id];
+        if (ref.weight > 0 && a.score !== null && a.score < 0.9) console.log(`        ${id}: ${ref.id} (${a.score}) ${a.displayValue || ""}`);
+      }
+    }
+    process.exit(low.length ? 1 : 0);
+  ' "$name" "$LH_MIN" "${reports[@]}" || FAILED=1
+}
+
+echo "Lighthouse $("$LIGHTHOUSE" --version), mobile, median of $LH_RUNS run(s), bar $LH_MIN; reports in $REPORT_DIR"
+COOKIE="{\"Cookie\": \"sessionid=$SESSION\"}"
+audit login "/accounts/login/"
+audit list "/" --extra-headers="$COOKIE"
+audit thread "/threads/$THREAD_ID/" --extra-headers="$COOKIE"
+exit "$FAILED"

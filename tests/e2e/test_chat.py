@@ -1,0 +1,157 @@
+"""The chat UI in a real browser: sign up, threads, streaming, a second tab, Stop, errors and Retry."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+from playwright.sync_api import Browser, Locator, Page, expect
+
+from tests.e2e.conftest import AppServer
+
+pytestmark = pytest.mark.browser
+
+PASSWORD = "a-Long-pass-phrase-42"
+
+
+def sign_up(page: Page, base: str = "") -> str:
+    username = f"u{uuid.uuid4().hex[:10]}"
+    page.goto(f"{base}/accounts/signup/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Password confirmation").fill(PASSWORD)
+    page.get_by_role("button", name="Sign up").click()
+    expect(page.get_by_role("heading", name="Your threads")).to_be_visible()
+    return username
+
+
+def new_thread(page: Page, title: str, provider: str = "demo") -> None:
+    page.get_by_label("Title").fill(title)
+    page.get_by_label("Model").select_option(provider)
+    page.get_by_role("button", name="New thread").click()
+    expect(page).to_have_url(re.compile(r"/threads/\d+/$"))
+    expect(page.get_by_role("heading", level=1, name=title)).to_be_visible()
+    expect(page.locator("#conn")).to_have_text("Live")
+
+
+def last_reply(page: Page) -> Locator:
+    return page.locator("li.msg.assistant").last
+
+
+def test_sign_up_create_thread_send_and_watch_the_stream(page: Page) -> None:
+    sign_up(page)
+    new_thread(page, "First steps")
+    expect(page.locator(".chat-head .meta")).to_contain_text("demo")
+    expect(page.locator(".chat-head .meta")).to_contain_text("demo-1")
+
+    box = page.get_by_role("textbox", name="Message")
+    box.fill("Please")
+    box.press("Shift+Enter")  # a new line, not a send
+    box.press_sequentially("write a python function")
+    expect(box).to_have_value("Please\nwrite a python function")
+    box.press("Enter")
+
+    expect(box).to_have_value("")
+    expect(page.locator("li.msg.user").last).to_have_text(re.compile("Please\\s+write a python function"))
+    reply = last_reply(page)
+    # While it streams: plain text growing, Send disabled, Stop offered.
+    expect(reply).to_have_attribute("data-status", "streaming")
+    expect(page.get_by_role("button", name="Send")).to_be_disabled()
+    expect(page.get_by_role("button", name="Stop")).to_be_visible()
+    expect(reply.locator(".body.plain")).to_contain_text("python")
+    # Done: the server's Markdown (a code block with a copy button), composer back to normal.
+    expect(reply).to_have_attribute("data-status", "complete", timeout=20_000)
+    expect(reply.locator(".body.md .code pre code")).to_contain_text("def ")
+    expect(page.get_by_role("button", name="Stop")).to_be_hidden()
+    expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    expect(page.locator("#live")).to_contain_text("python")  # the polite live region heard the stream
+
+    copy = reply.get_by_role("button", name="Copy code")
+    copy.click()
+    expect(copy).to_have_text("Copied")
+
+    # Reloaded, the reply is rendered by the server the same way.
+    page.reload()
+    expect(last_reply(page).locator(".body.md .code pre code")).to_contain_text("def ")
+
+
+def test_second_tab_sees_the_same_stream_stop_and_reload(browser: Browser, slow_server: AppServer) -> None:
+    context = browser.new_context(base_url=slow_server.url)
+    first = context.new_page()
+    sign_up(first)
+    new_thread(first, "Stop me")
+    first.get_by_role("textbox", name="Message").fill("list ideas for a birthday party")
+    first.get_by_role("textbox", name="Message").press("Enter")
+    streaming = first.locator("li.msg.assistant[data-status=streaming] .body")
+    expect(streaming).to_contain_text(re.compile(r"\w+ \w+"))
+    seen_before = streaming.inner_text()
+
+    # A second tab opened mid-stream resumes from the snapshot and then follows the same stream.
+    second = context.new_page()
+    second.goto(first.url)
+    other = second.locator("li.msg.assistant[data-status=streaming] .body")
+    expect(other).to_contain_text(seen_before)
+    expect(second.get_by_role("button", name="Stop")).to_be_visible()
+    longer = re.compile(re.escape(other.inner_text()) + r".+", re.S)
+    expect(other).to_have_text(longer)  # still growing, live
+
+    first.get_by_role("button", name="Stop").click()
+    for page in (first, second):
+        reply = last_reply(page)
+        expect(reply).to_have_attribute("data-status", "cancelled")
+        expect(reply.locator(".status")).to_have_text("Stopped")
+        expect(page.get_by_role("button", name="Stop")).to_be_hidden()
+        expect(reply.locator(".body.md")).to_be_visible()
+    partial = last_reply(first).locator(".body").inner_text()
+    assert partial.strip(), "the partial reply is kept"
+    expect(last_reply(second).locator(".body")).to_have_text(partial)
+
+    first.reload()
+    saved = last_reply(first)
+    expect(saved).to_have_attribute("data-status", "cancelled")
+    expect(saved.locator(".status")).to_have_text("Stopped")
+    expect(saved.locator(".body")).to_have_text(partial)
+    context.close()
+
+
+def test_error_shown_inline_with_retry(page: Page) -> None:
+    sign_up(page)
+    new_thread(page, "Broken provider", provider="openai")
+    page.get_by_role("textbox", name="Message").fill("hello?")
+    page.get_by_role("textbox", name="Message").press("Enter")
+    failed = last_reply(page)
+    expect(failed).to_have_attribute("data-status", "error")
+    expect(failed.locator(".status")).to_contain_text("Error")
+    expect(page.get_by_role("button", name="Send")).to_be_enabled()
+
+    failed.get_by_role("button", name="Retry").click()
+    expect(page.locator("li.msg.user")).to_have_count(2)
+    expect(page.locator("li.msg.assistant[data-status=error]")).to_have_count(2)
+    expect(page.locator("li.msg.user").last).to_have_text("hello?")
+
+
+def test_delete_thread_and_keyboard_navigation(page: Page) -> None:
+    sign_up(page)
+    new_thread(page, "To be deleted")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete").click()
+    expect(page.get_by_role("heading", name="Your threads")).to_be_visible()
+    expect(page.get_by_role("link", name="To be deleted")).to_have_count(0)
+
+    # The first Tab reaches the skip link; following it moves focus to the main content.
+    page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="Skip to content")
+    expect(skip).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("main")).to_be_focused()
+    # Keyboard only: a new thread from the form, then a message sent with Enter.
+    page.get_by_label("Title").focus()
+    page.keyboard.type("Keyboard only")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", level=1, name="Keyboard only")).to_be_visible()
+    expect(page.locator("#conn")).to_have_text("Live")
+    page.get_by_role("textbox", name="Message").focus()
+    page.keyboard.type("hi")
+    page.keyboard.press("Enter")
+    expect(last_reply(page)).to_have_attribute("data-status", "complete", timeout=20_000)

@@ -1,0 +1,206 @@
+"""The retry policy: only before the first token, bounded, jittered, Retry-After as a floor."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+
+from providers import (
+    ChatMessage,
+    Completion,
+    GenerationParams,
+    Provider,
+    ProviderAuthError,
+    ProviderBadRequest,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderOverloaded,
+    ProviderQuotaExceeded,
+    ProviderRateLimited,
+    ProviderStreamError,
+    ProviderTimeout,
+    StreamEvent,
+    TextDelta,
+    backoff_delay,
+    stream_with_retries,
+)
+from providers._retry import should_retry
+from providers.fake_server import FakeProviderServer
+
+from .conftest import HELLO, PARAMS, make_provider
+
+
+@pytest.mark.parametrize(
+    ("attempt", "rand", "retry_after", "expected"),
+    [
+        (0, 0.0, None, 0.0),
+        (0, 0.999, None, 0.4995),
+        (1, 0.5, None, 0.5),
+        (2, 1.0, None, 2.0),
+        (10, 1.0, None, 8.0),  # capped
+        (10, 0.25, None, 2.0),
+        (0, 0.9, 3.0, 3.0),  # Retry-After is a floor...
+        (5, 0.9, 1.0, 7.2),  # ...not a ceiling
+    ],
+)
+def test_backoff_delay(attempt: int, rand: float, retry_after: float | None, expected: float) -> None:
+    assert backoff_delay(attempt, rand=rand, retry_after=retry_after) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("error", "attempt", "expected"),
+    [
+        (ProviderOverloaded("x"), 0, True),
+        (ProviderOverloaded("x"), 2, False),  # attempts exhausted (max_retries=2)
+        (ProviderRateLimited("x", retry_after=5), 0, True),
+        (ProviderRateLimited("x", retry_after=60), 0, False),  # longer than max_retry_after
+        (ProviderQuotaExceeded("x"), 0, False),
+        (ProviderAuthError("x"), 0, False),
+        (ProviderBadRequest("x"), 0, False),
+        (ProviderTimeout("x", phase="first_byte"), 0, True),
+        (ProviderTimeout("x", phase="total"), 0, False),
+        (ProviderStreamError("x"), 0, False),
+        (ProviderStreamError("x", retryable=True), 0, True),
+    ],
+)
+def test_should_retry(error: ProviderError, attempt: int, expected: bool) -> None:
+    assert should_retry(error, attempt=attempt, max_retries=2, max_retry_after=20) is expected
+
+
+class Scripted(Provider):
+    """Attempt n yields `tokens[n]` texts and then raises `errors[n]` (or completes if None)."""
+
+    name = "scripted"
+    default_model = "m"
+
+    def __init__(self, *script: tuple[int, ProviderError | None]) -> None:
+        self.script = list(script)
+        self.calls = 0
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], params: GenerationParams
+    ) -> AsyncIterator[StreamEvent]:
+        tokens, error = self.script[self.calls]
+        self.calls += 1
+        for i in range(tokens):
+            yield TextDelta(f"t{i}")
+        if error is not None:
+            raise error
+        yield Completion("stop")
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+async def run(provider: Provider, **options: Any) -> tuple[list[StreamEvent], ProviderError | None]:
+    events: list[StreamEvent] = []
+    try:
+        async for event in stream_with_retries(provider, HELLO, PARAMS, **options):
+            events.append(event)
+    except ProviderError as exc:
+        return events, exc
+    return events, None
+
+
+async def test_scripted_retries_then_succeeds() -> None:
+    sleep = Recorder()
+    provider = Scripted((0, ProviderOverloaded("a")), (0, ProviderConnectionError("b")), (2, None))
+    events, error = await run(provider, max_retries=2, sleep=sleep, rand=lambda: 1.0)
+    assert error is None and provider.calls == 3
+    assert events == [TextDelta("t0"), TextDelta("t1"), Completion("stop")]
+    assert sleep.waits == [0.5, 1.0]
+
+
+async def test_scripted_never_retries_after_a_token() -> None:
+    provider = Scripted((1, ProviderOverloaded("mid-stream")), (3, None))
+    events, error = await run(provider, max_retries=5, sleep=Recorder())
+    assert isinstance(error, ProviderOverloaded) and provider.calls == 1 and events == [TextDelta("t0")]
+
+
+async def test_scripted_gives_up_after_max_retries() -> None:
+    provider = Scripted(*[(0, ProviderOverloaded(str(n))) for n in range(5)])
+    _, error = await run(provider, max_retries=2, sleep=Recorder())
+    assert error is not None and error.message == "2" and provider.calls == 3
+
+
+async def test_default_max_retries_comes_from_settings(settings: Any) -> None:
+    settings.PROVIDER_MAX_RETRIES = 1
+    provider = Scripted(*[(0, ProviderOverloaded(str(n))) for n in range(5)])
+    await run(provider, sleep=Recorder())
+    assert provider.calls == 2
+
+
+async def test_cancel_during_backoff_propagates() -> None:
+    provider = Scripted((0, ProviderOverloaded("a")), (0, None))
+    backing_off = asyncio.Event()
+
+    async def long_sleep(seconds: float) -> None:
+        backing_off.set()
+        await asyncio.sleep(3600)
+
+    task = asyncio.create_task(run(provider, max_retries=1, sleep=long_sleep))
+    await asyncio.wait_for(backing_off.wait(), 1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert provider.calls == 1
+
+
+# --- through the real provider classes and the fake server --------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+async def test_retry_before_first_token_over_http(fake_server: FakeProviderServer, kind: str) -> None:
+    fake_server.queue_faults("http:503")
+    provider = make_provider(kind, fake_server)
+    events, error = await run(provider, max_retries=2, sleep=Recorder())
+    await provider.aclose()
+    assert error is None and fake_server.stats.calls == 2
+    assert [type(e) for e in events] == [TextDelta] * 5 + [Completion]  # one stream, no duplicates
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+async def test_no_retry_after_first_token_over_http(fake_server: FakeProviderServer, kind: str) -> None:
+    fake_server.queue_faults("disconnect_after:3")
+    provider = make_provider(kind, fake_server)
+    events, error = await run(provider, max_retries=2, sleep=Recorder())
+    await provider.aclose()
+    assert isinstance(error, ProviderConnectionError) and fake_server.stats.calls == 1
+    assert len(events) == 3 and all(isinstance(e, TextDelta) for e in events)
+
+
+async def test_quota_is_never_retried(fake_server: FakeProviderServer) -> None:
+    fake_server.queue_faults("quota")
+    sleep = Recorder()
+    provider = make_provider("openai", fake_server)
+    _, error = await run(provider, max_retries=3, sleep=sleep)
+    await provider.aclose()
+    assert isinstance(error, ProviderQuotaExceeded) and fake_server.stats.calls == 1 and sleep.waits == []
+
+
+async def test_retry_after_is_honoured_and_reported(fake_server: FakeProviderServer) -> None:
+    fake_server.queue_faults("rate_limit:2", "rate_limit:0.5")
+    sleep, paused = Recorder(), Recorder()
+    provider = make_provider("anthropic", fake_server)
+    events, error = await run(provider, max_retries=2, sleep=sleep, rand=lambda: 0.1, on_rate_limited=paused)
+    await provider.aclose()
+    assert error is None and isinstance(events[-1], Completion) and fake_server.stats.calls == 3
+    assert sleep.waits == [2.0, 0.5] and paused.waits == [2.0, 0.5]
+
+
+async def test_long_retry_after_is_not_waited_out(fake_server: FakeProviderServer) -> None:
+    fake_server.queue_faults("rate_limit:120")
+    sleep, paused = Recorder(), Recorder()
+    provider = make_provider("openai", fake_server)
+    _, error = await run(provider, max_retries=2, sleep=sleep, on_rate_limited=paused)
+    await provider.aclose()
+    assert isinstance(error, ProviderRateLimited) and error.retry_after == 120
+    assert sleep.waits == [] and paused.waits == [120.0] and fake_server.stats.calls == 1

@@ -1,0 +1,146 @@
+"""Assistant Markdown -> sanitized HTML, for the thread page (server-side only; the browser never parses
+model output as HTML).
+
+Two layers, so that one mistake is not enough for an XSS:
+1. Markdown is rendered with raw HTML *disabled*: `<b>` or `<script>` typed by a model shows as text,
+   which is also what a reader of a chat transcript expects.
+2. The result goes through nh3 (ammonia) with an allowlist of tags and attributes, and links limited
+   to http(s) and mailto; `javascript:` and `data:` URLs lose their href.
+
+Headings are renumbered from h2 (the page's h1 is the thread title). Code blocks keep a `language-*` class on `<code>` (nothing else). After cleaning, code blocks and tables
+are wrapped in a keyboard-focusable box (they scroll sideways on a 360 px phone); chat.js puts a copy
+button in each code box without moving the layout.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+
+import markdown
+import nh3
+
+_TAGS = frozenset(
+    {
+        "a",
+        "blockquote",
+        "br",
+        "code",
+        "del",
+        "em",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "hr",
+        "li",
+        "ol",
+        "p",
+        "pre",
+        "strong",
+        "table",
+        "tbody",
+        "td",
+        "th",
+        "thead",
+        "tr",
+        "ul",
+    }
+)
+_ATTRIBUTES = {"a": {"href", "title"}, "code": {"class"}, "ol": {"start"}, "th": {"align"}, "td": {"align"}}
+_URL_SCHEMES = frozenset({"http", "https", "mailto"})
+_LANGUAGE_CLASS = re.compile(r"language-[A-Za-z0-9_+#.-]{1,32}")
+
+
+def _attribute_filter(tag: str, attr: str, value: str) -> str | None:
+    """Keep a class on <code> only when it is exactly one `language-*` name (what fenced_code emits)."""
+    if attr == "class":
+        return value if tag == "code" and _LANGUAGE_CLASS.fullmatch(value) else None
+    return value
+
+
+_CLEANER = nh3.Cleaner(
+    tags=set(_TAGS),
+    attributes={tag: set(attrs) for tag, attrs in _ATTRIBUTES.items()},
+    attribute_filter=_attribute_filter,
+    url_schemes=set(_URL_SCHEMES),
+    link_rel="noopener noreferrer nofollow",
+    strip_comments=True,
+)
+
+# A Markdown instance keeps state between conversions (reset() clears it) and is not thread-safe;
+# page views run on several threads under ASGI, so each thread gets its own.
+_local = threading.local()
+
+
+def _renderer() -> markdown.Markdown:
+    md: markdown.Markdown | None = getattr(_local, "md", None)
+    if md is None:
+        md = markdown.Markdown(extensions=["fenced_code", "tables", "sane_lists"], output_format="html")
+        # Raw HTML is shown as text instead of being passed through (layer 1 above).
+        md.preprocessors.deregister("html_block")
+        md.inlinePatterns.deregister("html")
+        _local.md = md
+    return md
+
+
+def render_markdown(text: str) -> str:
+    """Sanitized HTML for Markdown `text` (safe to mark safe in a template)."""
+    md = _renderer()
+    try:
+        html = md.convert(text)
+    finally:
+        md.reset()
+    return _wrap_scrollables(_shift_headings(_CLEANER.clean(html)))
+
+
+_HEADING_TAG = re.compile(r"<(/?)h([1-6])>")
+
+
+def _shift_headings(html: str) -> str:
+    """Renumber a message's headings as an outline starting at h2 (the page's h1 is the thread title)
+    with no skipped level: "#### A / ## B / ### C" becomes "h2 A / h2 B / h3 C", so heading navigation
+    in a screen reader stays sound whatever levels the model picked."""
+    stack: list[tuple[int, int]] = []  # (level in the Markdown, level on the page) of open sections
+    current = 2
+
+    def renumber(m: re.Match[str]) -> str:
+        nonlocal current
+        if not m[1]:  # an opening tag; a closing tag reuses its level (headings do not nest)
+            old = int(m[2])
+            while stack and stack[-1][0] >= old:
+                stack.pop()
+            current = min(6, stack[-1][1] + 1) if stack else 2
+            stack.append((old, current))
+        return f"<{m[1]}h{current}>"
+
+    return _HEADING_TAG.sub(renumber, html)
+
+
+_CODE_BLOCK = re.compile(r'<pre><code(?: class="language-([^"]+)")?>')
+
+
+def _code_box(m: re.Match[str]) -> str:
+    language = m[1]
+    code = f'<code class="language-{language}">' if language else "<code>"
+    return (
+        f'<div class="code"><div class="code-bar"><span>{language or "code"}</span></div>'
+        f'<pre tabindex="0">{code}'
+    )
+
+
+def _wrap_scrollables(html: str) -> str:
+    """Code blocks get a box with a title bar (language, and the copy button chat.js adds); code and
+    tables scroll sideways in a keyboard-focusable box.
+
+    Safe string surgery: in nh3's output a literal "<pre>" or "<table>" can only be a tag (text is
+    escaped), <pre> and <table> keep no attribute, and a language name is limited to _LANGUAGE_CLASS."""
+    html = _CODE_BLOCK.sub(_code_box, html)
+    return (
+        html.replace("<pre>", '<div class="code"><pre tabindex="0">')
+        .replace("</pre>", "</pre></div>")
+        .replace("<table>", '<div class="scroll" tabindex="0" role="region" aria-label="Table"><table>')
+        .replace("</table>", "</table></div>")
+    )

@@ -61,6 +61,9 @@ async def _fresh_layer_and_services() -> AsyncIterator[None]:
     if svc is not None:
         await svc.aclose()
     await close_providers()
+    from providers.coalescer import close_coalescer
+
+    await close_coalescer()
     for layer in channel_layers.backends.values():
         flush = getattr(layer, "flush", None)
         if flush is not None:

@@ -10,13 +10,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 
+from providers import metrics
+from providers._coalesce_math import LastExchange, body_fingerprint, burst_anchor, coalesce_key, coalesce_mode
+from providers.coalescer import CoalesceFailed, coalescer
 from providers.flags import flag_enabled
 from threads import events, groups, selectors, services
 from threads.generation import Generation, generation_service
 from threads.models import Message, Thread
-from threads.validation import SendRequest
+from threads.validation import InvalidInput, SendRequest
 
 
 @dataclass(slots=True)
@@ -26,6 +30,7 @@ class SendOutcome:
     user_message: dict[str, Any]
     assistant_message: dict[str, Any]
     generation: Generation | None  # set when this process runs (or ran) the generation
+    key: str | None = None  # the coalesce key, for followers watching the leader's lease
 
 
 thread_visible_to = database_sync_to_async(selectors.thread_visible_to)
@@ -34,9 +39,101 @@ thread_visible_to = database_sync_to_async(selectors.thread_visible_to)
 async def send(
     *, user: AbstractBaseUser, thread: Thread, req: SendRequest, reply_channel: str | None = None
 ) -> SendOutcome:
-    """Write the send's rows and start its generation (or find the rows of a replayed request_id)."""
+    """Send a message: replay a known request_id, follow an identical send in flight (coalescing), or
+    lead: write the rows and start the generation."""
+    co = coalescer()
+    fp = body_fingerprint(
+        thread_id=thread.pk,
+        content=req.content,
+        parent_id=req.parent_id,
+        idempotent=req.idempotent,
+        tools=req.tools,
+    )
+    alias = f"rid:{user.pk}:{req.request_id}"
+    known = await co.alias_get(alias)
+    if known is not None:
+        if known[0] != fp:
+            raise InvalidInput(
+                "idempotency_mismatch",
+                "This request_id was already used with a different body; use a new request_id.",
+                status=422,
+            )
+        return _follower(known[1], coalesced="follower")
+    mode = coalesce_mode(enabled=flag_enabled("COALESCE_ENABLED"), idempotent=req.idempotent, tools=req.tools)
+    if mode != "coalesce":
+        outcome = await _lead(thread=thread, req=req, reply_channel=reply_channel, coalesced=_MODE_ROLE[mode])
+        await co.alias_set(alias, fp, _info(outcome))
+        return outcome
+    last = await database_sync_to_async(selectors.last_exchange)(thread_id=thread.pk)
+    anchor = burst_anchor(
+        parent_id=req.parent_id,
+        content=req.content,
+        last=LastExchange(**last),
+        result_ttl_s=settings.COALESCE_RESULT_TTL_S,
+    )
+    key = coalesce_key(
+        thread_id=thread.pk,
+        anchor_id=anchor,
+        content=req.content,
+        provider=thread.provider,
+        model=thread.model,
+    )
+    claim = await co.claim(key)
+    if claim.role == "follower":
+        try:
+            info = claim.info or await co.wait_info(key)
+        except CoalesceFailed as exc:
+            raise InvalidInput(
+                exc.error.get("code", "coalesce_failed"), str(exc), exc.error.get("status", 502)
+            ) from exc
+        await co.alias_set(alias, fp, info)
+        metrics.coalesce("follower")
+        return _follower(info, coalesced="follower", key=key)
+    try:
+        outcome = await _lead(
+            thread=thread, req=req, reply_channel=reply_channel, coalesced="leader", key=key
+        )
+    except InvalidInput as exc:
+        await co.fail(key, {"code": exc.code, "message": exc.message, "status": exc.status})
+        raise
+    except BaseException:
+        # Cancelled or a bug before the rows existed: followers must not wait for a lease to lapse.
+        await co.fail(
+            key, {"code": "coalesce_failed", "message": "The identical request failed.", "status": 502}
+        )
+        raise
+    await co.publish(key, _info(outcome))
+    await co.alias_set(alias, fp, _info(outcome))
+    return outcome
+
+
+_MODE_ROLE = {"bypass": "bypass", "off": "leader"}
+
+
+def _info(outcome: SendOutcome) -> dict[str, Any]:
+    return {
+        "request_id": outcome.request_id,
+        "user_message": outcome.user_message,
+        "assistant_message": outcome.assistant_message,
+    }
+
+
+def _follower(info: dict[str, Any], *, coalesced: str, key: str | None = None) -> SendOutcome:
+    return SendOutcome(
+        request_id=info["request_id"],
+        coalesced=coalesced,
+        user_message=info["user_message"],
+        assistant_message=info["assistant_message"],
+        generation=generation_service().running.get(info["request_id"]),
+        key=key,
+    )
+
+
+async def _lead(
+    *, thread: Thread, req: SendRequest, reply_channel: str | None, coalesced: str, key: str | None = None
+) -> SendOutcome:
     prepared = await database_sync_to_async(services.send_prepare)(
-        thread_id=thread.pk, req=req, parent_id=req.parent_id if req.parent_id is not None else None
+        thread_id=thread.pk, req=req, parent_id=req.parent_id
     )
     svc = generation_service()
     if prepared.replay:
@@ -47,12 +144,13 @@ async def send(
             assistant_message=prepared.assistant_message,
             generation=svc.running.get(req.request_id),
         )
+    metrics.coalesce(coalesced)
     # With fan-out off only the requesting connection streams; other viewers get the final message.
     only = None if flag_enabled("STREAM_FANOUT_ENABLED") else reply_channel
-    gen = await svc.start(prepared, reply_channel=only)
+    gen = await svc.start(prepared, reply_channel=only, coalesce_key=key)
     return SendOutcome(
         request_id=req.request_id,
-        coalesced="bypass" if not req.idempotent else "leader",
+        coalesced=coalesced,
         user_message=prepared.user_message,
         assistant_message=prepared.assistant_message,
         generation=gen,

@@ -28,6 +28,7 @@ from providers import (
     get_provider,
     stream_with_retries,
 )
+from providers.coalescer import LEASE_S, coalescer
 from threads import events, groups, services
 from threads.services import PreparedSend
 
@@ -59,6 +60,8 @@ class Generation:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     task: asyncio.Task[None] | None = None
+    # Set when identical sends may follow this one: the lease is renewed while it runs.
+    coalesce_key: str | None = None
 
     def text(self) -> str:
         return "".join(self.sent) + "".join(self.pending)
@@ -88,13 +91,16 @@ class GenerationService:
 
     # --- public ---------------------------------------------------------------------------------
 
-    async def start(self, prepared: PreparedSend, *, reply_channel: str | None = None) -> Generation:
+    async def start(
+        self, prepared: PreparedSend, *, reply_channel: str | None = None, coalesce_key: str | None = None
+    ) -> Generation:
         await self._ensure_control()
         gen = Generation(
             request_id=prepared.request_id,
             thread_id=prepared.thread_id,
             message_id=prepared.assistant_message["id"],
             reply_channel=reply_channel,
+            coalesce_key=coalesce_key,
         )
         self.running[gen.request_id] = gen
         await self.broadcast(
@@ -150,6 +156,7 @@ class GenerationService:
         self, gen: Generation, provider_name: str, params: GenerationParams, history: list[ChatMessage]
     ) -> None:
         sender = asyncio.create_task(self._sender(gen), name=f"gen-send:{gen.request_id}")
+        lease = asyncio.create_task(self._keep_lease(gen)) if gen.coalesce_key else None
         completion: Completion | None = None
         try:
             provider = get_provider(provider_name)
@@ -181,7 +188,20 @@ class GenerationService:
             await self._drain(gen, sender)
             await self._finish_complete(gen, completion)
         finally:
+            if lease is not None:
+                lease.cancel()
             self.running.pop(gen.request_id, None)
+
+    async def _keep_lease(self, gen: Generation) -> None:
+        """Renew the coalesce lease while generating, so followers elsewhere know the leader lives."""
+        assert gen.coalesce_key is not None
+        co = coalescer()
+        while True:
+            await asyncio.sleep(LEASE_S / 3)
+            try:
+                await co.renew(gen.coalesce_key)
+            except Exception:  # Redis blips: the next renewal retries; the lease outlives one miss
+                log.warning("lease renewal of %s failed", gen.request_id, exc_info=True)
 
     async def _drain(self, gen: Generation, sender: asyncio.Task[None]) -> None:
         gen.finished = True
@@ -257,6 +277,11 @@ class GenerationService:
     async def _terminal(self, gen: Generation, event: dict[str, Any]) -> None:
         if not gen.done.done():
             gen.done.set_result(event)
+        if gen.coalesce_key is not None:
+            try:
+                await coalescer().finish(gen.coalesce_key, ok=event["type"] == "message.done")
+            except Exception:
+                log.warning("coalesce finish of %s failed", gen.request_id, exc_info=True)
         try:
             # Terminal events go to the whole group even with fan-out off: other viewers get the result.
             await self.broadcast(gen.thread_id, event)

@@ -141,6 +141,6 @@ def _wrap_scrollables(html: str) -> str:
     return (
         html.replace("<pre>", '<div class="code"><pre tabindex="0">')
         .replace("</pre>", "</pre></div>")
-        .replace("<table>", '<div class="scroll" tabindex="0" role="region" aria-label="Table"><table>')
+        .replace("<table>", '<div class="scroll" tabindex="0"><table>')
         .replace("</table>", "</table></div>")
     )

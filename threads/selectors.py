@@ -57,3 +57,29 @@ def assistant_for_request(*, user: AbstractBaseUser, request_id: str) -> Message
     if not getattr(user, "is_staff", False):
         qs = qs.filter(thread__owner_id=user.pk)
     return qs.order_by("-id").first()
+
+
+def last_exchange(*, thread_id: int) -> dict[str, Any]:
+    """The thread's head and its newest user message with its reply: what the burst anchor needs."""
+    from django.utils import timezone
+
+    head = Message.objects.filter(thread_id=thread_id).order_by("-id").values("id").first()
+    user = (
+        Message.objects.filter(thread_id=thread_id, role=Message.Role.USER)
+        .order_by("-id")
+        .values("id", "content", "parent_id")
+        .first()
+    )
+    out: dict[str, Any] = {"head_id": head["id"] if head else None}
+    if user is None:
+        return out
+    reply = (
+        Message.objects.filter(parent_id=user["id"], role=Message.Role.ASSISTANT)
+        .values("status", "updated_at")
+        .first()
+    )
+    finished_ago = None
+    if reply is not None and reply["status"] != Message.Status.STREAMING:
+        finished_ago = (timezone.now() - reply["updated_at"]).total_seconds()
+    out.update(user_content=user["content"], user_parent_id=user["parent_id"], finished_ago_s=finished_ago)
+    return out

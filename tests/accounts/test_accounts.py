@@ -17,7 +17,8 @@ pytestmark = pytest.mark.django_db
 def test_signup_logs_in_and_redirects(client: Client) -> None:
     assert client.get("/accounts/signup/").status_code == 200
     resp = client.post(
-        "/accounts/signup/", {"username": "carol", "password1": "a-Long-pass-42!", "password2": "a-Long-pass-42!"}
+        "/accounts/signup/",
+        {"username": "carol", "password1": "a-Long-pass-42!", "password2": "a-Long-pass-42!"},
     )
     assert resp.status_code == 302 and resp["Location"] == "/"
     assert client.get("/").status_code == 200
@@ -62,7 +63,14 @@ def test_revoked_token_no_longer_authenticates(token: str) -> None:
 
 @pytest.mark.parametrize(
     ("header", "expected"),
-    [("Bearer abc", "abc"), ("bearer  abc ", "abc"), ("Basic abc", None), ("Bearer", None), ("", None), (None, None)],
+    [
+        ("Bearer abc", "abc"),
+        ("bearer  abc ", "abc"),
+        ("Basic abc", None),
+        ("Bearer", None),
+        ("", None),
+        (None, None),
+    ],
 )
 def test_bearer_from_header(header: str | None, expected: str | None) -> None:
     assert bearer_from_header(header) == expected

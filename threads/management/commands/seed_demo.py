@@ -42,7 +42,7 @@ EXCHANGES: tuple[tuple[str, str], ...] = (
     (
         "Compare SQLite and PostgreSQL for a small web app",
         "Both are solid; it depends on how many processes write at once.\n\n"
-        "| | SQLite | PostgreSQL |\n|---|---|---|\n"
+        "| Aspect | SQLite | PostgreSQL |\n|---|---|---|\n"
         "| Setup | a file | a server |\n| Concurrent writers | one at a time | many |\n"
         "| Backups | copy the file | `pg_dump` |\n\n"
         "Start with SQLite; move when you run several app servers.",
@@ -74,7 +74,7 @@ EXCHANGES: tuple[tuple[str, str], ...] = (
         "### A simple shape\n\n"
         "- one file per feature, exporting a few functions\n- no global state: pass what you need\n"
         "- keep DOM code at the edges\n\n"
-        "```javascript\nexport function formatPrice(cents, currency = \"EUR\") {\n"
+        '```javascript\nexport function formatPrice(cents, currency = "EUR") {\n'
         '  return new Intl.NumberFormat("en", { style: "currency", currency }).format(cents / 100);\n'
         "}\n```",
     ),
@@ -94,7 +94,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--username", default="demo")
         parser.add_argument("--password", default="demo-password-2024")
-        parser.add_argument("--exchanges", type=int, default=24, help="question/answer pairs in the long thread")
+        parser.add_argument(
+            "--exchanges", type=int, default=24, help="question/answer pairs in the long thread"
+        )
         parser.add_argument("--session", action="store_true", help="also create a logged-in session")
 
     def handle(self, *args: Any, **options: Any) -> None:

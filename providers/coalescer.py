@@ -1,0 +1,217 @@
+"""Request coalescing (singleflight): identical concurrent sends share one provider call.
+
+Two backends behind one interface: `InProcessCoalescer` (asyncio, one process) and `RedisCoalescer`
+(used whenever REDIS_URL is set; several daphne processes share it). The decisions live in
+`providers._coalesce_math` (pure); these classes only store and wait.
+
+Lifecycle of a key: `claim` (first caller leads) -> `publish` (the leader's rows exist: followers can
+answer with them) -> `finish(ok)` (kept COALESCE_RESULT_TTL_S after success, COALESCE_ERROR_TTL_S after
+a failure, then forgotten so the next identical send leads a fresh call). A leader that fails before
+publishing calls `fail`, and its followers get that error. In Redis the key is a lease the leader
+renews while it generates; if its process dies the lease lapses and waiters notice (`alive`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from django.conf import settings
+
+Info = dict[str, Any]
+ALIAS_TTL_S = 24 * 3600  # request_id idempotency window (Stripe keeps keys 24 h)
+LEASE_S = 5.0  # a dead leader is noticed within about this long
+WAIT_INFO_TIMEOUT_S = 15.0
+
+
+class CoalesceFailed(Exception):
+    """The leader failed before its rows existed; `error` is the {code, message, status} it failed with."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error.get("message", "the identical request failed"))
+        self.error = error
+
+
+@dataclass(slots=True)
+class Claim:
+    role: Literal["leader", "follower"]
+    info: Info | None = None
+
+
+@dataclass(slots=True)
+class _Entry:
+    info: asyncio.Future[Info]
+    expires: float | None = None  # None while the leader works
+
+
+@dataclass
+class InProcessCoalescer:
+    clock: Callable[[], float] = time.monotonic
+    _entries: dict[str, _Entry] = field(default_factory=dict)
+    _aliases: dict[str, tuple[float, str, Info]] = field(default_factory=dict)
+
+    def _live(self, key: str) -> _Entry | None:
+        entry = self._entries.get(key)
+        if entry is not None and entry.expires is not None and entry.expires <= self.clock():
+            del self._entries[key]
+            return None
+        return entry
+
+    async def claim(self, key: str) -> Claim:
+        entry = self._live(key)
+        if entry is None:
+            self._entries[key] = _Entry(info=asyncio.get_running_loop().create_future())
+            return Claim("leader")
+        info = entry.info.result() if entry.info.done() and not entry.info.exception() else None
+        return Claim("follower", info)
+
+    async def publish(self, key: str, info: Info) -> None:
+        entry = self._entries.get(key)
+        if entry is not None and not entry.info.done():
+            entry.info.set_result(info)
+
+    async def fail(self, key: str, error: dict[str, Any]) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None and not entry.info.done():
+            entry.info.set_exception(CoalesceFailed(error))
+            entry.info.exception()  # retrieved: no "never retrieved" warning when nobody waited
+
+    async def finish(self, key: str, *, ok: bool) -> None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            ttl = settings.COALESCE_RESULT_TTL_S if ok else settings.COALESCE_ERROR_TTL_S
+            entry.expires = self.clock() + ttl
+
+    async def wait_info(self, key: str) -> Info:
+        entry = self._entries.get(key)
+        if entry is None:
+            raise CoalesceFailed({"code": "coalesce_lost", "message": "The identical request went away."})
+        async with asyncio.timeout(WAIT_INFO_TIMEOUT_S):
+            # Shielded: a follower that gives up must not cancel the future other followers share.
+            return await asyncio.shield(entry.info)
+
+    async def alive(self, key: str) -> bool:
+        return True  # the leader runs in this process: it cannot die without us
+
+    async def renew(self, key: str) -> None:
+        return None
+
+    async def alias_get(self, alias: str) -> tuple[str, Info] | None:
+        found = self._aliases.get(alias)
+        if found is None or found[0] <= self.clock():
+            self._aliases.pop(alias, None)
+            return None
+        return found[1], found[2]
+
+    async def alias_set(self, alias: str, fingerprint: str, info: Info) -> None:
+        if len(self._aliases) > 100_000:  # bound memory: drop expired aliases
+            now = self.clock()
+            self._aliases = {k: v for k, v in self._aliases.items() if v[0] > now}
+        self._aliases[alias] = (self.clock() + ALIAS_TTL_S, fingerprint, info)
+
+
+class RedisCoalescer:
+    """Cross-process backend. Values are JSON: {"state": "pending"|"running"|"done"|"failed", ...}."""
+
+    POLL_S = 0.005
+
+    def __init__(self, url: str, prefix: str = "chatapp") -> None:
+        import redis.asyncio as redis
+
+        # A blocking pool: under a burst, callers wait for a connection instead of failing.
+        self._pool = redis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=10)
+        self._redis = redis.Redis(connection_pool=self._pool)
+        self._prefix = prefix
+
+    def _k(self, key: str) -> str:
+        return f"{self._prefix}:{key}"
+
+    async def claim(self, key: str) -> Claim:
+        if await self._redis.set(
+            self._k(key), json.dumps({"state": "pending"}), nx=True, px=int(LEASE_S * 1000)
+        ):
+            return Claim("leader")
+        raw = await self._redis.get(self._k(key))
+        if raw is None:  # expired between SET and GET: try once more
+            return await self.claim(key)
+        value = json.loads(raw)
+        return Claim("follower", value.get("info") if value["state"] in ("running", "done") else None)
+
+    async def publish(self, key: str, info: Info) -> None:
+        value = json.dumps({"state": "running", "info": info})
+        await self._redis.set(self._k(key), value, px=int(LEASE_S * 1000))
+
+    async def renew(self, key: str) -> None:
+        await self._redis.pexpire(self._k(key), int(LEASE_S * 1000))
+
+    async def fail(self, key: str, error: dict[str, Any]) -> None:
+        value = json.dumps({"state": "failed", "error": error})
+        await self._redis.set(self._k(key), value, px=int(settings.COALESCE_ERROR_TTL_S * 1000))
+
+    async def finish(self, key: str, *, ok: bool) -> None:
+        raw = await self._redis.get(self._k(key))
+        if raw is None:
+            return
+        value = json.loads(raw)
+        value["state"] = "done"
+        ttl = settings.COALESCE_RESULT_TTL_S if ok else settings.COALESCE_ERROR_TTL_S
+        await self._redis.set(self._k(key), json.dumps(value), px=max(1, int(ttl * 1000)))
+
+    async def wait_info(self, key: str) -> Info:
+        # The leader publishes a few milliseconds after it claims (one transaction): poll briefly.
+        async with asyncio.timeout(WAIT_INFO_TIMEOUT_S):
+            while True:
+                raw = await self._redis.get(self._k(key))
+                if raw is None:
+                    raise CoalesceFailed(
+                        {"code": "coalesce_lost", "message": "The identical request went away."}
+                    )
+                value = json.loads(raw)
+                if value["state"] == "failed":
+                    raise CoalesceFailed(value["error"])
+                if value.get("info"):
+                    return dict(value["info"])
+                await asyncio.sleep(self.POLL_S)
+
+    async def alive(self, key: str) -> bool:
+        return bool(await self._redis.exists(self._k(key)))
+
+    async def alias_get(self, alias: str) -> tuple[str, Info] | None:
+        raw = await self._redis.get(self._k(alias))
+        if raw is None:
+            return None
+        value = json.loads(raw)
+        return value["fp"], value["info"]
+
+    async def alias_set(self, alias: str, fingerprint: str, info: Info) -> None:
+        await self._redis.set(self._k(alias), json.dumps({"fp": fingerprint, "info": info}), ex=ALIAS_TTL_S)
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+        await self._pool.disconnect()  # a pool passed in explicitly is not closed by the client
+
+
+Coalescer = InProcessCoalescer | RedisCoalescer
+_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Coalescer] = weakref.WeakKeyDictionary()
+
+
+def coalescer() -> Coalescer:
+    """The coalescer of the running event loop: Redis when REDIS_URL is set, else in-process."""
+    loop = asyncio.get_running_loop()
+    found = _per_loop.get(loop)
+    if found is None:
+        prefix = f"{settings.CHANNEL_LAYERS['default'].get('CONFIG', {}).get('prefix', 'chatapp')}:co"
+        found = RedisCoalescer(settings.REDIS_URL, prefix) if settings.REDIS_URL else InProcessCoalescer()
+        _per_loop[loop] = found
+    return found
+
+
+async def close_coalescer() -> None:
+    found = _per_loop.pop(asyncio.get_running_loop(), None)
+    if isinstance(found, RedisCoalescer):
+        await found.aclose()

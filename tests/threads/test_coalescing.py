@@ -1,0 +1,143 @@
+"""Coalescing through the HTTP API against the fake provider server over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.test import AsyncClient
+
+from providers.fake_server import FakeProviderServer
+from threads.models import Message
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.both]
+
+
+@pytest.fixture
+async def fake(settings: Any) -> AsyncIterator[FakeProviderServer]:
+    async with FakeProviderServer(ttft_ms=50, tps=200, tokens=20) as server:
+        settings.PROVIDERS = {
+            **settings.PROVIDERS,
+            "openai": {"base_url": server.openai_base_url, "api_key": "sk-test", "model": "fake-model"},
+        }
+        yield server
+
+
+@pytest.fixture
+def api(token: str) -> AsyncClient:
+    return AsyncClient(AUTHORIZATION=f"Bearer {token}")
+
+
+async def _thread(api: AsyncClient) -> int:
+    resp = await api.post("/api/threads", {"provider": "openai"}, content_type="application/json")
+    return int(resp.json()["id"])
+
+
+async def _send(api: AsyncClient, thread_id: int, **body: Any) -> Any:
+    return await api.post(f"/api/threads/{thread_id}/messages", body, content_type="application/json")
+
+
+async def _rows() -> int:
+    return await sync_to_async(Message.objects.count)()
+
+
+async def test_burst_of_identical_sends_is_one_call_and_one_pair(
+    api: AsyncClient, fake: FakeProviderServer
+) -> None:
+    tid = await _thread(api)
+    resps = await asyncio.gather(*[_send(api, tid, content="What is a burst?") for _ in range(200)])
+    assert [r.status_code for r in resps] == [200] * 200
+    bodies = [r.json() for r in resps]
+    assert fake.stats.calls == 1 and await _rows() == 2
+    roles = sorted(b["coalesced"] for b in bodies)
+    assert roles.count("leader") == 1 and roles.count("follower") == 199
+    assert len({(b["user_message"]["id"], b["assistant_message"]["id"]) for b in bodies}) == 1
+    assert {b["assistant_message"]["status"] for b in bodies} == {"complete"}
+    assert len({b["assistant_message"]["content"] for b in bodies}) == 1
+
+
+async def test_completed_result_reused_then_a_later_repeat_is_new(
+    api: AsyncClient, fake: FakeProviderServer
+) -> None:
+    tid = await _thread(api)
+    first = (await _send(api, tid, content="Same words")).json()
+    again = (await _send(api, tid, content="Same words")).json()
+    assert (
+        again["coalesced"] == "follower"
+        and again["assistant_message"]["id"] == first["assistant_message"]["id"]
+    )
+    assert fake.stats.calls == 1
+    await _send(api, tid, content="Something else")
+    later = (await _send(api, tid, content="Same words")).json()
+    assert (
+        later["coalesced"] == "leader"
+        and later["assistant_message"]["id"] != first["assistant_message"]["id"]
+    )
+    assert fake.stats.calls == 3 and await _rows() == 6
+
+
+async def test_error_reused_within_error_ttl_then_new_call(
+    api: AsyncClient, fake: FakeProviderServer, settings: Any
+) -> None:
+    settings.PROVIDER_MAX_RETRIES = 0
+    settings.COALESCE_ERROR_TTL_S = 0.3
+    tid = await _thread(api)
+    fake.queue_faults("http:500")
+    first = (await _send(api, tid, content="fail please")).json()
+    assert first["assistant_message"]["status"] == "error" and first["error"]["code"]
+    reused = (await _send(api, tid, content="fail please")).json()
+    assert (
+        reused["coalesced"] == "follower"
+        and reused["assistant_message"]["id"] == first["assistant_message"]["id"]
+    )
+    assert fake.stats.calls == 1
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 0.3
+    await asyncio.sleep(max(0.0, deadline - loop.time()) + 0.05)  # let the 0.3 s error TTL lapse
+    fresh = (await _send(api, tid, content="fail please")).json()
+    assert fresh["coalesced"] == "leader" and fresh["assistant_message"]["status"] == "complete"
+    assert fake.stats.calls == 2
+
+
+async def test_flag_off_means_one_call_per_send(
+    api: AsyncClient, fake: FakeProviderServer, settings: Any
+) -> None:
+    settings.FLAG_DEFAULTS = {**settings.FLAG_DEFAULTS, "COALESCE_ENABLED": False}
+    tid = await _thread(api)
+    bodies = [r.json() for r in await asyncio.gather(*[_send(api, tid, content="same") for _ in range(5)])]
+    assert {b["coalesced"] for b in bodies} == {"leader"}
+    assert fake.stats.calls == 5 and await _rows() == 10
+
+
+async def test_non_idempotent_and_tools_bypass(api: AsyncClient, fake: FakeProviderServer) -> None:
+    tid = await _thread(api)
+    sends = [_send(api, tid, content="same", idempotent=False) for _ in range(3)]
+    sends += [_send(api, tid, content="same", tools=[{"name": "calc"}]) for _ in range(2)]
+    bodies = [r.json() for r in await asyncio.gather(*sends)]
+    assert {b["coalesced"] for b in bodies} == {"bypass"}
+    assert fake.stats.calls == 5
+
+
+async def test_request_id_replay_and_mismatch(api: AsyncClient, fake: FakeProviderServer) -> None:
+    tid = await _thread(api)
+    first = (await _send(api, tid, content="Hello", request_id="idem-1")).json()
+    replay = (await _send(api, tid, content="Hello", request_id="idem-1")).json()
+    assert replay["assistant_message"]["id"] == first["assistant_message"]["id"]
+    mismatch = await _send(api, tid, content="Different", request_id="idem-1")
+    assert mismatch.status_code == 422 and mismatch.json()["error"]["code"] == "idempotency_mismatch"
+    assert fake.stats.calls == 1 and await _rows() == 2
+
+
+async def test_never_across_users(api: AsyncClient, fake: FakeProviderServer, other_user: Any) -> None:
+    from accounts.tokens import api_token_create
+
+    _, raw = await sync_to_async(api_token_create)(user=other_user)
+    other = AsyncClient(AUTHORIZATION=f"Bearer {raw}")
+    mine, theirs = await _thread(api), await _thread(other)
+    a, b = await asyncio.gather(_send(api, mine, content="secret?"), _send(other, theirs, content="secret?"))
+    assert a.json()["assistant_message"]["thread_id"] == mine
+    assert b.json()["assistant_message"]["thread_id"] == theirs
+    assert fake.stats.calls == 2

@@ -95,8 +95,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         }
     )
 else:
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
-    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+    # Under ASGI every request runs its sync parts in a thread of its own, so without a pool a burst
+    # of requests opens a connection per request and exhausts PostgreSQL's max_connections (100).
+    # A psycopg pool per process caps that; requests beyond it wait up to `timeout` for a connection.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool owns connection reuse
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env.int("DB_POOL_MIN", default=2),
+        "max_size": env.int("DB_POOL_MAX", default=16),
+        "timeout": env.float("DB_POOL_TIMEOUT_S", default=20.0),
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis / channel layer -------------------------------------------------------------------------
@@ -109,7 +116,15 @@ if REDIS_URL:
             "CONFIG": {
                 # socket_timeout must stay None: redis-py 8 defaults it to 5 s, the same as the
                 # layer's blocking-pop timeout, and an idle socket would then be closed with 1011.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+                # max_connections: redis-py 8's asyncio pool raises (does not wait) past its limit,
+                # 100 by default; a burst of a few hundred waiters each doing a group_add needs more.
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": None,
+                        "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=2000),
+                    }
+                ],
                 "prefix": env.str("CHANNEL_LAYER_PREFIX", default="chatapp"),
                 # Capacity is per channel: a viewer that stops reading loses deltas (seq gap ->
                 # snapshot re-sync) instead of blocking the stream for everyone.
@@ -253,3 +268,22 @@ DATABASES["default"]["ENGINE"] = DATABASES["default"]["ENGINE"].replace(
 )
 CACHES = {"default": {"BACKEND": "providers.prometheus.LocMemCache"}}
 # --- end metrics and feature flags ---------------------------------------------------------------------
+
+# --- Pacer (providers/pacer.py; docs/pacer.md) ---------------------------------------------------------
+# One token bucket per provider: PACER_<NAME>_RPS requests per second sustained (0 = unlimited, still
+# paused by an upstream 429) and PACER_<NAME>_BURST at once when idle; NAME is the provider's name in
+# upper case with "-" as "_". The demo is simulated, so unlimited. 50 rps is well above what one chat
+# deployment sends and guards only against a runaway; set your account's real limit. A burst of 10
+# lets a surge start at once without sending the upstream more than 10 requests in the same instant.
+PACER_LIMITS: dict[str, dict[str, float]] = {
+    name: {
+        "rps": env.float(f"PACER_{var}_RPS", default=0.0 if name == "demo" else 50.0),
+        "burst": env.int(f"PACER_{var}_BURST", default=10),
+    }
+    for name in PROVIDERS
+    for var in [name.upper().replace("-", "_")]
+}
+# How many server processes share REDIS_URL. While Redis is unreachable each one paces alone at
+# 1/PACER_PROCESSES of every limit, so that together they stay within it.
+PACER_PROCESSES: int = env.int("PACER_PROCESSES", default=1)
+# --- end pacer ------------------------------------------------------------------------------------------

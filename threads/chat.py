@@ -15,7 +15,7 @@ from django.contrib.auth.models import AbstractBaseUser
 
 from providers import metrics
 from providers._coalesce_math import LastExchange, body_fingerprint, burst_anchor, coalesce_key, coalesce_mode
-from providers.coalescer import CoalesceFailed, coalescer
+from providers.coalescer import LEASE_S, CoalesceFailed, coalescer
 from providers.flags import flag_enabled
 from threads import events, groups, selectors, services
 from threads.generation import Generation, generation_service
@@ -138,7 +138,7 @@ async def _lead(
     svc = generation_service()
     if prepared.replay:
         return SendOutcome(
-            request_id=req.request_id,
+            request_id=prepared.request_id,
             coalesced="follower",
             user_message=prepared.user_message,
             assistant_message=prepared.assistant_message,
@@ -158,25 +158,58 @@ async def _lead(
 
 
 async def wait_terminal(outcome: SendOutcome, *, thread_id: int) -> dict[str, Any]:
-    """The terminal event (done / cancelled / error) of a send, wherever its generation runs."""
+    """The terminal event (done / cancelled / error) of a send, wherever its generation runs.
+
+    A follower of a leader in another process listens on the thread's group; it also watches the
+    leader's lease, so a leader whose process died is noticed within about LEASE_S (the message is
+    then marked `error`, never left `streaming`)."""
     if outcome.generation is not None:
         # Shielded: a client that goes away must not cancel the generation it started.
         return await asyncio.shield(outcome.generation.done)
-    svc = generation_service()
-    layer = svc.layer
+    layer = generation_service().layer
+    group = groups.thread_group(thread_id)
     channel = await layer.new_channel()
-    await layer.group_add(groups.thread_group(thread_id), channel)
+    await layer.group_add(group, channel)
     try:
         final = await _terminal_from_db(outcome.assistant_message["id"], outcome.request_id)
-        if final is not None:
-            return final
-        while True:
-            msg = await layer.receive(channel)
+        while final is None:
+            try:
+                async with asyncio.timeout(LEASE_S / 2):
+                    msg = await layer.receive(channel)
+            except TimeoutError:
+                final = await _check_leader(outcome)
+                continue
             event = msg.get("event") or {}
             if event.get("request_id") == outcome.request_id and event.get("type") in events.TERMINAL_EVENTS:
-                return dict(event)
+                final = dict(event)
+        return final
     finally:
-        await layer.group_discard(groups.thread_group(thread_id), channel)
+        await layer.group_discard(group, channel)
+
+
+async def _check_leader(outcome: SendOutcome) -> dict[str, Any] | None:
+    """None while the generation may still be running; else its terminal event."""
+    final = await _terminal_from_db(outcome.assistant_message["id"], outcome.request_id)
+    if final is not None or outcome.key is None or await coalescer().alive(outcome.key):
+        return final
+    # The lease lapsed and the message still says `streaming`: its leader is gone.
+    lost = await database_sync_to_async(services.message_finalize)(
+        message_id=outcome.assistant_message["id"],
+        status="error",
+        content="",
+        error_code="generation_lost",
+        error_message="The server generating this reply stopped before it finished.",
+    )
+    if lost is None:  # it finished meanwhile
+        return await _terminal_from_db(outcome.assistant_message["id"], outcome.request_id)
+    event = events.message_error(
+        request_id=outcome.request_id,
+        code="generation_lost",
+        message=lost["error"]["message"],
+        assistant=lost,
+    )
+    await generation_service().broadcast(lost["thread_id"], event)
+    return event
 
 
 async def terminal_now(outcome: SendOutcome) -> dict[str, Any] | None:

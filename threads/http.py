@@ -81,6 +81,12 @@ def api_view(methods: set[str]) -> Callable[[ApiView], Any]:
                 return error_response("conflict", f"It has already finished (status {exc}).", 409)
             except ProviderError as exc:
                 return error_response(exc.code, exc.message, exc.http_status, retry_after=exc.retry_after)
+            except Exception:
+                # Never an HTML error page under /api/, even with DEBUG on: log it, answer JSON.
+                log.exception("unhandled error in %s %s", request.method, request.path)
+                return error_response(
+                    "internal_error", "Something went wrong on our side; it has been logged.", 500
+                )
 
         return wrapper
 

@@ -47,6 +47,9 @@ class Message(models.Model):
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
     )
+    # User messages of a coalesced send carry the burst's key: the database then refuses a second pair
+    # for one burst even when two processes race (cleared when a later, legitimate repeat reuses it).
+    coalesce_key = models.CharField(max_length=64, null=True, blank=True, default=None)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     input_tokens = models.PositiveIntegerField(null=True, blank=True)
@@ -61,6 +64,11 @@ class Message(models.Model):
             # One user and one assistant message per send: a retried or raced request cannot write twice.
             models.UniqueConstraint(
                 fields=["thread", "request_id", "role"], name="message_one_per_request_role"
+            ),
+            models.UniqueConstraint(
+                fields=["thread", "coalesce_key"],
+                condition=Q(coalesce_key__isnull=False),
+                name="message_one_pair_per_burst",
             ),
             models.CheckConstraint(condition=Q(role__in=["user", "assistant"]), name="message_role_valid"),
             models.CheckConstraint(

@@ -87,9 +87,17 @@ def _existing(*, thread: Thread, request_id: str) -> PreparedSend | None:
     )
 
 
-def send_prepare(*, thread_id: int, req: SendRequest, parent_id: int | None) -> PreparedSend:
+def send_prepare(
+    *,
+    thread_id: int,
+    req: SendRequest,
+    parent_id: int | None,
+    coalesce_key: str | None = None,
+    reuse_s: float = 0.0,
+) -> PreparedSend:
     """Write the user message and the `streaming` assistant message of a send, or find them if the
-    request_id was already used in this thread (replay). `parent_id` is the message being answered."""
+    request_id was already used in this thread, or if another process already wrote this burst's pair
+    (same `coalesce_key`, younger than `reuse_s`): a replay. `parent_id` is the message being answered."""
     thread = Thread.objects.filter(pk=thread_id).first()
     if thread is None:
         raise NotFound()
@@ -119,8 +127,11 @@ def send_prepare(*, thread_id: int, req: SendRequest, parent_id: int | None) -> 
                 changes["title"] = _title_from(req.content)
             Thread.objects.filter(pk=thread.pk).update(**changes)
     except IntegrityError:
-        # A concurrent send with the same request_id won the unique constraint: replay its rows.
+        # A concurrent send with the same request_id, or of the same burst in another process, won
+        # the unique constraint: replay its rows.
         found = _existing(thread=thread, request_id=req.request_id)
+        if found is None and coalesce_key is not None:
+            found = _existing_burst(thread=thread, coalesce_key=coalesce_key, reuse_s=float("inf"))
         if found is None:
             raise
         return found
@@ -133,6 +144,20 @@ def send_prepare(*, thread_id: int, req: SendRequest, parent_id: int | None) -> 
         assistant_message=events.message_data(assistant),
         history=_history(thread_id=thread.pk, upto_id=user_msg.pk),
     )
+
+
+def _existing_burst(*, thread: Thread, coalesce_key: str, reuse_s: float) -> PreparedSend | None:
+    """The pair already written for this burst key, if recent enough to reuse. An older one is a
+    previous, finished burst of the same words: its key is released so this send can take it."""
+    user_msg = Message.objects.filter(thread=thread, coalesce_key=coalesce_key).first()
+    if user_msg is None:
+        return None
+    reply = Message.objects.filter(parent=user_msg, role=Message.Role.ASSISTANT).first()
+    age = (timezone.now() - (reply.updated_at if reply else user_msg.created_at)).total_seconds()
+    if reply is not None and (reply.status == Message.Status.STREAMING or age <= reuse_s):
+        return _existing(thread=thread, request_id=user_msg.request_id)
+    Message.objects.filter(pk=user_msg.pk).update(coalesce_key=None)
+    return None
 
 
 def _title_from(content: str) -> str:

@@ -115,7 +115,7 @@ def _seed(username: str, password: str, exchanges: int) -> tuple[Any, list[int]]
     user.save()
     Thread.objects.filter(owner=user).delete()
     demo = settings.PROVIDERS["demo"]["model"]
-    ids = []
+    ids: list[int] = []
     for title in THREADS:
         thread = Thread.objects.create(owner=user, title=title, provider="demo", model=demo)
         _add_exchange(thread, 0, EXCHANGES[len(ids) % len(EXCHANGES)])

@@ -7,6 +7,8 @@ PORT ?= 8000
 # Twisted's default listen backlog is 50: a burst of connections would overflow it (1 s SYN retransmits).
 BACKLOG ?= 1024
 PYTEST_ARGS ?=
+# Every daphne process of one deployment writes its metrics here; /metrics and /api/metrics merge them.
+PROMETHEUS_MULTIPROC_DIR ?= $(CURDIR)/.run/prometheus
 
 .PHONY: run test install install-dev migrate lint check clean bench
 
@@ -30,7 +32,8 @@ migrate: install
 
 run: migrate
 	@echo "chatapp on http://$(HOST):$(PORT)/  (sign up at /accounts/signup/)"
-	$(BIN)/daphne -e tcp:port=$(PORT):interface=$(HOST):backlog=$(BACKLOG) chatapp.asgi:application
+	rm -rf "$(PROMETHEUS_MULTIPROC_DIR)" && mkdir -p "$(PROMETHEUS_MULTIPROC_DIR)"
+	PROMETHEUS_MULTIPROC_DIR="$(PROMETHEUS_MULTIPROC_DIR)" $(BIN)/daphne -e tcp:port=$(PORT):interface=$(HOST):backlog=$(BACKLOG) chatapp.asgi:application
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -5,20 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from channels.auth import AuthMiddleware
-from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.http import HttpRequest
 
 from accounts.tokens import bearer_from_header, user_for_token
+from threads.dbasync import db_async
 
 
 async def request_user(request: HttpRequest) -> tuple[AbstractBaseUser | AnonymousUser, str]:
     """The user of an HTTP request and how it authenticated ('token', 'session' or 'none')."""
     raw = bearer_from_header(request.headers.get("Authorization"))
     if raw is not None:
-        user = await database_sync_to_async(user_for_token)(raw)
+        user = await db_async(user_for_token)(raw)
         return (user, "token") if user is not None else (AnonymousUser(), "none")
     user = await request.auser()
     return (user, "session") if user.is_authenticated else (AnonymousUser(), "none")
@@ -31,7 +31,7 @@ class BearerTokenMiddleware(BaseMiddleware):
         headers = dict(scope.get("headers") or [])
         raw = bearer_from_header(headers.get(b"authorization"))
         if raw is not None:
-            user = await database_sync_to_async(user_for_token)(raw)
+            user = await db_async(user_for_token)(raw)
             scope = {**scope, "user": user or AnonymousUser(), "auth_method": "token"}
         return await super().__call__(scope, receive, send)
 

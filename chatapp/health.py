@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from threads.dbasync import db_async
 
-@database_sync_to_async
+
+@db_async
 def _db_ok() -> None:
     with connection.cursor() as cur:
         cur.execute("SELECT 1")

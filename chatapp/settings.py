@@ -108,6 +108,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis / channel layer -------------------------------------------------------------------------
 REDIS_URL: str = env.str("REDIS_URL", default="")
+# Every Redis key of this deployment (channel layer, coalescer, pacer) starts with this prefix.
+REDIS_KEY_PREFIX: str = env.str("CHANNEL_LAYER_PREFIX", default="chatapp")
 CHANNEL_LAYERS: dict[str, Any]
 if REDIS_URL:
     CHANNEL_LAYERS = {
@@ -125,7 +127,7 @@ if REDIS_URL:
                         "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=2000),
                     }
                 ],
-                "prefix": env.str("CHANNEL_LAYER_PREFIX", default="chatapp"),
+                "prefix": REDIS_KEY_PREFIX,
                 # Capacity is per channel: a viewer that stops reading loses deltas (seq gap ->
                 # snapshot re-sync) instead of blocking the stream for everyone.
                 "capacity": 1000,

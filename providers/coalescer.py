@@ -205,7 +205,7 @@ def coalescer() -> Coalescer:
     loop = asyncio.get_running_loop()
     found = _per_loop.get(loop)
     if found is None:
-        prefix = f"{settings.CHANNEL_LAYERS['default'].get('CONFIG', {}).get('prefix', 'chatapp')}:co"
+        prefix = f"{settings.REDIS_KEY_PREFIX}:co"
         found = RedisCoalescer(settings.REDIS_URL, prefix) if settings.REDIS_URL else InProcessCoalescer()
         _per_loop[loop] = found
     return found

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import threading
 import time
@@ -52,12 +53,15 @@ READY_TIMEOUT_S = 2.0
 @dataclass(frozen=True, slots=True)
 class _Snapshot:
     overrides: Mapping[str, bool]
-    # time.monotonic() after which the next read triggers a background reload.
+    # _clock() after which the next read triggers a background reload.
     expires: float
-    # time.monotonic() when the query that produced `overrides` started: a slower, older read never
+    # _clock() when the query that produced `overrides` started: a slower, older read never
     # replaces a newer one (the admin thread and a loop's listener may reload at the same time).
     read_at: float
 
+
+# The clock of every TTL decision; tests replace it to drive time instead of sleeping.
+_clock = time.monotonic
 
 _EMPTY = _Snapshot(MappingProxyType({}), expires=0.0, read_at=float("-inf"))
 _state = _EMPTY
@@ -77,9 +81,9 @@ def _current() -> _Snapshot:
     loop = asyncio._get_running_loop()
     if loop is not None:
         listener = _listener_for(loop)
-        if state.expires <= time.monotonic():
+        if state.expires <= _clock():
             listener.wake.set()
-    elif state.expires <= time.monotonic():
+    elif state.expires <= _clock():
         # Sync caller (a view's thread, a command): querying here does not block an event loop.
         _reload_sync()
         state = _state
@@ -164,7 +168,7 @@ def _apply(overrides: dict[str, bool] | None, read_at: float) -> None:
     with _state_lock:
         if read_at < _state.read_at:
             return
-        expires = time.monotonic() + _ttl()
+        expires = _clock() + _ttl()
         if overrides is None:
             _state = _Snapshot(_state.overrides, expires, _state.read_at)
             return
@@ -177,7 +181,7 @@ def _reload_sync(*, wait: bool = False) -> None:
     if not _sync_reload_lock.acquire(blocking=wait):
         return
     try:
-        read_at = time.monotonic()
+        read_at = _clock()
         try:
             rows = _read_rows()
         except Exception:
@@ -212,20 +216,24 @@ class _Listener:
         self.loaded = asyncio.Event()
         self.layer: BaseChannelLayer | None = None
         self.channel: str | None = None
-        self._joined_at = 0.0
+        self._joined_at: float | None = None
         self._receiver: asyncio.Task[None] | None = None
-        self.task = loop.create_task(self._run(), name="flags-listener")
+        # A fresh context: the first read usually happens inside a request, and Django runs each
+        # request in an asgiref ThreadSensitiveContext whose executor dies with the request; a task
+        # that inherited it could never cross to sync code (database_sync_to_async) again.
+        self.task = loop.create_task(self._run(), name="flags-listener", context=contextvars.Context())
 
     async def _run(self) -> None:
         self.layer = _broadcast_layer()
         try:
             while True:
+                # Cleared before the load: a wake-up that arrives during the query means another load.
+                self.wake.clear()
                 # Join first: a commit after the join is broadcast to us, one before it is in the load.
                 await self._join()
                 await self._reload()
                 self.loaded.set()
                 await self.wake.wait()
-                self.wake.clear()
         finally:
             # Cancelled: stop receiving. No network clean-up here: at loop shutdown the layer's
             # connections may be gone; the group entry expires by itself (aclose() leaves politely).
@@ -234,7 +242,7 @@ class _Listener:
 
     async def _join(self) -> None:
         """Join the broadcast group (again, once per REJOIN_S) and start receiving."""
-        if self.layer is None or (self._joined_at and time.monotonic() - self._joined_at < REJOIN_S):
+        if self.layer is None or (self._joined_at is not None and _clock() - self._joined_at < REJOIN_S):
             return
         try:
             if self.channel is None:
@@ -245,14 +253,14 @@ class _Listener:
         except Exception:  # Redis down: the TTL reload still works; the next reload tries to join again
             log.warning("cannot join %s; flag changes arrive by TTL only", FLAGS_GROUP, exc_info=True)
             return
-        self._joined_at = time.monotonic()
+        self._joined_at = _clock()
         if self._receiver is None:
             self._receiver = asyncio.create_task(
                 self._receive(self.layer, self.channel), name="flags-receive"
             )
 
     async def _reload(self) -> None:
-        read_at = time.monotonic()
+        read_at = _clock()
         try:
             rows: dict[str, bool] | None = await database_sync_to_async(_read_rows)()
         except Exception:

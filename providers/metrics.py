@@ -38,10 +38,10 @@ PREFIX = "chatapp_"
 # Bucket bounds (seconds) shared by the four latency histograms. p95 figures are interpolated linearly
 # inside a bucket (as PromQL's histogram_quantile does), so the error is at most one bucket's width:
 # adjacent bounds differ by at most 1.5x from 1 ms to 30 s (then 2x-2.5x up to the 300 s ceiling, where
-# provider total timeouts sit). 28 buckets x 4 histograms stays a small scrape.
+# provider total timeouts sit). 31 buckets x 4 histograms stays a small scrape.
 BUCKETS_S: tuple[float, ...] = (
-    0.001, 0.0015, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5,
-    0.75, 1.0, 1.5, 2.0, 3.0, 4.5, 6.0, 9.0, 13.5, 20.0, 30.0, 60.0, 120.0, 300.0,
+    0.001, 0.0015, 0.002, 0.003, 0.0045, 0.006, 0.009, 0.0135, 0.02, 0.03, 0.045, 0.06, 0.09, 0.135,
+    0.2, 0.3, 0.45, 0.6, 0.9, 1.35, 2.0, 3.0, 4.5, 6.0, 9.0, 13.5, 20.0, 30.0, 60.0, 120.0, 300.0,
 )  # fmt: skip
 
 # Label values are closed sets: a typo or a new code must not create unbounded series.

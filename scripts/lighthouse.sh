@@ -7,7 +7,8 @@
 # log-in page, the thread list and a thread with a long conversation. Prints the four category scores
 # per page and exits 1 if any is below LH_MIN.
 #
-# Needs: chromium (apt-get install -y chromium), node >= 18 and the venv (`make install`).
+# Needs: chromium (apt-get install -y chromium), node >= 18 and the dev venv (`make install-dev`: websockets
+# sets the session cookie over the DevTools protocol). Lighthouse itself is installed here if missing.
 # Environment: LH_MIN (default 95), LH_RUNS (runs per page, median; default 3), PORT (default: a free
 # one), CHROME_PATH (default /usr/bin/chromium), LH_REPORT_DIR (keep the JSON reports there; default
 # artifacts/lighthouse), LH_TIMEOUT (seconds per run, default 180).
@@ -26,7 +27,7 @@ LIGHTHOUSE="$ROOT/tools/node_modules/.bin/lighthouse"
 die() { echo "lighthouse.sh: $*" >&2; exit 2; }
 [[ -x "$CHROME_PATH" ]] || die "no browser at $CHROME_PATH: apt-get install -y chromium (or set CHROME_PATH)"
 command -v node >/dev/null || die "node not found: install Node 20"
-[[ -x "$PY" ]] || die "no venv: run 'make install' first"
+[[ -x "$PY" ]] || die "no venv: run 'make install-dev' first"
 if [[ "$(node -p 'try{require("./tools/node_modules/lighthouse/package.json").version}catch{""}')" != "12.2.3" ]]; then
   echo "installing lighthouse from tools/package-lock.json" >&2
   npm ci --prefix tools --no-audit --no-fund >&2
@@ -34,13 +35,11 @@ fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/chatapp-lh.XXXXXX")"
 SERVER_PID=""
+CHROME_PID=""
 cleanup() {
-  # Only what this script started: the server (by pid) and Chromes whose pid files are under $WORK.
-  [[ -n "$SERVER_PID" ]] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
-  for pf in "$WORK"/tmp/lighthouse.*/chrome.pid; do
-    [[ -f "$pf" ]] && kill -TERM "$(cat "$pf")" 2>/dev/null
-  done
-  rm -rf "$WORK"
+  # Only what this script started, by pid: the browser and the server.
+  for pid in $CHROME_PID $SERVER_PID; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
+  rm -rf "$WORK" 2>/dev/null || { sleep 1; rm -rf "$WORK"; }
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -61,18 +60,43 @@ SESSION="$(node -p 'JSON.parse(process.argv[1]).sessionid' "$SEED")"
 
 "$ROOT/.venv/bin/daphne" -e "tcp:port=$PORT:interface=127.0.0.1" chatapp.asgi:application >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
+healthy() { "$PY" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$BASE/healthz" 2>/dev/null; }
 for _ in $(seq 1 100); do
-  curl -fsS -o /dev/null "$BASE/healthz" 2>/dev/null && break
+  healthy && break
   kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log" >&2; die "the server exited"; }
   sleep 0.2
 done
-curl -fsS -o /dev/null "$BASE/healthz" || { cat "$WORK/server.log" >&2; die "the server did not answer /healthz"; }
+healthy || { cat "$WORK/server.log" >&2; die "the server did not answer /healthz"; }
 
-mkdir -p "$REPORT_DIR" "$WORK/tmp"
-# Flags for root in a container on a closed network (no sandbox, no background lookups).
-CHROME_FLAGS="--headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
---disable-component-update --disable-sync --disable-dev-shm-usage \
---host-resolver-rules='MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1'"
+mkdir -p "$REPORT_DIR" "$WORK/profile"
+# One Chromium for all runs, driven by Lighthouse over its DevTools port. Not Lighthouse's own launch:
+# the thread page opens a WebSocket, and a WebSocket handshake carries a real cookie but not the
+# headers of --extra-headers, so the session cookie is put into this browser's cookie jar (Lighthouse
+# resets storage between runs, but not cookies). Flags: root in a container, closed network.
+"$CHROME_PATH" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
+  --disable-component-update --disable-sync --disable-dev-shm-usage --disable-default-apps \
+  "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1" \
+  --remote-debugging-port=0 --user-data-dir="$WORK/profile" about:blank >"$WORK/chrome.log" 2>&1 &
+CHROME_PID=$!
+for _ in $(seq 1 100); do [[ -s "$WORK/profile/DevToolsActivePort" ]] && break; sleep 0.1; done
+[[ -s "$WORK/profile/DevToolsActivePort" ]] || { cat "$WORK/chrome.log" >&2; die "chromium did not start"; }
+CDP_PORT="$(head -n 1 "$WORK/profile/DevToolsActivePort")"
+
+log_in() {
+  "$PY" - "$CDP_PORT" "$BASE" "$SESSION" <<'PYEOF'
+import json, sys, urllib.request
+from websockets.sync.client import connect
+port, base, session = sys.argv[1:]
+with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/version") as r:
+    browser_ws = json.load(r)["webSocketDebuggerUrl"]
+cookie = {"name": "sessionid", "value": session, "url": base, "httpOnly": True, "sameSite": "Lax"}
+with connect(browser_ws, max_size=None) as ws:
+    ws.send(json.dumps({"id": 1, "method": "Storage.setCookies", "params": {"cookies": [cookie]}}))
+    reply = json.loads(ws.recv())
+if "error" in reply:
+    sys.exit(f"could not set the session cookie: {reply['error']}")
+PYEOF
+}
 
 # audit NAME PATH [lighthouse args...]: LH_RUNS runs, prints "NAME {scores}" (medians), records failures.
 FAILED=0
@@ -81,11 +105,9 @@ audit() {
   local reports=() i
   for ((i = 1; i <= LH_RUNS; i++)); do
     local out="$REPORT_DIR/$name-$i.json"
-    rm -rf "$WORK/profile" && mkdir -p "$WORK/profile"
-    if ! TMPDIR="$WORK/tmp" CHROME_PATH="$CHROME_PATH" timeout -s INT -k 15 "$LH_TIMEOUT" "$LIGHTHOUSE" "$BASE$path" \
+    if ! timeout -s INT -k 15 "$LH_TIMEOUT" "$LIGHTHOUSE" "$BASE$path" --port="$CDP_PORT" \
       --form-factor=mobile --only-categories=performance,accessibility,best-practices,seo \
-      --output=json --output-path="$out" --no-enable-error-reporting --quiet \
-      --chrome-flags="$CHROME_FLAGS --user-data-dir=$WORK/profile" "$@" >"$WORK/lh.log" 2>&1; then
+      --output=json --output-path="$out" --no-enable-error-reporting --quiet "$@" >"$WORK/lh.log" 2>&1; then
       tail -n 20 "$WORK/lh.log" >&2
       echo "$name: Lighthouse failed (run $i)" >&2
       FAILED=1
@@ -119,8 +141,8 @@ audit() {
 }
 
 echo "Lighthouse $("$LIGHTHOUSE" --version), mobile, median of $LH_RUNS run(s), bar $LH_MIN; reports in $REPORT_DIR"
-COOKIE="{\"Cookie\": \"sessionid=$SESSION\"}"
-audit login "/accounts/login/"
-audit list "/" --extra-headers="$COOKIE"
-audit thread "/threads/$THREAD_ID/" --extra-headers="$COOKIE"
+audit login "/accounts/login/"  # logged out: a session would redirect it to the thread list
+log_in
+audit list "/"
+audit thread "/threads/$THREAD_ID/"
 exit "$FAILED"

@@ -48,9 +48,14 @@ def _fast_demo(settings: Any) -> None:
 
 @pytest.fixture(autouse=True)
 async def _fresh_layer_and_services() -> AsyncIterator[None]:
-    """Each test gets a new channel layer and generation service (both are bound to one event loop)."""
+    """Each test gets a new channel layer, generation service and flag cache (bound to one event loop)."""
+    from providers.flags import flags_aclose, flags_reset
+
     channel_layers.backends.clear()
+    flags_reset()
     yield
+    await flags_aclose()
+    flags_reset()
     import asyncio
 
     from providers import close_providers
@@ -62,8 +67,12 @@ async def _fresh_layer_and_services() -> AsyncIterator[None]:
         await svc.aclose()
     await close_providers()
     from providers.coalescer import close_coalescer
+    from providers.pacer import close_pacer
+    from threads.streamstate import close_stream_state
 
     await close_coalescer()
+    await close_pacer()
+    await close_stream_state()
     for layer in channel_layers.backends.values():
         flush = getattr(layer, "flush", None)
         if flush is not None:
@@ -114,3 +123,11 @@ def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[N
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    """No connection pool in the test process: Django's test client keeps request threads' connections
+    open (it disconnects close_old_connections from request_finished), so pooled connections would
+    never be returned and the pool would run dry. The daphne processes that tests start keep it."""
+    settings.DATABASES["default"].get("OPTIONS", {}).pop("pool", None)

@@ -23,6 +23,10 @@ SIGKILL) when the block ends, even on failure. They share, like one deployment:
   process's own layer flushes `chatapp*` keys after every test and would wipe the servers' groups.
 - a fresh `PROMETHEUS_MULTIPROC_DIR` per `daphne_servers` call (metrics summed over the n processes).
 
+Servers cache some rows per process (ContentType ids, used by admin history and permissions), and the
+flush after each transactional test renumbers them: a test that writes admin history should start its
+own servers rather than share module-scoped ones.
+
 `env` adds or overrides variables (e.g. `{"METRICS_TOKEN": "x", "DEMO_TTFT_MS": "50"}`). A server
 that exits or never becomes healthy fails the test with the tail of its log. Mark such tests
 `pytest.mark.services` (they need PostgreSQL and Redis).
@@ -132,7 +136,7 @@ def _server_env(extra: Mapping[str, str] | None, metrics_dir: str) -> dict[str, 
         CHANNEL_LAYER_PREFIX=SESSION_LAYER_PREFIX,
         PROMETHEUS_MULTIPROC_DIR=metrics_dir,
         DEMO_TTFT_MS="0",
-        LOG_LEVEL="WARNING",
+        LOG_LEVEL="INFO",
     )
     env.update(extra or {})
     return env
@@ -195,7 +199,15 @@ def daphne_servers(
                     raise
                 servers[i] = server = _spawn(server_env, workdir, i)
                 wait_until(lambda s=server: _healthy(s), timeout=timeout, interval=0.1)  # type: ignore[misc]
-        yield servers
+        try:
+            yield servers
+        except BaseException:
+            # The servers' side of a failure: pytest shows this with the test's captured output.
+            for server in servers:
+                print(
+                    f"--- daphne pid {server.pid} port {server.port}:\n{server.log_tail()}", file=sys.stderr
+                )
+            raise
     finally:
         for server in servers:
             _stop(server)
@@ -216,7 +228,5 @@ def parse_prometheus(text: str) -> dict[str, list[tuple[dict[str, str], float]]]
 def sample_sum(samples: Mapping[str, list[tuple[dict[str, str], float]]], name: str, **labels: Any) -> float:
     """Sum of the samples of `name` whose labels include `labels`."""
     return sum(
-        value
-        for got, value in samples.get(name, [])
-        if all(got.get(k) == str(v) for k, v in labels.items())
+        value for got, value in samples.get(name, []) if all(got.get(k) == str(v) for k, v in labels.items())
     )

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 
+from providers import metrics
 from threads import chat, events, groups, selectors, services
+from threads.dbasync import db_async
 from threads.generation import generation_service
 from threads.http import api_view, authed_user, body_json, json_response, sse
 from threads.services import NotFound
@@ -22,14 +24,12 @@ async def threads_collection(request: HttpRequest) -> HttpResponseBase:
     user = authed_user(request)
     if request.method == "POST":
         data = parse_thread_create(body_json(request))
-        thread = await database_sync_to_async(services.thread_create)(owner=user, data=data)
+        thread = await db_async(services.thread_create)(owner=user, data=data)
         return json_response(events.thread_data(thread), status=201)
     before = request.GET.get("before")
     if before is not None and not before.isdigit():
         raise InvalidInput("invalid_cursor", "'before' must be a thread id.")
-    page = await database_sync_to_async(selectors.thread_list_for_user)(
-        user=user, before=int(before) if before else None
-    )
+    page = await db_async(selectors.thread_list_for_user)(user=user, before=int(before) if before else None)
     return json_response(page)
 
 
@@ -44,9 +44,9 @@ async def _thread_or_404(request: HttpRequest, thread_id: int) -> Any:
 async def thread_item(request: HttpRequest, thread_id: int) -> HttpResponseBase:
     thread = await _thread_or_404(request, thread_id)
     if request.method == "DELETE":
-        await database_sync_to_async(services.thread_delete)(thread=thread)
+        await db_async(services.thread_delete)(thread=thread)
         return HttpResponse(status=204)
-    return json_response(await database_sync_to_async(selectors.thread_detail)(thread=thread))
+    return json_response(await db_async(selectors.thread_detail)(thread=thread))
 
 
 @api_view({"POST"})
@@ -61,6 +61,7 @@ async def thread_messages(request: HttpRequest, thread_id: int) -> HttpResponseB
         )
     outcome = await chat.send(user=authed_user(request), thread=thread, req=req)
     final = await chat.wait_terminal(outcome, thread_id=thread.pk)
+    metrics.request(events.request_outcome(final))
     timings = outcome.generation.timings() if outcome.generation is not None else None
     body = {
         "request_id": outcome.request_id,
@@ -69,9 +70,15 @@ async def thread_messages(request: HttpRequest, thread_id: int) -> HttpResponseB
         "assistant_message": final.get("message") or outcome.assistant_message,
         "timings": timings or {"queue_wait_ms": 0, "ttft_ms": None, "total_ms": 0},
     }
-    if final["type"] == "message.error":
-        body["error"] = final["error"]
-    return json_response(body)
+    if final["type"] != "message.error":
+        return json_response(body)
+    # A failed generation answers with its error status (and the messages, the partial text kept).
+    error = final["error"]
+    body["error"] = {"code": error["code"], "message": error["message"]}
+    resp = json_response(body, status=events.error_status(error["code"]))
+    if error.get("retry_after") is not None:
+        resp["Retry-After"] = str(max(1, math.ceil(error["retry_after"])))
+    return resp
 
 
 async def _sse_stream(request: HttpRequest, thread: Any, req: Any) -> AsyncIterator[bytes]:
@@ -80,6 +87,7 @@ async def _sse_stream(request: HttpRequest, thread: Any, req: Any) -> AsyncItera
     group = groups.thread_group(thread.pk)
     channel = await layer.new_channel()
     await layer.group_add(group, channel)
+    metrics.stream_subscriptions.inc()
     try:
         try:
             outcome = await chat.send(
@@ -89,7 +97,9 @@ async def _sse_stream(request: HttpRequest, thread: Any, req: Any) -> AsyncItera
             yield sse(events.socket_error(exc.code, exc.message))
             return
         if outcome.generation is None:  # replayed request: its result, however it ended
-            yield sse(await chat.wait_terminal(outcome, thread_id=thread.pk))
+            final = await chat.wait_terminal(outcome, thread_id=thread.pk)
+            metrics.request(events.request_outcome(final))
+            yield sse(final)
             return
         while True:
             event = (await layer.receive(channel)).get("event") or {}
@@ -97,8 +107,10 @@ async def _sse_stream(request: HttpRequest, thread: Any, req: Any) -> AsyncItera
                 continue
             yield sse(event)
             if event.get("type") in events.TERMINAL_EVENTS:
+                metrics.request(events.request_outcome(event))
                 return
     finally:
+        metrics.stream_subscriptions.dec()
         await layer.group_discard(group, channel)
 
 

@@ -1,15 +1,15 @@
 """Async use cases shared by the HTTP API and the WebSocket consumer: send, cancel, snapshot.
 
-Each crosses into sync code once per step (one `database_sync_to_async` call per service/selector).
+Each crosses into sync code once per step (one `db_async` call per service/selector).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from dataclasses import dataclass
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 
@@ -18,6 +18,7 @@ from providers._coalesce_math import LastExchange, body_fingerprint, burst_ancho
 from providers.coalescer import LEASE_S, CoalesceFailed, coalescer
 from providers.flags import flag_enabled
 from threads import events, groups, selectors, services
+from threads.dbasync import db_async
 from threads.generation import Generation, generation_service
 from threads.models import Message, Thread
 from threads.validation import InvalidInput, SendRequest
@@ -33,14 +34,28 @@ class SendOutcome:
     key: str | None = None  # the coalesce key, for followers watching the leader's lease
 
 
-thread_visible_to = database_sync_to_async(selectors.thread_visible_to)
+thread_visible_to = db_async(selectors.thread_visible_to)
 
 
 async def send(
     *, user: AbstractBaseUser, thread: Thread, req: SendRequest, reply_channel: str | None = None
 ) -> SendOutcome:
     """Send a message: replay a known request_id, follow an identical send in flight (coalescing), or
-    lead: write the rows and start the generation."""
+    lead: write the rows and start the generation.
+
+    Runs detached from the caller: a client that disconnects mid-send cancels its request, and a
+    leader cut off between claiming the burst and publishing its rows would fail every follower."""
+    task = asyncio.create_task(
+        _send(user=user, thread=thread, req=req, reply_channel=reply_channel), context=contextvars.Context()
+    )
+    # If the caller is cancelled nobody awaits the task: retrieve its outcome so nothing is "never retrieved".
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    return await asyncio.shield(task)
+
+
+async def _send(
+    *, user: AbstractBaseUser, thread: Thread, req: SendRequest, reply_channel: str | None = None
+) -> SendOutcome:
     co = coalescer()
     fp = body_fingerprint(
         thread_id=thread.pk,
@@ -64,7 +79,7 @@ async def send(
         outcome = await _lead(thread=thread, req=req, reply_channel=reply_channel, coalesced=_MODE_ROLE[mode])
         await co.alias_set(alias, fp, _info(outcome))
         return outcome
-    last = await database_sync_to_async(selectors.last_exchange)(thread_id=thread.pk)
+    last = await db_async(selectors.last_exchange)(thread_id=thread.pk)
     anchor = burst_anchor(
         parent_id=req.parent_id,
         content=req.content,
@@ -132,9 +147,7 @@ def _follower(info: dict[str, Any], *, coalesced: str, key: str | None = None) -
 async def _lead(
     *, thread: Thread, req: SendRequest, reply_channel: str | None, coalesced: str, key: str | None = None
 ) -> SendOutcome:
-    prepared = await database_sync_to_async(services.send_prepare)(
-        thread_id=thread.pk, req=req, parent_id=req.parent_id
-    )
+    prepared = await db_async(services.send_prepare)(thread_id=thread.pk, req=req, parent_id=req.parent_id)
     svc = generation_service()
     if prepared.replay:
         return SendOutcome(
@@ -193,7 +206,7 @@ async def _check_leader(outcome: SendOutcome) -> dict[str, Any] | None:
     if final is not None or outcome.key is None or await coalescer().alive(outcome.key):
         return final
     # The lease lapsed and the message still says `streaming`: its leader is gone.
-    lost = await database_sync_to_async(services.message_finalize)(
+    lost = await db_async(services.message_finalize)(
         message_id=outcome.assistant_message["id"],
         status="error",
         content="",
@@ -217,7 +230,7 @@ async def terminal_now(outcome: SendOutcome) -> dict[str, Any] | None:
     return await _terminal_from_db(outcome.assistant_message["id"], outcome.request_id)
 
 
-@database_sync_to_async
+@db_async
 def _terminal_from_db(message_id: int, request_id: str) -> dict[str, Any] | None:
     msg = Message.objects.filter(pk=message_id).first()
     if msg is None:
@@ -239,17 +252,17 @@ def _terminal_from_db(message_id: int, request_id: str) -> dict[str, Any] | None
 
 async def cancel(*, user: AbstractBaseUser, request_id: str) -> dict[str, Any]:
     """Cancel a running generation. Raises services.NotFound / services.Conflict."""
-    message = await database_sync_to_async(services.message_cancel)(user=user, request_id=request_id)
+    message = await db_async(services.message_cancel)(user=user, request_id=request_id)
     await generation_service().cancel_everywhere(request_id)
     return message
 
 
-@database_sync_to_async
+@db_async
 def _snapshot_messages(thread_id: int) -> list[dict[str, Any]]:
     return selectors.message_list(thread_id=thread_id)
 
 
 async def snapshot(*, thread_id: int) -> dict[str, Any]:
     """Everything a viewer needs to show the thread now, including text streamed so far."""
-    in_flight = generation_service().in_flight(thread_id)
+    in_flight = await generation_service().in_flight(thread_id)
     return events.snapshot(await _snapshot_messages(thread_id), in_flight)

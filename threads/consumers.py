@@ -11,7 +11,7 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from providers import ProviderError
+from providers import ProviderError, metrics
 from threads import chat, events, groups
 from threads.services import Conflict, NotFound
 from threads.validation import InvalidInput, parse_request_id, parse_send
@@ -42,6 +42,8 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         self.group = groups.thread_group(self.thread_id)
         # Join before reading the snapshot: every delta after the snapshot's seq then reaches us.
         await self.channel_layer.group_add(self.group, self.channel_name)
+        metrics.stream_subscriptions.inc()
+        self._sent: set[str] = set()  # request_ids this socket sent: counted once they end
         await self.accept()
         snap = await chat.snapshot(thread_id=self.thread_id)
         self._snapshot_seq = {f["request_id"]: f["seq"] for f in snap["in_flight"]}
@@ -49,6 +51,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "group", None):
+            metrics.stream_subscriptions.dec()
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -77,6 +80,8 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         except Conflict as exc:
             await self._send_json(events.socket_error("conflict", f"It has already finished (status {exc})."))
         except ProviderError as exc:
+            if exc.http_status == 429:
+                metrics.request("rejected")
             await self._send_json(events.socket_error(exc.code, exc.message))
 
     async def _on_send(self, frame: dict[str, Any]) -> None:
@@ -84,6 +89,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         outcome = await chat.send(
             user=self.scope["user"], thread=self.thread, req=req, reply_channel=self.channel_name
         )
+        self._sent.add(outcome.request_id)
         if outcome.generation is None:
             # A replayed request_id: tell this socket how it ended (or it will hear it from the group).
             final = await chat.terminal_now(outcome)
@@ -103,7 +109,11 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             if seen is not None and event["seq"] <= seen:
                 return
         elif event.get("type") in events.TERMINAL_EVENTS:
-            self._snapshot_seq.pop(event.get("request_id", ""), None)
+            rid = event.get("request_id", "")
+            self._snapshot_seq.pop(rid, None)
+            if rid in self._sent:
+                self._sent.discard(rid)
+                metrics.request(events.request_outcome(event))
         await self._send_json(event)
 
     async def _send_json(self, data: dict[str, Any]) -> None:

@@ -80,12 +80,34 @@ def message_cancelled(*, request_id: str, message: Payload) -> Payload:
     return {"type": "message.cancelled", "request_id": request_id, "message": message}
 
 
-def message_error(*, request_id: str, code: str, message: str, assistant: Payload | None = None) -> Payload:
-    event: Payload = {
-        "type": "message.error",
-        "request_id": request_id,
-        "error": {"code": code, "message": message},
-    }
+# HTTP status of a failed send, by error code (API.md: 429 rate limited or queue timeout, 502/504
+# provider failure or timeout). Codes not listed are upstream failures: 502.
+ERROR_STATUS = {
+    "queue_timeout": 429,
+    "provider_rate_limited": 429,
+    "provider_quota_exceeded": 429,
+    "provider_timeout": 504,
+    "provider_bad_request": 400,
+    "unknown_provider": 400,
+}
+
+
+def error_status(code: str) -> int:
+    return ERROR_STATUS.get(code, 502)
+
+
+def message_error(
+    *,
+    request_id: str,
+    code: str,
+    message: str,
+    assistant: Payload | None = None,
+    retry_after: float | None = None,
+) -> Payload:
+    error: Payload = {"code": code, "message": message}
+    if retry_after is not None:
+        error["retry_after"] = retry_after
+    event: Payload = {"type": "message.error", "request_id": request_id, "error": error}
     if assistant is not None:
         event["message"] = assistant
     return event
@@ -96,3 +118,11 @@ def socket_error(code: str, message: str) -> Payload:
 
 
 TERMINAL_EVENTS = frozenset({"message.done", "message.cancelled", "message.error"})
+
+
+REQUEST_OUTCOME = {"message.done": "ok", "message.cancelled": "cancelled", "message.error": "error"}
+
+
+def request_outcome(event: Payload) -> str:
+    """The metrics outcome of a send from its terminal event."""
+    return REQUEST_OUTCOME.get(str(event.get("type")), "error")

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import logging
 import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
 
@@ -26,11 +27,15 @@ from providers import (
     ProviderError,
     TextDelta,
     get_provider,
+    metrics,
     stream_with_retries,
 )
 from providers.coalescer import LEASE_S, coalescer
+from providers.pacer import PacerRejected, pacer_for_loop
 from threads import events, groups, services
+from threads.dbasync import db_async
 from threads.services import PreparedSend
+from threads.streamstate import stream_state
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +65,7 @@ class Generation:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     task: asyncio.Task[None] | None = None
+    cancel_at: float | None = None  # when this process was told to cancel (cancel latency)
     # Set when identical sends may follow this one: the lease is renewed while it runs.
     coalesce_key: str | None = None
 
@@ -116,13 +122,18 @@ class GenerationService:
         )
         return gen
 
-    def in_flight(self, thread_id: int) -> list[dict[str, Any]]:
+    async def in_flight(self, thread_id: int) -> list[dict[str, Any]]:
+        """Generations of the thread in flight, in every process (Redis) or in this one."""
+        shared = stream_state()
+        if shared is not None:
+            return await shared.in_flight(thread_id)
         return [g.snapshot_entry() for g in self.running.values() if g.thread_id == thread_id]
 
     def cancel_local(self, request_id: str) -> bool:
         gen = self.running.get(request_id)
         if gen is None or gen.task is None or gen.task.done():
             return False
+        gen.cancel_at = time.monotonic()
         gen.task.cancel()
         return True
 
@@ -160,13 +171,23 @@ class GenerationService:
         completion: Completion | None = None
         try:
             provider = get_provider(provider_name)
+            # Queue under the provider's rate limit. Inside this task on purpose: Stop cancels it, and a
+            # cancelled waiter gives its slot back. Only leaders get here: followers take no token.
+            pacer = pacer_for_loop()
+            gen.queue_wait_ms = await pacer.acquire(provider_name)
+            metrics.observe_queue_wait_ms(gen.queue_wait_ms)
             async for ev in stream_with_retries(
-                provider, history, params, max_retries=settings.PROVIDER_MAX_RETRIES
+                provider,
+                history,
+                params,
+                max_retries=settings.PROVIDER_MAX_RETRIES,
+                on_rate_limited=functools.partial(pacer.pause, provider_name),
             ):
                 if isinstance(ev, TextDelta):
                     if ev.text:
                         if gen.ttft_ms is None:
                             gen.ttft_ms = (time.monotonic() - gen.started) * 1000
+                            metrics.observe_ttft_ms(gen.ttft_ms)
                         gen.pending.append(ev.text)
                         gen.wake.set()
                 else:
@@ -174,23 +195,35 @@ class GenerationService:
         except asyncio.CancelledError:
             # Cancel (Stop, or the service closing): the provider stream's context managers already
             # closed the upstream connection. Save the partial text, tell viewers, then re-raise.
+            metrics.provider_call(provider_name, "cancelled")
             sender.cancel()
             await asyncio.shield(self._finish_cancelled(gen))
             raise
         except ProviderError as exc:
+            if not isinstance(exc, PacerRejected):  # a rejected request never reached the provider
+                metrics.provider_call(provider_name, exc.code)
             await self._drain(gen, sender)
-            await self._finish_error(gen, exc.code, exc.message)
+            await self._finish_error(gen, exc.code, exc.message, retry_after=exc.retry_after)
         except Exception as exc:  # a bug must not leave the message `streaming` forever
             log.exception("generation %s failed", gen.request_id)
+            metrics.provider_call(provider_name, "error")
             await self._drain(gen, sender)
             await self._finish_error(gen, "internal_error", f"The reply failed: {type(exc).__name__}.")
         else:
+            metrics.provider_call(provider_name, "ok")
             await self._drain(gen, sender)
             await self._finish_complete(gen, completion)
         finally:
             if lease is not None:
                 lease.cancel()
             self.running.pop(gen.request_id, None)
+            shared = stream_state()
+            if shared is not None:
+                try:
+                    # Shielded: on cancel this still runs, or the entry would linger until its TTL.
+                    await asyncio.shield(shared.remove(request_id=gen.request_id, thread_id=gen.thread_id))
+                except Exception:
+                    log.warning("stream state of %s not removed", gen.request_id, exc_info=True)
 
     async def _keep_lease(self, gen: Generation) -> None:
         """Renew the coalesce lease while generating, so followers elsewhere know the leader lives."""
@@ -219,15 +252,26 @@ class GenerationService:
             if gen.pending:
                 text = "".join(gen.pending)
                 gen.pending.clear()
-                gen.sent.append(text)
-                gen.seq += 1
+                seq = gen.seq + 1
                 event = events.message_delta(
-                    request_id=gen.request_id, message_id=gen.message_id, seq=gen.seq, text=text
+                    request_id=gen.request_id, message_id=gen.message_id, seq=seq, text=text
                 )
                 try:
+                    # Recorded before it is sent: a snapshot reporting seq N then holds all text to N.
+                    shared = stream_state()
+                    if shared is not None:
+                        await shared.append(
+                            request_id=gen.request_id,
+                            thread_id=gen.thread_id,
+                            message_id=gen.message_id,
+                            seq=seq,
+                            text=text,
+                        )
+                    gen.sent.append(text)
+                    gen.seq = seq
                     await self.broadcast(gen.thread_id, event, only=gen.reply_channel)
                 except Exception:  # a full channel must not stop the generation; seq lets clients re-sync
-                    log.warning("delta %s/%s not delivered", gen.request_id, gen.seq, exc_info=True)
+                    log.warning("delta %s/%s not delivered", gen.request_id, seq, exc_info=True)
             if gen.finished and not gen.pending:
                 return
             # The batching window: tokens arriving now wait for the next delta, unless the stream ends.
@@ -235,7 +279,7 @@ class GenerationService:
                 await asyncio.wait_for(gen.ended.wait(), flush_s)
 
     async def _finish_complete(self, gen: Generation, completion: Completion | None) -> None:
-        final = await database_sync_to_async(services.message_finalize)(
+        final = await db_async(services.message_finalize)(
             message_id=gen.message_id,
             status="complete",
             content=gen.text(),
@@ -251,16 +295,18 @@ class GenerationService:
 
     async def _finish_cancelled(self, gen: Generation) -> None:
         gen.finished = True
-        await database_sync_to_async(services.message_cancel_by_id)(message_id=gen.message_id)
-        final = await database_sync_to_async(services.message_save_cancelled)(
-            message_id=gen.message_id, content=gen.text()
-        )
+        await db_async(services.message_cancel_by_id)(message_id=gen.message_id)
+        final = await db_async(services.message_save_cancelled)(message_id=gen.message_id, content=gen.text())
         if final is None:  # it completed or failed first; nothing to tell
             return
         await self._terminal(gen, events.message_cancelled(request_id=gen.request_id, message=final))
+        if gen.cancel_at is not None:
+            metrics.observe_cancel_ms((time.monotonic() - gen.cancel_at) * 1000)
 
-    async def _finish_error(self, gen: Generation, code: str, message: str) -> None:
-        final = await database_sync_to_async(services.message_finalize)(
+    async def _finish_error(
+        self, gen: Generation, code: str, message: str, retry_after: float | None = None
+    ) -> None:
+        final = await db_async(services.message_finalize)(
             message_id=gen.message_id,
             status="error",
             content=gen.text(),
@@ -271,12 +317,20 @@ class GenerationService:
             await self._finish_cancelled(gen)
             return
         await self._terminal(
-            gen, events.message_error(request_id=gen.request_id, code=code, message=message, assistant=final)
+            gen,
+            events.message_error(
+                request_id=gen.request_id,
+                code=code,
+                message=message,
+                assistant=final,
+                retry_after=retry_after,
+            ),
         )
 
     async def _terminal(self, gen: Generation, event: dict[str, Any]) -> None:
         if not gen.done.done():
             gen.done.set_result(event)
+            metrics.observe_latency_ms((time.monotonic() - gen.started) * 1000)
         if gen.coalesce_key is not None:
             try:
                 await coalescer().finish(gen.coalesce_key, ok=event["type"] == "message.done")
@@ -292,7 +346,9 @@ class GenerationService:
 
     async def _ensure_control(self) -> None:
         if self._control_task is None:
-            self._control_task = asyncio.create_task(self._control_loop(), name="generation-control")
+            self._control_task = asyncio.create_task(
+                self._control_loop(), name="generation-control", context=contextvars.Context()
+            )
         await self._control_ready.wait()
 
     async def _control_loop(self) -> None:

@@ -15,7 +15,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
 from accounts.auth import request_user
-from providers import ProviderError
+from providers import ProviderError, metrics
 from threads import events
 from threads.services import Conflict, NotFound
 from threads.validation import InvalidInput
@@ -80,6 +80,8 @@ def api_view(methods: set[str]) -> Callable[[ApiView], Any]:
             except Conflict as exc:
                 return error_response("conflict", f"It has already finished (status {exc}).", 409)
             except ProviderError as exc:
+                if exc.http_status == 429:
+                    metrics.request("rejected")
                 return error_response(exc.code, exc.message, exc.http_status, retry_after=exc.retry_after)
             except Exception:
                 # Never an HTML error page under /api/, even with DEBUG on: log it, answer JSON.

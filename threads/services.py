@@ -1,4 +1,4 @@
-"""Writes. Sync functions, each one transaction; async callers wrap a whole call in `database_sync_to_async`.
+"""Writes. Sync functions, each one transaction; async callers wrap a whole call in `db_async`.
 
 Broadcasting is left to the caller, which runs after these return (that is, after commit), so
 clients never see a row that was rolled back.

@@ -85,7 +85,7 @@
   }
 
   function messageLi(m) {
-    let li = list.querySelector(`li[data-id="${m.id}"]`);
+    let li = list.querySelector(`:scope > li[data-id="${m.id}"]`);
     if (!li) {
       li = el("li");
       li.dataset.id = m.id;
@@ -116,7 +116,9 @@
     li.className = `msg ${m.role}`;
     li.dataset.status = m.status;
     if (m.parent_id) li.dataset.parent = m.parent_id;
-    if (same && m.status !== "streaming") return li; // already final on the page
+    // Already final on the page (server-rendered text is taken as current).
+    if (same && m.status !== "streaming" && (li.content === undefined || li.content === m.content)) return li;
+    li.content = m.content;
     const body = li.querySelector(".body");
     body.className = "body plain";
     body.textContent = m.content;
@@ -155,7 +157,7 @@
 
   function onSnapshot(ev) {
     const ids = new Set(ev.messages.map((m) => String(m.id)));
-    for (const li of list.querySelectorAll("li")) if (!ids.has(li.dataset.id)) li.remove();
+    for (const li of list.querySelectorAll(":scope > li")) if (!ids.has(li.dataset.id)) li.remove();
     streams.clear();
     ev.messages.forEach(render);
     for (const f of ev.in_flight) {
@@ -173,7 +175,9 @@
   function finish(ev) {
     const s = streams.get(ev.request_id);
     streams.delete(ev.request_id);
-    if (pending && pending.rid === ev.request_id) pending = null;
+    // A send coalesced with an identical one is answered with that one's events: once nothing is
+    // running, whatever this tab sent has been answered.
+    if (pending && (pending.rid === ev.request_id || streams.size === 0)) pending = null;
     if (ev.message) {
       render(ev.message);
     } else if (ev.type === "message.error") {
@@ -246,7 +250,8 @@
       refresh();
       if (e.code === 4401) return setConn("Signed out: reload the page to log in again");
       if (e.code === 4404) return setConn("This thread no longer exists");
-      setConn(navigator.onLine === false ? "Offline: waiting for the network…" : "Reconnecting…");
+      if (navigator.onLine === false) return setConn("Offline: waiting for the network…"); // see "online"
+      setConn("Reconnecting…");
       const delay = Math.min(8000, 300 * 2 ** retries++) * (0.5 + Math.random() / 2);
       timer = setTimeout(connect, delay);
     };
@@ -254,14 +259,15 @@
 
   function transmit(p) {
     if (ws && ws.readyState === WebSocket.OPEN) {
-      ws.send(JSON.stringify({type: "send", content: p.content, request_id: p.rid}));
+      ws.send(JSON.stringify({type: "send", content: p.content, request_id: p.rid, idempotent: p.idempotent}));
     }
   }
 
-  function send(content) {
+  // A retry asks for a new answer: `idempotent: false` keeps it from being coalesced with the failure.
+  function send(content, retry = false) {
     if (!content.trim() || pending || streams.size) return false;
     composerError.hidden = true;
-    pending = {rid: newId(), content};
+    pending = {rid: newId(), content, idempotent: !retry};
     transmit(pending); // or on reconnect, after the snapshot
     refresh();
     return true;
@@ -292,18 +298,21 @@
     if (!btn) return;
     if (btn.classList.contains("copy")) return copy(btn);
     if (btn.classList.contains("retry")) {
-      const parent = list.querySelector(`li[data-id="${btn.closest("li").dataset.parent}"] .body`);
-      if (parent) send(parent.textContent);
+      const parent = list.querySelector(`:scope > li[data-id="${btn.closest(".msg").dataset.parent}"] .body`);
+      if (parent) send(parent.textContent, true);
     }
   });
   composerError.querySelector("button").addEventListener("click", () => {
-    if (send(failed)) input.value = "";
+    if (send(failed, true)) input.value = "";
   });
   document.addEventListener("submit", (e) => {
     const question = e.target.dataset.confirm;
     if (question && !confirm(question)) e.preventDefault();
   });
-  addEventListener("online", () => { if (!ws) connect(); });
+  // A phone that loses its network may keep a dead socket open for minutes: drop it now, and reconnect
+  // (the snapshot resumes any stream) as soon as the network is back.
+  addEventListener("offline", () => { if (ws) ws.close(4001, "offline"); });
+  addEventListener("online", () => { retries = 0; if (!ws) connect(); });
   // Leaving the page closes the socket, so the back/forward cache can keep the page; coming back reconnects.
   addEventListener("pagehide", () => { clearTimeout(timer); const s = ws; ws = null; if (s) s.close(1000); });
   addEventListener("pageshow", (e) => { if (e.persisted) connect(); });

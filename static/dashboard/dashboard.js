@@ -78,7 +78,8 @@
     for (const name of ["rps", "latency", "ttft", "streams"]) draw(name);
     flagTable(s);
     const n = Object.keys(s.flags_by_process || {}).length;
-    status.textContent = `Updated ${new Date().toLocaleTimeString()} from ${n} process${n === 1 ? "" : "es"} (${s.aggregation}).`;
+    const scope = s.aggregation === "multiprocess" ? `all ${n} process${n === 1 ? "" : "es"}` : "this process only";
+    status.textContent = `Updated ${new Date().toLocaleTimeString()}: ${scope}.`;
   }
 
   function add(s) {

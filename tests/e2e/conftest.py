@@ -43,6 +43,14 @@ SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 expect.set_options(timeout=15_000)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Browser tests run after every other test of the session. Playwright's sync API keeps an event
+    loop running on the main thread from its first use until the session ends, and pytest-asyncio
+    cannot run a test while a loop is running there ("Runner.run() cannot be called from a running
+    event loop")."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)  # stable: keeps order
+
+
 # The suite-wide autouse fixtures of tests/conftest.py reset in-process Django state; these tests talk to
 # a server in another process, so they are switched off here.
 @pytest.fixture(autouse=True)

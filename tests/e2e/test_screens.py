@@ -1,20 +1,34 @@
 """Screenshots of the three audited pages at phone and desktop width, light and dark, written to
-artifacts/screenshots/ (git-ignored; CI keeps them as artifacts), with the layout checks that go with
-them: nothing wider than a 360 px phone, and the dark colour scheme applied."""
+artifacts/screenshots/ (git-ignored; CI keeps them as artifacts), with the checks that go with them:
+nothing wider than a 360 px phone, the dark colour scheme applied, and no axe-core violation (the
+engine of Lighthouse's accessibility audit, which only sees the light scheme at phone size)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.e2e.conftest import AppServer
+from tests.e2e.conftest import ROOT, AppServer
 
 pytestmark = pytest.mark.browser
 
 VIEWPORTS = {"phone": {"width": 360, "height": 780}, "desktop": {"width": 1280, "height": 800}}
+# axe-core as pinned by tools/package-lock.json (a dependency of lighthouse): `npm ci --prefix tools`.
+AXE = ROOT / "tools" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+@pytest.fixture(scope="module")
+def axe_source() -> str:
+    if not AXE.exists():
+        reason = f"{AXE} is missing: run `npm ci --prefix tools`"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must install the node tools first: {reason}", pytrace=False)
+        pytest.skip(reason)
+    return AXE.read_text()
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +40,13 @@ def demo(app_server: AppServer) -> dict[str, Any]:
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 @pytest.mark.parametrize("size", list(VIEWPORTS))
 def test_screenshots_of_the_three_pages(
-    browser: Browser, app_server: AppServer, demo: dict[str, Any], screenshots: Path, size: str, scheme: str
+    browser: Browser,
+    app_server: AppServer,
+    demo: dict[str, Any],
+    screenshots: Path,
+    axe_source: str,
+    size: str,
+    scheme: str,
 ) -> None:
     viewport = VIEWPORTS[size]
     context = browser.new_context(
@@ -39,26 +59,35 @@ def test_screenshots_of_the_three_pages(
 
     page.goto("/accounts/login/")
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
-    _check_layout(page, viewport["width"], scheme)
+    _check_page(page, viewport["width"], scheme, axe_source)
     page.screenshot(path=str(screenshots / f"login-{name}.png"))
 
     context.add_cookies([{"name": "sessionid", "value": demo["sessionid"], "url": app_server.url}])
     page.goto("/")
     expect(page.get_by_role("link", name="A long conversation about code")).to_be_visible()
-    _check_layout(page, viewport["width"], scheme)
+    _check_page(page, viewport["width"], scheme, axe_source)
     page.screenshot(path=str(screenshots / f"list-{name}.png"))
 
     page.goto(f"/threads/{demo['thread_id']}/")
     expect(page.locator("#conn")).to_have_text("Live")
     expect(page.locator("li.msg")).to_have_count(48)
     expect(page.get_by_role("button", name="Copy code").first).to_be_attached()
-    _check_layout(page, viewport["width"], scheme)
+    _check_page(page, viewport["width"], scheme, axe_source)
     page.screenshot(path=str(screenshots / f"thread-{name}.png"))
     context.close()
 
 
-def _check_layout(page: Page, width: int, scheme: str) -> None:
+def _check_page(page: Page, width: int, scheme: str, axe_source: str) -> None:
     scroll_width = page.evaluate("document.documentElement.scrollWidth")
     assert scroll_width <= width, f"{page.url} is {scroll_width}px wide in a {width}px viewport"
     background = page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert (background == "rgb(255, 255, 255)") == (scheme == "light"), f"{scheme} scheme: {background}"
+    page.add_script_tag(content=axe_source)
+    result = page.evaluate(
+        "axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21aa', 'best-practice']}})"
+    )
+    violations = [
+        f"{v['id']} ({v['impact']}): {v['help']} -> {[n['target'] for n in v['nodes']][:3]}"
+        for v in result["violations"]
+    ]
+    assert not violations, f"{page.url} in {scheme} at {width}px:\n" + "\n".join(violations)

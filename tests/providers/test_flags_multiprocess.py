@@ -21,6 +21,7 @@ import pytest
 from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
 
 from providers.models import FeatureFlag
+from tests.providers.test_metrics import grafana_metric_names
 from tests.servers import DaphneServer, daphne_servers, parse_prometheus, sample_sum, wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -54,7 +55,9 @@ def _csrf(html: str) -> str:
 
 def _staff_client(server: DaphneServer, django_user_model: Any) -> httpx.Client:
     """An httpx client logged in to admin as staff (cookies are per host: valid on both servers)."""
-    django_user_model.objects.create_user("staffer", password="pw-staff-123!", is_staff=True, is_superuser=True)
+    django_user_model.objects.create_user(
+        "staffer", password="pw-staff-123!", is_staff=True, is_superuser=True
+    )
     client = httpx.Client(base_url=server.base_url, timeout=10)
     form = client.get("/admin/login/")
     resp = client.post(
@@ -79,40 +82,63 @@ def _submit(client: httpx.Client, url: str, **fields: Any) -> float:
         data["enabled"] = "on"  # an unchecked checkbox is absent from the form data
     sent = time.monotonic()
     resp = client.post(url, data=data)
-    assert resp.status_code == 302, resp.text[:2000]
+    assert resp.status_code == 302, _error_of(resp.text)
     return sent
 
 
-def _all_report(servers: list[DaphneServer], name: str, value: bool) -> bool:
+def _reports(servers: list[DaphneServer], name: str) -> list[tuple[int, Any, Any]]:
+    """Per process: (pid, its own cache's value, the value its Prometheus gauge shows)."""
     summaries = [_summary(s) for s in servers]
-    own = all(s["flags"][name] is value for s in summaries)
-    # The Prometheus gauge (one series per process) must agree too.
-    gauges = summaries[0]["flags_by_process"]
-    by_gauge = all(gauges.get(str(s.pid), {}).get(name) is value for s in servers)
-    return own and by_gauge
+    gauges = summaries[-1]["flags_by_process"]  # the merged view: any process shows every process
+    return [
+        (s.pid, got["flags"][name], gauges.get(str(s.pid), {}).get(name))
+        for s, got in zip(servers, summaries, strict=True)
+    ]
 
 
-@pytest.mark.parametrize("name", FLAGS)
-def test_admin_toggle_reaches_both_processes_within_1s(
-    servers: list[DaphneServer], django_user_model: Any, name: str
-) -> None:
-    a, b = servers
-    assert _all_report(servers, name, True)  # env default, and each process's listener is ready
-    client = _staff_client(a, django_user_model)
+def _error_of(html: str) -> str:
+    """The exception line of Django's debug page (or the page's start)."""
+    match = re.search(r'<pre class="exception_value">(.*?)</pre>', html, re.S)
+    return match.group(1) if match else html[:2000]
 
-    sent = _submit(client, f"/admin/providers/featureflag/add/?name={name}", name=name, enabled=False)
-    wait_until(lambda: _all_report(servers, name, False), timeout=PROPAGATION_S - (time.monotonic() - sent))
 
-    flag = FeatureFlag.objects.get(name=name)
-    client.base_url = httpx.URL(b.base_url)  # the same staff session, now through the other process
-    sent = _submit(client, f"/admin/providers/featureflag/{flag.pk}/change/", name=name, enabled=True)
-    wait_until(lambda: _all_report(servers, name, True), timeout=PROPAGATION_S - (time.monotonic() - sent))
+def _all_report(servers: list[DaphneServer], name: str, value: bool) -> list[tuple[int, Any, Any]] | None:
+    """None until every process reports `value` in its cache and in its gauge."""
+    reports = _reports(servers, name)
+    return reports if all(own is value and gauge is value for _, own, gauge in reports) else None
 
-    flag.refresh_from_db()
-    assert flag.enabled and flag.updated_by is not None and flag.updated_by.username == "staffer"
-    history = LogEntry.objects.filter(object_id=str(flag.pk)).order_by("action_time")
-    assert [(e.action_flag, e.user.username) for e in history] == [(ADDITION, "staffer"), (CHANGE, "staffer")]
-    client.close()
+
+def test_admin_toggles_each_flag_on_both_processes_within_1s(django_user_model: Any) -> None:
+    # Its own servers: they cache ContentType ids (admin history needs them), which the flush after
+    # each transactional test renumbers.
+    with daphne_servers(2, env={"METRICS_TOKEN": METRICS_TOKEN}) as servers:
+        a, b = servers
+        client = _staff_client(a, django_user_model)
+        for name in FLAGS:
+            assert _all_report(servers, name, True)  # env default; each process's listener is ready
+            client.base_url = httpx.URL(a.base_url)
+            sent = _submit(client, f"/admin/providers/featureflag/add/?name={name}", name=name, enabled=False)
+            wait_until(lambda n=name: _all_report(servers, n, False), timeout=_left(sent))  # type: ignore[misc]
+
+            flag = FeatureFlag.objects.get(name=name)
+            client.base_url = httpx.URL(b.base_url)  # the same staff session, through the other process
+            url = f"/admin/providers/featureflag/{flag.pk}/change/"
+            sent = _submit(client, url, name=name, enabled=True)
+            wait_until(lambda n=name: _all_report(servers, n, True), timeout=_left(sent))  # type: ignore[misc]
+
+            flag.refresh_from_db()
+            assert flag.enabled and flag.updated_by is not None and flag.updated_by.username == "staffer"
+            history = LogEntry.objects.filter(object_id=str(flag.pk)).order_by("action_time")
+            assert [(e.action_flag, e.user.username) for e in history] == [
+                (ADDITION, "staffer"),
+                (CHANGE, "staffer"),
+            ]
+        client.close()
+
+
+def _left(sent: float) -> float:
+    """What remains of the 1 s budget, counted from when the form was posted."""
+    return PROPAGATION_S - (time.monotonic() - sent)
 
 
 def _view_count(server: DaphneServer, view: str) -> tuple[float, int]:
@@ -145,11 +171,6 @@ def test_burst_through_two_processes_is_counted_exactly_once(
         assert (prom - before_a[0], api - before_a[1]) == (burst, burst)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the metrics.request/coalesce/provider_call hooks in threads/ (issue 7, lead); "
-    "remove this marker when they land",
-)
 def test_send_burst_counts_requests_coalesce_and_provider_calls(
     servers: list[DaphneServer], user: Any, token: str
 ) -> None:
@@ -177,11 +198,6 @@ def test_grafana_names_only_metrics_the_deployment_exports(servers: list[DaphneS
     a, _ = servers
     httpx.get(a.url("/api/threads"), headers={"Authorization": f"Bearer {token}"})  # a DB query and a view
     exported = set(parse_prometheus(httpx.get(a.url("/metrics")).text))
-    named = grafana_metric_names(json.loads(GRAFANA.read_text()))
+    json.loads(GRAFANA.read_text())
+    named = grafana_metric_names(GRAFANA.read_text())
     assert named and named <= exported, sorted(named - exported)
-
-
-def grafana_metric_names(dashboard: dict[str, Any]) -> set[str]:
-    """The metric names in the PromQL of every panel target."""
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", []) if "expr" in t]
-    return {m for e in exprs for m in re.findall(r"\b((?:chatapp|django)_[a-z0-9_]+)", e)}

@@ -181,7 +181,7 @@ async def test_send_with_stream_is_server_sent_events(api: AsyncClient) -> None:
         content_type="application/json",
     )
     assert resp.status_code == 200 and resp["Content-Type"].startswith("text/event-stream")
-    raw = b"".join([chunk async for chunk in resp.streaming_content]).decode()
+    raw = b"".join([chunk async for chunk in resp.streaming_content]).decode()  # type: ignore[attr-defined]
     frames = [f for f in raw.split("\n\n") if f]
     evs = [json.loads(f.split("data: ", 1)[1]) for f in frames]
     kinds = [e["type"] for e in evs]

@@ -86,8 +86,10 @@ async def test_error_reused_within_error_ttl_then_new_call(
     settings.COALESCE_ERROR_TTL_S = 0.3
     tid = await _thread(api)
     fake.queue_faults("http:500")
-    first = (await _send(api, tid, content="fail please")).json()
-    assert first["assistant_message"]["status"] == "error" and first["error"]["code"]
+    failed = await _send(api, tid, content="fail please")
+    first = failed.json()
+    assert failed.status_code == 502 and first["error"]["code"] == "provider_overloaded"
+    assert first["assistant_message"]["status"] == "error"
     reused = (await _send(api, tid, content="fail please")).json()
     assert (
         reused["coalesced"] == "follower"

@@ -87,7 +87,7 @@ def test_killed_leader_process_answers_waiters_with_an_error(token: str) -> None
         waited = time.monotonic() - killed_at
         resp = results["b"]
         assert isinstance(resp, httpx.Response), resp
-        assert resp.status_code == 200 and resp.json()["coalesced"] == "follower"
+        assert resp.status_code == 502 and resp.json()["coalesced"] == "follower"
         assert resp.json()["assistant_message"]["status"] == "error"
         assert resp.json()["error"]["code"] == "generation_lost"
         assert waited < 10, f"the follower learnt of the dead leader after {waited:.1f} s"
@@ -95,3 +95,26 @@ def test_killed_leader_process_answers_waiters_with_an_error(token: str) -> None
             Message.objects.filter(thread_id=tid, role="assistant").values_list("status", flat=True)
         )
         assert statuses == {"error"}
+
+
+def test_leader_whose_client_disconnects_still_completes_for_followers(token: str) -> None:
+    auth = {"Authorization": f"Bearer {token}"}
+    with (
+        ThreadedFakeServer(ttft_ms=200, tps=50, tokens=40) as fake,
+        daphne_servers(2, env=_env(fake)) as (a, b),
+    ):
+        tid = _new_thread(a, auth)
+        body = {"content": "finish without me"}
+        with pytest.raises(httpx.ReadTimeout):  # the leader's client gives up and closes its connection
+            httpx.post(a.url(f"/api/threads/{tid}/messages"), json=body, headers=auth, timeout=0.5)
+        follower = httpx.post(
+            b.url(f"/api/threads/{tid}/messages"), json=body, headers=auth, timeout=30
+        ).json()
+        assert follower["coalesced"] == "follower", follower
+        assert follower["assistant_message"]["status"] == "complete", (
+            follower.get("error"),
+            follower["assistant_message"],
+        )
+        assert fake.stats()["calls"] == 1 and fake.stats()["completed"] == 1
+        saved = Message.objects.get(pk=follower["assistant_message"]["id"])
+        assert saved.status == "complete" and saved.content == follower["assistant_message"]["content"]

@@ -107,7 +107,9 @@ async def test_stream_and_second_connection_sees_the_same(thread: Thread, token:
         assert evs[0]["user_message"]["content"] == "Tell me about streams"
         assert _text(evs) == evs[-1]["message"]["content"] != ""
     assert evs_a[-1]["message"] == evs_b[-1]["message"]
-    rows = await sync_to_async(list)(Message.objects.filter(thread=thread).values_list("role", "status"))
+    rows = await sync_to_async(
+        lambda: list(Message.objects.filter(thread=thread).values_list("role", "status"))
+    )()
     assert rows == [("user", "complete"), ("assistant", "complete")]
     await a.disconnect()
     await b.disconnect()
@@ -165,3 +167,47 @@ async def test_cancel_frame_stops_generation(thread: Thread, token: str, setting
     assert saved.status == "cancelled" and saved.content == final["content"] != ""
     await comm.disconnect()
     await other.disconnect()
+
+
+async def test_generation_survives_its_socket_leaving(thread: Thread, token: str, settings: Any) -> None:
+    settings.PROVIDERS = {
+        **settings.PROVIDERS,
+        "demo": {**settings.PROVIDERS["demo"], "tokens_per_s": 200.0, "max_tokens": 60},
+    }
+    comm = await _connected(thread, token)
+    await comm.send_json_to({"type": "send", "content": "keep going without me", "request_id": "gone-1"})
+    start = await comm.receive_json_from(timeout=TIMEOUT)
+    assert start["type"] == "message.start"
+    await comm.disconnect()
+    from threads.generation import generation_service
+
+    gen = generation_service().running.get("gone-1")
+    if gen is not None:  # still running: wait for its end (not a sleep: the generation's own future)
+        await asyncio.wait_for(asyncio.shield(gen.done), TIMEOUT)
+    saved = await sync_to_async(Message.objects.get)(request_id="gone-1", role="assistant")
+    assert saved.status == "complete" and saved.content
+
+
+async def test_viewer_joining_mid_stream_gets_snapshot_then_the_rest(
+    thread: Thread, token: str, settings: Any
+) -> None:
+    settings.PROVIDERS = {
+        **settings.PROVIDERS,
+        "demo": {**settings.PROVIDERS["demo"], "tokens_per_s": 60.0, "max_tokens": 60},
+    }
+    sender = await _connected(thread, token)
+    await sender.send_json_to({"type": "send", "content": "resume me", "request_id": "mid-1"})
+    evs = await _until(sender, "message.delta")
+    while evs[-1].get("seq", 0) < 3:  # a few deltas in, well before the end
+        evs.append(await sender.receive_json_from(timeout=TIMEOUT))
+    late = _ws(f"/ws/threads/{thread.pk}/", token=token)
+    assert (await late.connect(timeout=TIMEOUT))[0]
+    snap = await late.receive_json_from(timeout=TIMEOUT)
+    (entry,) = snap["in_flight"]
+    assert entry["request_id"] == "mid-1" and entry["seq"] >= 3 and entry["text"]
+    rest = await _until(late, "message.done")
+    deltas = [e for e in rest if e["type"] == "message.delta"]
+    assert [d["seq"] for d in deltas] == list(range(entry["seq"] + 1, entry["seq"] + 1 + len(deltas)))
+    assert entry["text"] + "".join(d["text"] for d in deltas) == rest[-1]["message"]["content"]
+    await sender.disconnect()
+    await late.disconnect()

@@ -1,0 +1,386 @@
+"""Request-coalescing benchmark (issue 4): a burst of N identical sends, flag on and off, side by side.
+
+    .venv/bin/python -m benchmarks.coalesce_bench                       # SQLite, 1 daphne, N=200
+    .venv/bin/python -m benchmarks.coalesce_bench --n 50,200 --ttft-ms 300 --tps 100 --tokens 60
+    .venv/bin/python -m benchmarks.coalesce_bench --processes 2 \\
+        --database-url postgres://postgres@127.0.0.1:5432/bench_coalesce --redis-url redis://127.0.0.1:6379/3
+
+The fake provider runs in this process (a thread); its own latency is measured directly in the same
+run (K sequential streams; also N distinct concurrent streams, for context). The app runs as real
+daphne process(es), restarted with COALESCE_ENABLED=true then false. Per burst: provider calls, rows
+written, errors, p50/p95 latency of followers (and of all requests) divided by the direct single-stream
+median; plus a breakdown of where the time goes and single sends (N=1) through the app vs direct.
+Targets (flag on): calls == 1, errors == 0, follower p95 ratio <= 1.05. A report: exits 0 either way.
+Writes benchmarks/results/coalesce.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+if TYPE_CHECKING:
+    from providers.fake_server import ThreadedFakeServer
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / ".venv" / "bin" if (ROOT / ".venv" / "bin" / "daphne").exists() else Path(sys.executable).parent
+CONTENT = "Summarise the plot of Hamlet in three sentences."
+# PACER_OPENAI_RPS=0: unlimited, so the pacer does not interfere; the prefix keeps off others' Redis keys.
+APP_ENV = """DEBUG=true OPENAI_API_KEY=sk-bench OPENAI_MODEL=fake-model DEFAULT_PROVIDER=openai
+    PACER_OPENAI_RPS=0 LOG_LEVEL=WARNING CHANNEL_LAYER_PREFIX=bench"""
+
+
+@dataclass(slots=True)
+class Sample:
+    start: float  # time.monotonic(), system-wide on Linux: comparable with the fake's call_times
+    end: float
+    status: int  # 0: transport error
+    role: str  # leader | follower | bypass | "" (error)
+    timings: dict[str, Any]
+
+    @property
+    def latency(self) -> float:
+        return self.end - self.start
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- the provider, measured directly ---------------------------------------------------------------
+
+
+async def _direct_one(client: httpx.AsyncClient, url: str, content: str, stream: bool = True) -> float:
+    body = {"model": "fake-model", "stream": stream, "messages": [{"role": "user", "content": content}]}
+    t = time.monotonic()
+    async with client.stream("POST", url, json=body) as resp:
+        resp.raise_for_status()
+        async for _ in resp.aiter_raw():
+            pass
+    return time.monotonic() - t
+
+
+async def direct_single(base: str, k: int) -> list[float]:
+    """K sequential streams straight to the provider: its own latency (the denominator)."""
+    async with httpx.AsyncClient(timeout=120) as client:
+        await _direct_one(client, f"{base}/chat/completions", "warm-up")
+        return [await _direct_one(client, f"{base}/chat/completions", f"direct {i}") for i in range(k)]
+
+
+async def direct_burst(base: str, n: int, stream: bool) -> list[float]:
+    """N distinct requests at once straight to the provider, on fresh connections like the app burst.
+    Streams: the provider's own concurrency cost. Whole answers (one body after the same delay): the
+    floor of this harness (client and fake provider share this process) for N concurrent waits."""
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=n + 10), timeout=120) as client:
+        tasks = (_direct_one(client, f"{base}/chat/completions", f"burst {i}", stream) for i in range(n))
+        return list(await asyncio.gather(*tasks))
+
+
+# --- the app: daphne process(es) --------------------------------------------------------------------
+
+
+class App:
+    def __init__(self, opts: argparse.Namespace, fake_url: str, tmp: Path) -> None:
+        self.opts, self.tmp = opts, tmp
+        self.db_url = opts.database_url or f"sqlite:///{tmp / 'db.sqlite3'}"
+        self.base_env = {
+            k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "PROMETHEUS_MULTIPROC_DIR")
+        }
+        self.base_env |= dict(kv.split("=", 1) for kv in APP_ENV.split())
+        self.base_env |= {"DATABASE_URL": self.db_url, "OPENAI_BASE_URL": fake_url}
+        self.base_env["PACER_PROCESSES"] = str(opts.processes)
+        if opts.redis_url:
+            self.base_env |= {"REDIS_URL": opts.redis_url, "PROMETHEUS_MULTIPROC_DIR": str(tmp / "prom")}
+        self.procs: list[tuple[subprocess.Popen[bytes], str]] = []
+
+    def manage(self, *args: str) -> str:
+        cmd = [str(BIN / "python"), "manage.py", *args]
+        res = subprocess.run(cmd, cwd=ROOT, env=self.base_env, capture_output=True, text=True, timeout=120)
+        if res.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed:\n{res.stderr[-2000:]}")
+        return res.stdout
+
+    def prepare(self) -> str:
+        """Migrate and create the bench user's API token (returned)."""
+        self.manage("migrate", "--noinput")
+        return self.manage("create_api_token", "benchuser").strip().splitlines()[-1]
+
+    def start(self, coalesce: bool) -> list[str]:
+        shutil.rmtree(self.tmp / "prom", ignore_errors=True)  # emptied when the deployment starts
+        env = self.base_env | {"COALESCE_ENABLED": "true" if coalesce else "false"}
+        for i in range(self.opts.processes):
+            port = free_port()
+            log = open(self.tmp / f"daphne-{coalesce}-{i}.log", "wb")  # the child keeps its own copy
+            endpoint = f"tcp:port={port}:interface=127.0.0.1:backlog=1024"
+            cmd = [str(BIN / "daphne"), "-e", endpoint, "chatapp.asgi:application"]
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            log.close()
+            self.procs.append((proc, f"http://127.0.0.1:{port}"))
+        deadline = time.monotonic() + 60
+        for proc, url in self.procs:
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"daphne exited with {proc.returncode}; see logs in {self.tmp}")
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{url}/healthz never answered 200")
+                time.sleep(0.2)
+        return [url for _, url in self.procs]
+
+    def stop(self) -> None:
+        for proc, _ in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc, _ in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        self.procs = []
+
+
+# --- sends through the app ----------------------------------------------------------------------------
+
+
+async def _send(client: httpx.AsyncClient, url: str, thread_id: int, content: str) -> Sample:
+    t = time.monotonic()
+    try:
+        resp = await client.post(f"{url}/api/threads/{thread_id}/messages", json={"content": content})
+        body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
+        role, timings = body.get("coalesced", ""), body.get("timings") or {}
+        return Sample(t, time.monotonic(), resp.status_code, role, timings)
+    except httpx.HTTPError as exc:
+        return Sample(t, time.monotonic(), 0, "", {"exception": type(exc).__name__})
+
+
+async def _new_thread(client: httpx.AsyncClient, url: str) -> int:
+    resp = await client.post(f"{url}/api/threads", json={"provider": "openai"})
+    resp.raise_for_status()
+    return int(resp.json()["id"])
+
+
+def app_client(token: str, n: int = 1) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=n + 10)
+    return httpx.AsyncClient(limits=limits, timeout=120, headers={"Authorization": f"Bearer {token}"})
+
+
+async def sequential_sends(urls: list[str], token: str, label: str, k: int) -> list[float]:
+    """K sends one after another (distinct content, so never coalesced): warm-up, or the app's fixed
+    per-request overhead when compared with the provider's direct latency."""
+    async with app_client(token) as client:
+        tid = await _new_thread(client, urls[0])
+        return [(await _send(client, urls[i % len(urls)], tid, f"{label} {i}")).latency for i in range(k)]
+
+
+def cpu_seconds(pids: list[int]) -> tuple[float, float]:
+    """CPU time (user + system) used so far by this process and by the app processes."""
+    tick = os.sysconf("SC_CLK_TCK")
+    app = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        app += (int(fields[11]) + int(fields[12])) / tick
+    t = os.times()
+    return t.user + t.system, app
+
+
+async def burst(
+    fake: ThreadedFakeServer, app: App, urls: list[str], token: str, n: int, prov: float
+) -> dict[str, Any]:
+    pids = [proc.pid for proc, _ in app.procs]
+    async with app_client(token, n) as client:
+        tid = await _new_thread(client, urls[0])
+        fake.reset()
+        cpu0, t0 = cpu_seconds(pids), time.monotonic()
+        samples = await asyncio.gather(*(_send(client, urls[i % len(urls)], tid, CONTENT) for i in range(n)))
+        cpu1, stats = cpu_seconds(pids), fake.stats()
+        detail = (await client.get(f"{urls[0]}/api/threads/{tid}")).json()
+    lat = [s.latency for s in samples]
+    fol = [s.latency for s in samples if s.role == "follower"]
+    out: dict[str, Any] = {
+        "provider_calls": stats["calls"],
+        "rows_written": len(detail.get("messages", [])),
+        "errors": sum(s.status != 200 for s in samples),
+        "statuses": dict(Counter(s.status for s in samples)),
+        "roles": dict(Counter(s.role or "error" for s in samples)),
+    }
+    for name, values in (("follower", fol), ("all", lat)):
+        for q in (50, 95):
+            out[f"p{q}_{name}_s"] = pct(values, q)
+            out[f"p{q}_{name}_ratio"] = pct(values, q) / prov
+    # Where the time goes, in s from the burst's first send (t0). Server timings come from the Generation
+    # a request waited on in its own process (total_ms: generation start to that response being built).
+    calls = sorted(stats["call_times"])
+    gen = [s for s in samples if s.status == 200 and s.timings.get("total_ms")]
+    after = [s.end - calls[0] - s.timings["total_ms"] / 1000 for s in gen] if len(calls) == 1 else []
+    out["breakdown"] = {
+        "first_call_s": calls[0] - t0 if calls else None,
+        "last_call_s": calls[-1] - t0 if calls else None,
+        "server_ttft_ms": pct([s.timings.get("ttft_ms") or 0.0 for s in gen], 50),
+        "server_gen_p50_s": pct([s.timings["total_ms"] / 1000 for s in gen], 50),
+        "after_gen_p50_s": pct(after, 50),
+        "after_gen_p95_s": pct(after, 95),
+        "last_response_s": max(s.end for s in samples) - t0,
+        "cpu_bench_s": cpu1[0] - cpu0[0],
+        "cpu_app_s": cpu1[1] - cpu0[1],
+    }
+    return out
+
+
+# --- report -------------------------------------------------------------------------------------------
+
+
+def fmt(value: Any, spec: str = ".3f") -> str:
+    if isinstance(value, dict):
+        return " ".join(f"{k[0]}={v}" for k, v in sorted(value.items()))
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    return format(value, spec) if isinstance(value, float) else str(value)
+
+
+ROWS = [
+    ("provider calls", "provider_calls"),
+    ("rows written", "rows_written"),
+    ("errors (non-200)", "errors"),
+    ("roles (leader/follower)", "roles"),
+    ("p50 follower (s)", "p50_follower_s"),
+    ("p95 follower (s)", "p95_follower_s"),
+    ("p50 follower / provider", "p50_follower_ratio"),
+    ("p95 follower / provider", "p95_follower_ratio"),
+    ("p50 all (s)", "p50_all_s"),
+    ("p95 all (s)", "p95_all_s"),
+    ("p50 all / provider", "p50_all_ratio"),
+    ("p95 all / provider", "p95_all_ratio"),
+    ("-- breakdown, s after t0", ""),
+    ("first provider call at", "first_call_s"),
+    ("last provider call at", "last_call_s"),
+    ("server ttft p50 (ms)", "server_ttft_ms"),
+    ("server generation p50 (s)", "server_gen_p50_s"),
+    ("after generation p50 (s)", "after_gen_p50_s"),
+    ("after generation p95 (s)", "after_gen_p95_s"),
+    ("last response at", "last_response_s"),
+    ("CPU bench process (s)", "cpu_bench_s"),
+    ("CPU app process(es) (s)", "cpu_app_s"),
+]
+
+
+def report(n: int, direct: dict[str, Any], on: dict[str, Any], off: dict[str, Any]) -> dict[str, bool]:
+    prov = direct["single_median_s"]
+    print(f"\n== burst of N={n} identical sends ==")
+    print(
+        f"provider direct: single stream median {prov:.3f} s (the denominator); {n} at once, straight to it:"
+    )
+    for kind in ("streams", "whole"):
+        p50, p95 = direct[f"{kind}{n}_p50_s"], direct[f"{kind}{n}_p95_s"]
+        print(f"  {n} {kind:7} p50 {p50:.3f} s ({p50 / prov:.3f}x), p95 {p95:.3f} s ({p95 / prov:.3f}x)")
+    print(f"{'':28}{'flag on':>16}{'flag off':>16}")
+    for label, key in ROWS:
+        cells = [fmt(res.get(key, res["breakdown"].get(key))) if key else "" for res in (on, off)]
+        print(f"{label:28}{cells[0]:>16}{cells[1]:>16}")
+    met = {
+        "calls == 1": on["provider_calls"] == 1,
+        "errors == 0": on["errors"] == 0,
+        "p95 ratio <= 1.05": on["p95_follower_ratio"] <= 1.05,
+    }
+    print("targets (flag on): " + ", ".join(f"{k}: {'MET' if v else 'MISSED'}" for k, v in met.items()))
+    return met
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", default="200", help="burst size(s), comma-separated (e.g. 50,200)")
+    p.add_argument("--ttft-ms", type=float, default=300.0)
+    p.add_argument("--tps", type=float, default=100.0)
+    p.add_argument("--tokens", type=int, default=60)
+    p.add_argument("--k", type=int, default=5, help="sequential single requests (direct and through the app)")
+    p.add_argument("--processes", type=int, default=1)
+    p.add_argument("--database-url", default="")
+    p.add_argument("--redis-url", default="")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "coalesce.json"))
+    opts = p.parse_args(argv)
+    if opts.processes > 1 and not (opts.redis_url and opts.database_url.startswith("postgres")):
+        p.error("--processes > 1 needs --redis-url and a postgres --database-url")
+    return opts
+
+
+def main(argv: list[str] | None = None) -> None:
+    opts = parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    from providers.fake_server import ThreadedFakeServer
+
+    sizes = [int(x) for x in opts.n.split(",")]
+    machine = {"nproc": os.cpu_count(), "loadavg_start": os.getloadavg(), "python": platform.python_version()}
+    params = {k: v for k, v in vars(opts).items() if k != "out"} | {"content": CONTENT}
+    print(f"coalesce bench: {params}\nmachine: {machine}")
+    direct: dict[str, Any] = {}
+    runs: dict[str, dict[str, Any]] = {"on": {}, "off": {}}
+    with ThreadedFakeServer(ttft_ms=opts.ttft_ms, tps=opts.tps, tokens=opts.tokens) as fake:
+        with tempfile.TemporaryDirectory(prefix="coalesce-bench-") as tmpdir:
+            app = App(opts, fake.openai_base_url, Path(tmpdir))
+            try:
+                token = app.prepare()
+                single = asyncio.run(direct_single(fake.openai_base_url, opts.k))
+                direct = {"single_s": single, "single_median_s": statistics.median(single)}
+                for n in sizes:
+                    for kind in ("streams", "whole"):
+                        lat = asyncio.run(direct_burst(fake.openai_base_url, n, kind == "streams"))
+                        direct[f"{kind}{n}_p50_s"], direct[f"{kind}{n}_p95_s"] = pct(lat, 50), pct(lat, 95)
+                for mode in ("on", "off"):
+                    urls = app.start(coalesce=mode == "on")
+                    asyncio.run(sequential_sends(urls, token, "warm-up", len(urls)))
+                    for n in sizes:
+                        prov = direct["single_median_s"]
+                        runs[mode][str(n)] = asyncio.run(burst(fake, app, urls, token, n, prov))
+                    runs[mode]["single_s"] = asyncio.run(sequential_sends(urls, token, "single", opts.k))
+                    app.stop()
+            finally:
+                app.stop()
+    prov_all = direct["single_median_s"]
+    targets = {n: report(n, direct, runs["on"][str(n)], runs["off"][str(n)]) for n in sizes}
+    print("\n== single sends through the app (N=1, sequential) vs the provider directly ==")
+    for mode in ("on", "off"):
+        med = statistics.median(runs[mode]["single_s"])
+        print(
+            f"flag {mode:3}: median {med:.3f} s vs direct {prov_all:.3f} s -> fixed app overhead"
+            f" {med - prov_all:+.3f} s ({med / prov_all:.3f}x)"
+        )
+    machine["loadavg_end"] = os.getloadavg()
+    out = Path(opts.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = {"machine": machine, "params": params, "direct": direct, "runs": runs, "targets": targets}
+    out.write_text(json.dumps(result, indent=2, default=str))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

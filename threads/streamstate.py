@@ -1,0 +1,99 @@
+"""What a viewer who connects mid-stream needs: the text of every generation in flight, and its seq.
+
+One process (no REDIS_URL): the generation service's own records. Several processes: Redis, written by
+the leader *before* it sends each delta, so a snapshot that reports seq N has every text up to N and
+the viewer (already in the thread's group) receives every delta after N: no gap, no repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import Any
+
+from django.conf import settings
+
+# An entry outlives a crashed leader by at most this long; the message itself is then failed by the
+# coalescer's lease watchdog or the stale-message sweep.
+ENTRY_TTL_S = 3600
+
+
+class RedisStreamState:
+    def __init__(self, url: str, prefix: str) -> None:
+        import redis.asyncio as redis
+
+        self._pool = redis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=10)
+        self._redis = redis.Redis(connection_pool=self._pool, decode_responses=False)
+        self._prefix = prefix
+
+    def _keys(self, request_id: str, thread_id: int) -> tuple[str, str, str]:
+        p = self._prefix
+        return f"{p}:stream:{request_id}:text", f"{p}:stream:{request_id}", f"{p}:inflight:{thread_id}"
+
+    async def append(self, *, request_id: str, thread_id: int, message_id: int, seq: int, text: str) -> None:
+        """Record delta `seq` (atomically with the text so far)."""
+        text_key, meta_key, set_key = self._keys(request_id, thread_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.append(text_key, text.encode())
+            pipe.hset(meta_key, mapping={"seq": seq, "message_id": message_id, "thread_id": thread_id})
+            pipe.sadd(set_key, request_id)
+            for key in (text_key, meta_key, set_key):
+                pipe.expire(key, ENTRY_TTL_S)
+            await pipe.execute()
+
+    async def remove(self, *, request_id: str, thread_id: int) -> None:
+        text_key, meta_key, set_key = self._keys(request_id, thread_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.srem(set_key, request_id)
+            pipe.delete(text_key, meta_key)
+            await pipe.execute()
+
+    async def in_flight(self, thread_id: int) -> list[dict[str, Any]]:
+        set_key = f"{self._prefix}:inflight:{thread_id}"
+        request_ids = sorted(
+            r.decode() if isinstance(r, bytes) else r for r in await self._redis.smembers(set_key)
+        )
+        out = []
+        for rid in request_ids:
+            text_key, meta_key, _ = self._keys(rid, thread_id)
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.get(text_key)
+                pipe.hgetall(meta_key)
+                text, meta = await pipe.execute()
+            if not meta:  # finished between SMEMBERS and here
+                continue
+            out.append(
+                {
+                    "request_id": rid,
+                    "message_id": int(meta[b"message_id"]),
+                    "text": (text or b"").decode(),
+                    "seq": int(meta[b"seq"]),
+                }
+            )
+        return out
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+        await self._pool.disconnect()
+
+
+_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RedisStreamState] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def stream_state() -> RedisStreamState | None:
+    """The shared stream state of the running loop, or None without REDIS_URL (one process)."""
+    if not settings.REDIS_URL:
+        return None
+    loop = asyncio.get_running_loop()
+    found = _per_loop.get(loop)
+    if found is None:
+        found = _per_loop[loop] = RedisStreamState(settings.REDIS_URL, settings.REDIS_KEY_PREFIX)
+    return found
+
+
+async def close_stream_state() -> None:
+    found = _per_loop.pop(asyncio.get_running_loop(), None)
+    if found is not None:
+        await found.aclose()

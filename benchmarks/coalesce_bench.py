@@ -5,13 +5,11 @@
     .venv/bin/python -m benchmarks.coalesce_bench --processes 2 \\
         --database-url postgres://postgres@127.0.0.1:5432/bench_coalesce --redis-url redis://127.0.0.1:6379/3
 
-The fake provider runs in this process (a thread); its own latency is measured directly in the same
-run (K sequential streams; also N distinct concurrent streams, for context). The app runs as real
-daphne process(es), restarted with COALESCE_ENABLED=true then false. Per burst: provider calls, rows
-written, errors, p50/p95 latency of followers (and of all requests) divided by the direct single-stream
-median; plus a breakdown of where the time goes and single sends (N=1) through the app vs direct.
-Targets (flag on): calls == 1, errors == 0, follower p95 ratio <= 1.05. A report: exits 0 either way.
-Writes benchmarks/results/coalesce.json.
+The fake provider runs in a thread of this process and its latency is measured directly in the same
+run; the app runs as daphne process(es), restarted with COALESCE_ENABLED=true, then false. Prints per
+burst: provider calls, rows, errors, p50/p95 latency / the provider's, where the time goes; writes
+benchmarks/results/coalesce.json. Targets (flag on): calls == 1, errors == 0, follower p95 ratio <= 1.05.
+A report, not a test: exits 0 either way.
 """
 
 from __future__ import annotations
@@ -49,15 +47,11 @@ APP_ENV = """DEBUG=true OPENAI_API_KEY=sk-bench OPENAI_MODEL=fake-model DEFAULT_
 
 @dataclass(slots=True)
 class Sample:
-    start: float  # time.monotonic(), system-wide on Linux: comparable with the fake's call_times
-    end: float
+    latency: float
+    end: float  # time.monotonic(), system-wide on Linux: comparable with the fake's call_times
     status: int  # 0: transport error
     role: str  # leader | follower | bypass | "" (error)
-    timings: dict[str, Any]
-
-    @property
-    def latency(self) -> float:
-        return self.end - self.start
+    timings: dict[str, Any]  # the server's, of the Generation the request waited on in its process
 
 
 def pct(values: list[float], q: float) -> float:
@@ -71,9 +65,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-# --- the provider, measured directly ---------------------------------------------------------------
 
 
 async def _direct_one(client: httpx.AsyncClient, url: str, content: str, stream: bool = True) -> float:
@@ -102,7 +93,11 @@ async def direct_burst(base: str, n: int, stream: bool) -> list[float]:
         return list(await asyncio.gather(*tasks))
 
 
-# --- the app: daphne process(es) --------------------------------------------------------------------
+def healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 class App:
@@ -144,16 +139,10 @@ class App:
             self.procs.append((proc, f"http://127.0.0.1:{port}"))
         deadline = time.monotonic() + 60
         for proc, url in self.procs:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"daphne exited with {proc.returncode}; see logs in {self.tmp}")
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{url}/healthz never answered 200")
+            while not healthy(url):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    logs = "".join(log.read_text()[-1500:] for log in self.tmp.glob("daphne-*.log"))
+                    raise RuntimeError(f"daphne at {url} did not come up:\n{logs}")
                 time.sleep(0.2)
         return [url for _, url in self.procs]
 
@@ -170,18 +159,15 @@ class App:
         self.procs = []
 
 
-# --- sends through the app ----------------------------------------------------------------------------
-
-
 async def _send(client: httpx.AsyncClient, url: str, thread_id: int, content: str) -> Sample:
     t = time.monotonic()
     try:
         resp = await client.post(f"{url}/api/threads/{thread_id}/messages", json={"content": content})
         body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
         role, timings = body.get("coalesced", ""), body.get("timings") or {}
-        return Sample(t, time.monotonic(), resp.status_code, role, timings)
+        return Sample((end := time.monotonic()) - t, end, resp.status_code, role, timings)
     except httpx.HTTPError as exc:
-        return Sample(t, time.monotonic(), 0, "", {"exception": type(exc).__name__})
+        return Sample((end := time.monotonic()) - t, end, 0, "", {"exception": type(exc).__name__})
 
 
 async def _new_thread(client: httpx.AsyncClient, url: str) -> int:
@@ -215,9 +201,8 @@ def cpu_seconds(pids: list[int]) -> tuple[float, float]:
 
 
 async def burst(
-    fake: ThreadedFakeServer, app: App, urls: list[str], token: str, n: int, prov: float
+    fake: ThreadedFakeServer, pids: list[int], urls: list[str], token: str, n: int, prov: float
 ) -> dict[str, Any]:
-    pids = [proc.pid for proc, _ in app.procs]
     async with app_client(token, n) as client:
         tid = await _new_thread(client, urls[0])
         fake.reset()
@@ -238,26 +223,28 @@ async def burst(
         for q in (50, 95):
             out[f"p{q}_{name}_s"] = pct(values, q)
             out[f"p{q}_{name}_ratio"] = pct(values, q) / prov
-    # Where the time goes, in s from the burst's first send (t0). Server timings come from the Generation
-    # a request waited on in its own process (total_ms: generation start to that response being built).
+    # Where the time goes, in s from the burst's first send (t0). Server timings are those of the Generation
+    # a request waited on in its own process; total_ms runs from its start to that response being built,
+    # so with one call the smallest total_ms is the generation itself, and the rest is the fan-out.
     calls = sorted(stats["call_times"])
-    gen = [s for s in samples if s.status == 200 and s.timings.get("total_ms")]
-    after = [s.end - calls[0] - s.timings["total_ms"] / 1000 for s in gen] if len(calls) == 1 else []
+    total = sorted(
+        s.timings["total_ms"] / 1000 for s in samples if s.status == 200 and s.timings.get("total_ms")
+    )
+    gen_s = (total[0] if len(calls) == 1 else pct(total, 50)) if total else float("nan")
+    after = [s.end - calls[0] - gen_s for s in samples] if len(calls) == 1 else []
     out["breakdown"] = {
         "first_call_s": calls[0] - t0 if calls else None,
         "last_call_s": calls[-1] - t0 if calls else None,
-        "server_ttft_ms": pct([s.timings.get("ttft_ms") or 0.0 for s in gen], 50),
-        "server_gen_p50_s": pct([s.timings["total_ms"] / 1000 for s in gen], 50),
+        "server_ttft_ms": pct([s.timings["ttft_ms"] for s in samples if s.timings.get("ttft_ms")], 50),
+        "server_generation_s": gen_s,
         "after_gen_p50_s": pct(after, 50),
         "after_gen_p95_s": pct(after, 95),
         "last_response_s": max(s.end for s in samples) - t0,
         "cpu_bench_s": cpu1[0] - cpu0[0],
         "cpu_app_s": cpu1[1] - cpu0[1],
+        "cpu_app_per_request_ms": (cpu1[1] - cpu0[1]) * 1000 / n,
     }
     return out
-
-
-# --- report -------------------------------------------------------------------------------------------
 
 
 def fmt(value: Any, spec: str = ".3f") -> str:
@@ -285,12 +272,13 @@ ROWS = [
     ("first provider call at", "first_call_s"),
     ("last provider call at", "last_call_s"),
     ("server ttft p50 (ms)", "server_ttft_ms"),
-    ("server generation p50 (s)", "server_gen_p50_s"),
-    ("after generation p50 (s)", "after_gen_p50_s"),
-    ("after generation p95 (s)", "after_gen_p95_s"),
+    ("generation (s, server; p50)", "server_generation_s"),
+    ("answered after gen. p50", "after_gen_p50_s"),
+    ("answered after gen. p95", "after_gen_p95_s"),
     ("last response at", "last_response_s"),
     ("CPU bench process (s)", "cpu_bench_s"),
     ("CPU app process(es) (s)", "cpu_app_s"),
+    ("  per request (ms)", "cpu_app_per_request_ms"),
 ]
 
 
@@ -350,7 +338,8 @@ def main(argv: list[str] | None = None) -> None:
             try:
                 token = app.prepare()
                 single = asyncio.run(direct_single(fake.openai_base_url, opts.k))
-                direct = {"single_s": single, "single_median_s": statistics.median(single)}
+                prov = statistics.median(single)
+                direct = {"single_s": single, "single_median_s": prov}
                 for n in sizes:
                     for kind in ("streams", "whole"):
                         lat = asyncio.run(direct_burst(fake.openai_base_url, n, kind == "streams"))
@@ -359,20 +348,18 @@ def main(argv: list[str] | None = None) -> None:
                     urls = app.start(coalesce=mode == "on")
                     asyncio.run(sequential_sends(urls, token, "warm-up", len(urls)))
                     for n in sizes:
-                        prov = direct["single_median_s"]
-                        runs[mode][str(n)] = asyncio.run(burst(fake, app, urls, token, n, prov))
+                        pids = [proc.pid for proc, _ in app.procs]
+                        runs[mode][str(n)] = asyncio.run(burst(fake, pids, urls, token, n, prov))
                     runs[mode]["single_s"] = asyncio.run(sequential_sends(urls, token, "single", opts.k))
                     app.stop()
             finally:
                 app.stop()
-    prov_all = direct["single_median_s"]
     targets = {n: report(n, direct, runs["on"][str(n)], runs["off"][str(n)]) for n in sizes}
-    print("\n== single sends through the app (N=1, sequential) vs the provider directly ==")
+    print(f"\n== N=1: {opts.k} sequential sends through the app vs the provider directly ({prov:.3f} s) ==")
     for mode in ("on", "off"):
         med = statistics.median(runs[mode]["single_s"])
         print(
-            f"flag {mode:3}: median {med:.3f} s vs direct {prov_all:.3f} s -> fixed app overhead"
-            f" {med - prov_all:+.3f} s ({med / prov_all:.3f}x)"
+            f"flag {mode:3}: median {med:.3f} s, fixed app overhead {med - prov:+.3f} s ({med / prov:.3f}x)"
         )
     machine["loadavg_end"] = os.getloadavg()
     out = Path(opts.out)

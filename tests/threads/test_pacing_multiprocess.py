@@ -61,7 +61,7 @@ def test_thirty_distinct_sends_across_two_processes_stay_under_the_rate(token: s
 def test_admission_follows_arrival_order(token: str) -> None:
     auth = {"Authorization": f"Bearer {token}"}
     with ThreadedFakeServer(ttft_ms=0, tps=0, tokens=3) as fake:
-        # Arrivals (every 100 ms) come faster than admissions (every 500 ms): a queue forms, and its
+        # Arrivals (every 250 ms) come faster than admissions (every 500 ms): a queue forms, and its
         # order is the pacer's to keep.
         pacer = {"PACER_OPENAI_RPS": "2", "PACER_OPENAI_BURST": "1", "PACER_MAX_WAIT_S": "10"}
         with daphne_servers(2, env=_env(fake, **pacer)) as (a, b):
@@ -78,13 +78,15 @@ def test_admission_follows_arrival_order(token: str) -> None:
                 )
                 t.start()
                 threads.append(t)
-                threading.Event().wait(
-                    0.03
-                )  # arrivals 30 ms apart: an order to keep, not a timing to hope for
+                # Arrivals 250 ms apart (an order to keep, not a timing to hope for): well above the
+                # tens of milliseconds a request may take to reach the pacer in either process.
+                threading.Event().wait(0.25)
             for t in threads:
                 t.join(30)
-            bodies = [r["body"]["messages"][-1]["content"] for r in fake.stats()["requests"]]
-    assert bodies == [f"order {i}" for i in range(8)]
+            stats = fake.stats()
+            bodies = [r["body"]["messages"][-1]["content"] for r in stats["requests"]]
+    t0 = stats["call_times"][0]
+    assert bodies == [f"order {i}" for i in range(8)], [round(t - t0, 3) for t in stats["call_times"]]
 
 
 def test_upstream_429_retry_after_pauses_every_process(token: str) -> None:

@@ -30,6 +30,16 @@ def coalesce_key(
     return "coal:" + hashlib.sha256(raw.encode()).hexdigest()[:40]
 
 
+def burst_prekey(*, thread_id: int, parent_id: int | None, content: str, provider: str, model: str) -> str:
+    """What identifies a burst *while its leader is generating*, before the anchor is known: a send
+    matching a running leader's prekey joins it without reading the thread's head (in a burst of 200
+    identical sends, 199 database reads that would queue the leader's own writes)."""
+    raw = json.dumps(
+        [thread_id, parent_id, normalize_content(content), provider, model], separators=(",", ":")
+    )
+    return "pre:" + hashlib.sha256(raw.encode()).hexdigest()[:40]
+
+
 @dataclass(frozen=True, slots=True)
 class LastExchange:
     """The newest user message of a thread and its assistant reply, as the anchor decision needs them."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,14 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 
 from providers import metrics
-from providers._coalesce_math import LastExchange, body_fingerprint, burst_anchor, coalesce_key, coalesce_mode
+from providers._coalesce_math import (
+    LastExchange,
+    body_fingerprint,
+    burst_anchor,
+    burst_prekey,
+    coalesce_key,
+    coalesce_mode,
+)
 from providers.coalescer import LEASE_S, CoalesceFailed, coalescer
 from providers.flags import flag_enabled
 from threads import events, groups, selectors, services
@@ -79,20 +87,30 @@ async def _send(
         outcome = await _lead(thread=thread, req=req, reply_channel=reply_channel, coalesced=_MODE_ROLE[mode])
         await co.alias_set(alias, fp, _info(outcome))
         return outcome
-    last = await db_async(selectors.last_exchange)(thread_id=thread.pk)
-    anchor = burst_anchor(
-        parent_id=req.parent_id,
-        content=req.content,
-        last=LastExchange(**last),
-        result_ttl_s=settings.COALESCE_RESULT_TTL_S,
-    )
-    key = coalesce_key(
+    prekey = burst_prekey(
         thread_id=thread.pk,
-        anchor_id=anchor,
+        parent_id=req.parent_id,
         content=req.content,
         provider=thread.provider,
         model=thread.model,
     )
+    running = _running_bursts()
+    key = running.get(prekey)
+    if key is None:
+        last = await db_async(selectors.last_exchange)(thread_id=thread.pk)
+        anchor = burst_anchor(
+            parent_id=req.parent_id,
+            content=req.content,
+            last=LastExchange(**last),
+            result_ttl_s=settings.COALESCE_RESULT_TTL_S,
+        )
+        key = coalesce_key(
+            thread_id=thread.pk,
+            anchor_id=anchor,
+            content=req.content,
+            provider=thread.provider,
+            model=thread.model,
+        )
     claim = await co.claim(key)
     if claim.role == "follower":
         try:
@@ -104,14 +122,17 @@ async def _send(
         await co.alias_set(alias, fp, info)
         metrics.coalesce("follower")
         return _follower(info, coalesced="follower", key=key)
+    running[prekey] = key
     try:
         outcome = await _lead(
             thread=thread, req=req, reply_channel=reply_channel, coalesced="leader", key=key
         )
     except InvalidInput as exc:
+        running.pop(prekey, None)
         await co.fail(key, {"code": exc.code, "message": exc.message, "status": exc.status})
         raise
     except BaseException:
+        running.pop(prekey, None)
         # Cancelled or a bug before the rows existed: followers must not wait for a lease to lapse.
         await co.fail(
             key, {"code": "coalesce_failed", "message": "The identical request failed.", "status": 502}
@@ -119,7 +140,19 @@ async def _send(
         raise
     await co.publish(key, _info(outcome))
     await co.alias_set(alias, fp, _info(outcome))
+    if outcome.generation is None:
+        running.pop(prekey, None)
+    else:  # the fast path lasts while the leader generates; later sends read the head again
+        outcome.generation.done.add_done_callback(lambda _: running.pop(prekey, None))
     return outcome
+
+
+_bursts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, str]] = weakref.WeakKeyDictionary()
+
+
+def _running_bursts() -> dict[str, str]:
+    """This loop's leaders that are generating: prekey -> coalesce key."""
+    return _bursts.setdefault(asyncio.get_running_loop(), {})
 
 
 _MODE_ROLE = {"bypass": "bypass", "off": "leader"}

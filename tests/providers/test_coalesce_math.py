@@ -99,3 +99,11 @@ def test_fingerprint_and_retention() -> None:
     assert a != body_fingerprint(thread_id=1, content="hi!", parent_id=None, idempotent=True, tools=False)
     assert retention_s(ok=True, result_ttl_s=30, error_ttl_s=2) == 30
     assert retention_s(ok=False, result_ttl_s=30, error_ttl_s=2) == 2
+
+
+def test_prekey_ignores_whitespace_and_separates_parents() -> None:
+    from providers._coalesce_math import burst_prekey
+
+    base = {"thread_id": 1, "parent_id": None, "content": "hi", "provider": "demo", "model": "m"}
+    assert burst_prekey(**base) == burst_prekey(**{**base, "content": " hi "})  # type: ignore[arg-type]
+    assert burst_prekey(**base) != burst_prekey(**{**base, "parent_id": 3})  # type: ignore[arg-type]

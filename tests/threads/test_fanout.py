@@ -129,8 +129,8 @@ async def _send_and_collect(
     return resp, [evs for evs, _ in results], max(end for _, end in results) - t0
 
 
-def _new_thread(server: DaphneServer, auth: dict[str, str]) -> int:
-    resp = httpx.post(server.url("/api/threads"), json={"title": "fan-out"}, headers=auth, timeout=TIMEOUT)
+def _new_thread(server: DaphneServer, auth: dict[str, str], **body: str) -> int:
+    resp = httpx.post(server.url("/api/threads"), json=body, headers=auth, timeout=TIMEOUT)
     assert resp.status_code == 201, resp.text
     return int(resp.json()["id"])
 
@@ -203,31 +203,43 @@ def _stalled_socket(server: DaphneServer, thread_id: int, token: str) -> socket.
 @pytest.mark.services
 @pytest.mark.django_db(transaction=True)
 def test_a_stalled_socket_does_not_delay_the_other_viewers(token: str) -> None:
+    # The demo model's replies stop after ~70 tokens whatever DEMO_MAX_TOKENS says: the fake provider
+    # gives a long one (400 tokens at 400 tokens/s, ~1 s).
+    from providers.fake_server import ThreadedFakeServer
+
     auth = {"Authorization": f"Bearer {token}"}
-    env = {"DEMO_TTFT_MS": "20", "DEMO_TOKENS_PER_S": "400", "DEMO_MAX_TOKENS": "400"}
-    with daphne_servers(1, env=env) as (a,):
-        thread_id = _new_thread(a, auth)
+    with ThreadedFakeServer(ttft_ms=20, tps=400, tokens=400) as fake:
+        env = {
+            "OPENAI_BASE_URL": fake.openai_base_url,
+            "OPENAI_API_KEY": "sk-t",
+            "OPENAI_MODEL": "fake-model",
+            "PACER_OPENAI_RPS": "0",
+        }
+        with daphne_servers(1, env=env) as (a,):
+            thread_id = _new_thread(a, auth, provider="openai")
 
-        async def run() -> tuple[float, float, list[httpx.Response]]:
-            sockets = [await _open(_ws_url(a, thread_id), auth) for _ in range(3)]
-            try:
-                # Baseline: the same viewers and the same reply length, nobody stalled.
-                r1, evs1, baseline = await _send_and_collect(a, thread_id, auth, sockets, "stall-base")
-                for evs in evs1:
-                    _check_stream(evs, "stall-base")
-                stalled = await asyncio.to_thread(_stalled_socket, a, thread_id, token)
+            async def run() -> tuple[float, float, list[httpx.Response]]:
+                sockets = [await _open(_ws_url(a, thread_id), auth) for _ in range(3)]
                 try:
-                    r2, evs2, with_stall = await _send_and_collect(a, thread_id, auth, sockets, "stall-2")
+                    # Baseline: the same viewers and the same reply length, nobody stalled.
+                    r1, evs1, baseline = await _send_and_collect(a, thread_id, auth, sockets, "stall-base")
+                    for evs in evs1:
+                        _check_stream(evs, "stall-base")
+                    stalled = await asyncio.to_thread(_stalled_socket, a, thread_id, token)
+                    try:
+                        r2, evs2, with_stall = await _send_and_collect(a, thread_id, auth, sockets, "stall-2")
+                    finally:
+                        stalled.close()
+                    for evs in evs2:
+                        _check_stream(evs, "stall-2")
                 finally:
-                    stalled.close()
-                for evs in evs2:
-                    _check_stream(evs, "stall-2")
-            finally:
-                await asyncio.gather(*(ws.close() for ws in sockets))
-            return baseline, with_stall, [r1, r2]
+                    await asyncio.gather(*(ws.close() for ws in sockets))
+                return baseline, with_stall, [r1, r2]
 
-        baseline, with_stall, responses = asyncio.run(run())
+            baseline, with_stall, responses = asyncio.run(run())
+        assert fake.stats()["completed"] == 2
     assert [r.status_code for r in responses] == [200, 200]
+    assert len(responses[1].json()["assistant_message"]["content"].split()) >= 300  # a long reply
     # A ratio against the reply's own duration in this run, not an absolute time.
     assert with_stall <= 2 * baseline + 2.0, (
         f"baseline {baseline:.2f} s, with a stalled viewer {with_stall:.2f} s"

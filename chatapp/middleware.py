@@ -1,0 +1,74 @@
+"""Async-native middleware for the JSON API's own handler (see chatapp/asgi.py).
+
+Django's stock middleware is `MiddlewareMixin`: under ASGI each hook runs through
+`sync_to_async(thread_sensitive=True)`, several thread hops per request serialised on one thread, and
+WhiteNoise is sync-only, which moves everything below it onto a thread and back. On a burst of sends
+that costs milliseconds of CPU per request (measured: benchmarks/coalesce_bench.py). The API needs
+little of it: it authenticates by token or session itself (threads/http.py, with its own CSRF check),
+never writes the session, serves no static files and renders no HTML.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import partial
+from importlib import import_module
+from typing import Any
+
+from asgiref.sync import markcoroutinefunction
+from django.conf import settings
+from django.contrib import auth
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
+
+GetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
+
+
+class AsyncSessionAuthMiddleware:
+    """What the API needs of SessionMiddleware + AuthenticationMiddleware: a lazy session (read only)
+    and `request.auser()`. No thread hop: nothing is loaded unless a session caller asks."""
+
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response: GetResponse) -> None:
+        self.get_response = get_response
+        self.session_store = import_module(settings.SESSION_ENGINE).SessionStore
+        markcoroutinefunction(self)
+
+    async def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        request.session = self.session_store(request.COOKIES.get(settings.SESSION_COOKIE_NAME))
+        request.auser = partial(auth.aget_user, request)
+        return await self.get_response(request)
+
+
+class AsyncSecurityHeadersMiddleware:
+    """The response headers SecurityMiddleware would add to a JSON answer."""
+
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response: GetResponse) -> None:
+        self.get_response = get_response
+        markcoroutinefunction(self)
+        self.headers: dict[str, Any] = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}
+        if getattr(settings, "SECURE_HSTS_SECONDS", 0):
+            self.headers["Strict-Transport-Security"] = (
+                f"max-age={settings.SECURE_HSTS_SECONDS}; includeSubDomains"
+            )
+
+    async def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        response = await self.get_response(request)
+        for name, value in self.headers.items():
+            response.headers.setdefault(name, value)
+        return response
+
+
+# The API handler's middleware (chatapp/asgi.py); pages, admin and static files keep MIDDLEWARE.
+API_MIDDLEWARE = [
+    "providers.prometheus.PrometheusBeforeMiddleware",
+    "chatapp.middleware.AsyncSecurityHeadersMiddleware",
+    "chatapp.middleware.AsyncSessionAuthMiddleware",
+    "providers.prometheus.PrometheusAfterMiddleware",
+]
+API_PREFIX = "/api/threads"

@@ -1,0 +1,61 @@
+"""The JSON API through the deployed ASGI application: its own lean, async-only middleware stack."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import HttpCommunicator
+from django.conf import settings
+from django.test import Client
+
+from chatapp.asgi import application
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.both]
+
+
+async def _call(
+    method: str, path: str, body: Any = None, headers: list[tuple[bytes, bytes]] | None = None
+) -> Any:
+    raw = json.dumps(body).encode() if body is not None else b""
+    hdrs = [(b"content-type", b"application/json"), (b"host", b"testserver"), *(headers or [])]
+    comm = HttpCommunicator(application, method, path, body=raw, headers=hdrs)
+    resp = await comm.get_response(timeout=15)
+    # As a server would: tell the app the client went away, and let it finish (it closes the body).
+    await comm.send_input({"type": "http.disconnect"})
+    await comm.wait(timeout=5)
+    resp["json"] = json.loads(resp["body"]) if resp["body"] else None
+    resp["hdrs"] = {k.decode().lower(): v.decode() for k, v in resp["headers"]}
+    return resp
+
+
+async def test_token_send_through_the_lean_stack(token: str) -> None:
+    auth = [(b"authorization", f"Bearer {token}".encode())]
+    created = await _call("POST", "/api/threads", {"title": "lean"}, auth)
+    assert created["status"] == 201
+    assert created["hdrs"]["x-content-type-options"] == "nosniff"
+    sent = await _call("POST", f"/api/threads/{created['json']['id']}/messages", {"content": "hi"}, auth)
+    assert sent["status"] == 200 and sent["json"]["assistant_message"]["status"] == "complete"
+    assert (await _call("GET", "/api/threads"))["status"] == 401
+
+
+async def test_session_callers_are_authenticated_and_csrf_checked(user: Any) -> None:
+    client = Client()
+    await sync_to_async(client.force_login)(user)
+    session = client.cookies[settings.SESSION_COOKIE_NAME].value
+    cookie = [(b"cookie", f"{settings.SESSION_COOKIE_NAME}={session}".encode())]
+    assert (await _call("GET", "/api/threads", headers=cookie))["status"] == 200
+    refused = await _call("POST", "/api/threads", {}, cookie)
+    assert refused["status"] == 403 and refused["json"]["error"]["code"] == "csrf_failed"
+    token = "a" * 32
+    with_csrf = [
+        (
+            b"cookie",
+            f"{settings.SESSION_COOKIE_NAME}={session}; {settings.CSRF_COOKIE_NAME}={token}".encode(),
+        ),
+        (b"x-csrftoken", token.encode()),
+        (b"origin", b"http://testserver"),
+    ]
+    assert (await _call("POST", "/api/threads", {}, with_csrf))["status"] == 201

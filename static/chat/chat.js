@@ -239,7 +239,10 @@
     const sock = new WebSocket(`${proto}://${location.host}/ws/threads/${threadId}/`);
     ws = sock;
     sock.onopen = () => { retries = 0; setConn("Live"); refresh(); };
+    let received = 0;
     sock.onmessage = (e) => {
+      // Acknowledge what arrived: a tab that falls far behind is closed (4008) and resumes afresh.
+      if (++received % 20 === 0) sock.send(JSON.stringify({type: "ack", count: received}));
       let ev;
       try { ev = JSON.parse(e.data); } catch { return; }
       onEvent(ev);

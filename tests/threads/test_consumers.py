@@ -211,3 +211,37 @@ async def test_viewer_joining_mid_stream_gets_snapshot_then_the_rest(
     assert entry["text"] + "".join(d["text"] for d in deltas) == rest[-1]["message"]["content"]
     await sender.disconnect()
     await late.disconnect()
+
+
+async def test_viewer_that_stops_acknowledging_is_closed_others_are_not(
+    thread: Thread, token: str, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from threads import flow
+
+    monkeypatch.setattr(flow, "MAX_UNACKED", 10)  # a short reply is then "far behind"
+    settings.STREAM_FLUSH_MS = 1.0  # many small deltas
+    settings.PROVIDERS = {
+        **settings.PROVIDERS,
+        "demo": {**settings.PROVIDERS["demo"], "tokens_per_s": 2000.0, "max_tokens": 400},
+    }
+    slow = await _connected(thread, token)
+    healthy = await _connected(thread, token)
+    await slow.send_json_to({"type": "ack", "count": 1})  # opts in, then never acks again
+    received = 1  # the healthy viewer's snapshot
+    await healthy.send_json_to({"type": "send", "content": "a long one", "request_id": "flow-1"})
+    while True:  # the healthy viewer acknowledges as the page does
+        ev = await healthy.receive_json_from(timeout=TIMEOUT)
+        received += 1
+        if received % flow.ACK_EVERY == 0:
+            await healthy.send_json_to({"type": "ack", "count": received})
+        if ev["type"] == "message.done":
+            break
+    frames = 0
+    while True:
+        out = await slow.receive_output(timeout=TIMEOUT)
+        if out["type"] == "websocket.close":
+            assert out["code"] == flow.CLOSE_TOO_SLOW
+            break
+        frames += 1
+    assert frames <= flow.MAX_UNACKED
+    await healthy.disconnect()

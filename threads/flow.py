@@ -1,0 +1,37 @@
+"""Flow control for WebSocket viewers. Pure: the consumer feeds it counts and acts on its answers.
+
+daphne has no write backpressure: a viewer that stops reading (a phone in a tunnel, a frozen tab) makes
+the server buffer every frame for it without limit. A browser page acknowledges what it has received
+(`{"type": "ack", "count": N}` every ACK_EVERY frames); once a viewer has acknowledged at least once,
+falling more than MAX_UNACKED frames behind closes its socket with CLOSE_TOO_SLOW, which tells the page
+to reconnect and resume from a fresh snapshot. Clients that never acknowledge (API scripts) are not
+tracked. The stream itself never waits for anyone: delivery to each socket is independent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CLOSE_TOO_SLOW = 4008
+ACK_EVERY = 20
+# About 6 s of deltas at the default 30 ms flush interval: far beyond a healthy client's lag, far
+# below what would hold real memory (a few hundred small JSON frames).
+MAX_UNACKED = 200
+
+
+@dataclass(slots=True)
+class Flow:
+    sent: int = 0
+    acked: int | None = None  # None until the client's first ack: not tracked
+
+    def on_send(self) -> bool:
+        """Count one frame about to be sent; True if the viewer is too far behind to send it."""
+        self.sent += 1
+        return self.acked is not None and self.sent - self.acked > MAX_UNACKED
+
+    def on_ack(self, count: object) -> bool:
+        """Record an ack; False if it is malformed (not a count of frames this socket was sent)."""
+        if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= self.sent:
+            return False
+        self.acked = max(self.acked or 0, count)
+        return True

@@ -65,6 +65,7 @@ class Generation:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     task: asyncio.Task[None] | None = None
+    start_event: dict[str, Any] | None = None  # message.start, sent by the sender before any delta
     cancel_at: float | None = None  # when this process was told to cancel (cancel latency)
     # Set when identical sends may follow this one: the lease is renewed while it runs.
     coalesce_key: str | None = None
@@ -109,16 +110,19 @@ class GenerationService:
             coalesce_key=coalesce_key,
         )
         self.running[gen.request_id] = gen
-        await self.broadcast(
-            gen.thread_id,
-            events.message_start(
-                request_id=gen.request_id, user_message=prepared.user_message, message_id=gen.message_id
-            ),
+        # Sent by the generation's sender, first and before any delta, while the provider call is
+        # already under way: with a thousand viewers the fan-out of this event takes a while.
+        gen.start_event = events.message_start(
+            request_id=gen.request_id, user_message=prepared.user_message, message_id=gen.message_id
         )
         params = GenerationParams(model=prepared.model)
         history = [ChatMessage(role, content) for role, content in prepared.history]  # type: ignore[arg-type]
+        # A fresh context: a task created during a request would inherit that request's
+        # thread-sensitive executor, and its database calls would fail once the request ended.
         gen.task = asyncio.create_task(
-            self._run(gen, prepared.provider, params, history), name=f"gen:{gen.request_id}"
+            self._run(gen, prepared.provider, params, history),
+            name=f"gen:{gen.request_id}",
+            context=contextvars.Context(),
         )
         return gen
 
@@ -246,6 +250,11 @@ class GenerationService:
         """Send at most one delta per flush interval holding every token since the last one.
         The first delta is sent as soon as its token arrives."""
         flush_s = settings.STREAM_FLUSH_MS / 1000
+        if gen.start_event is not None:
+            try:
+                await self.broadcast(gen.thread_id, gen.start_event)
+            except Exception:  # viewers that miss it still get the deltas and the final message
+                log.warning("start event of %s not delivered", gen.request_id, exc_info=True)
         while True:
             await gen.wake.wait()
             gen.wake.clear()

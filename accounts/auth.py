@@ -10,18 +10,28 @@ from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.http import HttpRequest
 
-from accounts.tokens import bearer_from_header, user_for_token
+from accounts.tokens import bearer_from_header, token_hash, user_for_token
 from threads.dbasync import db_async
+from threads.ttlcache import TTLCache
+
+# A revoked token keeps working for at most this long in each process (it is looked up once per TTL).
+TOKEN_CACHE_TTL_S = 5.0
+_token_users: TTLCache[AbstractBaseUser | None] = TTLCache(TOKEN_CACHE_TTL_S)
+
+
+async def token_user(raw: str) -> AbstractBaseUser | None:
+    """The user of an API token, from a short per-process cache."""
+    return await _token_users.get_or_load(token_hash(raw), lambda: db_async(user_for_token)(raw))
 
 
 async def request_user(request: HttpRequest) -> tuple[AbstractBaseUser | AnonymousUser, str]:
     """The user of an HTTP request and how it authenticated ('token', 'session' or 'none')."""
     raw = bearer_from_header(request.headers.get("Authorization"))
     if raw is not None:
-        user = await db_async(user_for_token)(raw)
-        return (user, "token") if user is not None else (AnonymousUser(), "none")
-    user = await request.auser()
-    return (user, "session") if user.is_authenticated else (AnonymousUser(), "none")
+        by_token = await token_user(raw)
+        return (by_token, "token") if by_token is not None else (AnonymousUser(), "none")
+    by_session = await request.auser()
+    return (by_session, "session") if by_session.is_authenticated else (AnonymousUser(), "none")
 
 
 class BearerTokenMiddleware(BaseMiddleware):
@@ -31,7 +41,7 @@ class BearerTokenMiddleware(BaseMiddleware):
         headers = dict(scope.get("headers") or [])
         raw = bearer_from_header(headers.get(b"authorization"))
         if raw is not None:
-            user = await db_async(user_for_token)(raw)
+            user = await token_user(raw)
             scope = {**scope, "user": user or AnonymousUser(), "auth_method": "token"}
         return await super().__call__(scope, receive, send)
 

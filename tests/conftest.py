@@ -49,10 +49,14 @@ def _fast_demo(settings: Any) -> None:
 @pytest.fixture(autouse=True)
 async def _fresh_layer_and_services() -> AsyncIterator[None]:
     """Each test gets a new channel layer, generation service and flag cache (bound to one event loop)."""
+    from accounts.auth import _token_users
     from providers.flags import flags_aclose, flags_reset
+    from threads.chat import _visible
 
     channel_layers.backends.clear()
     flags_reset()
+    _token_users.clear()  # per-process caches: ids are reused after each test's flush
+    _visible.clear()
     yield
     await flags_aclose()
     flags_reset()

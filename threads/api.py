@@ -52,7 +52,9 @@ async def thread_item(request: HttpRequest, thread_id: int) -> HttpResponseBase:
 @api_view({"POST"})
 async def thread_messages(request: HttpRequest, thread_id: int) -> HttpResponseBase:
     req = parse_send(body_json(request), max_chars=settings.MAX_MESSAGE_CHARS)
-    thread = await _thread_or_404(request, thread_id)
+    thread = await chat.thread_for_send(user=authed_user(request), thread_id=thread_id)
+    if thread is None:
+        raise NotFound()
     if req.stream:
         return StreamingHttpResponse(
             _sse_stream(request, thread, req),

@@ -29,6 +29,7 @@ from threads import events, groups, selectors, services
 from threads.dbasync import db_async
 from threads.generation import Generation, generation_service
 from threads.models import Message, Thread
+from threads.ttlcache import TTLCache
 from threads.validation import InvalidInput, SendRequest
 
 
@@ -42,7 +43,20 @@ class SendOutcome:
     key: str | None = None  # the coalesce key, for followers watching the leader's lease
 
 
+# Who may see a thread changes only when it is deleted; a send to a thread deleted in the last two
+# seconds still fails cleanly (send_prepare finds no thread: 404).
+_visible: TTLCache[Thread | None] = TTLCache(2.0)
+
+
 thread_visible_to = db_async(selectors.thread_visible_to)
+
+
+async def thread_for_send(*, user: AbstractBaseUser, thread_id: int) -> Thread | None:
+    """`thread_visible_to` from a two-second cache, for the hot path only (sends, socket connects)."""
+    return await _visible.get_or_load(
+        (user.pk, getattr(user, "is_staff", False), thread_id),
+        lambda: db_async(selectors.thread_visible_to)(user=user, thread_id=thread_id),
+    )
 
 
 async def send(

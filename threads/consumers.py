@@ -14,6 +14,7 @@ from django.conf import settings
 from providers import ProviderError, metrics
 from threads import chat, events, groups
 from threads.flow import CLOSE_TOO_SLOW, Flow
+from threads.models import Thread
 from threads.services import Conflict, NotFound
 from threads.validation import InvalidInput, parse_request_id, parse_send
 
@@ -26,6 +27,7 @@ CLOSE_NOT_FOUND = 4404
 
 class ThreadConsumer(AsyncWebsocketConsumer):
     thread_id: int
+    thread: Thread
     group: str
     _flow: Flow
     # Per request_id, the seq reported in the snapshot: later duplicates of earlier deltas are dropped.
@@ -37,10 +39,11 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         self.thread_id = int(self.scope["url_route"]["kwargs"]["thread_id"])
-        self.thread = await chat.thread_visible_to(user=user, thread_id=self.thread_id)
-        if self.thread is None:
+        thread = await chat.thread_for_send(user=user, thread_id=self.thread_id)
+        if thread is None:
             await self.close(code=CLOSE_NOT_FOUND)
             return
+        self.thread = thread
         self.group = groups.thread_group(self.thread_id)
         # Join before reading the snapshot: every delta after the snapshot's seq then reaches us.
         await self.channel_layer.group_add(self.group, self.channel_name)

@@ -194,7 +194,13 @@ def _follower(info: dict[str, Any], *, coalesced: str, key: str | None = None) -
 async def _lead(
     *, thread: Thread, req: SendRequest, reply_channel: str | None, coalesced: str, key: str | None = None
 ) -> SendOutcome:
-    prepared = await db_async(services.send_prepare)(thread_id=thread.pk, req=req, parent_id=req.parent_id)
+    prepared = await db_async(services.send_prepare)(
+        thread_id=thread.pk,
+        req=req,
+        parent_id=req.parent_id,
+        coalesce_key=key,
+        reuse=(settings.COALESCE_RESULT_TTL_S, settings.COALESCE_ERROR_TTL_S),
+    )
     svc = generation_service()
     if prepared.replay:
         return SendOutcome(

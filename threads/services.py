@@ -7,6 +7,7 @@ clients never see a row that was rolled back.
 from __future__ import annotations
 
 import datetime
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,11 +94,13 @@ def send_prepare(
     req: SendRequest,
     parent_id: int | None,
     coalesce_key: str | None = None,
-    reuse_s: float = 0.0,
+    reuse: tuple[float, float] = (0.0, 0.0),
 ) -> PreparedSend:
     """Write the user message and the `streaming` assistant message of a send, or find them if the
-    request_id was already used in this thread, or if another process already wrote this burst's pair
-    (same `coalesce_key`, younger than `reuse_s`): a replay. `parent_id` is the message being answered."""
+    request_id was already used in this thread, or if this burst's pair already exists (same
+    `coalesce_key`; still streaming, or finished within `reuse` = (result TTL, error TTL) seconds): a
+    replay. The unique (thread, coalesce_key) constraint makes a second pair for one burst impossible,
+    even when two processes race past the coalescer. `parent_id` is the message being answered."""
     thread = Thread.objects.filter(pk=thread_id).first()
     if thread is None:
         raise NotFound()
@@ -106,6 +109,10 @@ def send_prepare(
         return found
     if parent_id is not None and not Message.objects.filter(pk=parent_id, thread_id=thread_id).exists():
         raise InvalidInput("invalid_parent_id", "'parent_id' is not a message of this thread.")
+    if coalesce_key is not None:
+        found = _existing_burst(thread=thread, coalesce_key=coalesce_key, reuse=reuse)
+        if found is not None:
+            return found
     try:
         with transaction.atomic():
             user_msg = Message.objects.create(
@@ -114,6 +121,7 @@ def send_prepare(
                 content=req.content,
                 request_id=req.request_id,
                 parent_id=parent_id,
+                coalesce_key=coalesce_key,
             )
             assistant = Message.objects.create(
                 thread=thread,
@@ -131,7 +139,7 @@ def send_prepare(
         # the unique constraint: replay its rows.
         found = _existing(thread=thread, request_id=req.request_id)
         if found is None and coalesce_key is not None:
-            found = _existing_burst(thread=thread, coalesce_key=coalesce_key, reuse_s=float("inf"))
+            found = _existing_burst(thread=thread, coalesce_key=coalesce_key, reuse=(math.inf, math.inf))
         if found is None:
             raise
         return found
@@ -146,15 +154,17 @@ def send_prepare(
     )
 
 
-def _existing_burst(*, thread: Thread, coalesce_key: str, reuse_s: float) -> PreparedSend | None:
-    """The pair already written for this burst key, if recent enough to reuse. An older one is a
-    previous, finished burst of the same words: its key is released so this send can take it."""
+def _existing_burst(*, thread: Thread, coalesce_key: str, reuse: tuple[float, float]) -> PreparedSend | None:
+    """The pair already written for this burst key, if recent enough to reuse (a success for the
+    result TTL, a failure for the error TTL). An older one is a previous, finished burst of the same
+    words: its key is released so this send can take it."""
     user_msg = Message.objects.filter(thread=thread, coalesce_key=coalesce_key).first()
     if user_msg is None:
         return None
     reply = Message.objects.filter(parent=user_msg, role=Message.Role.ASSISTANT).first()
     age = (timezone.now() - (reply.updated_at if reply else user_msg.created_at)).total_seconds()
-    if reply is not None and (reply.status == Message.Status.STREAMING or age <= reuse_s):
+    window = reuse[0] if reply is not None and reply.status == Message.Status.COMPLETE else reuse[1]
+    if reply is not None and (reply.status == Message.Status.STREAMING or age <= window):
         return _existing(thread=thread, request_id=user_msg.request_id)
     Message.objects.filter(pk=user_msg.pk).update(coalesce_key=None)
     return None

@@ -1,0 +1,60 @@
+"""services.send_prepare: one pair per request and one pair per burst, enforced by the database."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from threads import services
+from threads.models import Message, Thread
+from threads.validation import parse_send
+
+pytestmark = [pytest.mark.django_db, pytest.mark.both]
+
+KEY = "coal:" + "a" * 40
+
+
+@pytest.fixture
+def thread(user: Any) -> Thread:
+    return Thread.objects.create(owner=user, provider="demo", model="demo-1")
+
+
+def _send(thread: Thread, rid: str, *, key: str | None = KEY, reuse: tuple[float, float] = (30, 2)) -> Any:
+    req = parse_send({"content": "same words", "request_id": rid}, max_chars=1000)
+    return services.send_prepare(thread_id=thread.pk, req=req, parent_id=None, coalesce_key=key, reuse=reuse)
+
+
+def test_second_send_of_a_burst_replays_the_first_pair(thread: Thread) -> None:
+    first = _send(thread, "r1")
+    second = _send(thread, "r2")
+    assert not first.replay and second.replay
+    assert second.request_id == "r1" and second.assistant_message["id"] == first.assistant_message["id"]
+    assert Message.objects.count() == 2
+
+
+def test_a_failed_pair_is_reused_only_within_the_error_ttl(thread: Thread) -> None:
+    first = _send(thread, "r1")
+    services.message_finalize(message_id=first.assistant_message["id"], status="error", content="")
+    assert _send(thread, "r2", reuse=(30, 60)).replay
+    fresh = _send(thread, "r3", reuse=(30, 0))
+    assert not fresh.replay and fresh.request_id == "r3"
+    assert list(Message.objects.filter(coalesce_key=KEY).values_list("request_id", flat=True)) == ["r3"]
+
+
+def test_a_completed_pair_older_than_the_result_ttl_releases_its_key(thread: Thread) -> None:
+    first = _send(thread, "r1")
+    services.message_finalize(message_id=first.assistant_message["id"], status="complete", content="x")
+    Message.objects.filter(pk=first.assistant_message["id"]).update(
+        updated_at=timezone.now() - datetime.timedelta(seconds=31)
+    )
+    assert not _send(thread, "r2").replay
+    assert Message.objects.filter(role="user").count() == 2
+
+
+def test_sends_without_a_key_never_merge(thread: Thread) -> None:
+    _send(thread, "r1", key=None)
+    assert not _send(thread, "r2", key=None).replay
+    assert Message.objects.count() == 4

@@ -360,6 +360,15 @@ class GenerationService:
             )
         await self._control_ready.wait()
 
+    async def _sweep_stale(self) -> None:
+        while True:
+            try:
+                if swept := await _sweep_once():
+                    log.warning("marked %d abandoned streaming message(s) as errors", swept)
+            except Exception:  # the database may be briefly away; the next sweep retries
+                log.warning("stale-message sweep failed", exc_info=True)
+            await asyncio.sleep(SWEEP_EVERY_S)
+
     async def _control_loop(self) -> None:
         # Default prefix on purpose: channels_redis keeps one Redis inbox per (prefix, process) and
         # only the receiver holding its receive lock pops it, so a channel with its own prefix that
@@ -367,15 +376,28 @@ class GenerationService:
         channel = await self.layer.new_channel()
         await self.layer.group_add(groups.CONTROL_GROUP, channel)
         self._control_ready.set()
+        sweeper = asyncio.create_task(self._sweep_stale(), name="generation-sweeper")
         try:
             while True:
                 msg = await self.layer.receive(channel)
                 if msg.get("type") == groups.CONTROL_CANCEL:
                     self.cancel_local(str(msg.get("request_id", "")))
         finally:
+            sweeper.cancel()
             # Runs on loop shutdown (CancelledError): leave the group so senders stop queueing for us.
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.layer.group_discard(groups.CONTROL_GROUP, channel))
+
+
+# No generation outlives the provider's total timeout, so a message still `streaming` well after it
+# lost its generator (a process killed without Redis to notice): it is failed, never left spinning.
+STALE_AFTER_MARGIN_S = 60.0
+SWEEP_EVERY_S = 60.0
+
+
+async def _sweep_once() -> int:
+    older_than = settings.PROVIDER_TIMEOUTS["total"] + STALE_AFTER_MARGIN_S
+    return int(await db_async(services.messages_fail_stale)(older_than_s=older_than))
 
 
 _services: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GenerationService] = (

@@ -58,3 +58,14 @@ def test_sends_without_a_key_never_merge(thread: Thread) -> None:
     _send(thread, "r1", key=None)
     assert not _send(thread, "r2", key=None).replay
     assert Message.objects.count() == 4
+
+
+def test_abandoned_streaming_messages_are_failed(thread: Thread) -> None:
+    old, fresh = _send(thread, "old", key=None), _send(thread, "new", key=None)
+    Message.objects.filter(pk=old.assistant_message["id"]).update(
+        updated_at=timezone.now() - datetime.timedelta(seconds=700)
+    )
+    assert services.messages_fail_stale(older_than_s=660) == 1
+    lost = Message.objects.get(pk=old.assistant_message["id"])
+    assert (lost.status, lost.error_code) == ("error", "generation_lost")
+    assert Message.objects.get(pk=fresh.assistant_message["id"]).status == "streaming"

@@ -98,19 +98,10 @@ async def _sse_stream(request: HttpRequest, thread: Any, req: Any) -> AsyncItera
         except InvalidInput as exc:
             yield sse(events.socket_error(exc.code, exc.message))
             return
-        if outcome.generation is None:  # replayed request: its result, however it ended
-            final = await chat.wait_terminal(outcome, thread_id=thread.pk)
-            metrics.request(events.request_outcome(final))
-            yield sse(final)
-            return
-        while True:
-            event = (await layer.receive(channel)).get("event") or {}
-            if event.get("request_id") != outcome.request_id:
-                continue
+        async for event in chat.stream_events(outcome, thread_id=thread.pk, channel=channel):
             yield sse(event)
             if event.get("type") in events.TERMINAL_EVENTS:
                 metrics.request(events.request_outcome(event))
-                return
     finally:
         metrics.stream_subscriptions.dec()
         await layer.group_discard(group, channel)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import weakref
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -276,6 +277,51 @@ async def _check_leader(outcome: SendOutcome) -> dict[str, Any] | None:
     )
     await generation_service().broadcast(lost["thread_id"], event)
     return event
+
+
+async def stream_events(
+    outcome: SendOutcome, *, thread_id: int, channel: str
+) -> AsyncIterator[dict[str, Any]]:
+    """The events of one send for a subscriber whose `channel` joined the thread's group before the
+    send: a follower first gets `message.start` and the text so far (as one delta at the current seq),
+    then every later delta, then the terminal event. Watches the leader's lease like `wait_terminal`."""
+    layer = generation_service().layer
+    seen = 0
+    if outcome.coalesced == "follower":
+        yield events.message_start(
+            request_id=outcome.request_id,
+            user_message=outcome.user_message,
+            message_id=outcome.assistant_message["id"],
+        )
+        entries = await generation_service().in_flight(thread_id)
+        entry = next((e for e in entries if e["request_id"] == outcome.request_id), None)
+        if entry is not None and entry["seq"]:
+            seen = entry["seq"]
+            yield events.message_delta(
+                request_id=outcome.request_id, message_id=entry["message_id"], seq=seen, text=entry["text"]
+            )
+        final = await terminal_now(outcome)
+        if final is not None:
+            yield final
+            return
+    while True:
+        try:
+            async with asyncio.timeout(LEASE_S / 2):
+                msg = await layer.receive(channel)
+        except TimeoutError:
+            final = await _check_leader(outcome) if outcome.generation is None else None
+            if final is not None:
+                yield final
+                return
+            continue
+        event = msg.get("event") or {}
+        if event.get("request_id") != outcome.request_id:
+            continue
+        if event.get("type") == "message.delta" and event["seq"] <= seen:
+            continue  # already in the catch-up delta
+        yield event
+        if event.get("type") in events.TERMINAL_EVENTS:
+            return
 
 
 async def terminal_now(outcome: SendOutcome) -> dict[str, Any] | None:

@@ -143,3 +143,34 @@ async def test_never_across_users(api: AsyncClient, fake: FakeProviderServer, ot
     assert a.json()["assistant_message"]["thread_id"] == mine
     assert b.json()["assistant_message"]["thread_id"] == theirs
     assert fake.stats.calls == 2
+
+
+async def test_a_late_follower_stream_gets_the_text_so_far_then_the_rest(
+    fake: FakeProviderServer, user: Any
+) -> None:
+    """What an SSE follower is sent (threads.chat.stream_events), driven without an HTTP client."""
+    from threads import chat, groups
+    from threads.generation import generation_service
+    from threads.models import Thread
+    from threads.validation import parse_send
+
+    fake.configure(ttft_ms=0, tps=100, tokens=100)
+    thread = await sync_to_async(Thread.objects.create)(owner=user, provider="openai", model="fake-model")
+    body = {"content": "stream to a late follower"}
+    layer = generation_service().layer
+    channel = await layer.new_channel()
+    await layer.group_add(groups.thread_group(thread.pk), channel)
+    leader = await chat.send(user=user, thread=thread, req=parse_send(body, max_chars=100))
+    assert leader.generation is not None
+    async with asyncio.timeout(5):  # the leader has streamed two deltas (this subscriber saw them go)
+        while (await layer.receive(channel))["event"].get("seq", 0) < 2:
+            pass
+    follower = await chat.send(user=user, thread=thread, req=parse_send(body, max_chars=100))
+    assert follower.coalesced == "follower"
+    evs = [e async for e in chat.stream_events(follower, thread_id=thread.pk, channel=channel)]
+    assert evs[0]["type"] == "message.start" and evs[-1]["type"] == "message.done"
+    deltas = [e for e in evs if e["type"] == "message.delta"]
+    seqs = [d["seq"] for d in deltas]
+    assert seqs[0] >= 2 and seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # catch-up, then contiguous
+    assert "".join(d["text"] for d in deltas) == evs[-1]["message"]["content"]
+    assert fake.stats.calls == 1

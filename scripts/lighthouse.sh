@@ -104,11 +104,21 @@ audit() {
   local name="$1" path="$2"; shift 2
   local reports=() i
   for ((i = 1; i <= LH_RUNS; i++)); do
-    local out="$REPORT_DIR/$name-$i.json"
-    if ! timeout -s INT -k 15 "$LH_TIMEOUT" "$LIGHTHOUSE" "$BASE$path" --port="$CDP_PORT" \
-      --form-factor=mobile --only-categories=performance,accessibility,best-practices,seo \
-      --output=json --output-path="$out" --no-enable-error-reporting --quiet "$@" >"$WORK/lh.log" 2>&1; then
-      tail -n 20 "$WORK/lh.log" >&2
+    local out="$REPORT_DIR/$name-$i.json" attempt ok=0
+    # Lighthouse itself sometimes fails to record a trace ("NO_NAVSTART ... Please run Lighthouse
+    # again"): such a run is retried, up to twice. Low scores are never retried: the median judges them.
+    for attempt in 1 2 3; do
+      if timeout -s INT -k 15 "$LH_TIMEOUT" "$LIGHTHOUSE" "$BASE$path" --port="$CDP_PORT" \
+        --form-factor=mobile --only-categories=performance,accessibility,best-practices,seo \
+        --output=json --output-path="$out" --no-enable-error-reporting --quiet "$@" >"$WORK/lh.log" 2>&1 \
+        && node -e 'process.exit(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).runtimeError ? 1 : 0)' "$out"; then
+        ok=1
+        break
+      fi
+      tail -n 5 "$WORK/lh.log" >&2
+      echo "$name: Lighthouse run $i, attempt $attempt failed; trying again" >&2
+    done
+    if [[ $ok != 1 ]]; then
       echo "$name: Lighthouse failed (run $i)" >&2
       FAILED=1
       return

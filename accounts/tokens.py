@@ -5,9 +5,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
+from django.contrib.auth.models import AbstractBaseUser, User
 from django.db import transaction
 
 from accounts.models import ApiToken
@@ -51,9 +50,6 @@ def user_for_token(raw: str) -> AbstractBaseUser | None:
     return token.user if token else None
 
 
-auser_for_token = sync_to_async(user_for_token)
-
-
 def bearer_from_header(value: str | bytes | None) -> str | None:
     """The token of an `Authorization: Bearer <token>` header value, else None."""
     if not value:
@@ -64,6 +60,3 @@ def bearer_from_header(value: str | bytes | None) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()
-
-
-ANONYMOUS = AnonymousUser()

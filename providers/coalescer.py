@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 from django.conf import settings
 
+from providers._coalesce_math import retention_s
+
 Info = dict[str, Any]
 ALIAS_TTL_S = 24 * 3600  # request_id idempotency window (Stripe keeps keys 24 h)
 LEASE_S = 5.0  # a dead leader is noticed within about this long
@@ -35,6 +37,12 @@ class CoalesceFailed(Exception):
     def __init__(self, error: dict[str, Any]) -> None:
         super().__init__(error.get("message", "the identical request failed"))
         self.error = error
+
+
+def _retention(ok: bool) -> float:
+    return retention_s(
+        ok=ok, result_ttl_s=settings.COALESCE_RESULT_TTL_S, error_ttl_s=settings.COALESCE_ERROR_TTL_S
+    )
 
 
 @dataclass(slots=True)
@@ -84,8 +92,7 @@ class InProcessCoalescer:
     async def finish(self, key: str, *, ok: bool) -> None:
         entry = self._entries.get(key)
         if entry is not None:
-            ttl = settings.COALESCE_RESULT_TTL_S if ok else settings.COALESCE_ERROR_TTL_S
-            entry.expires = self.clock() + ttl
+            entry.expires = self.clock() + _retention(ok)
 
     async def wait_info(self, key: str) -> Info:
         entry = self._entries.get(key)
@@ -159,8 +166,7 @@ class RedisCoalescer:
             return
         value = json.loads(raw)
         value["state"] = "done"
-        ttl = settings.COALESCE_RESULT_TTL_S if ok else settings.COALESCE_ERROR_TTL_S
-        await self._redis.set(self._k(key), json.dumps(value), px=max(1, int(ttl * 1000)))
+        await self._redis.set(self._k(key), json.dumps(value), px=max(1, int(_retention(ok) * 1000)))
 
     async def wait_info(self, key: str) -> Info:
         # The leader publishes a few milliseconds after it claims (one transaction): poll briefly.

@@ -47,13 +47,9 @@ def thread_detail(*, thread: Thread) -> dict[str, Any]:
     return {**events.thread_data(thread), "messages": message_list(thread_id=thread.pk)}
 
 
-def thread_head_id(*, thread_id: int) -> int | None:
-    return Message.objects.filter(thread_id=thread_id).order_by("-id").values_list("id", flat=True).first()
-
-
 def assistant_for_request(*, user: AbstractBaseUser, request_id: str) -> Message | None:
     """The assistant message of a send, if `user` may act on it."""
-    qs = Message.objects.select_related("thread").filter(request_id=request_id, role=Message.Role.ASSISTANT)
+    qs = Message.objects.filter(request_id=request_id, role=Message.Role.ASSISTANT)
     if not getattr(user, "is_staff", False):
         qs = qs.filter(thread__owner_id=user.pk)
     return qs.order_by("-id").first()

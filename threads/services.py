@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from threads import events
+from threads import events, selectors
 from threads.models import Message, Thread
 from threads.validation import InvalidInput, SendRequest, ThreadCreate
 
@@ -206,22 +206,16 @@ def message_finalize(
 def message_cancel(*, user: AbstractBaseUser, request_id: str) -> dict[str, Any]:
     """Mark the streaming assistant message of `request_id` cancelled (compare-and-set, so a cancel that
     races completion loses cleanly). Raises NotFound or Conflict (already finished)."""
-    qs = Message.objects.filter(request_id=request_id, role=Message.Role.ASSISTANT)
-    if not getattr(user, "is_staff", False):
-        qs = qs.filter(thread__owner_id=user.pk)
-    msg = qs.order_by("-id").first()
+    msg = selectors.assistant_for_request(user=user, request_id=request_id)
     if msg is None:
         raise NotFound()
-    updated = Message.objects.filter(pk=msg.pk, status=Message.Status.STREAMING).update(
-        status=Message.Status.CANCELLED, finish_reason="cancelled", updated_at=timezone.now()
-    )
-    if not updated:
+    if not message_cancel_by_id(message_id=msg.pk):
         raise Conflict(msg.status)
     return events.message_data(Message.objects.get(pk=msg.pk))
 
 
 def message_cancel_by_id(*, message_id: int) -> bool:
-    """Compare-and-set streaming -> cancelled for a message this process generates."""
+    """Compare-and-set streaming -> cancelled; False when the message had already finished."""
     return bool(
         Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
             status=Message.Status.CANCELLED, finish_reason="cancelled", updated_at=timezone.now()

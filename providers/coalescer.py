@@ -19,11 +19,15 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from django.conf import settings
 
 from providers._coalesce_math import retention_s
+from providers._redis import redis_for_loop
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 Info = dict[str, Any]
 ALIAS_TTL_S = 24 * 3600  # request_id idempotency window (Stripe keeps keys 24 h)
@@ -127,12 +131,8 @@ class RedisCoalescer:
 
     POLL_S = 0.005
 
-    def __init__(self, url: str, prefix: str = "chatapp") -> None:
-        import redis.asyncio as redis
-
-        # A blocking pool: under a burst, callers wait for a connection instead of failing.
-        self._pool = redis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=10)
-        self._redis = redis.Redis(connection_pool=self._pool)
+    def __init__(self, client: Redis, prefix: str = "chatapp") -> None:
+        self._redis = client
         self._prefix = prefix
 
     def _k(self, key: str) -> str:
@@ -197,10 +197,6 @@ class RedisCoalescer:
     async def alias_set(self, alias: str, fingerprint: str, info: Info) -> None:
         await self._redis.set(self._k(alias), json.dumps({"fp": fingerprint, "info": info}), ex=ALIAS_TTL_S)
 
-    async def aclose(self) -> None:
-        await self._redis.aclose()
-        await self._pool.disconnect()  # a pool passed in explicitly is not closed by the client
-
 
 Coalescer = InProcessCoalescer | RedisCoalescer
 _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Coalescer] = weakref.WeakKeyDictionary()
@@ -212,12 +208,11 @@ def coalescer() -> Coalescer:
     found = _per_loop.get(loop)
     if found is None:
         prefix = f"{settings.REDIS_KEY_PREFIX}:co"
-        found = RedisCoalescer(settings.REDIS_URL, prefix) if settings.REDIS_URL else InProcessCoalescer()
+        found = RedisCoalescer(redis_for_loop(), prefix) if settings.REDIS_URL else InProcessCoalescer()
         _per_loop[loop] = found
     return found
 
 
-async def close_coalescer() -> None:
-    found = _per_loop.pop(asyncio.get_running_loop(), None)
-    if isinstance(found, RedisCoalescer):
-        await found.aclose()
+def close_coalescer() -> None:
+    """Forget the running loop's coalescer (its Redis client is closed by `close_redis`)."""
+    _per_loop.pop(asyncio.get_running_loop(), None)

@@ -70,13 +70,15 @@ async def _fresh_layer_and_services() -> AsyncIterator[None]:
     if svc is not None:
         await svc.aclose()
     await close_providers()
+    from providers._redis import close_redis
     from providers.coalescer import close_coalescer
     from providers.pacer import close_pacer
-    from threads.streamstate import close_stream_state
+    from threads.streamstate import forget_stream_state
 
-    await close_coalescer()
+    close_coalescer()
+    forget_stream_state()
     await close_pacer()
-    await close_stream_state()
+    await close_redis()
     for layer in channel_layers.backends.values():
         flush = getattr(layer, "flush", None)
         if flush is not None:

@@ -12,6 +12,9 @@ import weakref
 from typing import Any
 
 from django.conf import settings
+from redis.asyncio import Redis
+
+from providers._redis import redis_for_loop
 
 # An entry outlives a crashed leader by at most this long; the message itself is then failed by the
 # coalescer's lease watchdog or the stale-message sweep.
@@ -19,11 +22,8 @@ ENTRY_TTL_S = 3600
 
 
 class RedisStreamState:
-    def __init__(self, url: str, prefix: str) -> None:
-        import redis.asyncio as redis
-
-        self._pool = redis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=10)
-        self._redis = redis.Redis(connection_pool=self._pool, decode_responses=False)
+    def __init__(self, client: Redis, prefix: str) -> None:
+        self._redis = client
         self._prefix = prefix
 
     def _keys(self, request_id: str, thread_id: int) -> tuple[str, str, str]:
@@ -72,10 +72,6 @@ class RedisStreamState:
             )
         return out
 
-    async def aclose(self) -> None:
-        await self._redis.aclose()
-        await self._pool.disconnect()
-
 
 _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RedisStreamState] = (
     weakref.WeakKeyDictionary()
@@ -89,11 +85,10 @@ def stream_state() -> RedisStreamState | None:
     loop = asyncio.get_running_loop()
     found = _per_loop.get(loop)
     if found is None:
-        found = _per_loop[loop] = RedisStreamState(settings.REDIS_URL, settings.REDIS_KEY_PREFIX)
+        found = _per_loop[loop] = RedisStreamState(redis_for_loop(), settings.REDIS_KEY_PREFIX)
     return found
 
 
-async def close_stream_state() -> None:
-    found = _per_loop.pop(asyncio.get_running_loop(), None)
-    if found is not None:
-        await found.aclose()
+def forget_stream_state() -> None:
+    """Forget the running loop's state object (its Redis client is closed by `close_redis`)."""
+    _per_loop.pop(asyncio.get_running_loop(), None)

@@ -1,0 +1,37 @@
+"""One Redis client per event loop for the app's own keys (coalescer, resume state).
+
+redis-py's asyncio connections belong to the loop that opened them, so the client is per loop, made on
+first use and closed with `close_redis()` (tests close it after each test's loop). The pool blocks
+rather than raises when every connection is busy: under a burst, callers wait their turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+
+import redis.asyncio as redis
+from django.conf import settings
+
+MAX_CONNECTIONS = 64
+POOL_TIMEOUT_S = 10.0
+
+_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.Redis] = weakref.WeakKeyDictionary()
+
+
+def redis_for_loop() -> redis.Redis:
+    """The running loop's client for settings.REDIS_URL (callers check REDIS_URL is set)."""
+    loop = asyncio.get_running_loop()
+    client = _per_loop.get(loop)
+    if client is None:
+        pool = redis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT_S
+        )
+        client = _per_loop[loop] = redis.Redis.from_pool(pool)  # the client owns (and closes) the pool
+    return client
+
+
+async def close_redis() -> None:
+    client = _per_loop.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose()

@@ -238,17 +238,11 @@ async def wait_terminal(outcome: SendOutcome, *, thread_id: int) -> dict[str, An
     channel = await layer.new_channel()
     await layer.group_add(group, channel)
     try:
-        final = await _terminal_from_db(outcome.assistant_message["id"], outcome.request_id)
-        while final is None:
-            try:
-                async with asyncio.timeout(LEASE_S / 2):
-                    msg = await layer.receive(channel)
-            except TimeoutError:
-                final = await _check_leader(outcome)
-                continue
-            event = msg.get("event") or {}
-            if event.get("request_id") == outcome.request_id and event.get("type") in events.TERMINAL_EVENTS:
-                final = dict(event)
+        final = await terminal_now(outcome)
+        if final is None:
+            async for event in _live_events(outcome, channel):
+                final = event  # the last one is the terminal event
+        assert final is not None
         return final
     finally:
         await layer.group_discard(group, channel)
@@ -285,7 +279,6 @@ async def stream_events(
     """The events of one send for a subscriber whose `channel` joined the thread's group before the
     send: a follower first gets `message.start` and the text so far (as one delta at the current seq),
     then every later delta, then the terminal event. Watches the leader's lease like `wait_terminal`."""
-    layer = generation_service().layer
     seen = 0
     if outcome.coalesced == "follower":
         yield events.message_start(
@@ -304,6 +297,15 @@ async def stream_events(
         if final is not None:
             yield final
             return
+    async for event in _live_events(outcome, channel, seen=seen):
+        yield event
+
+
+async def _live_events(outcome: SendOutcome, channel: str, *, seen: int = 0) -> AsyncIterator[dict[str, Any]]:
+    """This send's events arriving on `channel` (already in the thread's group), deltas after `seen`,
+    up to and including its terminal event. While the generation runs in another process, the
+    leader's lease is checked whenever the stream is quiet."""
+    layer = generation_service().layer
     while True:
         try:
             async with asyncio.timeout(LEASE_S / 2):

@@ -21,7 +21,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,12 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin" if (ROOT / ".venv" / "bin" / "daphne").exists() else Path(sys.executable).parent
+
+# Runnable as `python -m benchmarks.NAME` or as a script: the project root must be importable.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from benchmarks._common import free_port, healthy, pct, process_cpu_seconds  # noqa: E402
+
 CONTENT = "Summarise the plot of Hamlet in three sentences."
 # PACER_OPENAI_RPS=0: unlimited, so the pacer does not interfere; the prefix keeps off others' Redis keys.
 APP_ENV = """DEBUG=true OPENAI_API_KEY=sk-bench OPENAI_MODEL=fake-model DEFAULT_PROVIDER=openai
@@ -52,19 +57,6 @@ class Sample:
     status: int  # 0: transport error
     role: str  # leader | follower | bypass | "" (error)
     timings: dict[str, Any]  # the server's, of the Generation the request waited on in its process
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _direct_one(client: httpx.AsyncClient, url: str, content: str, stream: bool = True) -> float:
@@ -91,13 +83,6 @@ async def direct_burst(base: str, n: int, stream: bool) -> list[float]:
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=n + 10), timeout=120) as client:
         tasks = (_direct_one(client, f"{base}/chat/completions", f"burst {i}", stream) for i in range(n))
         return list(await asyncio.gather(*tasks))
-
-
-def healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 class App:
@@ -191,13 +176,8 @@ async def sequential_sends(urls: list[str], token: str, label: str, k: int) -> l
 
 def cpu_seconds(pids: list[int]) -> tuple[float, float]:
     """CPU time (user + system) used so far by this process and by the app processes."""
-    tick = os.sysconf("SC_CLK_TCK")
-    app = 0.0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        app += (int(fields[11]) + int(fields[12])) / tick
     t = os.times()
-    return t.user + t.system, app
+    return t.user + t.system, process_cpu_seconds(pids)
 
 
 async def burst(

@@ -52,7 +52,6 @@ import resource
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -72,6 +71,12 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin" if (ROOT / ".venv" / "bin" / "daphne").exists() else Path(sys.executable).parent
+
+# Runnable as `python -m benchmarks.NAME` or as a script: the project root must be importable.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from benchmarks._common import free_port, healthy, pct, process_cpu_seconds  # noqa: E402
+
 PREFIX = "fanbench"
 METRICS_TOKEN = "fanbench-metrics"
 TERMINAL = ("message.done", "message.cancelled", "message.error")
@@ -79,32 +84,6 @@ TERMINAL_MARKS = tuple(f'"type":"{t}"'.encode() for t in TERMINAL)
 TARGET_LAG_P99_MS = 250.0
 TARGET_TTFT_P95_MS = 20.0
 TARGET_CANCEL_P95_MS = 50.0
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime so far of the processes `pids`."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
 
 
 def raise_nofile() -> None:
@@ -327,7 +306,7 @@ class App:
             self.procs.append((proc, f"http://127.0.0.1:{port}"))
         deadline = time.monotonic() + 60
         for proc, url in self.procs:
-            while not _healthy(url):
+            while not healthy(url):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"daphne at {url} did not come up:\n{self.logs()}")
                 time.sleep(0.2)
@@ -357,13 +336,6 @@ class App:
                 proc.kill()
                 proc.wait(5)
         self.procs = []
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _new_thread(url: str, token: str) -> int:
@@ -414,7 +386,7 @@ def fanout_run(
         for s in range(opts.sends):
             pool.call_all("mark")
             rid = f"fan-{k}-{s}-{uuid.uuid4().hex[:8]}"
-            cpu0, wcpu0 = cpu_seconds(app.pids), cpu_seconds(pool.pids)
+            cpu0, wcpu0 = process_cpu_seconds(app.pids), process_cpu_seconds(pool.pids)
             t_send = time.monotonic()
             resp = httpx.post(
                 f"{urls[0]}/api/threads/{thread_id}/messages",
@@ -423,7 +395,7 @@ def fanout_run(
                 timeout=300,
             )
             reports = pool.call_all("report", (rid, 120.0))
-            cpu1, wcpu1 = cpu_seconds(app.pids), cpu_seconds(pool.pids)
+            cpu1, wcpu1 = process_cpu_seconds(app.pids), process_cpu_seconds(pool.pids)
             call_at = _last_call_time(fake)
             sends.append(_send_figures(reports, resp, t_send, call_at, cpu1 - cpu0, wcpu1 - wcpu0, k, opts))
         pool.call_all("close")

@@ -7,6 +7,14 @@ PORT ?= 8000
 # Twisted's default listen backlog is 50: a burst of connections would overflow it (1 s SYN retransmits).
 BACKLOG ?= 1024
 PYTEST_ARGS ?=
+ARGS ?=
+# DEBUG is off by default (chatapp/settings.py); `make run` is the development server, so it turns it on.
+# `DEBUG=false SECRET_KEY=... make run` serves with production settings.
+DEBUG ?= true
+# daphne's own cap on an incoming WebSocket message and frame (bytes): past it the connection is dropped
+# (close 1009). The app answers smaller frames over MAX_WS_FRAME_BYTES (512 KiB) with a readable error;
+# tests/servers.py passes the same value (tests/chatapp/test_limits_docs.py checks they agree).
+WS_MAX_BYTES ?= 1048576
 # Every daphne process of one deployment writes its metrics here; /metrics and /api/metrics merge them.
 PROMETHEUS_MULTIPROC_DIR ?= $(CURDIR)/.run/prometheus
 
@@ -28,12 +36,12 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 migrate: install
-	$(BIN)/python manage.py migrate --noinput
+	DEBUG=$(DEBUG) $(BIN)/python manage.py migrate --noinput
 
 run: migrate
 	@echo "chatapp on http://$(HOST):$(PORT)/  (sign up at /accounts/signup/)"
 	rm -rf "$(PROMETHEUS_MULTIPROC_DIR)" && mkdir -p "$(PROMETHEUS_MULTIPROC_DIR)"
-	PROMETHEUS_MULTIPROC_DIR="$(PROMETHEUS_MULTIPROC_DIR)" $(BIN)/daphne -e tcp:port=$(PORT):interface=$(HOST):backlog=$(BACKLOG) chatapp.asgi:application
+	DEBUG=$(DEBUG) PROMETHEUS_MULTIPROC_DIR="$(PROMETHEUS_MULTIPROC_DIR)" $(BIN)/daphne -e tcp:port=$(PORT):interface=$(HOST):backlog=$(BACKLOG) --websocket-max-message-size $(WS_MAX_BYTES) --websocket-max-frame-size $(WS_MAX_BYTES) chatapp.asgi:application
 
 lint: install-dev
 	$(BIN)/ruff check .
@@ -47,8 +55,10 @@ test: lint
 	env -u DATABASE_URL -u REDIS_URL $(BIN)/pytest -m "not services" $(PYTEST_ARGS)
 	$(BIN)/pytest -m "services or both" $(PYTEST_ARGS)
 
+# The requirement table, measured (benchmarks/run.py): fake provider, PostgreSQL + Redis (db 8), two daphne
+# processes; `make bench ARGS=--quick` is the smoke run CI does. Writes bench-results/*.json.
 bench: install-dev
-	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.run $(ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .ruff_cache

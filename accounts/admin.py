@@ -4,10 +4,9 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.http import HttpRequest
-from django.utils import timezone
 
 from accounts.models import ApiToken
-from accounts.tokens import token_generate, token_hash
+from accounts.tokens import api_token_revoke, token_generate, token_hash
 
 
 @admin.register(ApiToken)
@@ -28,5 +27,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request: HttpRequest, queryset: Any) -> None:
-        n = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        # Row by row through the service, not queryset.update(): saving each one drops it from the
+        # token cache and closes its WebSockets (accounts/signals.py).
+        n = api_token_revoke(tokens=queryset)
         messages.info(request, f"Revoked {n} token(s).")

@@ -14,9 +14,21 @@ from accounts.tokens import bearer_from_header, token_hash, user_for_token
 from threads.dbasync import db_async
 from threads.ttlcache import TTLCache
 
-# A revoked token keeps working for at most this long in each process (it is looked up once per TTL).
+# Each process caches token -> user for this long (a burst of sends would otherwise repeat the same
+# query hundreds of times). Revoking or deleting a token, or deactivating or deleting its user, drops
+# the entries of the process that did it at once (accounts/signals.py); any other server process keeps
+# answering from its cache for at most this long.
 TOKEN_CACHE_TTL_S = 5.0
 _token_users: TTLCache[AbstractBaseUser | None] = TTLCache(TOKEN_CACHE_TTL_S)
+
+
+def forget_token(key_hash: str) -> None:
+    """Drop one token from this process's cache: its next use is looked up again."""
+    _token_users.discard(key_hash)
+
+
+def forget_all_tokens() -> None:
+    _token_users.clear()
 
 
 async def token_user(raw: str) -> AbstractBaseUser | None:
@@ -42,7 +54,13 @@ class BearerTokenMiddleware(BaseMiddleware):
         raw = bearer_from_header(headers.get(b"authorization"))
         if raw is not None:
             user = await token_user(raw)
-            scope = {**scope, "user": user or AnonymousUser(), "auth_method": "token"}
+            scope = {
+                **scope,
+                "user": user or AnonymousUser(),
+                "auth_method": "token",
+                # Revoking this token closes the sockets that carry its hash (threads/consumers.py).
+                "token_hash": token_hash(raw),
+            }
         return await super().__call__(scope, receive, send)
 
 

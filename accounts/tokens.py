@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, User
 from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
 
 from accounts.models import ApiToken
 
@@ -39,15 +42,34 @@ def api_token_create_for_username(*, username: str, name: str = "") -> str:
 
 
 def user_for_token(raw: str) -> AbstractBaseUser | None:
-    """The active user owning the raw token, or None."""
+    """The active user owning the raw token, or None.
+
+    The secret is never compared: the row is found by the SHA-256 of the presented token (an index
+    lookup, which leaks nothing useful about the secret through timing), then the stored hash is
+    compared with `hmac.compare_digest`, which takes the same time wherever the strings differ."""
     if not raw.startswith(TOKEN_PREFIX) or len(raw) > 200:
         return None
+    presented = token_hash(raw)
     token = (
         ApiToken.objects.select_related("user")
-        .filter(key_hash=token_hash(raw), revoked_at__isnull=True, user__is_active=True)
+        .filter(key_hash=presented, revoked_at__isnull=True, user__is_active=True)
         .first()
     )
-    return token.user if token else None
+    if token is None or not hmac.compare_digest(token.key_hash.encode(), presented.encode()):
+        return None
+    return token.user
+
+
+def api_token_revoke(*, tokens: QuerySet[ApiToken]) -> int:
+    """Revoke the tokens not yet revoked; returns how many. Each stops authenticating at once in this
+    process and within TOKEN_CACHE_TTL_S in the others, and its open WebSockets are closed
+    (accounts/signals.py)."""
+    with transaction.atomic():
+        rows = list(tokens.select_for_update().filter(revoked_at__isnull=True))
+        for token in rows:
+            token.revoked_at = timezone.now()
+            token.save(update_fields=["revoked_at"])  # post_save: the cache and the sockets (signals.py)
+    return len(rows)
 
 
 def bearer_from_header(value: str | bytes | None) -> str | None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import platform
 import socket
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -41,3 +43,26 @@ def healthy(url: str) -> bool:
         return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def machine() -> dict[str, Any]:
+    """What a result depends on besides the code: CPUs, Python, the load average when it started."""
+    cpu = ""
+    try:
+        cpu = next(
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if "model name" in ln
+            ),
+            "",
+        )
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "loadavg_start": os.getloadavg(),
+    }

@@ -19,35 +19,31 @@ import asyncio
 import json
 import os
 import platform
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import httpx
-
-if TYPE_CHECKING:
-    pass
+import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = ROOT / ".venv" / "bin" if (ROOT / ".venv" / "bin" / "daphne").exists() else Path(sys.executable).parent
 
 # Runnable as `python -m benchmarks.NAME` or as a script: the project root must be importable.
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from benchmarks._common import free_port, healthy, pct, process_cpu_seconds  # noqa: E402
+from benchmarks import loadgen  # noqa: E402
+from benchmarks._common import pct, process_cpu_seconds  # noqa: E402
+from benchmarks.deploy import Deployment, SubprocessFakeServer  # noqa: E402
 
 CONTENT = "Summarise the plot of Hamlet in three sentences."
-# PACER_OPENAI_RPS=0: unlimited, so the pacer does not interfere; the prefix keeps off others' Redis keys.
+# PACER_OPENAI_RPS=0: unlimited, so the pacer does not interfere; SEND_RATE_PER_MIN=0: no per-user send
+# budget (the flag-off burst is N generations of one user); the prefix keeps off others' Redis keys.
 APP_ENV = """DEBUG=true OPENAI_API_KEY=sk-bench OPENAI_MODEL=fake-model DEFAULT_PROVIDER=openai
-    PACER_OPENAI_RPS=0 LOG_LEVEL=WARNING CHANNEL_LAYER_PREFIX=bench"""
+    PACER_OPENAI_RPS=0 SEND_RATE_PER_MIN=0 LOG_LEVEL=WARNING CHANNEL_LAYER_PREFIX=bench"""
 
 
 @dataclass(slots=True)
@@ -59,111 +55,52 @@ class Sample:
     timings: dict[str, Any]  # the server's, of the Generation the request waited on in its process
 
 
-async def _direct_one(client: httpx.AsyncClient, url: str, content: str, stream: bool = True) -> float:
-    body = {"model": "fake-model", "stream": stream, "messages": [{"role": "user", "content": content}]}
-    t = time.monotonic()
-    async with client.stream("POST", url, json=body) as resp:
-        resp.raise_for_status()
-        async for _ in resp.aiter_raw():
-            pass
-    return time.monotonic() - t
-
-
 async def direct_single(base: str, k: int) -> list[float]:
     """K sequential streams straight to the provider: its own latency (the denominator)."""
-    async with httpx.AsyncClient(timeout=120) as client:
-        await _direct_one(client, f"{base}/chat/completions", "warm-up")
-        return [await _direct_one(client, f"{base}/chat/completions", f"direct {i}") for i in range(k)]
+    async with loadgen.session() as client:
+        await loadgen.stream_openai(client, base, "warm-up")
+        return [await loadgen.stream_openai(client, base, f"direct {i}") for i in range(k)]
 
 
 async def direct_burst(base: str, n: int, stream: bool) -> list[float]:
-    """N distinct requests at once straight to the provider, on fresh connections like the app burst.
-    Streams: the provider's own concurrency cost. Whole answers (one body after the same delay): the
-    floor of this harness (client and fake provider share this process) for N concurrent waits."""
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=n + 10), timeout=120) as client:
-        tasks = (_direct_one(client, f"{base}/chat/completions", f"burst {i}", stream) for i in range(n))
+    """N distinct requests at once straight to the provider, each on its own connection like the app
+    burst. Streams: the provider's own concurrency cost. Whole answers (one body after the same delay):
+    the floor of this client for N concurrent waits."""
+    async with loadgen.session() as client:
+        tasks = (loadgen.stream_openai(client, base, f"burst {i}", stream=stream) for i in range(n))
         return list(await asyncio.gather(*tasks))
 
 
-class App:
-    def __init__(self, opts: argparse.Namespace, fake_url: str, tmp: Path) -> None:
-        self.opts, self.tmp = opts, tmp
-        self.db_url = opts.database_url or f"sqlite:///{tmp / 'db.sqlite3'}"
-        self.base_env = {
-            k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "PROMETHEUS_MULTIPROC_DIR")
-        }
-        self.base_env |= dict(kv.split("=", 1) for kv in APP_ENV.split())
-        self.base_env |= {"DATABASE_URL": self.db_url, "OPENAI_BASE_URL": fake_url}
-        self.base_env["PACER_PROCESSES"] = str(opts.processes)
-        if opts.redis_url:
-            self.base_env |= {"REDIS_URL": opts.redis_url, "PROMETHEUS_MULTIPROC_DIR": str(tmp / "prom")}
-        self.procs: list[tuple[subprocess.Popen[bytes], str]] = []
-
-    def manage(self, *args: str) -> str:
-        cmd = [str(BIN / "python"), "manage.py", *args]
-        res = subprocess.run(cmd, cwd=ROOT, env=self.base_env, capture_output=True, text=True, timeout=120)
-        if res.returncode != 0:
-            raise RuntimeError(f"{' '.join(args)} failed:\n{res.stderr[-2000:]}")
-        return res.stdout
-
-    def prepare(self) -> str:
-        """Migrate and create the bench user's API token (returned)."""
-        self.manage("migrate", "--noinput")
-        return self.manage("create_api_token", "benchuser").strip().splitlines()[-1]
-
-    def start(self, coalesce: bool) -> list[str]:
-        shutil.rmtree(self.tmp / "prom", ignore_errors=True)  # emptied when the deployment starts
-        env = self.base_env | {"COALESCE_ENABLED": "true" if coalesce else "false"}
-        for i in range(self.opts.processes):
-            port = free_port()
-            log = open(self.tmp / f"daphne-{coalesce}-{i}.log", "wb")  # the child keeps its own copy
-            endpoint = f"tcp:port={port}:interface=127.0.0.1:backlog=1024"
-            cmd = [str(BIN / "daphne"), "-e", endpoint, "chatapp.asgi:application"]
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-            log.close()
-            self.procs.append((proc, f"http://127.0.0.1:{port}"))
-        deadline = time.monotonic() + 60
-        for proc, url in self.procs:
-            while not healthy(url):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    logs = "".join(log.read_text()[-1500:] for log in self.tmp.glob("daphne-*.log"))
-                    raise RuntimeError(f"daphne at {url} did not come up:\n{logs}")
-                time.sleep(0.2)
-        return [url for _, url in self.procs]
-
-    def stop(self) -> None:
-        for proc, _ in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc, _ in self.procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        self.procs = []
+def App(opts: argparse.Namespace, fake_url: str, tmp: Path) -> Deployment:
+    """The deployment under test (benchmarks.deploy): SQLite or --database-url, Redis when given."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "PROMETHEUS_MULTIPROC_DIR")}
+    env |= dict(kv.split("=", 1) for kv in APP_ENV.split())
+    env |= {
+        "DATABASE_URL": opts.database_url or f"sqlite:///{tmp / 'db.sqlite3'}",
+        "OPENAI_BASE_URL": fake_url,
+    }
+    if opts.redis_url:
+        env["REDIS_URL"] = opts.redis_url
+    return Deployment(env, tmp, processes=opts.processes, label="coalesce")
 
 
-async def _send(client: httpx.AsyncClient, url: str, thread_id: int, content: str) -> Sample:
-    t = time.monotonic()
-    try:
-        resp = await client.post(f"{url}/api/threads/{thread_id}/messages", json={"content": content})
-        body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
-        role, timings = body.get("coalesced", ""), body.get("timings") or {}
-        return Sample((end := time.monotonic()) - t, end, resp.status_code, role, timings)
-    except httpx.HTTPError as exc:
-        return Sample((end := time.monotonic()) - t, end, 0, "", {"exception": type(exc).__name__})
+async def _send(client: aiohttp.ClientSession, url: str, thread_id: int, content: str) -> Sample:
+    reply = await loadgen.post_json(client, f"{url}/api/threads/{thread_id}/messages", {"content": content})
+    if reply.status == 0:
+        return Sample(reply.latency, reply.end, 0, "", {"exception": reply.error})
+    role, timings = reply.body.get("coalesced", ""), reply.body.get("timings") or {}
+    return Sample(reply.latency, reply.end, reply.status, role, timings)
 
 
-async def _new_thread(client: httpx.AsyncClient, url: str) -> int:
-    resp = await client.post(f"{url}/api/threads", json={"provider": "openai"})
-    resp.raise_for_status()
-    return int(resp.json()["id"])
+async def _new_thread(client: aiohttp.ClientSession, url: str) -> int:
+    reply = await loadgen.post_json(client, f"{url}/api/threads", {"provider": "openai"})
+    if reply.status != 201:
+        raise RuntimeError(f"creating a thread failed: {reply.status} {reply.body or reply.error}")
+    return int(reply.body["id"])
 
 
-def app_client(token: str, n: int = 1) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=n + 10)
-    return httpx.AsyncClient(limits=limits, timeout=120, headers={"Authorization": f"Bearer {token}"})
+def app_client(token: str) -> aiohttp.ClientSession:
+    return loadgen.session(token)
 
 
 async def sequential_sends(urls: list[str], token: str, label: str, k: int) -> list[float]:
@@ -183,13 +120,14 @@ def cpu_seconds(pids: list[int]) -> tuple[float, float]:
 async def burst(
     fake: Any, pids: list[int], urls: list[str], token: str, n: int, prov: float
 ) -> dict[str, Any]:
-    async with app_client(token, n) as client:
+    async with app_client(token) as client:
         tid = await _new_thread(client, urls[0])
         fake.reset()
         cpu0, t0 = cpu_seconds(pids), time.monotonic()
         samples = await asyncio.gather(*(_send(client, urls[i % len(urls)], tid, CONTENT) for i in range(n)))
         cpu1, stats = cpu_seconds(pids), fake.stats()
-        detail = (await client.get(f"{urls[0]}/api/threads/{tid}")).json()
+        async with client.get(f"{urls[0]}/api/threads/{tid}") as resp:
+            detail = await resp.json()
     lat = [s.latency for s in samples]
     fol = [s.latency for s in samples if s.role == "follower"]
     out: dict[str, Any] = {
@@ -302,38 +240,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return opts
 
 
-class SubprocessFakeServer:
-    """The fake provider in its own OS process, so the benchmark's 200-connection client does not slow
-    it down (in one process the provider alone measured p95 1.8x its own latency on 200 streams)."""
-
-    def __init__(self, *, ttft_ms: float, tps: float, tokens: int) -> None:
-        args = ["--port", "0", "--ttft-ms", str(ttft_ms), "--tps", str(tps), "--tokens", str(tokens)]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "providers.fake_server", *args],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        url = next(w for w in line.split() if w.startswith("http"))
-        self.base_url = url.rstrip("/").removesuffix("/v1")
-        self.openai_base_url = self.base_url + "/v1"
-
-    def reset(self) -> None:
-        httpx.post(self.base_url + "/_fake/reset").raise_for_status()
-
-    def stats(self) -> dict[str, Any]:
-        return dict(httpx.get(self.base_url + "/_fake/stats").json())
-
-    def __enter__(self) -> SubprocessFakeServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
 def main(argv: list[str] | None = None) -> None:
     opts = parse_args(argv)
     sys.path.insert(0, str(ROOT))
@@ -359,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
                         lat = asyncio.run(direct_burst(fake.openai_base_url, n, kind == "streams"))
                         direct[f"{kind}{n}_p50_s"], direct[f"{kind}{n}_p95_s"] = pct(lat, 50), pct(lat, 95)
                 for mode in ("on", "off"):
-                    urls = app.start(coalesce=mode == "on")
+                    urls = app.start(COALESCE_ENABLED="true" if mode == "on" else "false")
                     asyncio.run(sequential_sends(urls, token, "warm-up", len(urls)))
                     for n in sizes:
                         pids = [proc.pid for proc, _ in app.procs]

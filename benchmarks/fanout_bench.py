@@ -67,7 +67,7 @@ import httpx
 if TYPE_CHECKING:
     from websockets.asyncio.client import ClientConnection
 
-    from providers.fake_server import ThreadedFakeServer
+    from benchmarks.deploy import Deployment, FakeControl
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin" if (ROOT / ".venv" / "bin" / "daphne").exists() else Path(sys.executable).parent
@@ -353,7 +353,7 @@ def _ws_url(url: str, thread_id: int) -> str:
     return url.replace("http://", "ws://") + f"/ws/threads/{thread_id}/"
 
 
-def _last_call_time(fake: ThreadedFakeServer) -> float:
+def _last_call_time(fake: FakeControl) -> float:
     times = fake.stats()["call_times"]
     return float(times[-1]) if times else float("nan")
 
@@ -362,7 +362,7 @@ def _last_call_time(fake: ThreadedFakeServer) -> float:
 
 
 def fanout_run(
-    app: App, fake: ThreadedFakeServer, token: str, k: int, opts: argparse.Namespace
+    app: App | Deployment, fake: FakeControl, token: str, k: int, opts: argparse.Namespace
 ) -> dict[str, Any]:
     urls = app.urls
     thread_id = _new_thread(urls[0], token)
@@ -498,7 +498,7 @@ def _merge_sends(sends: list[dict[str, Any]]) -> dict[str, Any]:
 # --- TTFT and cancel ---------------------------------------------------------------------------------------
 
 
-async def direct_ttft(fake: ThreadedFakeServer, n: int) -> list[float]:
+async def direct_ttft(fake: FakeControl, n: int) -> list[float]:
     """The provider's own TTFT: request sent -> first body chunk (the first token), straight to the fake."""
     out = []
     async with httpx.AsyncClient(timeout=30) as client:
@@ -539,7 +539,7 @@ async def _open(url: str, thread_id: int, token: str) -> ClientConnection:
 
 
 async def ttft_phase(
-    urls: list[str], token: str, thread_id: int, fake: ThreadedFakeServer, n: int
+    urls: list[str], token: str, thread_id: int, fake: FakeControl, n: int
 ) -> list[dict[str, float]]:
     """`n` sends (after 2 warm-ups), each from a viewer on the process i % P: send frame -> first delta."""
     sockets = [await _open(url, thread_id, token) for url in urls]
@@ -591,45 +591,53 @@ async def cancel_phase(urls: list[str], token: str, thread_id: int, n: int) -> l
     return out
 
 
+def measure_streaming(
+    app: App | Deployment, label: str, token: str, fake: FakeControl, opts: argparse.Namespace
+) -> dict[str, Any]:
+    """On a running deployment: warm-up, the fan-out run for each K, TTFT, cancel, the metrics summary."""
+    urls = app.urls
+    result: dict[str, Any] = {}
+    # Warm-up: every process imports, connects to the database and the provider once.
+    fake.configure(ttft_ms=opts.ttft_ms, tps=0, tokens=20)
+    warm = _new_thread(urls[0], token)
+    for url in urls:
+        httpx.post(
+            f"{url}/api/threads/{warm}/messages",
+            json={"content": f"warm-up {url}"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        ).raise_for_status()
+    runs = []
+    for k in opts.ks:
+        print(f"  [{label}] K={k} ...", flush=True)
+        runs.append(fanout_run(app, fake, token, k, opts))
+    result["runs"] = runs
+    print(f"  [{label}] TTFT x{opts.ttft_sends} ...", flush=True)
+    fake.configure(ttft_ms=opts.ttft_ms, tps=0, tokens=20)
+    result["ttft"] = asyncio.run(ttft_phase(urls, token, _new_thread(urls[0], token), fake, opts.ttft_sends))
+    print(f"  [{label}] cancel x{opts.cancels} ...", flush=True)
+    fake.configure(ttft_ms=20, tps=50, tokens=2000)
+    disc0 = fake.stats()["client_disconnects"]
+    result["cancel"] = asyncio.run(cancel_phase(urls, token, _new_thread(urls[0], token), opts.cancels))
+    deadline = time.monotonic() + 5
+    while fake.stats()["client_disconnects"] - disc0 < opts.cancels and time.monotonic() < deadline:
+        time.sleep(0.05)
+    result["cancel_client_disconnects"] = fake.stats()["client_disconnects"] - disc0
+    summary = httpx.get(
+        f"{urls[0]}/api/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10
+    )
+    result["server_metrics"] = summary.json() if summary.status_code == 200 else summary.status_code
+    return result
+
+
 def run_mode(
-    mode: Mode, env: dict[str, str], tmp: Path, token: str, fake: ThreadedFakeServer, opts: argparse.Namespace
+    mode: Mode, env: dict[str, str], tmp: Path, token: str, fake: FakeControl, opts: argparse.Namespace
 ) -> dict[str, Any]:
     app = App(mode, env, tmp, opts.app)
     result: dict[str, Any] = {"mode": mode.label, "processes": mode.processes, "redis": mode.redis}
     try:
-        urls = app.start()
-        # Warm-up: every process imports, connects to the database and the provider once.
-        fake.configure(ttft_ms=opts.ttft_ms, tps=0, tokens=20)
-        warm = _new_thread(urls[0], token)
-        for url in urls:
-            httpx.post(
-                f"{url}/api/threads/{warm}/messages",
-                json={"content": f"warm-up {url}"},
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=60,
-            ).raise_for_status()
-        runs = []
-        for k in opts.ks:
-            print(f"  [{mode.label}] K={k} ...", flush=True)
-            runs.append(fanout_run(app, fake, token, k, opts))
-        result["runs"] = runs
-        print(f"  [{mode.label}] TTFT x{opts.ttft_sends} ...", flush=True)
-        fake.configure(ttft_ms=opts.ttft_ms, tps=0, tokens=20)
-        result["ttft"] = asyncio.run(
-            ttft_phase(urls, token, _new_thread(urls[0], token), fake, opts.ttft_sends)
-        )
-        print(f"  [{mode.label}] cancel x{opts.cancels} ...", flush=True)
-        fake.configure(ttft_ms=20, tps=50, tokens=2000)
-        disc0 = fake.stats()["client_disconnects"]
-        result["cancel"] = asyncio.run(cancel_phase(urls, token, _new_thread(urls[0], token), opts.cancels))
-        deadline = time.monotonic() + 5
-        while fake.stats()["client_disconnects"] - disc0 < opts.cancels and time.monotonic() < deadline:
-            time.sleep(0.05)
-        result["cancel_client_disconnects"] = fake.stats()["client_disconnects"] - disc0
-        summary = httpx.get(
-            f"{urls[0]}/api/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10
-        )
-        result["server_metrics"] = summary.json() if summary.status_code == 200 else summary.status_code
+        app.start()
+        result |= measure_streaming(app, mode.label, token, fake, opts)
     except Exception as exc:
         result["failed"] = f"{type(exc).__name__}: {exc}"
         print(f"  [{mode.label}] FAILED: {result['failed']}\n{app.logs()[-3000:]}", flush=True)
@@ -814,6 +822,9 @@ def main(argv: list[str] | None = None) -> None:
         "OPENAI_API_KEY": "sk-bench",
         "OPENAI_MODEL": "fake-model",
         "PACER_OPENAI_RPS": "0",
+        # One bench user stands for K viewers: no per-user send budget, no cap on its open sockets.
+        "SEND_RATE_PER_MIN": "0",
+        "MAX_SOCKETS_PER_USER": "0",
         "METRICS_TOKEN": METRICS_TOKEN,
         "CHANNEL_LAYER_PREFIX": PREFIX,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])),

@@ -42,6 +42,7 @@ WARMUP_S = 1.0
 def _setup_django() -> None:
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatapp.settings")
+    os.environ.setdefault("DEBUG", "true")  # in-process, development settings (DEBUG is off by default)
     import django
 
     django.setup()

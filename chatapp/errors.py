@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views import defaults
+from django.views import csrf, defaults
 
 
 def _json(code: str, message: str, status: int) -> JsonResponse:
@@ -20,3 +20,12 @@ def server_error(request: HttpRequest) -> HttpResponse:
     if request.path.startswith("/api/"):
         return _json("internal_error", "Something went wrong on our side; it has been logged.", 500)
     return defaults.server_error(request)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW: the 403 of a session-authenticated write without a valid CSRF token."""
+    if request.path.startswith("/api/"):
+        return _json(
+            "csrf_failed", "CSRF check failed: send the csrftoken cookie's value in X-CSRFToken.", 403
+        )
+    return csrf.csrf_failure(request, reason)

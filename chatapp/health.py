@@ -9,6 +9,7 @@ from channels.layers import get_channel_layer
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from chatapp.dependencies import DATABASE_UNAVAILABLE, REDIS_UNAVAILABLE
 from threads.dbasync import db_async
 
 
@@ -28,6 +29,11 @@ async def _layer_ok() -> None:
 
 
 async def healthz(request: HttpRequest) -> HttpResponse:
+    from threads.generation import generation_service
+
+    # Load balancers poll this first: a (re)started process begins its background work (the sweep of
+    # rows a dead predecessor left `streaming`, the control channel) without waiting for a send.
+    generation_service().ensure_started()
     checks: dict[str, str] = {}
     t0 = time.monotonic()
     for name, check in (("database", _db_ok), ("channel_layer", _layer_ok)):
@@ -44,5 +50,6 @@ async def healthz(request: HttpRequest) -> HttpResponse:
         "elapsed_ms": round((time.monotonic() - t0) * 1000, 1),
     }
     if not ok:
-        body["error"] = {"code": "dependency_down", "message": "A dependency is not answering: see 'checks'."}
+        code, message = DATABASE_UNAVAILABLE if checks["database"] != "ok" else REDIS_UNAVAILABLE
+        body["error"] = {"code": code, "message": f"{message} (see 'checks')"}
     return JsonResponse(body, status=200 if ok else 503)

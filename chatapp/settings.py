@@ -1,7 +1,9 @@
 """chatapp settings: one module, driven by the environment (see README's configuration table).
 
-`make run` works with no environment at all (SQLite, in-process channel layer, demo provider).
-With `DEBUG=false` the app refuses to start unless `SECRET_KEY` is set.
+DEBUG is off unless the environment turns it on: `make run` passes DEBUG=true and then needs nothing
+else (SQLite, in-process channel layer, demo provider); the test suite does the same
+(tests/pytest_env.py), and so does mypy's import of them (tools/mypy_env.py). With DEBUG off the app
+refuses to start unless `SECRET_KEY` is set.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -19,22 +23,31 @@ _env_file = BASE_DIR / ".env"
 if _env_file.exists():
     environ.Env.read_env(str(_env_file))
 
-DEBUG: bool = env.bool("DEBUG", default=True)
+# --- Access and production defaults (issue #10) ----------------------------------------------------
+# Off unless asked for: a server started without configuration must not show tracebacks and settings
+# to the world. `make run` sets DEBUG=true.
+DEBUG: bool = env.bool("DEBUG", default=False)
 
 _DEV_SECRET = "dev-only-insecure-secret-key-change-me-0123456789abcdefghijklmnopqrstuvwxyz"
 SECRET_KEY: str = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
-            "SECRET_KEY is not set. With DEBUG=false you must set SECRET_KEY in the environment "
-            "(for example: SECRET_KEY=$(python -c 'import secrets; print(secrets.token_urlsafe(50))'))."
+            "SECRET_KEY is not set. With DEBUG off (the default) you must set SECRET_KEY in the environment "
+            "(for example: SECRET_KEY=$(python -c 'import secrets; print(secrets.token_urlsafe(50))')), "
+            "or set DEBUG=true for development (`make run` does)."
         )
     SECRET_KEY = _DEV_SECRET
 
 ALLOWED_HOSTS: list[str] = env.list(
     "ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"]
 )
+# Full origins (`https://chat.example.com:8443`) that may POST forms and open WebSockets besides the
+# ALLOWED_HOSTS on their default ports (chatapp/origin.py).
 CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# A failed CSRF check answers JSON under /api/ (API.md), Django's HTML page elsewhere.
+CSRF_FAILURE_VIEW = "chatapp.errors.csrf_failure"
+# --- end access and production defaults --------------------------------------------------------------
 
 INSTALLED_APPS = [
     "daphne",
@@ -54,6 +67,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "chatapp.csp.ContentSecurityPolicyMiddleware",  # every HTML page (the JSON API has its own stack)
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -104,6 +118,10 @@ else:
         "max_size": env.int("DB_POOL_MAX", default=16),
         "timeout": env.float("DB_POOL_TIMEOUT_S", default=20.0),
     }
+# Tests create their own database, `test_<name>` unless TEST_DATABASE_NAME names another (two test
+# runs on one PostgreSQL at once each need their own).
+if _test_db := env.str("TEST_DATABASE_NAME", default=""):
+    DATABASES["default"]["TEST"] = {"NAME": _test_db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis / channel layer -------------------------------------------------------------------------
@@ -125,6 +143,10 @@ if REDIS_URL:
                         "address": REDIS_URL,
                         "socket_timeout": None,
                         "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=2000),
+                        # After Redis restarts, every pooled connection is dead; without a retry each
+                        # one fails its next command once (a socket closed, a send lost). A retry
+                        # reconnects: 3 tries over about 0.35 s (as providers/_redis.py).
+                        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
                     }
                 ],
                 "prefix": REDIS_KEY_PREFIX,
@@ -289,3 +311,27 @@ PACER_LIMITS: dict[str, dict[str, float]] = {
 # 1/PACER_PROCESSES of every limit, so that together they stay within it.
 PACER_PROCESSES: int = env.int("PACER_PROCESSES", default=1)
 # --- end pacer ------------------------------------------------------------------------------------------
+
+# --- Limits (threads/limits.py, threads/quotas.py, chatapp/bodylimit.py; README "Limits") -------------
+# Largest HTTP request body, checked while it arrives (also without or against Content-Length): 413.
+# 1 MiB holds the longest message (MAX_MESSAGE_CHARS) even when every character is JSON-escaped.
+MAX_BODY_BYTES: int = env.int("MAX_BODY_BYTES", default=1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_BODY_BYTES  # Django's own check (test client, pages) agrees
+# Largest WebSocket frame the consumer handles; a larger one gets an `error` event (`too_large`) and
+# the socket stays open. daphne itself drops the connection (close 1009) past its own cap,
+# `--websocket-max-message-size` / `--websocket-max-frame-size` (1 MiB in the Makefile and
+# tests/servers.py): keep this below that so clients get the readable error.
+MAX_WS_FRAME_BYTES: int = env.int("MAX_WS_FRAME_BYTES", default=512 * 1024)
+# Longest thread title (400 `title_too_long`); the database column holds 200.
+MAX_TITLE_CHARS: int = env.int("MAX_TITLE_CHARS", default=200)
+if not 1 <= MAX_TITLE_CHARS <= 200:
+    raise ImproperlyConfigured(f"MAX_TITLE_CHARS={MAX_TITLE_CHARS}: use 1 to 200 (the title column's size).")
+# Per-user send budget, a token bucket: SEND_RATE_PER_MIN sends a minute sustained, SEND_RATE_BURST at
+# once; 0 per minute = unlimited. Only sends that start a generation count (coalesced followers and
+# replays do not). A person types far slower than 30 a minute; a script gets 429 + Retry-After.
+SEND_RATE_PER_MIN: float = env.float("SEND_RATE_PER_MIN", default=30.0)
+SEND_RATE_BURST: int = env.int("SEND_RATE_BURST", default=10)
+# Open WebSockets per user (every process together with REDIS_URL); the next handshake is closed with
+# 4429. 20 covers many tabs and devices; 0 = unlimited.
+MAX_SOCKETS_PER_USER: int = env.int("MAX_SOCKETS_PER_USER", default=20)
+# --- end limits -------------------------------------------------------------------------------------------

@@ -46,9 +46,11 @@ trap 'exit 130' INT TERM
 
 PORT="${PORT:-$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
 BASE="http://127.0.0.1:$PORT"
-# Production-like settings; nothing here reaches outside the machine.
+# Production-like settings; nothing here reaches outside the machine. CSRF_TRUSTED_ORIGINS: without
+# DEBUG, the thread page's WebSocket Origin (http, a non-default port) must be trusted by name.
 export DEBUG=false SECRET_KEY="lighthouse-$RANDOM-$RANDOM-$RANDOM-not-a-real-secret-key-0123456789" \
   ALLOWED_HOSTS=127.0.0.1,localhost SECURE_SSL_REDIRECT=false \
+  CSRF_TRUSTED_ORIGINS="$BASE,http://localhost:$PORT" \
   DATABASE_URL="sqlite:///$WORK/db.sqlite3" DJANGO_SETTINGS_MODULE=chatapp.settings
 unset REDIS_URL
 

@@ -39,6 +39,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
+def _no_user_quotas(settings: Any) -> None:
+    """Tests send far faster than a person types and open more sockets than a person has tabs: the
+    per-user quotas are off, except in the tests of them (tests/threads/test_quotas.py sets them)."""
+    settings.SEND_RATE_PER_MIN = 0
+    settings.MAX_SOCKETS_PER_USER = 0
+
+
+@pytest.fixture(autouse=True)
 def _fast_demo(settings: Any) -> None:
     settings.PROVIDERS = {
         **settings.PROVIDERS,
@@ -73,11 +81,16 @@ async def _fresh_layer_and_services() -> AsyncIterator[None]:
     from providers._redis import close_redis
     from providers.coalescer import close_coalescer
     from providers.pacer import close_pacer
+    from threads.liveness import forget_live_generations
     from threads.streamstate import forget_stream_state
 
     close_coalescer()
     forget_stream_state()
+    forget_live_generations()
     await close_pacer()
+    from threads.quotas import close_quotas
+
+    await close_quotas()  # before close_redis: its socket registry uses that client
     await close_redis()
     for layer in channel_layers.backends.values():
         flush = getattr(layer, "flush", None)

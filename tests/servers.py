@@ -59,6 +59,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Redis do not deliver to each other's servers.
 SESSION_LAYER_PREFIX = f"srv{uuid.uuid4().hex[:12]}"
 STOP_TIMEOUT_S = 10.0
+# daphne's WebSocket message and frame cap, as the Makefile's WS_MAX_BYTES (tests/chatapp/test_limits_docs.py).
+WS_MAX_BYTES = 1048576
 
 T = TypeVar("T")
 
@@ -130,12 +132,16 @@ def _server_env(extra: Mapping[str, str] | None, metrics_dir: str) -> dict[str, 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     env.update(
         DJANGO_SETTINGS_MODULE="chatapp.settings",
+        DEBUG="true",  # development settings (DEBUG is off by default): no SECRET_KEY, http on loopback
         PYTHONPATH=str(ROOT),
         DATABASE_URL=database_url_for_servers(),
         REDIS_URL=settings.REDIS_URL,
         CHANNEL_LAYER_PREFIX=SESSION_LAYER_PREFIX,
         PROMETHEUS_MULTIPROC_DIR=metrics_dir,
         DEMO_TTFT_MS="0",
+        # Tests send faster, and open more sockets, than people; a test of the quotas passes its own.
+        SEND_RATE_PER_MIN="0",
+        MAX_SOCKETS_PER_USER="0",
         LOG_LEVEL="INFO",
     )
     env.update(extra or {})
@@ -148,7 +154,13 @@ def _spawn(env: dict[str, str], log_dir: Path, index: int) -> DaphneServer:
     daphne = Path(sys.executable).with_name("daphne")
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [str(daphne), "-b", "127.0.0.1", "-p", str(port), "chatapp.asgi:application"],
+            [
+                str(daphne),
+                *("-b", "127.0.0.1", "-p", str(port)),
+                *("--websocket-max-message-size", str(WS_MAX_BYTES)),
+                *("--websocket-max-frame-size", str(WS_MAX_BYTES)),
+                "chatapp.asgi:application",
+            ],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -157,15 +169,17 @@ def _spawn(env: dict[str, str], log_dir: Path, index: int) -> DaphneServer:
     return DaphneServer(port=port, process=process, log_path=log_path, env=env)
 
 
-def _healthy(server: DaphneServer) -> bool:
+def _healthy(server: DaphneServer, *, answering: bool = False) -> bool:
+    """/healthz says 200 (or, with `answering`, anything at all: the process serves requests)."""
     if server.process.poll() is not None:
         raise RuntimeError(
             f"daphne on port {server.port} exited with {server.process.returncode}:\n{server.log_tail()}"
         )
     try:
-        return httpx.get(server.url("/healthz"), timeout=2.0).status_code == 200
+        status = httpx.get(server.url("/healthz"), timeout=5.0).status_code
     except httpx.HTTPError:
         return False
+    return answering or status == 200
 
 
 def _stop(server: DaphneServer) -> None:
@@ -180,9 +194,10 @@ def _stop(server: DaphneServer) -> None:
 
 @contextlib.contextmanager
 def daphne_servers(
-    n: int, env: Mapping[str, str] | None = None, *, timeout: float = 30.0
+    n: int, env: Mapping[str, str] | None = None, *, timeout: float = 30.0, healthy: bool = True
 ) -> Iterator[list[DaphneServer]]:
-    """Start `n` daphne processes sharing this test session's database and Redis (see module doc)."""
+    """Start `n` daphne processes sharing this test session's database and Redis (see module doc).
+    `healthy=False` only waits until they answer (fault tests start servers whose Redis is down)."""
     workdir = Path(tempfile.mkdtemp(prefix="daphne-servers-"))
     metrics_dir = workdir / "prometheus"
     metrics_dir.mkdir()
@@ -192,13 +207,13 @@ def daphne_servers(
         servers = [_spawn(server_env, workdir, i) for i in range(n)]
         for i, server in enumerate(servers):
             try:
-                wait_until(lambda s=server: _healthy(s), timeout=timeout, interval=0.1)  # type: ignore[misc]
+                wait_until(lambda s=server: _healthy(s, answering=not healthy), timeout=timeout, interval=0.1)  # type: ignore[misc]
             except RuntimeError:
                 # Lost the port race (another process bound it first): one retry on a new port.
                 if "Address already in use" not in server.log_tail():
                     raise
                 servers[i] = server = _spawn(server_env, workdir, i)
-                wait_until(lambda s=server: _healthy(s), timeout=timeout, interval=0.1)  # type: ignore[misc]
+                wait_until(lambda s=server: _healthy(s, answering=not healthy), timeout=timeout, interval=0.1)  # type: ignore[misc]
         try:
             yield servers
         except BaseException:

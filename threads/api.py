@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,11 +11,13 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 
+from chatapp.dependencies import DEPENDENCY_DOWN, unavailable
 from providers import metrics
 from threads import chat, events, groups, selectors, services
 from threads.dbasync import db_async
 from threads.generation import generation_service
 from threads.http import api_view, authed_user, body_json, json_response, sse
+from threads.limits import parse_id
 from threads.services import NotFound
 from threads.validation import InvalidInput, parse_request_id, parse_send, parse_thread_create
 
@@ -23,13 +26,14 @@ from threads.validation import InvalidInput, parse_request_id, parse_send, parse
 async def threads_collection(request: HttpRequest) -> HttpResponseBase:
     user = authed_user(request)
     if request.method == "POST":
-        data = parse_thread_create(body_json(request))
+        data = parse_thread_create(body_json(request), max_title_chars=settings.MAX_TITLE_CHARS)
         thread = await db_async(services.thread_create)(owner=user, data=data)
         return json_response(events.thread_data(thread), status=201)
-    before = request.GET.get("before")
-    if before is not None and not before.isdigit():
+    raw = request.GET.get("before")
+    before = parse_id(raw) if raw is not None else None
+    if raw is not None and before is None:
         raise InvalidInput("invalid_cursor", "'before' must be a thread id.")
-    page = await db_async(selectors.thread_list_for_user)(user=user, before=int(before) if before else None)
+    page = await db_async(selectors.thread_list_for_user)(user=user, before=before)
     return json_response(page)
 
 
@@ -56,11 +60,7 @@ async def thread_messages(request: HttpRequest, thread_id: int) -> HttpResponseB
     if thread is None:
         raise NotFound()
     if req.stream:
-        return StreamingHttpResponse(
-            _sse_stream(request, thread, req),
-            content_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return await _sse_response(request, thread, req)
     outcome = await chat.send(user=authed_user(request), thread=thread, req=req)
     final = await chat.wait_terminal(outcome, thread_id=thread.pk)
     metrics.request(events.request_outcome(final))
@@ -83,28 +83,44 @@ async def thread_messages(request: HttpRequest, thread_id: int) -> HttpResponseB
     return resp
 
 
-async def _sse_stream(request: HttpRequest, thread: Any, req: Any) -> AsyncIterator[bytes]:
-    """Subscribe first, then send, so no event of this request can be missed."""
+async def _sse_response(request: HttpRequest, thread: Any, req: Any) -> HttpResponseBase:
+    """Subscribe first, then send, so no event of this request can be missed. A send refused before it
+    starts (rate limited, bad parent, reused request_id) raises here, before any stream: the client
+    gets the same JSON error and status (429 with Retry-After, 400, 422) as without `stream`."""
     layer = generation_service().layer
     group = groups.thread_group(thread.pk)
     channel = await layer.new_channel()
     await layer.group_add(group, channel)
+    try:
+        outcome = await chat.send(user=authed_user(request), thread=thread, req=req, reply_channel=channel)
+    except BaseException:
+        await layer.group_discard(group, channel)
+        raise
+    return StreamingHttpResponse(
+        _sse_events(outcome, thread.pk, group, channel),
+        content_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _sse_events(outcome: Any, thread_id: int, group: str, channel: str) -> AsyncIterator[bytes]:
+    """The send's events as Server-Sent Events; leaves the thread's group when the stream ends."""
+    layer = generation_service().layer
     metrics.stream_subscriptions.inc()
     try:
-        try:
-            outcome = await chat.send(
-                user=authed_user(request), thread=thread, req=req, reply_channel=channel
-            )
-        except InvalidInput as exc:
-            yield sse(events.socket_error(exc.code, exc.message))
-            return
-        async for event in chat.stream_events(outcome, thread_id=thread.pk, channel=channel):
+        async for event in chat.stream_events(outcome, thread_id=thread_id, channel=channel):
             yield sse(event)
             if event.get("type") in events.TERMINAL_EVENTS:
                 metrics.request(events.request_outcome(event))
+    except DEPENDENCY_DOWN as exc:
+        # Redis went away mid-stream: the headers are sent, so say it as an event, then end the stream.
+        # (The generation goes on and saves its result; GET the thread to read it.)
+        code, message = unavailable(exc) or ("dependency_unavailable", "A dependency is not answering.")
+        yield sse(events.socket_error(code, message))
     finally:
         metrics.stream_subscriptions.dec()
-        await layer.group_discard(group, channel)
+        with contextlib.suppress(*DEPENDENCY_DOWN):  # the group entry expires by itself
+            await layer.group_discard(group, channel)
 
 
 @api_view({"POST"})

@@ -26,11 +26,11 @@ from providers._coalesce_math import (
 )
 from providers.coalescer import LEASE_S, CoalesceFailed, coalescer
 from providers.flags import flag_enabled
-from threads import events, groups, selectors, services
+from threads import events, groups, quotas, selectors, services
 from threads.dbasync import db_async
 from threads.generation import Generation, generation_service
 from threads.models import Message, Thread
-from threads.ttlcache import TTLCache
+from threads.ttlcache import Singleflight, TTLCache
 from threads.validation import InvalidInput, SendRequest
 
 
@@ -99,6 +99,7 @@ async def _send(
         return _follower(known[1], coalesced="follower")
     mode = coalesce_mode(enabled=flag_enabled("COALESCE_ENABLED"), idempotent=req.idempotent, tools=req.tools)
     if mode != "coalesce":
+        await quotas.send_admit(user_id=user.pk)  # only sends that start a generation count
         outcome = await _lead(thread=thread, req=req, reply_channel=reply_channel, coalesced=_MODE_ROLE[mode])
         await co.alias_set(alias, fp, _info(outcome))
         return outcome
@@ -110,41 +111,32 @@ async def _send(
         model=thread.model,
     )
     running = _running_bursts()
-    key = running.get(prekey)
-    if key is None:
-        last = await db_async(selectors.last_exchange)(thread_id=thread.pk)
-        anchor = burst_anchor(
-            parent_id=req.parent_id,
-            content=req.content,
-            last=LastExchange(**last),
-            result_ttl_s=settings.COALESCE_RESULT_TTL_S,
-        )
-        key = coalesce_key(
-            thread_id=thread.pk,
-            anchor_id=anchor,
-            content=req.content,
-            provider=thread.provider,
-            model=thread.model,
-        )
+    key = running.get(prekey) or await _deriving.do(prekey, lambda: _derive_key(thread, req))
     claim = await co.claim(key)
     if claim.role == "follower":
         try:
             info = claim.info or await co.wait_info(key)
         except CoalesceFailed as exc:
             raise InvalidInput(
-                exc.error.get("code", "coalesce_failed"), str(exc), exc.error.get("status", 502)
+                exc.error.get("code", "coalesce_failed"),
+                str(exc),
+                exc.error.get("status", 502),
+                retry_after=exc.error.get("retry_after"),
             ) from exc
         await co.alias_set(alias, fp, info)
         metrics.coalesce("follower")
         return _follower(info, coalesced="follower", key=key)
     running[prekey] = key
     try:
+        # The leader alone takes from the user's send budget: its followers cost the provider nothing.
+        await quotas.send_admit(user_id=user.pk)
         outcome = await _lead(
             thread=thread, req=req, reply_channel=reply_channel, coalesced="leader", key=key
         )
     except InvalidInput as exc:
         running.pop(prekey, None)
-        await co.fail(key, {"code": exc.code, "message": exc.message, "status": exc.status})
+        error = {"code": exc.code, "message": exc.message, "status": exc.status}
+        await co.fail(key, {**error, "retry_after": exc.retry_after})
         raise
     except BaseException:
         running.pop(prekey, None)
@@ -162,6 +154,27 @@ async def _send(
     return outcome
 
 
+async def _derive_key(thread: Thread, req: SendRequest) -> str:
+    """The coalesce key of a send: its burst's anchor needs the thread's head as it stood."""
+    last = await db_async(selectors.last_exchange)(thread_id=thread.pk)
+    anchor = burst_anchor(
+        parent_id=req.parent_id,
+        content=req.content,
+        last=LastExchange(**last),
+        result_ttl_s=settings.COALESCE_RESULT_TTL_S,
+    )
+    return coalesce_key(
+        thread_id=thread.pk,
+        anchor_id=anchor,
+        content=req.content,
+        provider=thread.provider,
+        model=thread.model,
+    )
+
+
+# Sends of one burst that arrive before its leader has claimed share one derivation of the key (the
+# same head read) instead of each querying the thread while the leader's writes queue behind them.
+_deriving: Singleflight[str] = Singleflight()
 _bursts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, str]] = weakref.WeakKeyDictionary()
 
 
@@ -233,6 +246,16 @@ async def wait_terminal(outcome: SendOutcome, *, thread_id: int) -> dict[str, An
     if outcome.generation is not None:
         # Shielded: a client that goes away must not cancel the generation it started.
         return await asyncio.shield(outcome.generation.done)
+    # Every follower of one request in this process shares one wait: one channel in the thread's
+    # group and one lease watch, not one each (a burst of 1000 split over two processes would
+    # otherwise put 500 channels in the group, each receiving every delta of the stream).
+    return await _remote_waits.do(outcome.request_id, lambda: _wait_remote_terminal(outcome, thread_id))
+
+
+_remote_waits: Singleflight[dict[str, Any]] = Singleflight()
+
+
+async def _wait_remote_terminal(outcome: SendOutcome, thread_id: int) -> dict[str, Any]:
     layer = generation_service().layer
     group = groups.thread_group(thread_id)
     channel = await layer.new_channel()
@@ -365,5 +388,7 @@ def _snapshot_messages(thread_id: int) -> list[dict[str, Any]]:
 
 async def snapshot(*, thread_id: int) -> dict[str, Any]:
     """Everything a viewer needs to show the thread now, including text streamed so far."""
-    in_flight = await generation_service().in_flight(thread_id)
+    svc = generation_service()
+    svc.ensure_started()  # a restarted process starts sweeping its predecessor's orphans now
+    in_flight = await svc.in_flight(thread_id)
     return events.snapshot(await _snapshot_messages(thread_id), in_flight)

@@ -12,23 +12,31 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from providers import ProviderError, metrics
-from threads import chat, events, groups
+from threads import chat, events, groups, quotas
 from threads.flow import CLOSE_TOO_SLOW, Flow
 from threads.models import Thread
 from threads.services import Conflict, NotFound
-from threads.validation import InvalidInput, parse_request_id, parse_send
+from threads.validation import SEND_FRAME_EXTRA, InvalidInput, parse_frame, parse_request_id, parse_send
 
 log = logging.getLogger(__name__)
 
-# Close codes: 4401 not authenticated, 4404 no such thread (or not yours).
+# Close codes: 4401 not authenticated, 4404 no such thread (or not yours), 4001 the credentials the
+# socket was opened with were withdrawn (its user logged out, or its API token was revoked): a client may
+# reconnect, and the handshake then authenticates afresh (another device's session still works).
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
+CLOSE_AUTH_REVOKED = 4001
+# The user already has MAX_SOCKETS_PER_USER sockets open (threads/quotas.py): accepted, then closed at
+# once with this code; close another socket, then retry.
+CLOSE_TOO_MANY_SOCKETS = 4429
+# 4503: Redis or the database went away (chatapp/dependencies.py, around the whole WebSocket stack).
 
 
 class ThreadConsumer(AsyncWebsocketConsumer):
     thread_id: int
     thread: Thread
     group: str
+    user_group: str
     _flow: Flow
     # Per request_id, the seq reported in the snapshot: later duplicates of earlier deltas are dropped.
     _snapshot_seq: dict[str, int]
@@ -44,6 +52,16 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_NOT_FOUND)
             return
         self.thread = thread
+        if not await quotas.socket_open(user_id=user.pk, socket_id=self.channel_name):
+            # Accept, then close: a handshake refused outright reaches clients as a bare 403 / 1006,
+            # while 4429 tells them why (and that retrying once a tab is closed will work).
+            await self.accept()
+            await self.close(code=CLOSE_TOO_MANY_SOCKETS)
+            return
+        self._socket_user = user.pk  # holds a slot until disconnect()
+        # The user's group: logging out or revoking a token closes this socket (accounts/signals.py).
+        self.user_group = groups.user_group(user.pk)
+        await self.channel_layer.group_add(self.user_group, self.channel_name)
         self.group = groups.thread_group(self.thread_id)
         # Join before reading the snapshot: every delta after the snapshot's seq then reaches us.
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -56,34 +74,25 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         await self._send_json(snap)
 
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "_socket_user", None) is not None:
+            await quotas.socket_close(user_id=self._socket_user, socket_id=self.channel_name)
+        if getattr(self, "user_group", None):
+            await self.channel_layer.group_discard(self.user_group, self.channel_name)
         if getattr(self, "group", None):
             metrics.stream_subscriptions.dec()
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
-            frame = json.loads(text_data or "")
-        except ValueError:
-            await self._send_json(events.socket_error("invalid_json", "Frames must be JSON objects."))
-            return
-        if not isinstance(frame, dict):
-            await self._send_json(events.socket_error("invalid_json", "Frames must be JSON objects."))
-            return
-        kind = frame.get("type")
-        try:
+            kind, frame = parse_frame(text_data, bytes_data, max_bytes=settings.MAX_WS_FRAME_BYTES)
             if kind == "send":
                 await self._on_send(frame)
             elif kind == "cancel":
                 await self._on_cancel(frame)
-            elif kind == "ack":
-                if not self._flow.on_ack(frame.get("count")):
-                    raise InvalidInput("invalid_ack", "'count' must be the number of frames received so far.")
-            else:
-                await self._send_json(
-                    events.socket_error("unknown_type", "'type' must be 'send', 'cancel' or 'ack'.")
-                )
+            elif not self._flow.on_ack(frame.get("count")):
+                raise InvalidInput("invalid_ack", "'count' must be the number of frames received so far.")
         except InvalidInput as exc:
-            await self._send_json(events.socket_error(exc.code, exc.message))
+            await self._send_json(events.socket_error(exc.code, exc.message, retry_after=exc.retry_after))
         except NotFound:
             await self._send_json(events.socket_error("not_found", "No such request."))
         except Conflict as exc:
@@ -94,7 +103,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             await self._send_json(events.socket_error(exc.code, exc.message))
 
     async def _on_send(self, frame: dict[str, Any]) -> None:
-        req = parse_send(frame, max_chars=settings.MAX_MESSAGE_CHARS)
+        req = parse_send(frame, max_chars=settings.MAX_MESSAGE_CHARS, extra_fields=SEND_FRAME_EXTRA)
         outcome = await chat.send(
             user=self.scope["user"], thread=self.thread, req=req, reply_channel=self.channel_name
         )
@@ -106,10 +115,8 @@ class ThreadConsumer(AsyncWebsocketConsumer):
                 await self._send_json(final)
 
     async def _on_cancel(self, frame: dict[str, Any]) -> None:
-        rid = frame.get("request_id")
-        if not isinstance(rid, str):
-            raise InvalidInput("invalid_request_id", "'request_id' must be a string.")
-        await chat.cancel(user=self.scope["user"], request_id=parse_request_id(rid))
+        rid = parse_request_id(frame.get("request_id"))
+        await chat.cancel(user=self.scope["user"], request_id=rid)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels runs aclose_old_connections() (a thread-sensitive hop, all consumers of the process
@@ -119,6 +126,15 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             await self.thread_event(message)
             return
         await super().dispatch(message)
+
+    async def auth_revoked(self, message: dict[str, Any]) -> None:
+        """groups.AUTH_REVOKED: close if this socket authenticated the way that was withdrawn."""
+        if self.scope.get("auth_method") == "token":
+            if message.get("method") != "token" or message.get("token_hash") != self.scope.get("token_hash"):
+                return
+        elif message.get("method") != "session":
+            return
+        await self.close(code=CLOSE_AUTH_REVOKED)
 
     async def thread_event(self, message: dict[str, Any]) -> None:
         event = message["event"]

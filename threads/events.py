@@ -89,6 +89,8 @@ ERROR_STATUS = {
     "provider_timeout": 504,
     "provider_bad_request": 400,
     "unknown_provider": 400,
+    "database_unavailable": 503,
+    "dependency_unavailable": 503,
 }
 
 
@@ -113,8 +115,26 @@ def message_error(
     return event
 
 
-def socket_error(code: str, message: str) -> Payload:
-    return {"type": "error", "error": {"code": code, "message": message}}
+def socket_error(code: str, message: str, *, retry_after: int | None = None) -> Payload:
+    error: Payload = {"code": code, "message": message}
+    if retry_after is not None:  # rate limited: whole seconds, as in HTTP's Retry-After
+        error["retry_after"] = retry_after
+    return {"type": "error", "error": error}
+
+
+def terminal_event(*, request_id: str, message: Payload) -> Payload | None:
+    """The terminal event a finalized assistant message stands for (None while it streams)."""
+    status = message["status"]
+    if status == "complete":
+        return message_done(request_id=request_id, message=message)
+    if status == "cancelled":
+        return message_cancelled(request_id=request_id, message=message)
+    if status == "error":
+        error = message.get("error") or {"code": "provider_error", "message": ""}
+        return message_error(
+            request_id=request_id, code=error["code"], message=error["message"], assistant=message
+        )
+    return None
 
 
 TERMINAL_EVENTS = frozenset({"message.done", "message.cancelled", "message.error"})

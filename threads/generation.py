@@ -20,6 +20,7 @@ from typing import Any
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
 
+from chatapp.dependencies import DATABASE_DOWN, DATABASE_UNAVAILABLE, REDIS_DOWN
 from providers import (
     ChatMessage,
     Completion,
@@ -32,8 +33,9 @@ from providers import (
 )
 from providers.coalescer import LEASE_S, coalescer
 from providers.pacer import PacerRejected, pacer_for_loop
-from threads import events, groups, services
+from threads import events, groups, selectors, services, sweep
 from threads.dbasync import db_async
+from threads.liveness import live_generations
 from threads.services import PreparedSend
 from threads.streamstate import stream_state
 
@@ -95,6 +97,7 @@ class GenerationService:
         self.running: dict[str, Generation] = {}
         self._control_task: asyncio.Task[None] | None = None
         self._control_ready = asyncio.Event()
+        self._sweeper: asyncio.Task[None] | None = None
 
     # --- public ---------------------------------------------------------------------------------
 
@@ -160,9 +163,10 @@ class GenerationService:
             if gen.task is not None:
                 gen.task.cancel()
         tasks = [g.task for g in self.running.values() if g.task is not None]
-        if self._control_task is not None:
-            self._control_task.cancel()
-            tasks.append(self._control_task)
+        for background in (self._control_task, self._sweeper):
+            if background is not None:
+                background.cancel()
+                tasks.append(background)
         await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- the run --------------------------------------------------------------------------------
@@ -170,8 +174,40 @@ class GenerationService:
     async def _run(
         self, gen: Generation, provider_name: str, params: GenerationParams, history: list[ChatMessage]
     ) -> None:
+        lease = asyncio.create_task(self._keep_lease(gen))
+        try:
+            await self._generate(gen, provider_name, params, history)
+        except asyncio.CancelledError:
+            # Cancelled after the stream ended, while the result was being drained or saved (a cancel
+            # whose compare-and-set won the race against completion): the cancel stands.
+            if not gen.done.done():
+                try:
+                    await asyncio.shield(self._finish_cancelled(gen))
+                except DATABASE_DOWN:  # (the sibling clause below does not catch what this one raises)
+                    await asyncio.shield(self._terminal_unsaved(gen))
+            raise
+        except DATABASE_DOWN as exc:
+            # The result could not be saved, even after retries: the sender and the viewers must still
+            # hear the end (nothing may wait forever). The row stays `streaming` with no live
+            # generation: the orphan sweep marks it `interrupted` once the database answers.
+            log.warning("generation %s: result not saved (%s)", gen.request_id, type(exc).__name__)
+            await asyncio.shield(self._terminal_unsaved(gen))
+        finally:
+            lease.cancel()
+            self.running.pop(gen.request_id, None)
+            try:
+                # Shielded: on cancel this still runs, or the entries would linger until their TTLs.
+                await asyncio.shield(live_generations().remove(gen.request_id))
+                shared = stream_state()
+                if shared is not None:
+                    await asyncio.shield(shared.remove(request_id=gen.request_id, thread_id=gen.thread_id))
+            except Exception:
+                log.warning("stream state of %s not removed", gen.request_id, exc_info=True)
+
+    async def _generate(
+        self, gen: Generation, provider_name: str, params: GenerationParams, history: list[ChatMessage]
+    ) -> None:
         sender = asyncio.create_task(self._sender(gen), name=f"gen-send:{gen.request_id}")
-        lease = asyncio.create_task(self._keep_lease(gen)) if gen.coalesce_key else None
         completion: Completion | None = None
         try:
             provider = get_provider(provider_name)
@@ -217,28 +253,40 @@ class GenerationService:
             metrics.provider_call(provider_name, "ok")
             await self._drain(gen, sender)
             await self._finish_complete(gen, completion)
-        finally:
-            if lease is not None:
-                lease.cancel()
-            self.running.pop(gen.request_id, None)
-            shared = stream_state()
-            if shared is not None:
-                try:
-                    # Shielded: on cancel this still runs, or the entry would linger until its TTL.
-                    await asyncio.shield(shared.remove(request_id=gen.request_id, thread_id=gen.thread_id))
-                except Exception:
-                    log.warning("stream state of %s not removed", gen.request_id, exc_info=True)
 
     async def _keep_lease(self, gen: Generation) -> None:
-        """Renew the coalesce lease while generating, so followers elsewhere know the leader lives."""
-        assert gen.coalesce_key is not None
-        co = coalescer()
+        """Renew the leases while generating: the coalesce lease (followers elsewhere know the leader
+        lives) and the generation's own (the orphan sweep knows its `streaming` row is not abandoned)."""
         while True:
-            await asyncio.sleep(LEASE_S / 3)
             try:
-                await co.renew(gen.coalesce_key)
+                await live_generations().renew(gen.request_id)
+                if gen.coalesce_key is not None:
+                    await coalescer().renew(gen.coalesce_key)
             except Exception:  # Redis blips: the next renewal retries; the lease outlives one miss
                 log.warning("lease renewal of %s failed", gen.request_id, exc_info=True)
+            await asyncio.sleep(LEASE_S / 3)
+
+    async def _save(self, fn: Any, **kwargs: Any) -> Any:
+        """A finalizing write (`fn`, a service), retried while the database is briefly unreachable (or,
+        with SQLite, locked): a result is worth a few seconds of retries. Raises DATABASE_DOWN errors
+        once the retries are spent."""
+        for delay in SAVE_RETRY_DELAYS_S:
+            try:
+                return await db_async(fn)(**kwargs)
+            except DATABASE_DOWN:
+                log.warning("saving %s failed; retrying in %.2f s", kwargs.get("message_id"), delay)
+                await asyncio.sleep(delay)
+        return await db_async(fn)(**kwargs)
+
+    async def _terminal_unsaved(self, gen: Generation) -> None:
+        await self._terminal(
+            gen,
+            events.message_error(
+                request_id=gen.request_id,
+                code=DATABASE_UNAVAILABLE[0],
+                message="The reply could not be saved: the database is not answering.",
+            ),
+        )
 
     async def _drain(self, gen: Generation, sender: asyncio.Task[None]) -> None:
         gen.finished = True
@@ -288,7 +336,8 @@ class GenerationService:
                 await asyncio.wait_for(gen.ended.wait(), flush_s)
 
     async def _finish_complete(self, gen: Generation, completion: Completion | None) -> None:
-        final = await db_async(services.message_finalize)(
+        final = await self._save(
+            services.message_finalize,
             message_id=gen.message_id,
             status="complete",
             content=gen.text(),
@@ -304,18 +353,33 @@ class GenerationService:
 
     async def _finish_cancelled(self, gen: Generation) -> None:
         gen.finished = True
-        await db_async(services.message_cancel_by_id)(message_id=gen.message_id)
-        final = await db_async(services.message_save_cancelled)(message_id=gen.message_id, content=gen.text())
-        if final is None:  # it completed or failed first; nothing to tell
+        await self._save(services.message_cancel_by_id, message_id=gen.message_id)
+        final = await self._save(
+            services.message_save_cancelled, message_id=gen.message_id, content=gen.text()
+        )
+        if final is None:  # it completed or failed first: tell what it says, unless already told
+            if not gen.done.done():
+                await self._finish_from_row(gen)
             return
         await self._terminal(gen, events.message_cancelled(request_id=gen.request_id, message=final))
         if gen.cancel_at is not None:
             metrics.observe_cancel_ms((time.monotonic() - gen.cancel_at) * 1000)
 
+    async def _finish_from_row(self, gen: Generation) -> None:
+        """The row was finalized by someone else first: its sender and viewers hear what it says."""
+        data = await self._save(selectors.message_by_id, message_id=gen.message_id)
+        event = None if data is None else events.terminal_event(request_id=gen.request_id, message=data)
+        if event is None:  # deleted (or, impossibly, streaming): still end the waiters
+            event = events.message_error(
+                request_id=gen.request_id, code="not_found", message="The reply was deleted."
+            )
+        await self._terminal(gen, event)
+
     async def _finish_error(
         self, gen: Generation, code: str, message: str, retry_after: float | None = None
     ) -> None:
-        final = await db_async(services.message_finalize)(
+        final = await self._save(
+            services.message_finalize,
             message_id=gen.message_id,
             status="error",
             content=gen.text(),
@@ -353,51 +417,63 @@ class GenerationService:
 
     # --- cross-process control --------------------------------------------------------------------
 
-    async def _ensure_control(self) -> None:
+    def ensure_started(self) -> None:
+        """Start this process's background work once: the control loop (cancels from other processes)
+        and the sweep of orphaned `streaming` rows. Called on the first generation, socket connect or
+        health check, so a restarted process cleans up after its predecessor without waiting for a send
+        (daphne has no ASGI lifespan)."""
         if self._control_task is None:
             self._control_task = asyncio.create_task(
                 self._control_loop(), name="generation-control", context=contextvars.Context()
             )
-        await self._control_ready.wait()
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(
+                sweep.sweep_forever(self), name="generation-sweeper", context=contextvars.Context()
+            )
 
-    async def _sweep_stale(self) -> None:
-        while True:
-            try:
-                if swept := await _sweep_once():
-                    log.warning("marked %d abandoned streaming message(s) as errors", swept)
-            except Exception:  # the database may be briefly away; the next sweep retries
-                log.warning("stale-message sweep failed", exc_info=True)
-            await asyncio.sleep(SWEEP_EVERY_S)
+    async def _ensure_control(self) -> None:
+        self.ensure_started()
+        # Joined before the generation starts, so a cancel sent from another process is not missed.
+        # Bounded: with Redis down the join keeps failing, and a send must fail or go on, not hang.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._control_ready.wait(), CONTROL_READY_TIMEOUT_S)
 
     async def _control_loop(self) -> None:
         # Default prefix on purpose: channels_redis keeps one Redis inbox per (prefix, process) and
         # only the receiver holding its receive lock pops it, so a channel with its own prefix that
         # waits for a long time would starve every consumer of this process.
         channel = await self.layer.new_channel()
-        await self.layer.group_add(groups.CONTROL_GROUP, channel)
-        self._control_ready.set()
-        sweeper = asyncio.create_task(self._sweep_stale(), name="generation-sweeper")
+        down = False
         try:
             while True:
-                msg = await self.layer.receive(channel)
-                if msg.get("type") == groups.CONTROL_CANCEL:
-                    self.cancel_local(str(msg.get("request_id", "")))
+                try:
+                    # (Re-)join: after Redis restarts empty, the group no longer lists us.
+                    await self.layer.group_add(groups.CONTROL_GROUP, channel)
+                    self._control_ready.set()
+                    if down:
+                        log.warning("control channel back")
+                        down = False
+                    while True:
+                        msg = await self.layer.receive(channel)
+                        if msg.get("type") == groups.CONTROL_CANCEL:
+                            self.cancel_local(str(msg.get("request_id", "")))
+                except REDIS_DOWN:
+                    # Redis is away: local cancels still work; retry (and re-join) until it is back.
+                    if not down:
+                        log.warning("control channel lost Redis; retrying every %.0f s", CONTROL_RETRY_S)
+                        down = True
+                    await asyncio.sleep(CONTROL_RETRY_S)
         finally:
-            sweeper.cancel()
             # Runs on loop shutdown (CancelledError): leave the group so senders stop queueing for us.
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.layer.group_discard(groups.CONTROL_GROUP, channel))
 
 
-# No generation outlives the provider's total timeout, so a message still `streaming` well after it
-# lost its generator (a process killed without Redis to notice): it is failed, never left spinning.
-STALE_AFTER_MARGIN_S = 60.0
-SWEEP_EVERY_S = 60.0
-
-
-async def _sweep_once() -> int:
-    older_than = settings.PROVIDER_TIMEOUTS["total"] + STALE_AFTER_MARGIN_S
-    return int(await db_async(services.messages_fail_stale)(older_than_s=older_than))
+# How long a send waits for the control channel (Redis) before going on without cross-process cancel.
+CONTROL_READY_TIMEOUT_S = 2.0
+CONTROL_RETRY_S = 1.0
+# Finalizing writes retried while the database blips: about 3 s in all.
+SAVE_RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.5)
 
 
 _services: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GenerationService] = (

@@ -9,12 +9,29 @@ from __future__ import annotations
 CONTROL_GROUP = "chatapp.control"
 THREAD_EVENT = "thread.event"
 CONTROL_CANCEL = "control.cancel"
+# Sent to a user's group when a session logs out or an API token is revoked (consumer: `auth_revoked`).
+AUTH_REVOKED = "auth.revoked"
 
 
 def thread_group(thread_id: int) -> str:
     if not isinstance(thread_id, int) or isinstance(thread_id, bool) or thread_id < 1:
         raise ValueError(f"thread ids are positive integers, not {thread_id!r}")
     return f"thread.{thread_id}"
+
+
+def user_group(user_id: int) -> str:
+    """Every socket of one user, in every process: logging out or revoking a token closes them."""
+    if not isinstance(user_id, int) or isinstance(user_id, bool) or user_id < 1:
+        raise ValueError(f"user ids are positive integers, not {user_id!r}")
+    return f"user.{user_id}"
+
+
+def auth_revoked_message(*, method: str, token_hash: str = "") -> dict[str, str]:
+    """Close the user's sockets authenticated by `method`: 'session' (every socket that authenticated
+    with a session cookie), or 'token' (those that used the token whose hash is `token_hash`)."""
+    if method not in ("session", "token") or (method == "token") != bool(token_hash):
+        raise ValueError("method is 'session', or 'token' with the token's hash")
+    return {"type": AUTH_REVOKED, "method": method, "token_hash": token_hash}
 
 
 def layer_message(event: dict[str, object]) -> dict[str, object]:

@@ -8,13 +8,16 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
 from accounts.auth import request_user
+from chatapp.dependencies import DEPENDENCY_DOWN, unavailable
 from providers import ProviderError, metrics
 from threads import events
 from threads.services import Conflict, NotFound
@@ -36,6 +39,17 @@ def error_response(code: str, message: str, status: int, *, retry_after: float |
     return resp
 
 
+# How long a client should wait before retrying a request that met a dependency outage.
+DEPENDENCY_RETRY_AFTER_S = 5.0
+
+
+def dependency_error_response(exc: BaseException) -> JsonResponse:
+    """503 for the database or Redis being down (API.md: 503 dependency down, never 500)."""
+    code, message = unavailable(exc) or ("dependency_unavailable", "A dependency is not answering.")
+    log.warning("dependency down: %s: %s", type(exc).__name__, exc)
+    return error_response(code, message, 503, retry_after=DEPENDENCY_RETRY_AFTER_S)
+
+
 def _csrf_failure(request: HttpRequest) -> HttpResponse | None:
     check = CsrfViewMiddleware(lambda r: HttpResponse())
     # process_view only reads the request; it does no I/O, so calling it on the event loop is fine.
@@ -55,7 +69,10 @@ def api_view(methods: set[str]) -> Callable[[ApiView], Any]:
                 resp = error_response("method_not_allowed", f"Use {' or '.join(sorted(methods))}.", 405)
                 resp["Allow"] = ", ".join(sorted(methods))
                 return resp
-            user, how = await request_user(request)
+            try:
+                user, how = await request_user(request)
+            except DEPENDENCY_DOWN as exc:  # the token lookup needs the database
+                return dependency_error_response(exc)
             if how == "none":
                 return error_response(
                     "unauthenticated",
@@ -74,7 +91,7 @@ def api_view(methods: set[str]) -> Callable[[ApiView], Any]:
             try:
                 return await view(request, *args, **kwargs)
             except InvalidInput as exc:
-                return error_response(exc.code, exc.message, exc.status)
+                return error_response(exc.code, exc.message, exc.status, retry_after=exc.retry_after)
             except NotFound:
                 return error_response("not_found", "No such thread or message.", 404)
             except Conflict as exc:
@@ -83,6 +100,8 @@ def api_view(methods: set[str]) -> Callable[[ApiView], Any]:
                 if exc.http_status == 429:
                     metrics.request("rejected")
                 return error_response(exc.code, exc.message, exc.http_status, retry_after=exc.retry_after)
+            except DEPENDENCY_DOWN as exc:
+                return dependency_error_response(exc)
             except Exception:
                 # Never an HTML error page under /api/, even with DEBUG on: log it, answer JSON.
                 log.exception("unhandled error in %s %s", request.method, request.path)
@@ -96,12 +115,21 @@ def api_view(methods: set[str]) -> Callable[[ApiView], Any]:
 
 
 def body_json(request: HttpRequest) -> dict[str, Any]:
+    """The body's JSON object. A body over MAX_BODY_BYTES never gets here under daphne (the ASGI cap in
+    chatapp/bodylimit.py answers 413 before reading it); Django's own check, set to the same number
+    (DATA_UPLOAD_MAX_MEMORY_SIZE), covers the other entry points, such as the test client."""
     from threads.validation import parse_json_object
 
+    try:
+        raw = request.body
+    except RequestDataTooBig as exc:
+        raise InvalidInput(
+            "body_too_large", f"The body is larger than {settings.MAX_BODY_BYTES} bytes.", status=413
+        ) from exc
     ctype = request.content_type or ""
-    if request.body and ctype not in ("application/json", "") and not ctype.endswith("+json"):
+    if raw and ctype not in ("application/json", "") and not ctype.endswith("+json"):
         raise InvalidInput("unsupported_media_type", "Send the body as application/json.", status=415)
-    return parse_json_object(request.body)
+    return parse_json_object(raw)
 
 
 def authed_user(request: HttpRequest) -> AbstractBaseUser:

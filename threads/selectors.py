@@ -7,6 +7,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
 from threads import events
+from threads.limits import id_in_range
 from threads.models import Message, Thread
 
 PAGE_SIZE = 50
@@ -14,6 +15,8 @@ PAGE_SIZE = 50
 
 def thread_visible_to(*, user: AbstractBaseUser | AnonymousUser, thread_id: int) -> Thread | None:
     """The thread if `user` may see it (its owner, or staff); None otherwise (the API then says 404)."""
+    if not id_in_range(thread_id):  # a path id past BIGINT: the database would raise, not miss
+        return None
     qs = Thread.objects.filter(pk=thread_id)
     if not getattr(user, "is_staff", False):
         qs = qs.filter(owner_id=user.pk)
@@ -45,6 +48,11 @@ def message_list(*, thread_id: int) -> list[dict[str, Any]]:
 
 def thread_detail(*, thread: Thread) -> dict[str, Any]:
     return {**events.thread_data(thread), "messages": message_list(thread_id=thread.pk)}
+
+
+def message_by_id(*, message_id: int) -> dict[str, Any] | None:
+    msg = Message.objects.filter(pk=message_id).first()
+    return None if msg is None else events.message_data(msg)
 
 
 def assistant_for_request(*, user: AbstractBaseUser, request_id: str) -> Message | None:
@@ -79,3 +87,15 @@ def last_exchange(*, thread_id: int) -> dict[str, Any]:
         finished_ago = (timezone.now() - reply["updated_at"]).total_seconds()
     out.update(user_content=user["content"], user_parent_id=user["parent_id"], finished_ago_s=finished_ago)
     return out
+
+
+def messages_streaming(*, limit: int = 500) -> list[dict[str, Any]]:
+    """Assistant messages still `streaming` (the orphan sweep's candidates; a partial index covers
+    this): `{"id", "request_id", "thread_id", "created"}`, `created` a Unix timestamp."""
+    rows = Message.objects.filter(status=Message.Status.STREAMING).values_list(
+        "id", "request_id", "thread_id", "created_at"
+    )[:limit]
+    return [
+        {"id": pk, "request_id": rid, "thread_id": tid, "created": created.timestamp()}
+        for pk, rid, tid, created in rows
+    ]

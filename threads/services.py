@@ -134,6 +134,8 @@ def send_prepare(
             if not thread.title:
                 changes["title"] = _title_from(req.content)
             Thread.objects.filter(pk=thread.pk).update(**changes)
+            # Read inside the transaction: if it fails, no `streaming` row is left without a generation.
+            history = _history(thread_id=thread.pk, upto_id=user_msg.pk)
     except IntegrityError:
         # A concurrent send with the same request_id, or of the same burst in another process, won
         # the unique constraint: replay its rows.
@@ -150,7 +152,7 @@ def send_prepare(
         model=thread.model,
         user_message=events.message_data(user_msg),
         assistant_message=events.message_data(assistant),
-        history=_history(thread_id=thread.pk, upto_id=user_msg.pk),
+        history=history,
     )
 
 
@@ -187,7 +189,32 @@ def message_finalize(
     error_message: str = "",
 ) -> dict[str, Any] | None:
     """Compare-and-set streaming -> `status`. Returns the final message, or None if it was no longer
-    streaming (cancelled meanwhile, or finalized by someone else): the caller must then not broadcast."""
+    streaming (cancelled meanwhile, or finalized by someone else): the caller must then not broadcast.
+    One transaction with the read-back, so a retry after a failed read finds the row still streaming."""
+    with transaction.atomic():
+        return _message_finalize(
+            message_id=message_id,
+            status=status,
+            content=content,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            finish_reason=finish_reason,
+            error_code=error_code,
+            error_message=error_message,
+        )
+
+
+def _message_finalize(
+    *,
+    message_id: int,
+    status: str,
+    content: str,
+    input_tokens: int | None,
+    output_tokens: int | None,
+    finish_reason: str,
+    error_code: str,
+    error_message: str,
+) -> dict[str, Any] | None:
     updated = Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
         status=status,
         content=content,
@@ -209,9 +236,12 @@ def message_cancel(*, user: AbstractBaseUser, request_id: str) -> dict[str, Any]
     msg = selectors.assistant_for_request(user=user, request_id=request_id)
     if msg is None:
         raise NotFound()
-    if not message_cancel_by_id(message_id=msg.pk):
-        raise Conflict(msg.status)
-    return events.message_data(Message.objects.get(pk=msg.pk))
+    # One transaction: a failure reading the result back undoes the cancel, so the caller's retry
+    # (after its 503) cancels again instead of meeting a 409 for a cancel it was never told about.
+    with transaction.atomic():
+        if not message_cancel_by_id(message_id=msg.pk):
+            raise Conflict(msg.status)
+        return events.message_data(Message.objects.get(pk=msg.pk))
 
 
 def message_cancel_by_id(*, message_id: int) -> bool:
@@ -227,12 +257,13 @@ def message_save_cancelled(
     *, message_id: int, content: str, output_tokens: int | None = None
 ) -> dict[str, Any] | None:
     """Store the partial text of a message that was cancelled (by anyone). None if it is not cancelled."""
-    updated = Message.objects.filter(pk=message_id, status=Message.Status.CANCELLED).update(
-        content=content, output_tokens=output_tokens, updated_at=timezone.now()
-    )
-    if not updated:
-        return None
-    return events.message_data(Message.objects.get(pk=message_id))
+    with transaction.atomic():
+        updated = Message.objects.filter(pk=message_id, status=Message.Status.CANCELLED).update(
+            content=content, output_tokens=output_tokens, updated_at=timezone.now()
+        )
+        if not updated:
+            return None
+        return events.message_data(Message.objects.get(pk=message_id))
 
 
 def messages_fail_stale(*, older_than_s: float) -> int:

@@ -48,6 +48,11 @@ class RedisStreamState:
             pipe.delete(text_key, meta_key)
             await pipe.execute()
 
+    async def text_of(self, *, request_id: str) -> str | None:
+        """The text streamed so far of `request_id` (kept after its process died, until the TTL)."""
+        raw = await self._redis.get(f"{self._prefix}:stream:{request_id}:text")
+        return None if raw is None else (raw.decode() if isinstance(raw, bytes) else str(raw))
+
     async def in_flight(self, thread_id: int) -> list[dict[str, Any]]:
         set_key = f"{self._prefix}:inflight:{thread_id}"
         request_ids = sorted(

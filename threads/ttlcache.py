@@ -1,6 +1,7 @@
-"""A tiny per-process cache with a time-to-live, for reads every request repeats (API token -> user,
-thread visibility). A burst of 200 identical sends otherwise runs 400 identical queries in the thread
-pool, and the leader's own writes queue behind them before the provider is called."""
+"""Per-process helpers for reads every request of a burst repeats (API token -> user, thread
+visibility, the burst's coalesce key). A burst of 200 identical sends otherwise runs hundreds of
+identical queries in the thread pool, and the leader's own writes queue behind them before the
+provider is called."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
+from providers.singleflight import Singleflight
+
 V = TypeVar("V")
-_MISSING = object()
+
+__all__ = ["Singleflight", "TTLCache"]
 
 
 class TTLCache(Generic[V]):
@@ -18,19 +22,27 @@ class TTLCache(Generic[V]):
     ) -> None:
         self.ttl_s, self.max_items, self.clock = ttl_s, max_items, clock
         self._items: dict[Hashable, tuple[float, V]] = {}
+        self._loads: Singleflight[V] = Singleflight()
 
     async def get_or_load(self, key: Hashable, load: Callable[[], Awaitable[V]]) -> V:
         found = self._items.get(key)
-        now = self.clock()
-        if found is not None and found[0] > now:
+        if found is not None and found[0] > self.clock():
             return found[1]
+        return await self._loads.do(key, lambda: self._load(key, load))
+
+    async def _load(self, key: Hashable, load: Callable[[], Awaitable[V]]) -> V:
         value = await load()
+        now = self.clock()
         if len(self._items) >= self.max_items:
             self._items = {k: v for k, v in self._items.items() if v[0] > now}
             if len(self._items) >= self.max_items:
                 self._items.clear()
         self._items[key] = (now + self.ttl_s, value)
         return value
+
+    def discard(self, key: Hashable) -> None:
+        """Forget one key (its next read loads again)."""
+        self._items.pop(key, None)
 
     def clear(self) -> None:
         self._items.clear()

@@ -8,15 +8,27 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+from threads.limits import frame_size, id_in_range
+
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
+
+# The fields each body or frame may carry. Anything else is refused (400 `unknown_field`), not ignored:
+# a typo such as "strem" would otherwise silently change the meaning of a request. The server adds
+# optional fields before clients send them, so strictness costs no compatibility.
+THREAD_CREATE_FIELDS = frozenset({"title", "provider", "model"})
+SEND_FIELDS = frozenset({"content", "request_id", "parent_id", "stream", "idempotent", "tools"})
+# The thread's column is varchar(200): MAX_TITLE_CHARS may lower the limit, never raise it.
+TITLE_COLUMN_CHARS = 200
 
 
 class InvalidInput(Exception):
-    """Bad client input; `status` is the HTTP status to answer with."""
+    """Bad client input; `status` is the HTTP status to answer with, `retry_after` (seconds) goes into
+    a `Retry-After` header (HTTP) or the error event (WebSocket) when set."""
 
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
+    def __init__(self, code: str, message: str, status: int = 400, *, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.code, self.message, self.status = code, message, status
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +56,40 @@ def parse_json_object(raw: bytes | str) -> dict[str, Any]:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput("invalid_json", f"The body is not valid JSON: {exc}.") from exc
+    except RecursionError as exc:  # e.g. 100 000 nested brackets: still the client's mistake, not ours
+        raise InvalidInput("invalid_json", "The body is nested too deeply.") from exc
     if not isinstance(data, dict):
         raise InvalidInput("invalid_json", "The body must be a JSON object.")
     return data
+
+
+def reject_unknown(data: dict[str, Any], allowed: frozenset[str]) -> None:
+    """400 `unknown_field` if `data` has a key outside `allowed` (named in the message, with the list)."""
+    unknown = sorted(k for k in data if k not in allowed)
+    if unknown:
+        raise InvalidInput(
+            "unknown_field",
+            f"Unknown field {unknown[0]!r}; the accepted fields are {', '.join(sorted(allowed))}.",
+        )
+
+
+def text_problem(value: str) -> str | None:
+    """Why a string cannot be stored, or None: PostgreSQL text refuses NUL characters, and no database
+    encodes an unpaired surrogate (JSON's "\\ud800" decodes to one)."""
+    if "\x00" in value:
+        return "contains a NUL character"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "contains an unpaired surrogate (invalid Unicode)"
+    return None
+
+
+def _check_text(key: str, value: str) -> None:
+    problem = text_problem(value)
+    if problem is not None:
+        raise InvalidInput("invalid_text", f"'{key}' {problem}.")
 
 
 def _opt_str(data: dict[str, Any], key: str, *, max_len: int) -> str | None:
@@ -57,6 +100,7 @@ def _opt_str(data: dict[str, Any], key: str, *, max_len: int) -> str | None:
         raise InvalidInput("invalid_field", f"'{key}' must be a string.")
     if len(value) > max_len:
         raise InvalidInput("invalid_field", f"'{key}' is longer than {max_len} characters.")
+    _check_text(key, value)
     return value
 
 
@@ -67,8 +111,12 @@ def _opt_bool(data: dict[str, Any], key: str, default: bool) -> bool:
     return value
 
 
-def parse_thread_create(data: dict[str, Any]) -> ThreadCreate:
-    title = (_opt_str(data, "title", max_len=200) or "").strip()
+def parse_thread_create(data: dict[str, Any], *, max_title_chars: int = TITLE_COLUMN_CHARS) -> ThreadCreate:
+    reject_unknown(data, THREAD_CREATE_FIELDS)
+    title = data.get("title")
+    if isinstance(title, str) and len(title) > max_title_chars:
+        raise InvalidInput("title_too_long", f"'title' is longer than {max_title_chars} characters.")
+    title = (_opt_str(data, "title", max_len=max_title_chars) or "").strip()
     return ThreadCreate(
         title=title,
         provider=_opt_str(data, "provider", max_len=32),
@@ -76,7 +124,11 @@ def parse_thread_create(data: dict[str, Any]) -> ThreadCreate:
     )
 
 
-def parse_send(data: dict[str, Any], *, max_chars: int) -> SendRequest:
+def parse_send(
+    data: dict[str, Any], *, max_chars: int, extra_fields: frozenset[str] = frozenset()
+) -> SendRequest:
+    """A send from an HTTP body or a WebSocket frame (whose `type` the caller allows in `extra_fields`)."""
+    reject_unknown(data, SEND_FIELDS | extra_fields)
     content = data.get("content")
     if not isinstance(content, str) or not content.strip():
         raise InvalidInput("invalid_content", "'content' must be a non-empty string.")
@@ -84,6 +136,7 @@ def parse_send(data: dict[str, Any], *, max_chars: int) -> SendRequest:
         raise InvalidInput(
             "content_too_large", f"'content' is longer than {max_chars} characters.", status=413
         )
+    _check_text("content", content)
     request_id = data.get("request_id")
     given = request_id is not None
     if request_id is None:
@@ -95,7 +148,7 @@ def parse_send(data: dict[str, Any], *, max_chars: int) -> SendRequest:
         )
     parent_id = data.get("parent_id")
     if parent_id is not None and (
-        isinstance(parent_id, bool) or not isinstance(parent_id, int) or parent_id < 1
+        isinstance(parent_id, bool) or not isinstance(parent_id, int) or not id_in_range(parent_id)
     ):
         raise InvalidInput("invalid_parent_id", "'parent_id' must be a positive integer message id.")
     tools = data.get("tools")
@@ -110,7 +163,40 @@ def parse_send(data: dict[str, Any], *, max_chars: int) -> SendRequest:
     )
 
 
-def parse_request_id(value: str) -> str:
-    if not REQUEST_ID_RE.match(value):
+def parse_request_id(value: object) -> str:
+    if not isinstance(value, str) or not REQUEST_ID_RE.match(value):
         raise InvalidInput("invalid_request_id", "That is not a valid request_id.")
     return value
+
+
+# --- WebSocket frames -----------------------------------------------------------------------------
+
+FRAME_TYPES = ("send", "cancel", "ack")
+# Per frame type, the fields besides those parse_send checks (sends) or the ones listed (others).
+SEND_FRAME_EXTRA = frozenset({"type"})
+CANCEL_FRAME_FIELDS = frozenset({"type", "request_id"})
+ACK_FRAME_FIELDS = frozenset({"type", "count"})
+
+
+def parse_frame(text: str | None, data: bytes | None, *, max_bytes: int) -> tuple[str, dict[str, Any]]:
+    """A client frame's type and object. Raises InvalidInput (sent back as an `error` event; the socket
+    stays open) for a frame over `max_bytes` (`too_large`), a binary frame, non-JSON or non-object
+    JSON, an unknown `type`, or unknown fields of a cancel or ack (a send's are checked by parse_send)."""
+    if frame_size(text, data) > max_bytes:
+        raise InvalidInput("too_large", f"Frames are limited to {max_bytes} bytes.", status=413)
+    if data is not None:
+        raise InvalidInput("binary_frame", "Send frames as JSON text, not binary.")
+    try:
+        frame = json.loads(text or "")
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInput("invalid_json", "Frames must be JSON objects.") from exc
+    if not isinstance(frame, dict):
+        raise InvalidInput("invalid_json", "Frames must be JSON objects.")
+    kind = frame.get("type")
+    if not isinstance(kind, str) or kind not in FRAME_TYPES:
+        raise InvalidInput("unknown_type", "'type' must be 'send', 'cancel' or 'ack'.")
+    if kind == "cancel":
+        reject_unknown(frame, CANCEL_FRAME_FIELDS)
+    elif kind == "ack":
+        reject_unknown(frame, ACK_FRAME_FIELDS)
+    return kind, frame

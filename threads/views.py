@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from providers import available_providers
 from threads import selectors, services
+from threads.limits import parse_id
 from threads.markdown import render_markdown
 from threads.models import Message, Thread
 from threads.validation import InvalidInput, parse_thread_create
@@ -50,7 +51,8 @@ def thread_list_page(request: HttpRequest) -> HttpResponse:
                     "title": request.POST.get("title") or None,
                     "provider": request.POST.get("provider") or None,
                     "model": request.POST.get("model") or None,
-                }
+                },
+                max_title_chars=settings.MAX_TITLE_CHARS,
             )
             thread = services.thread_create(owner=request.user, data=data)  # type: ignore[arg-type]
         except InvalidInput as exc:
@@ -92,8 +94,8 @@ def thread_page(request: HttpRequest, thread_id: int) -> HttpResponse:
 
 def _message_html_json(thread: Thread, raw_id: str) -> JsonResponse:
     message = None
-    if raw_id.isdigit():
-        message = Message.objects.filter(thread=thread, pk=int(raw_id)).first()
+    if (message_id := parse_id(raw_id)) is not None:
+        message = Message.objects.filter(thread=thread, pk=message_id).first()
     if message is None:
         return JsonResponse({"error": {"code": "not_found", "message": "No such message."}}, status=404)
     data = {"id": message.pk, "role": message.role, "status": message.status, "content": message.content}

@@ -19,6 +19,7 @@
   let ws = null;
   let retries = 0;
   let timer = 0;
+  let revoked = false; // closed with 4001 (a log-out somewhere): is this browser still signed in?
   let pending = null; // {rid, content}: sent by this tab, not started yet
   let failed = ""; // content of the last send that failed before it started (composer Retry)
   let spoken = ""; // streamed text not yet handed to the live region
@@ -238,23 +239,30 @@
     const proto = location.protocol === "https:" ? "wss" : "ws";
     const sock = new WebSocket(`${proto}://${location.host}/ws/threads/${threadId}/`);
     ws = sock;
-    sock.onopen = () => { retries = 0; setConn("Live"); refresh(); };
+    // The backoff resets on a snapshot, not on open: a server that accepts and at once closes (1013,
+    // Redis or the database down) is retried ever more slowly rather than hammered.
+    let opened = false;
+    sock.onopen = () => { opened = true; revoked = false; setConn("Live"); refresh(); };
     let received = 0;
     sock.onmessage = (e) => {
       // Acknowledge what arrived: a tab that falls far behind is closed (4008) and resumes afresh.
       if (++received % 20 === 0) sock.send(JSON.stringify({type: "ack", count: received}));
       let ev;
       try { ev = JSON.parse(e.data); } catch { return; }
+      if (ev.type === "snapshot") retries = 0;
       onEvent(ev);
     };
     sock.onclose = (e) => {
       if (ws !== sock) return;
       ws = null;
       refresh();
-      if (e.code === 4401) return setConn("Signed out: reload the page to log in again");
+      // A refused handshake reaches the page as 1006, not 4401: after a 4001 it means signed out.
+      if (e.code === 4401 || (revoked && !opened)) return setConn("Signed out: reload the page to log in again");
+      if (e.code === 4001) revoked = true; // reconnect: another browser's session still works
       if (e.code === 4404) return setConn("This thread no longer exists");
       if (navigator.onLine === false) return setConn("Offline: waiting for the network…"); // see "online"
-      setConn("Reconnecting…");
+      // 4429: this user has too many sockets open; keep retrying (slower and slower) until one closes.
+      setConn(e.code === 4429 ? "Too many open tabs: close one to reconnect…" : "Reconnecting…");
       const delay = Math.min(8000, 300 * 2 ** retries++) * (0.5 + Math.random() / 2);
       timer = setTimeout(connect, delay);
     };
@@ -314,7 +322,7 @@
   });
   // A phone that loses its network may keep a dead socket open for minutes: drop it now, and reconnect
   // (the snapshot resumes any stream) as soon as the network is back.
-  addEventListener("offline", () => { if (ws) ws.close(4001, "offline"); });
+  addEventListener("offline", () => { if (ws) ws.close(1000, "offline"); });
   addEventListener("online", () => { retries = 0; if (!ws) connect(); });
   // Leaving the page closes the socket, so the back/forward cache can keep the page; coming back reconnects.
   addEventListener("pagehide", () => { clearTimeout(timer); const s = ws; ws = null; if (s) s.close(1000); });

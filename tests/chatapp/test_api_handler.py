@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -59,3 +60,24 @@ async def test_session_callers_are_authenticated_and_csrf_checked(user: Any) -> 
         (b"origin", b"http://testserver"),
     ]
     assert (await _call("POST", "/api/threads", {}, with_csrf))["status"] == 201
+
+
+async def test_requests_reuse_a_few_sync_threads_instead_of_starting_their_own(token: str) -> None:
+    """Django's handler starts (and joins) a thread per request for its thread-sensitive calls; the
+    API handler runs them on a few long-lived threads."""
+    auth = [(b"authorization", f"Bearer {token}".encode())]
+    await _call("GET", "/api/threads", headers=auth)  # the executors' threads exist from here on
+    started: list[str] = []
+    original = threading.Thread.start
+
+    def spy(self: threading.Thread) -> None:
+        started.append(self.name)
+        original(self)
+
+    threading.Thread.start = spy  # type: ignore[method-assign]
+    try:
+        for _ in range(20):
+            assert (await _call("GET", "/api/threads", headers=auth))["status"] == 200
+    finally:
+        threading.Thread.start = original  # type: ignore[method-assign]
+    assert len(started) < 10, started

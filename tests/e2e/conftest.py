@@ -128,6 +128,9 @@ def _serve(tmp: Path, **settings: str) -> Iterator[AppServer]:
     env.update(
         {
             "DJANGO_SETTINGS_MODULE": "chatapp.settings",
+            # As `make run` serves (DEBUG is off by default): http on a random loopback port, whose
+            # WebSocket Origin only DEBUG admits (chatapp/origin.py).
+            "DEBUG": "true",
             "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
             # Real-model timing (tests/conftest.py makes the in-process demo instant; not this server).
             "DEMO_TTFT_MS": "300",

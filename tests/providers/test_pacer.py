@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -249,6 +249,7 @@ def test_the_flag_off_skips_the_pacer(monkeypatch: pytest.MonkeyPatch) -> None:
     burst=st.integers(1, 3),
     pause=st.none() | st.tuples(st.integers(0, 20).map(lambda k: k / 20), st.sampled_from([0.25, 1.0, 2.5])),
 )
+@example(arrivals=[0.55], cancels=set(), rps=2.0, burst=1, pause=(0.1, 2.5))  # 0.1 + 2.5 rounds down
 def test_random_interleavings_stay_in_order_and_within_the_rate(
     arrivals: list[float], cancels: set[int], rps: float, burst: int, pause: tuple[float, float] | None
 ) -> None:
@@ -283,7 +284,9 @@ def test_random_interleavings_stay_in_order_and_within_the_rate(
         await asyncio.gather(*tasks, return_exceptions=True)
         assert not [t for t in tasks if not t.cancelled() and t.exception()]
         if pause is not None:
-            assert not [t for t in admitted.values() if pause[0] < t < sum(pause)]
+            # Nobody is admitted while paused; the pause's end is computed in another order, so the
+            # last admission may land a rounding error (1e-16 s) before 0.1 + 2.5.
+            assert not [t for t in admitted.values() if pause[0] < t < sum(pause) - 1e-9]
         times = [admitted[i] for i in arrived if i in admitted]
         assert times == sorted(times)  # first come, first served
         for a, first in enumerate(times):

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+
 from threads.ttlcache import TTLCache
 
 
@@ -36,3 +39,38 @@ async def test_bounded_and_clearable() -> None:
     assert len(cache._items) <= 3
     cache.clear()
     assert cache._items == {}
+
+
+async def test_discard_forgets_one_key() -> None:
+    """Revoking an API token drops its cached lookup at once (accounts/signals.py)."""
+    calls: list[str] = []
+
+    def loader(key: str) -> Callable[[], Awaitable[str]]:
+        async def load() -> str:
+            calls.append(key)
+            return f"{key}{len(calls)}"
+
+        return load
+
+    cache: TTLCache[str] = TTLCache(5.0, clock=Clock())
+    assert [await cache.get_or_load(k, loader(k)) for k in ("a", "b")] == ["a1", "b2"]
+    cache.discard("a")
+    cache.discard("missing")  # no error
+    assert await cache.get_or_load("a", loader("a")) == "a3"
+    assert await cache.get_or_load("b", loader("b")) == "b2" and calls == ["a", "b", "a"]
+
+
+async def test_concurrent_loads_share_one_call() -> None:
+    calls, gate = [], asyncio.Event()
+
+    async def load() -> int:
+        calls.append(1)
+        await gate.wait()
+        return 7
+
+    cache: TTLCache[int] = TTLCache(5.0, clock=Clock())
+    waiters = [asyncio.create_task(cache.get_or_load("k", load)) for _ in range(50)]
+    await asyncio.sleep(0)
+    gate.set()
+    assert await asyncio.gather(*waiters) == [7] * 50
+    assert calls == [1]

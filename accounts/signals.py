@@ -1,0 +1,73 @@
+"""Ending access ends it everywhere: logging out, revoking or deleting an API token, and deactivating or
+deleting a user drop this process's cached token lookups and close the affected WebSockets in every
+process (through the user's channel-layer group, `user.<id>`; threads/consumers.py closes them with
+code 4001). Connected in AccountsConfig.ready().
+
+Other processes' token caches expire within accounts.auth.TOKEN_CACHE_TTL_S (5 s): that is the bound on
+how long a revoked token can still be used on another server process. Sockets close on commit only, so a
+rolled-back revocation closes nothing. Django sends user_logged_out just before it flushes the session;
+a closed page waits at least 150 ms before it reconnects, by which time the session is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.contrib.auth import get_user_model
+from django.contrib.auth.signals import user_logged_out
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+
+from accounts.auth import forget_all_tokens, forget_token
+from accounts.models import ApiToken
+from threads import groups
+
+log = logging.getLogger(__name__)
+
+
+def close_user_sockets(*, user_id: int, method: str, token_hash: str = "") -> None:
+    """After the current transaction commits, close the user's sockets that authenticated by `method`
+    (groups.auth_revoked_message). A channel layer that is down is logged, never raised: logging out
+    must work without Redis (the sockets then stay open until they close or reconnect)."""
+    message = groups.auth_revoked_message(method=method, token_hash=token_hash)
+
+    def send() -> None:
+        layer = get_channel_layer()
+        if layer is not None:
+            async_to_sync(layer.group_send)(groups.user_group(user_id), message)
+
+    # robust: an error is logged by Django (django.db.backends.base), not raised into the caller.
+    transaction.on_commit(send, robust=True)
+
+
+@receiver(user_logged_out, dispatch_uid="accounts.close_sockets_on_logout")
+def _on_logout(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    if user is not None and user.pk is not None:
+        close_user_sockets(user_id=user.pk, method="session")
+
+
+@receiver(post_save, sender=ApiToken, dispatch_uid="accounts.token_saved")
+def _on_token_saved(sender: Any, instance: ApiToken, created: bool, **kwargs: Any) -> None:
+    if instance.revoked_at is not None:
+        forget_token(instance.key_hash)
+        close_user_sockets(user_id=instance.user_id, method="token", token_hash=instance.key_hash)
+
+
+@receiver(post_delete, sender=ApiToken, dispatch_uid="accounts.token_deleted")
+def _on_token_deleted(sender: Any, instance: ApiToken, **kwargs: Any) -> None:
+    forget_token(instance.key_hash)
+    close_user_sockets(user_id=instance.user_id, method="token", token_hash=instance.key_hash)
+
+
+def _on_user_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
+    # Which cached tokens belong to this user is not indexed; deactivation is rare, so drop them all.
+    if kwargs.get("signal") is post_delete or not instance.is_active:
+        forget_all_tokens()
+
+
+post_save.connect(_on_user_changed, sender=get_user_model(), dispatch_uid="accounts.user_saved")
+post_delete.connect(_on_user_changed, sender=get_user_model(), dispatch_uid="accounts.user_deleted")

@@ -1,0 +1,176 @@
+"""The suite's table from the figures benchmarks.run collected: one row per requirement, the verdict from
+the measured figure against the bar (benchmarks.verdict). A step that crashed leaves its rows FAIL with
+"not measured"."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.verdict import Row, row
+
+NAN = float("nan")
+
+
+def _get(results: dict[str, Any], *path: str) -> Any:
+    node: Any = results
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _num(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) else NAN
+
+
+def _burst_rows(b: dict[str, Any] | None, what: str) -> list[Row]:
+    if b is None:
+        return [
+            row(f"burst: {what}", "100 % success", ">=", 1.0, None, "not measured"),
+            row(f"provider calls for one burst ({what})", "1", "==", 1, None, "not measured"),
+            row(f"DB rows for one burst ({what})", "2", "==", 2, None, "not measured"),
+        ]
+    rate = _num(b["success_rate"])
+    calls, rows = b.get("provider_calls"), b.get("rows")
+    return [
+        row(f"burst: {what}", "100 % success", ">=", 1.0, rate, f"{b['ok']}/{b['n']} ({rate * 100:.1f} %)"),
+        row(f"provider calls for one burst ({what})", "1", "==", 1, _num(calls), str(calls)),
+        row(f"DB rows for one burst ({what})", "2", "==", 2, _num(rows), str(rows)),
+    ]
+
+
+def rows_from(results: dict[str, Any], plan: Any, opts: Any) -> list[Row]:
+    """The table; `plan` gives the sizes for the labels."""
+    small = _get(results, "coalesce_on", "small", "burst")
+    big_res = _get(results, "coalesce_on", "big")
+    big = _get(results, "coalesce_on", "big", "burst")
+    out = _burst_rows(small, f"{plan.small_n} identical sends, {plan.small_c} concurrent")
+    out += _burst_rows(big, f"{plan.big_n} identical sends, all at once, {opts.processes} processes")
+
+    done = [b for b in (small, big) if b is not None]
+    sends, errors = sum(b["n"] for b in done), sum(b["errors"] for b in done)
+    rate = errors / sends if sends else None
+    shown = f"{rate * 100:.2f} % ({errors} of {sends} sends)" if rate is not None else "not measured"
+    out.append(row("error rate", "0 %", "==", 0.0, rate, shown))
+
+    ratio = _num(_get(big or {}, "p95_follower_ratio"))
+    prov = _get(big_res or {}, "provider", "sequential_median_s") or _get(
+        results, "coalesce_on", "small", "provider", "sequential_median_s"
+    )
+    shown = (
+        f"{ratio:.3f}x ({big['p95_follower_s']:.3f} s / {prov:.3f} s), {plan.big_n}-burst"
+        if big and prov and ratio == ratio
+        else "not measured"
+    )
+    out.append(
+        row(
+            "end-to-end p95, followers, over the provider's own latency",
+            "<= 1.05 x",
+            "<=",
+            1.05,
+            ratio,
+            shown,
+        )
+    )
+
+    pacer = results.get("pacer") or {}
+    wait = _num(pacer.get("wait_p95_ms"))
+    shown = (
+        f"{wait:.2f} ms ({pacer['offered_rps']:g} rps offered, limit {pacer['offered_rps'] * 2:g}; "
+        f"Redis, {pacer['processes']} processes, {pacer['admitted']} requests)"
+        if wait == wait
+        else "not measured"
+    )
+    out.append(row("queue wait p95 at half the pacer limit", "<= 5 ms", "<=", 5.0, wait, shown))
+
+    s = _get(results, "streaming", "summary") or {}
+    ttft = _num(s.get("ttft_overhead_p95_ms"))
+    shown = f"+{ttft:.1f} ms (p50 +{_num(s.get('ttft_overhead_p50_ms')):.1f} ms, n={plan.ttft_sends})"
+    out.append(
+        row(
+            "TTFT p95 over the provider's TTFT",
+            "<= +20 ms",
+            "<=",
+            20.0,
+            ttft,
+            shown if ttft == ttft else "not measured",
+        )
+    )
+
+    cancel = _num(s.get("cancel_p95_ms"))
+    closed = _get(results, "streaming", "cancel_client_disconnects")
+    complete = s.get("cancelled") == plan.cancels and closed == plan.cancels
+    shown = f"{cancel:.1f} ms ({s.get('cancelled')}/{plan.cancels} cancelled, {closed}/{plan.cancels} upstream closed)"
+    out.append(
+        row(
+            "cancel p95",
+            "<= 50 ms",
+            "<=",
+            50.0,
+            cancel,
+            shown if cancel == cancel else "not measured",
+            complete=complete,
+        )
+    )
+
+    runs = _get(results, "streaming", "runs") or [{}]
+    fan = runs[0]
+    lag = _num(fan.get("lag_p99_ms"))
+    complete = (
+        bool(fan) and fan.get("delivered") == fan.get("expected") and fan.get("connected") == plan.fanout_k
+    )
+    shown = (
+        f"{lag:.1f} ms ({fan.get('connected')} connected, {fan.get('delivered')}/{fan.get('expected')} deltas)"
+        if lag == lag
+        else "not measured"
+    )
+    out.append(
+        row(
+            f"fan-out {plan.fanout_k} clients, p99 lag",
+            "<= 250 ms",
+            "<=",
+            250.0,
+            lag,
+            shown,
+            complete=complete,
+        )
+    )
+
+    contrast = _get(results, "coalesce_off", "contrast", "burst")
+    n = contrast["n"] if contrast else (opts.contrast_n or plan.contrast_n)
+    calls = contrast.get("provider_calls") if contrast else None
+    shown = (
+        f"{calls} calls, {contrast['rows']} rows, {contrast['ok']}/{n} ok, p95 {contrast['p95_s']:.2f} s"
+        if contrast
+        else "not measured"
+    )
+    label = f"same burst ({n} sends) with COALESCE_ENABLED off, for contrast"
+    out.append(row(label, "calls = N", "==", n, _num(calls), shown))
+    return out
+
+
+def summary_lines(results: dict[str, Any]) -> list[str]:
+    """What the verdicts rest on besides the table: the provider's own figures and the client's floor."""
+    lines = []
+    for name in ("small", "big"):
+        res = _get(results, "coalesce_on", name) or {}
+        p, f = res.get("provider"), res.get("floor")
+        n = _get(res, "config", "n")
+        if p:
+            lines.append(
+                f"provider direct ({n} at the burst's concurrency): sequential median {p['sequential_median_s']:.3f} s; "
+                f"concurrent p50 {p['concurrent_p50_s']:.3f} s, p95 {p['concurrent_p95_s']:.3f} s"
+            )
+        if f:
+            lines.append(
+                f"load generator floor ({n} requests, fixed {f['delay_s']:.3f} s): p50 +{f['p50_over_ms']:.1f} ms, "
+                f"p95 +{f['p95_over_ms']:.1f} ms ({f['p95_ratio']:.4f}x)"
+            )
+    direct = _get(results, "streaming", "direct_ttft_s")
+    if direct:
+        lines.append(
+            f"provider TTFT measured directly: median {sorted(direct)[len(direct) // 2] * 1000:.1f} ms"
+        )
+    lines.append("Lighthouse (>= 95, mobile) is not part of this run: scripts/lighthouse.sh, in CI.")
+    return lines

@@ -1,0 +1,21 @@
+"""Work daphne's HTTP layer does that this app never uses, switched off.
+
+Twisted's `Request.requestReceived` parses the Content-Type of every POST with the `email` package and,
+for form and multipart bodies, the whole body into `request.args`. daphne never reads `args`: it hands
+the raw body to the ASGI application, which parses it itself. In a 200-way burst of sends that parsing
+was 16 % of the server's CPU (py-spy profile of benchmarks/coalesce_bench.py's burst).
+"""
+
+from __future__ import annotations
+
+
+def skip_twisted_form_parsing() -> bool:
+    """Make daphne's requests skip Twisted's form parsing; False when daphne is not installed."""
+    try:
+        from daphne.http_protocol import WebRequest
+    except ImportError:  # served by another ASGI server: nothing to switch off
+        return False
+    # Twisted's Request.__init__ assigns the instance attribute; a data descriptor on the class wins
+    # over it, so every request reads False whatever Twisted sets.
+    WebRequest._parsePOSTFormSubmission = property(lambda self: False, lambda self, value: None)
+    return True

@@ -1,0 +1,83 @@
+"""Which exceptions mean "a dependency is down" rather than "a bug": the API answers them `503` with a
+JSON error, the WebSocket with an `error` frame, /healthz with `503` (API.md: 503 when a dependency is
+down, never 500).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from django.db import InterfaceError, OperationalError
+from psycopg_pool import PoolTimeout
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+# Django wraps the driver's errors (a refused or dropped connection is OperationalError, a closed one
+# InterfaceError); a pool that cannot hand out a connection within DB_POOL_TIMEOUT_S raises PoolTimeout.
+DATABASE_DOWN: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeout)
+# redis-py raises these for refused, reset and timed-out connections (channels_redis uses redis-py).
+REDIS_DOWN: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError)
+DEPENDENCY_DOWN = DATABASE_DOWN + REDIS_DOWN
+
+log = logging.getLogger(__name__)
+
+# WebSocket close code after the `error` frame: the page reconnects with backoff and resumes from a
+# snapshot. (RFC 6455's 1013 "Try Again Later" would fit, but daphne's autobahn sends only 1000 or
+# 3000-4999.)
+CLOSE_DEPENDENCY_DOWN = 4503
+
+DATABASE_UNAVAILABLE = (
+    "database_unavailable",
+    "The database is not answering; try again in a few seconds.",
+)
+REDIS_UNAVAILABLE = (
+    "dependency_unavailable",
+    "Redis (the message bus between server processes) is not answering; try again in a few seconds.",
+)
+
+
+def unavailable(exc: BaseException) -> tuple[str, str] | None:
+    """(code, message) when `exc` means the database or Redis is down, else None."""
+    if isinstance(exc, DATABASE_DOWN):
+        return DATABASE_UNAVAILABLE
+    if isinstance(exc, REDIS_DOWN):
+        return REDIS_UNAVAILABLE
+    return None
+
+
+class WebsocketDependencyGuard:
+    """ASGI wrapper of the WebSocket stack: an outage met anywhere in it (the session or token lookup
+    of the handshake, the consumer, the channel layer's receive when Redis goes away) becomes an `error`
+    frame naming it and a close with CLOSE_DEPENDENCY_DOWN, instead of daphne dropping the socket
+    (1011, or a failed handshake) and logging a traceback."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        state = {"accepted": False, "closed": False}
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            if message["type"] == "websocket.accept":
+                state["accepted"] = True
+            elif message["type"] == "websocket.close":
+                state["closed"] = True
+            await send(message)
+
+        try:
+            await self.inner(scope, receive, tracking_send)
+        except DEPENDENCY_DOWN as exc:
+            if state["closed"]:
+                return
+            code, message = unavailable(exc) or REDIS_UNAVAILABLE
+            log.warning("socket closed, dependency down: %s: %s", type(exc).__name__, exc)
+            frame = {"type": "error", "error": {"code": code, "message": message}}
+            try:
+                if not state["accepted"]:
+                    await send({"type": "websocket.accept"})
+                await send({"type": "websocket.send", "text": json.dumps(frame)})
+                await send({"type": "websocket.close", "code": CLOSE_DEPENDENCY_DOWN})
+            except Exception:  # the client is gone too
+                log.debug("could not tell the socket", exc_info=True)

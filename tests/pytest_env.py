@@ -1,0 +1,14 @@
+"""Loaded by pytest before pytest-django imports the settings (pyproject.toml: `-p tests.pytest_env`):
+the suite runs on the development settings, DEBUG=true, unless the environment says otherwise.
+
+DEBUG is off by default (chatapp/settings.py) and pytest-django imports the settings before any
+conftest.py runs, so a conftest is too late for this. The variable is inherited by the processes the
+tests start; those that need production settings set DEBUG=false and SECRET_KEY themselves
+(tests/chatapp/test_settings.py).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("DEBUG", "true")

@@ -1,0 +1,65 @@
+"""`manage.py burst` against two live daphne processes and the fake provider: HTTP, SSE and WebSocket
+sends; the JSON it writes holds the figures (identical sends: one provider call, two rows)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from providers.fake_server import ThreadedFakeServer
+from tests.servers import daphne_servers
+
+pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+BURST_KEYS = {
+    "n",
+    "ok",
+    "errors",
+    "success_rate",
+    "statuses",
+    "roles",
+    "p50_s",
+    "p95_s",
+    "provider_calls",
+    "rows",
+}
+
+
+def test_burst_writes_its_figures(token: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with ThreadedFakeServer(ttft_ms=200, tps=200, tokens=10) as fake:
+        env = {
+            "OPENAI_BASE_URL": fake.openai_base_url,
+            "OPENAI_API_KEY": "sk-test",
+            "OPENAI_MODEL": "fake-model",
+            "DEFAULT_PROVIDER": "openai",
+        }
+        with daphne_servers(2, env=env) as (a, b):
+            for mode in ("http", "sse", "ws"):
+                out = tmp_path / f"{mode}.json"
+                call_command(
+                    "burst",
+                    *("--url", f"{a.base_url},{b.base_url}", "--token", token),
+                    *("--n", "6", "--concurrency", "0", "--mode", mode, "--k", "1"),
+                    *("--provider-url", fake.openai_base_url, "--json-out", str(out)),
+                )
+                res = json.loads(out.read_text())
+                burst = res["burst"]
+                assert BURST_KEYS <= set(burst), mode
+                assert (burst["ok"], burst["errors"]) == (6, 0), (
+                    mode,
+                    burst["statuses"],
+                    burst["error_kinds"],
+                )
+                assert burst["provider_calls"] == 1 and burst["provider_calls_source"] == "fake", mode
+                assert burst["rows"] == 2, mode
+                provider = res["provider"]["sequential_median_s"]
+                assert 0.2 <= provider < 2 and burst["p95_s"] >= 0.2, mode
+                floor = res["floor"]
+                assert floor["delay_s"] == provider and floor["errors"] == 0 and floor["p50_s"] >= provider
+                if mode != "http":
+                    assert burst["ttft_p50_s"] >= 0.2, mode  # the fake's 200 ms before the first token
+    printed = capsys.readouterr().out
+    assert "generator floor" in printed and "provider calls" in printed

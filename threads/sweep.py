@@ -1,0 +1,93 @@
+"""The sweep of `streaming` rows that no generation will finish: their process died (killed, crashed,
+restarted) or their result could not be saved. Each process runs it every ORPHAN_SWEEP_EVERY_S from its
+first health check, socket or send (GenerationService.ensure_started); the compare-and-set on the row
+makes concurrent sweeps of several processes harmless (one wins, only the winner broadcasts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+
+from providers.coalescer import LEASE_S
+from threads import events, selectors, services
+from threads.dbasync import db_async
+from threads.liveness import live_generations
+from threads.streamstate import stream_state
+
+if TYPE_CHECKING:
+    from threads.generation import GenerationService
+
+log = logging.getLogger(__name__)
+
+# Half a lease: a dead process's rows are failed within about LEASE_S + 2 sweeps (< 15 s).
+ORPHAN_SWEEP_EVERY_S = LEASE_S / 2
+# No generation outlives the provider's total timeout, so a message still `streaming` well after it is
+# failed whatever the leases say: the backstop if Redis lost a lease that is never renewed again.
+STALE_AFTER_MARGIN_S = 60.0
+INTERRUPTED_MESSAGE = (
+    "The server process generating this reply stopped (it crashed or was restarted); the text so far is kept."
+)
+
+
+async def sweep_forever(svc: GenerationService) -> None:
+    suspects: set[int] = set()
+    while True:
+        try:
+            suspects = await sweep_orphans(svc, suspects)
+            if swept := await sweep_stale():
+                log.warning("marked %d abandoned streaming message(s) as errors", swept)
+        except Exception:  # the database or Redis may be briefly away; the next sweep retries
+            log.warning("stale-message sweep failed", exc_info=True)
+        await asyncio.sleep(ORPHAN_SWEEP_EVERY_S)
+
+
+async def sweep_orphans(svc: GenerationService, suspects: set[int]) -> set[int]:
+    """Fail the `streaming` rows that no live generation owns: `interrupted`, the text streamed so far
+    kept (from the shared stream state), viewers told. A row is failed when its lease was missing at two
+    sweeps in a row (ORPHAN_SWEEP_EVERY_S apart, more than a renewal period: a Redis restart that lost
+    the leases is healed by the next renewal first), or at once when it is older than this process and
+    there is no other process (no Redis). Returns this pass's suspects (missing once)."""
+    liveness = live_generations()
+    rows = await db_async(selectors.messages_streaming)()
+    rows = [r for r in rows if r["request_id"] not in svc.running]
+    alive = await liveness.alive(r["request_id"] for r in rows)
+    missing = [r for r in rows if r["request_id"] not in alive]
+    for row in missing:
+        if row["id"] in suspects or liveness.owns_everything_before(row["created"]):
+            await _interrupt(svc, row)
+    return {r["id"] for r in missing}
+
+
+async def _interrupt(svc: GenerationService, row: dict[str, Any]) -> None:
+    shared = stream_state()
+    text = ""
+    if shared is not None:
+        text = await shared.text_of(request_id=row["request_id"]) or ""
+    final = await db_async(services.message_finalize)(
+        message_id=row["id"],
+        status="error",
+        content=text,
+        error_code="interrupted",
+        error_message=INTERRUPTED_MESSAGE,
+    )
+    if final is None:  # it finished meanwhile, or another process's sweep won
+        return
+    log.warning("generation %s was interrupted (its process stopped)", row["request_id"])
+    event = events.message_error(
+        request_id=row["request_id"], code="interrupted", message=INTERRUPTED_MESSAGE, assistant=final
+    )
+    try:
+        await svc.broadcast(row["thread_id"], event)
+        if shared is not None:
+            await shared.remove(request_id=row["request_id"], thread_id=row["thread_id"])
+    except Exception:  # viewers that miss it see the row in their next snapshot
+        log.warning("interrupted event of %s not delivered", row["request_id"], exc_info=True)
+
+
+async def sweep_stale() -> int:
+    older_than = settings.PROVIDER_TIMEOUTS["total"] + STALE_AFTER_MARGIN_S
+    return int(await db_async(services.messages_fail_stale)(older_than_s=older_than))

@@ -334,7 +334,7 @@ async def _live_events(outcome: SendOutcome, channel: str, *, seen: int = 0) -> 
             async with asyncio.timeout(LEASE_S / 2):
                 msg = await layer.receive(channel)
         except TimeoutError:
-            final = await _check_leader(outcome) if outcome.generation is None else None
+            final = await _quiet_check(outcome)
             if final is not None:
                 yield final
                 return
@@ -347,6 +347,18 @@ async def _live_events(outcome: SendOutcome, channel: str, *, seen: int = 0) -> 
         yield event
         if event.get("type") in events.TERMINAL_EVENTS:
             return
+
+
+async def _quiet_check(outcome: SendOutcome) -> dict[str, Any] | None:
+    """On a quiet stream: the terminal event if the generation has ended, else None. A generation of
+    this process that ended without its terminal event reaching this channel (a layer that dropped a
+    message) must still end the stream, not leave it open forever."""
+    gen = outcome.generation
+    if gen is None:
+        return await _check_leader(outcome)
+    if gen.done.done() and not gen.done.cancelled() and gen.done.exception() is None:
+        return dict(gen.done.result())
+    return None
 
 
 async def terminal_now(outcome: SendOutcome) -> dict[str, Any] | None:

@@ -91,6 +91,8 @@ ERROR_STATUS = {
     "unknown_provider": 400,
     "database_unavailable": 503,
     "dependency_unavailable": 503,
+    # The thread (and so the reply a follower waited on) was deleted meanwhile.
+    "not_found": 404,
 }
 
 

@@ -63,10 +63,13 @@ class Plan:
     pacer_rps: float = 50.0
     pacer_s: float = 4.0
     k: int = 5  # sequential direct provider requests (the latency denominator)
+    tokens: int = TOKENS  # reply length; the quick run's shorter replies keep it under a minute
 
 
 FULL = Plan("full")
-QUICK = Plan("quick", big_n=200, contrast_n=50, fanout_k=100, ttft_sends=10, cancels=10, pacer_s=2.0, k=2)
+QUICK = Plan(
+    "quick", big_n=200, contrast_n=50, fanout_k=100, ttft_sends=10, cancels=10, pacer_s=2.0, k=2, tokens=40
+)
 
 
 def app_env(fake_url: str, db_url: str, redis_url: str) -> dict[str, str]:
@@ -230,7 +233,7 @@ class Suite:
             ks=[self.plan.fanout_k],
             ttft_ms=TTFT_MS,
             tps=TPS,
-            tokens=TOKENS,
+            tokens=self.plan.tokens,
             sends=1,
             client_procs=4,
             clients_per_proc=250,
@@ -300,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     logs_dir = out_dir / f"{plan.name}-{stamp}-logs"
     try:
         with (
-            SubprocessFakeServer(ttft_ms=TTFT_MS, tps=TPS, tokens=TOKENS) as fake,
+            SubprocessFakeServer(ttft_ms=TTFT_MS, tps=TPS, tokens=plan.tokens) as fake,
             tempfile.TemporaryDirectory(prefix="bench-") as tmpdir,
             temporary_database(opts.postgres, f"bench_{os.getpid()}") as db_url,
         ):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -93,12 +94,51 @@ class SubprocessFakeServer:
         self.stop()
 
 
+DEFAULT_ASGI_APP = "chatapp.asgi:application"
+
+
+def bench_env(*, prefix: str, metrics_token: str) -> dict[str, str]:
+    """A benchmarked deployment's environment, without its URLs: production settings (DEBUG=false, own
+    SECRET_KEY), the fake as the OpenAI provider with no pacing of it (the pacer is measured on its
+    own), no per-user quotas (one bench user stands for many people), its own Redis key prefix."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("REDIS_URL", "DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR") and not k.startswith("PYTEST")
+    }
+    return env | {
+        "DEBUG": "false",
+        "SECRET_KEY": secrets.token_urlsafe(40),
+        "SECURE_SSL_REDIRECT": "false",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "LOG_LEVEL": "WARNING",
+        "DEFAULT_PROVIDER": "openai",
+        "OPENAI_API_KEY": "sk-bench",
+        "OPENAI_MODEL": "fake-model",
+        "PACER_OPENAI_RPS": "0",
+        "SEND_RATE_PER_MIN": "0",
+        "MAX_SOCKETS_PER_USER": "0",
+        "METRICS_TOKEN": metrics_token,
+        "CHANNEL_LAYER_PREFIX": prefix,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])),
+    }
+
+
 class Deployment:
     """`processes` daphne processes of chatapp sharing `env` (DATABASE_URL, REDIS_URL...), on free
     loopback ports with a listen backlog of 1024 (Twisted's 50 would drop a burst of connections)."""
 
-    def __init__(self, env: dict[str, str], tmp: Path, *, processes: int = 1, label: str = "app") -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        tmp: Path,
+        *,
+        processes: int = 1,
+        label: str = "app",
+        asgi_app: str = DEFAULT_ASGI_APP,
+    ) -> None:
         self.env, self.tmp, self.processes, self.label = env, tmp, processes, label
+        self.asgi_app = asgi_app
         self.procs: list[tuple[subprocess.Popen[bytes], str]] = []
 
     def manage(self, *args: str) -> str:
@@ -124,7 +164,7 @@ class Deployment:
             port = free_port()
             log = open(self.tmp / f"daphne-{self.label}-{i}.log", "wb")  # the child keeps its own copy
             endpoint = f"tcp:port={port}:interface=127.0.0.1:backlog=1024"
-            cmd = [str(BIN / "daphne"), "-e", endpoint, "chatapp.asgi:application"]
+            cmd = [str(BIN / "daphne"), "-e", endpoint, self.asgi_app]
             proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
             log.close()
             self.procs.append((proc, f"http://127.0.0.1:{port}"))

@@ -43,16 +43,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import multiprocessing as mp
 import os
 import platform
 import resource
-import secrets
-import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -67,7 +64,7 @@ import httpx
 if TYPE_CHECKING:
     from websockets.asyncio.client import ClientConnection
 
-    from benchmarks.deploy import Deployment, FakeControl
+    from benchmarks.deploy import FakeControl
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin" if (ROOT / ".venv" / "bin" / "daphne").exists() else Path(sys.executable).parent
@@ -75,7 +72,8 @@ BIN = ROOT / ".venv" / "bin" if (ROOT / ".venv" / "bin" / "daphne").exists() els
 # Runnable as `python -m benchmarks.NAME` or as a script: the project root must be importable.
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from benchmarks._common import free_port, healthy, pct, process_cpu_seconds  # noqa: E402
+from benchmarks._common import pct, process_cpu_seconds  # noqa: E402
+from benchmarks.deploy import DEFAULT_ASGI_APP, Deployment, bench_env, redis_clean, temporary_database  # noqa: E402
 
 PREFIX = "fanbench"
 METRICS_TOKEN = "fanbench-metrics"
@@ -273,69 +271,10 @@ class Mode:
     redis: bool
 
 
-class App:
-    def __init__(self, mode: Mode, env: dict[str, str], tmp: Path, asgi_app: str = "") -> None:
-        self.mode, self.tmp = mode, tmp
-        self.asgi_app = asgi_app or "chatapp.asgi:application"
-        self.env = env
-        self.procs: list[tuple[subprocess.Popen[bytes], str]] = []
-
-    def manage(self, *args: str) -> str:
-        cmd = [str(BIN / "python"), "manage.py", *args]
-        res = subprocess.run(cmd, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=180)
-        if res.returncode != 0:
-            raise RuntimeError(f"{' '.join(args)} failed:\n{res.stderr[-2000:]}")
-        return res.stdout
-
-    def prepare(self) -> str:
-        self.manage("migrate", "--noinput")
-        return self.manage("create_api_token", "benchuser").strip().splitlines()[-1]
-
-    def start(self) -> list[str]:
-        prom = self.tmp / f"prom-{self.mode.label}"
-        shutil.rmtree(prom, ignore_errors=True)
-        prom.mkdir()
-        env = self.env | {"PROMETHEUS_MULTIPROC_DIR": str(prom), "PACER_PROCESSES": str(self.mode.processes)}
-        for i in range(self.mode.processes):
-            port = free_port()
-            log = open(self.tmp / f"daphne-{self.mode.label}-{i}.log", "wb")  # the child keeps its own copy
-            endpoint = f"tcp:port={port}:interface=127.0.0.1:backlog=1024"
-            cmd = [str(BIN / "daphne"), "-e", endpoint, self.asgi_app]
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-            log.close()
-            self.procs.append((proc, f"http://127.0.0.1:{port}"))
-        deadline = time.monotonic() + 60
-        for proc, url in self.procs:
-            while not healthy(url):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"daphne at {url} did not come up:\n{self.logs()}")
-                time.sleep(0.2)
-        return self.urls
-
-    @property
-    def urls(self) -> list[str]:
-        return [url for _, url in self.procs]
-
-    @property
-    def pids(self) -> list[int]:
-        return [proc.pid for proc, _ in self.procs]
-
-    def logs(self) -> str:
-        return "".join(
-            p.read_text(errors="replace")[-1500:] for p in self.tmp.glob(f"daphne-{self.mode.label}-*.log")
-        )
-
-    def stop(self) -> None:
-        for proc, _ in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc, _ in self.procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        self.procs = []
+def _app(mode: Mode, env: dict[str, str], tmp: Path, asgi_app: str = "") -> Deployment:
+    return Deployment(
+        env, tmp, processes=mode.processes, label=mode.label, asgi_app=asgi_app or DEFAULT_ASGI_APP
+    )
 
 
 def _new_thread(url: str, token: str) -> int:
@@ -362,7 +301,7 @@ def _last_call_time(fake: FakeControl) -> float:
 
 
 def fanout_run(
-    app: App | Deployment, fake: FakeControl, token: str, k: int, opts: argparse.Namespace
+    app: Deployment, fake: FakeControl, token: str, k: int, opts: argparse.Namespace
 ) -> dict[str, Any]:
     urls = app.urls
     thread_id = _new_thread(urls[0], token)
@@ -592,7 +531,7 @@ async def cancel_phase(urls: list[str], token: str, thread_id: int, n: int) -> l
 
 
 def measure_streaming(
-    app: App | Deployment, label: str, token: str, fake: FakeControl, opts: argparse.Namespace
+    app: Deployment, label: str, token: str, fake: FakeControl, opts: argparse.Namespace
 ) -> dict[str, Any]:
     """On a running deployment: warm-up, the fan-out run for each K, TTFT, cancel, the metrics summary."""
     urls = app.urls
@@ -633,7 +572,7 @@ def measure_streaming(
 def run_mode(
     mode: Mode, env: dict[str, str], tmp: Path, token: str, fake: FakeControl, opts: argparse.Namespace
 ) -> dict[str, Any]:
-    app = App(mode, env, tmp, opts.app)
+    app = _app(mode, env, tmp, opts.app)
     result: dict[str, Any] = {"mode": mode.label, "processes": mode.processes, "redis": mode.redis}
     try:
         app.start()
@@ -766,34 +705,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return opts
 
 
-def _redis_clean(url: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        keys = list(client.scan_iter(match=f"{PREFIX}*", count=1000))
-        for i in range(0, len(keys), 500):
-            client.delete(*keys[i : i + 500])
-    finally:
-        client.close()
-
-
-def _pg_cli(url: str) -> tuple[list[str], dict[str, str]]:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    args = [
-        "-h",
-        parts.hostname or "127.0.0.1",
-        "-p",
-        str(parts.port or 5432),
-        "-U",
-        parts.username or "postgres",
-    ]
-    env = dict(os.environ) | ({"PGPASSWORD": parts.password} if parts.password else {})
-    return args, env
-
-
 def main(argv: list[str] | None = None) -> None:
     opts = parse_args(argv)
     sys.path.insert(0, str(ROOT))
@@ -807,47 +718,24 @@ def main(argv: list[str] | None = None) -> None:
     params = {k: v for k, v in vars(opts).items() if k != "out"}
     print(f"fan-out bench: {params}\nmachine: {machine}", flush=True)
     started = time.monotonic()
-    base_env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("REDIS_URL", "DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR") and not k.startswith("PYTEST")
-    }
-    base_env |= {
-        "DEBUG": "false",
-        "SECRET_KEY": secrets.token_urlsafe(40),
-        "SECURE_SSL_REDIRECT": "false",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "LOG_LEVEL": "WARNING",
-        "DEFAULT_PROVIDER": "openai",
-        "OPENAI_API_KEY": "sk-bench",
-        "OPENAI_MODEL": "fake-model",
-        "PACER_OPENAI_RPS": "0",
-        # One bench user stands for K viewers: no per-user send budget, no cap on its open sockets.
-        "SEND_RATE_PER_MIN": "0",
-        "MAX_SOCKETS_PER_USER": "0",
-        "METRICS_TOKEN": METRICS_TOKEN,
-        "CHANNEL_LAYER_PREFIX": PREFIX,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])),
-    }
+    base_env = bench_env(prefix=PREFIX, metrics_token=METRICS_TOKEN)
     results: list[dict[str, Any]] = []
     direct: list[float] = []
-    db_name = f"fanbench_{os.getpid()}"
-    pg_args, pg_env = _pg_cli(opts.postgres)
     need_pg = any(m.redis for m in modes)
     with ThreadedFakeServer(ttft_ms=opts.ttft_ms, tps=opts.tps, tokens=opts.tokens) as fake:
         base_env["OPENAI_BASE_URL"] = fake.openai_base_url
         direct = asyncio.run(direct_ttft(fake, opts.ttft_sends))
         with tempfile.TemporaryDirectory(prefix="fanout-bench-") as tmpdir:
             tmp = Path(tmpdir)
-            try:
+            with contextlib.ExitStack() as cleanup:
                 if need_pg:
-                    _redis_clean(opts.redis_url)
-                    subprocess.run(["createdb", *pg_args, db_name], env=pg_env, check=True)
-                    redis_env = base_env | {
-                        "DATABASE_URL": f"{opts.postgres}/{db_name}",
-                        "REDIS_URL": opts.redis_url,
-                    }
-                    token = App(modes[0], redis_env, tmp).prepare()
+                    db_url = cleanup.enter_context(
+                        temporary_database(opts.postgres, f"fanbench_{os.getpid()}")
+                    )
+                    redis_clean(opts.redis_url, PREFIX)
+                    cleanup.callback(redis_clean, opts.redis_url, PREFIX)
+                    redis_env = base_env | {"DATABASE_URL": db_url, "REDIS_URL": opts.redis_url}
+                    token = _app(modes[0], redis_env, tmp).prepare()
                     for mode in modes:
                         if mode.redis:
                             print(f"== {mode.label}", flush=True)
@@ -856,14 +744,8 @@ def main(argv: list[str] | None = None) -> None:
                     if not mode.redis:
                         print(f"== {mode.label}", flush=True)
                         mem_env = base_env | {"DATABASE_URL": f"sqlite:///{tmp / 'mem.sqlite3'}"}
-                        mem_token = App(mode, mem_env, tmp).prepare()
+                        mem_token = _app(mode, mem_env, tmp).prepare()
                         results.append(run_mode(mode, mem_env, tmp, mem_token, fake, opts))
-            finally:
-                if need_pg:
-                    subprocess.run(
-                        ["dropdb", *pg_args, "--if-exists", "--force", db_name], env=pg_env, check=False
-                    )
-                    _redis_clean(opts.redis_url)
     targets = report(results, direct, opts)
     machine["loadavg_end"] = os.getloadavg()
     elapsed = time.monotonic() - started

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import statistics
 import sys
@@ -40,7 +39,7 @@ if str(ROOT) not in sys.path:  # runnable as `python benchmarks/run.py` too
     sys.path.insert(0, str(ROOT))
 from benchmarks import burst, fanout_bench, pacer_bench  # noqa: E402
 from benchmarks._common import machine, pct  # noqa: E402
-from benchmarks.deploy import Deployment, SubprocessFakeServer, redis_clean, temporary_database  # noqa: E402
+from benchmarks.deploy import Deployment, SubprocessFakeServer, bench_env, redis_clean, temporary_database  # noqa: E402
 from benchmarks.report import rows_from, summary_lines  # noqa: E402
 from benchmarks.verdict import render  # noqa: E402
 
@@ -73,34 +72,9 @@ QUICK = Plan(
 
 
 def app_env(fake_url: str, db_url: str, redis_url: str) -> dict[str, str]:
-    """The deployment's environment: production settings (DEBUG=false, own SECRET_KEY), the fake as the
-    OpenAI provider, no pacing of it (the pacer is measured on its own), no per-user quotas, our Redis
-    prefix."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("REDIS_URL", "DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR") and not k.startswith("PYTEST")
-    }
-    return env | {
-        "DEBUG": "false",
-        "SECRET_KEY": secrets.token_urlsafe(40),
-        "SECURE_SSL_REDIRECT": "false",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "LOG_LEVEL": "WARNING",
-        "DEFAULT_PROVIDER": "openai",
-        "OPENAI_BASE_URL": fake_url,
-        "OPENAI_API_KEY": "sk-bench",
-        "OPENAI_MODEL": "fake-model",
-        "PACER_OPENAI_RPS": "0",
-        # One bench user stands for many people: no per-user send budget, no cap on its open sockets.
-        "SEND_RATE_PER_MIN": "0",
-        "MAX_SOCKETS_PER_USER": "0",
-        "METRICS_TOKEN": METRICS_TOKEN,
-        "CHANNEL_LAYER_PREFIX": PREFIX,
-        "DATABASE_URL": db_url,
-        "REDIS_URL": redis_url,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])),
-    }
+    """The deployment's environment (deploy.bench_env) with the fake, the database and Redis."""
+    env = bench_env(prefix=PREFIX, metrics_token=METRICS_TOKEN)
+    return env | {"OPENAI_BASE_URL": fake_url, "DATABASE_URL": db_url, "REDIS_URL": redis_url}
 
 
 @contextlib.contextmanager

@@ -26,11 +26,12 @@ from providers._coalesce_math import (
 )
 from providers.coalescer import LEASE_S, CoalesceFailed, coalescer
 from providers.flags import flag_enabled
+from providers.singleflight import Singleflight
 from threads import events, groups, quotas, selectors, services
 from threads.dbasync import db_async
 from threads.generation import Generation, generation_service
 from threads.models import Message, Thread
-from threads.ttlcache import Singleflight, TTLCache
+from threads.ttlcache import TTLCache
 from threads.validation import InvalidInput, SendRequest
 
 

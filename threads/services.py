@@ -177,6 +177,7 @@ def _title_from(content: str) -> str:
     return line if len(line) <= 60 else line[:57].rstrip() + "…"
 
 
+@transaction.atomic
 def message_finalize(
     *,
     message_id: int,
@@ -191,30 +192,6 @@ def message_finalize(
     """Compare-and-set streaming -> `status`. Returns the final message, or None if it was no longer
     streaming (cancelled meanwhile, or finalized by someone else): the caller must then not broadcast.
     One transaction with the read-back, so a retry after a failed read finds the row still streaming."""
-    with transaction.atomic():
-        return _message_finalize(
-            message_id=message_id,
-            status=status,
-            content=content,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            finish_reason=finish_reason,
-            error_code=error_code,
-            error_message=error_message,
-        )
-
-
-def _message_finalize(
-    *,
-    message_id: int,
-    status: str,
-    content: str,
-    input_tokens: int | None,
-    output_tokens: int | None,
-    finish_reason: str,
-    error_code: str,
-    error_message: str,
-) -> dict[str, Any] | None:
     updated = Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
         status=status,
         content=content,

@@ -1,7 +1,6 @@
-"""Per-process helpers for reads every request of a burst repeats (API token -> user, thread
-visibility, the burst's coalesce key). A burst of 200 identical sends otherwise runs hundreds of
-identical queries in the thread pool, and the leader's own writes queue behind them before the
-provider is called."""
+"""A per-process cache with a time-to-live, for reads every request of a burst repeats (API token ->
+user, thread visibility). Concurrent loads of one key share one load, so a burst of 200 identical
+sends runs one query, not 200 that the leader's own writes would queue behind."""
 
 from __future__ import annotations
 
@@ -12,8 +11,6 @@ from typing import Generic, TypeVar
 from providers.singleflight import Singleflight
 
 V = TypeVar("V")
-
-__all__ = ["Singleflight", "TTLCache"]
 
 
 class TTLCache(Generic[V]):

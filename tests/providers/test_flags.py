@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,18 +16,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from providers import flags
-from providers.flags import flag_enabled, flags_aclose, flags_changed, flags_ready, flags_reset
+from providers.flags import flag_enabled, flags_changed, flags_ready, flags_reset
 from providers.models import FeatureFlag
 
 ADD_URL = "/admin/providers/featureflag/add/"
-
-
-@pytest.fixture(autouse=True)
-async def _fresh_flags() -> AsyncIterator[None]:
-    flags_reset()
-    yield
-    await flags_aclose()
-    flags_reset()
 
 
 class FakeClock:

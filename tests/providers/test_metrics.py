@@ -8,7 +8,6 @@ import re
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +17,12 @@ from django.test import AsyncClient, Client
 from prometheus_client import CollectorRegistry, multiprocess
 
 from providers import metrics
-from providers.flags import flags_aclose, flags_reset
 from tests.servers import parse_prometheus, sample_sum
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "metrics.md").read_text()
 GRAFANA = ROOT / "docs" / "grafana-dashboard.json"
 METRICS_TOKEN = "m-token-123"
-
-
-@pytest.fixture(autouse=True)
-async def _fresh_flags() -> AsyncIterator[None]:
-    flags_reset()
-    yield
-    await flags_aclose()
-    flags_reset()
 
 
 def grafana_metric_names(text: str) -> set[str]:

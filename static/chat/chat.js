@@ -322,7 +322,15 @@
   });
   // A phone that loses its network may keep a dead socket open for minutes: drop it now, and reconnect
   // (the snapshot resumes any stream) as soon as the network is back.
-  addEventListener("offline", () => { if (ws) ws.close(1000, "offline"); });
+  // The page lets go of the socket at once: its close handshake cannot finish while offline.
+  addEventListener("offline", () => {
+    clearTimeout(timer);
+    const s = ws;
+    ws = null;
+    if (s) s.close(1000, "offline");
+    refresh();
+    setConn("Offline: waiting for the network…");
+  });
   addEventListener("online", () => { retries = 0; if (!ws) connect(); });
   // Leaving the page closes the socket, so the back/forward cache can keep the page; coming back reconnects.
   addEventListener("pagehide", () => { clearTimeout(timer); const s = ws; ws = null; if (s) s.close(1000); });

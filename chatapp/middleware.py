@@ -18,15 +18,37 @@ from typing import Any
 from asgiref.sync import markcoroutinefunction
 from django.conf import settings
 from django.contrib import auth
+from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
+
+from threads.dbasync import db_async
 
 GetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
 
 
+def _session_user(request: HttpRequest) -> Any:
+    """The session's user, or AnonymousUser (Django's `auth.get_user`, session load included)."""
+    return auth.get_user(request)
+
+
+async def _auser(request: HttpRequest) -> Any:
+    """`request.auser()`: no session cookie, no database call; else one `db_async` call that loads the
+    session and its user together (Django's `aget_user` makes two thread-sensitive hops)."""
+    cached = getattr(request, "_acached_user", None)
+    if cached is None:
+        if settings.SESSION_COOKIE_NAME not in request.COOKIES:
+            cached = AnonymousUser()
+        else:
+            cached = await db_async(_session_user)(request)
+        request._acached_user = cached  # type: ignore[attr-defined]
+    return cached
+
+
 class AsyncSessionAuthMiddleware:
     """What the API needs of SessionMiddleware + AuthenticationMiddleware: a lazy session (read only)
-    and `request.auser()`. No thread hop: nothing is loaded unless a session caller asks."""
+    and `request.auser()`. No thread hop: nothing is loaded unless a session caller asks, and then on
+    a `db_async` worker thread, so the API's requests use no connection of a request thread."""
 
     sync_capable = False
     async_capable = True
@@ -38,7 +60,7 @@ class AsyncSessionAuthMiddleware:
 
     async def __call__(self, request: HttpRequest) -> HttpResponseBase:
         request.session = self.session_store(request.COOKIES.get(settings.SESSION_COOKIE_NAME))
-        request.auser = partial(auth.aget_user, request)
+        request.auser = partial(_auser, request)
         return await self.get_response(request)
 
 

@@ -2,21 +2,65 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from channels.db import database_sync_to_async
+from django.db import close_old_connections
+
+# The threads every `db_async` call runs on (as many as asyncio's default executor would have).
+_EXECUTOR = ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="db")
 
 
-# One wrapper per function: building a SyncToAsync inspects the function (a few per cent of the CPU of
-# a burst of sends when rebuilt on every call). Only module-level services and selectors pass here.
+def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if fut.cancelled():  # the caller went away; the call itself finished (its transaction is done)
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
+
+
+# One wrapper per function, built once (only module-level services and selectors pass here).
 @functools.cache
 def db_async(fn: Callable[..., Any]) -> Any:
-    """`fn` as a coroutine function run in a worker thread, closing stale connections like Channels does.
+    """`fn` as a coroutine function run on a worker thread, closing stale connections before and
+    after like Channels' `database_sync_to_async`.
 
     Not thread-sensitive on purpose: each call is one whole service (its own transaction), so it may
     run on any thread. Thread-sensitive calls would queue behind the request's sync middleware thread,
     or, from tasks that outlive their request (generations), on an executor that has already quit.
+
+    Leaner than asgiref's `sync_to_async`: no context copy and no shield, so the caller resumes two
+    turns of the event loop after the thread finishes, not four. On a burst of sends every turn is
+    long (each runs hundreds of arrivals), and a leader's database calls lie on its path to the
+    provider call (benchmarks/coalesce_bench.py). A caller that is cancelled stops waiting; the call
+    itself runs to its end, as with `sync_to_async`.
     """
-    return database_sync_to_async(fn, thread_sensitive=False)
+
+    def run(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any], args: Any, kwargs: Any) -> None:
+        outcome: tuple[bool, Any]
+        try:
+            close_old_connections()
+            try:
+                outcome = (True, fn(*args, **kwargs))
+            finally:
+                close_old_connections()
+        except BaseException as exc:  # handed to the caller, whatever it is: it must never wait forever
+            outcome = (False, exc)
+        try:
+            loop.call_soon_threadsafe(_settle, fut, *outcome)
+        except RuntimeError:  # the loop closed meanwhile: nobody is waiting
+            pass
+
+    @functools.wraps(fn)
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        _EXECUTOR.submit(run, loop, fut, args, kwargs)
+        return await fut
+
+    return call

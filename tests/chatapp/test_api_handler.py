@@ -10,6 +10,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import HttpCommunicator
 from django.conf import settings
+from django.core import signals
 from django.test import Client
 
 from chatapp.asgi import application
@@ -81,3 +82,32 @@ async def test_requests_reuse_a_few_sync_threads_instead_of_starting_their_own(t
     finally:
         threading.Thread.start = original  # type: ignore[method-assign]
     assert len(started) < 10, started
+
+
+async def test_request_signals_are_sent_inline_without_a_thread_hop(token: str) -> None:
+    """Django's handler sends request_started / request_finished through sync_to_async (a thread hop
+    each); the API handler sends them on the event loop's thread (their receivers do no I/O there)."""
+    seen: list[tuple[str, str]] = []
+
+    def started(**kwargs: Any) -> None:
+        seen.append(("started", threading.current_thread().name))
+
+    def finished(**kwargs: Any) -> None:
+        seen.append(("finished", threading.current_thread().name))
+
+    signals.request_started.connect(started)
+    signals.request_finished.connect(finished)
+    try:
+        auth = [(b"authorization", f"Bearer {token}".encode())]
+        assert (await _call("GET", "/api/threads", headers=auth))["status"] == 200
+    finally:
+        signals.request_started.disconnect(started)
+        signals.request_finished.disconnect(finished)
+    here = threading.current_thread().name
+    assert seen == [("started", here), ("finished", here)]
+
+
+async def test_an_unknown_or_missing_session_is_401(user: Any) -> None:
+    for cookie in ([(b"cookie", f"{settings.SESSION_COOKIE_NAME}=no-such-session".encode())], []):
+        resp = await _call("GET", "/api/threads", headers=cookie)
+        assert resp["status"] == 401 and resp["json"]["error"]["code"] == "unauthenticated"

@@ -30,6 +30,7 @@ from django.urls import path, set_script_prefix  # noqa: E402
 from accounts.auth import WebsocketAuthStack  # noqa: E402
 from chatapp.bodylimit import BodyLimitMiddleware  # noqa: E402
 from chatapp.dependencies import WebsocketDependencyGuard  # noqa: E402
+from chatapp.gctuning import tune_gc  # noqa: E402
 from chatapp.middleware import API_MIDDLEWARE, API_PREFIX  # noqa: E402
 from chatapp.origin import SameOriginValidator  # noqa: E402
 from threads.consumers import ThreadConsumer  # noqa: E402
@@ -57,6 +58,14 @@ class ApiASGIHandler(ASGIHandler):
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
         async with ThreadSensitiveContext(executor=next(_SYNC_EXECUTORS)):
             await self.handle(scope, receive, send)
+
+    async def listen_for_disconnect(self, receive: Any) -> None:
+        """As Django's, but a disconnect returns instead of raising RequestAborted: `handle` ignores
+        it either way, and an exception left in a finished task is a reference cycle (task, exception,
+        traceback, frames) per request for the garbage collector."""
+        message = await receive()
+        if message["type"] != "http.disconnect":
+            raise AssertionError(f"Invalid ASGI message after request body: {message['type']}")
 
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Django's `ASGIHandler.handle` (5.2), but `request_started` and `request_finished` are sent
@@ -139,3 +148,6 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+# Last: everything start-up creates exists now (chatapp/gctuning.py).
+tune_gc(freeze=settings.GC_FREEZE, gen0_threshold=settings.GC_GEN0_THRESHOLD)

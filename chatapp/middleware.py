@@ -10,8 +10,8 @@ never writes the session, serves no static files and renders no HTML.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Awaitable, Callable
-from functools import partial
 from importlib import import_module
 from typing import Any
 
@@ -32,17 +32,26 @@ def _session_user(request: HttpRequest) -> Any:
     return auth.get_user(request)
 
 
-async def _auser(request: HttpRequest) -> Any:
+class _AUser:
     """`request.auser()`: no session cookie, no database call; else one `db_async` call that loads the
-    session and its user together (Django's `aget_user` makes two thread-sensitive hops)."""
-    cached = getattr(request, "_acached_user", None)
-    if cached is None:
-        if settings.SESSION_COOKIE_NAME not in request.COOKIES:
-            cached = AnonymousUser()
-        else:
-            cached = await db_async(_session_user)(request)
-        request._acached_user = cached  # type: ignore[attr-defined]
-    return cached
+    session and its user together (Django's `aget_user` makes two thread-sensitive hops). It holds its
+    request weakly: a request holding a callable that holds the request would be a reference cycle,
+    left for the garbage collector, on every API request."""
+
+    __slots__ = ("_request", "_user")
+
+    def __init__(self, request: HttpRequest) -> None:
+        self._request = weakref.ref(request)
+        self._user: Any = None
+
+    async def __call__(self) -> Any:
+        if self._user is None:
+            request = self._request()
+            if request is None or settings.SESSION_COOKIE_NAME not in request.COOKIES:
+                self._user = AnonymousUser()
+            else:
+                self._user = await db_async(_session_user)(request)
+        return self._user
 
 
 class AsyncSessionAuthMiddleware:
@@ -60,7 +69,7 @@ class AsyncSessionAuthMiddleware:
 
     async def __call__(self, request: HttpRequest) -> HttpResponseBase:
         request.session = self.session_store(request.COOKIES.get(settings.SESSION_COOKIE_NAME))
-        request.auser = partial(_auser, request)
+        request.auser = _AUser(request)
         return await self.get_response(request)
 
 

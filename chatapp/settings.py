@@ -267,6 +267,10 @@ COALESCE_RESULT_TTL_S: float = env.float("COALESCE_RESULT_TTL_S", default=30.0)
 COALESCE_ERROR_TTL_S: float = env.float("COALESCE_ERROR_TTL_S", default=2.0)
 PACER_MAX_WAIT_S: float = env.float("PACER_MAX_WAIT_S", default=5.0)
 STREAM_FLUSH_MS: float = env.float("STREAM_FLUSH_MS", default=30.0)
+# Garbage collection of each server process (chatapp/gctuning.py): freeze what start-up created, and
+# collect generation 0 every GC_GEN0_THRESHOLD net allocations (Python's default: 700; 0 keeps it).
+GC_FREEZE: bool = env.bool("GC_FREEZE", default=True)
+GC_GEN0_THRESHOLD: int = env.int("GC_GEN0_THRESHOLD", default=10_000)
 # A metrics token lets Prometheus-style scrapers read /api/metrics without a staff session.
 METRICS_TOKEN: str = env.str("METRICS_TOKEN", default="")
 

@@ -12,6 +12,7 @@ The cache backend fixes django-prometheus's `get()`, which answers `default` for
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.core.cache.backends import locmem
@@ -25,6 +26,20 @@ from django_prometheus.cache.metrics import (
 )
 
 _MISSING = object()
+
+
+def cache_cursor_wrappers() -> None:
+    """django-prometheus's database backends build a new cursor class for every cursor (SQLite) or
+    every connection checkout (PostgreSQL, in `get_connection_params`): tens of microseconds each, and
+    every such class is a reference cycle left for the garbage collector. The class depends only on
+    (cursor class, alias, vendor), so one per combination does (ProvidersConfig.ready installs this)."""
+    from django_prometheus.db import common
+    from django_prometheus.db.backends.postgresql import base as postgresql
+
+    build = getattr(common.ExportingCursorWrapper, "__wrapped__", common.ExportingCursorWrapper)
+    cached = functools.cache(build)
+    common.ExportingCursorWrapper = cached
+    postgresql.ExportingCursorWrapper = cached  # imported by name there
 
 
 class PrometheusBeforeMiddleware(dp_middleware.PrometheusBeforeMiddleware):

@@ -12,3 +12,7 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("DEBUG", "true")
+# The test process imports chatapp.asgi: keep its garbage collector as Python's (tests/chatapp/test_gctuning.py
+# tests the tuning on its own). Servers the tests start inherit this.
+os.environ.setdefault("GC_FREEZE", "false")
+os.environ.setdefault("GC_GEN0_THRESHOLD", "0")

@@ -111,3 +111,27 @@ async def test_an_unknown_or_missing_session_is_401(user: Any) -> None:
     for cookie in ([(b"cookie", f"{settings.SESSION_COOKIE_NAME}=no-such-session".encode())], []):
         resp = await _call("GET", "/api/threads", headers=cookie)
         assert resp["status"] == 401 and resp["json"]["error"]["code"] == "unauthenticated"
+
+
+async def test_a_request_is_freed_without_the_garbage_collector(user: Any) -> None:
+    """`request.auser` holds its request weakly: no reference cycle per API request."""
+    import gc
+    import weakref
+
+    from django.test import RequestFactory
+
+    from chatapp.middleware import AsyncSessionAuthMiddleware
+
+    async def view(request: Any) -> Any:
+        return await request.auser()
+
+    request = RequestFactory().get("/api/threads")
+    user_seen: Any = await AsyncSessionAuthMiddleware(view)(request)
+    assert user_seen.is_anonymous  # no session cookie
+    ref = weakref.ref(request)
+    gc.disable()
+    try:
+        del request
+        assert ref() is None
+    finally:
+        gc.enable()

@@ -285,3 +285,26 @@ async def test_summary_runs_off_the_loop() -> None:
     """The view reads the registry in a thread (files in multiprocess mode)."""
     data = await sync_to_async(metrics.summary, thread_sensitive=False)()
     assert data["aggregation"] == "process"
+
+
+@pytest.mark.django_db
+def test_database_cursors_share_one_instrumented_class_and_are_still_counted() -> None:
+    """django-prometheus builds a cursor class per cursor (SQLite) or per connection checkout
+    (PostgreSQL); providers.prometheus.cache_cursor_wrappers keeps one per (class, alias, vendor)."""
+    from django.db import connection
+    from django_prometheus.db.metrics import execute_total
+
+    def executed() -> float:
+        return execute_total.labels(connection.alias, connection.vendor)._value.get()
+
+    before = executed()
+    with connection.cursor() as first, connection.cursor() as second:
+        first.execute("SELECT 1")
+        second.execute("SELECT 1")
+        assert type(first.cursor) is type(second.cursor)
+    assert executed() == before + 2
+    # PostgreSQL's backend builds its class in get_connection_params, on every checkout from the pool.
+    from django_prometheus.db.backends.postgresql import base as postgresql
+
+    build = postgresql.ExportingCursorWrapper
+    assert build(object, "default", "postgresql") is build(object, "default", "postgresql")

@@ -8,12 +8,20 @@ Without those variables the `services` tests skip and say why; in CI (CI=true) t
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from channels import layers as channels_layers
 from channels.layers import channel_layers
 from django.conf import settings
+
+# Channels' in-memory layer names channels with the `random` module, which Hypothesis reseeds to the
+# same state for every example: two channels alive at once could get the same name, and one then
+# received the other's messages (the fuzz tests met it as a stream that never heard its own events).
+# A process has its own, unseeded names in production; so do the tests.
+channels_layers.random = random.SystemRandom()
 
 # The demo provider streams instantly in tests unless a test asks otherwise.
 os.environ.setdefault("DEMO_TTFT_MS", "0")

@@ -201,7 +201,7 @@ def _follower(info: dict[str, Any], *, coalesced: str, key: str | None = None) -
         coalesced=coalesced,
         user_message=info["user_message"],
         assistant_message=info["assistant_message"],
-        generation=generation_service().running.get(info["request_id"]),
+        generation=generation_service().running.get(info["assistant_message"]["id"]),
         key=key,
     )
 
@@ -223,7 +223,7 @@ async def _lead(
             coalesced="follower",
             user_message=prepared.user_message,
             assistant_message=prepared.assistant_message,
-            generation=svc.running.get(req.request_id),
+            generation=svc.running.get(prepared.assistant_message["id"]),
         )
     metrics.coalesce(coalesced)
     # With fan-out off only the requesting connection streams; other viewers get the final message.
@@ -250,7 +250,9 @@ async def wait_terminal(outcome: SendOutcome, *, thread_id: int) -> dict[str, An
     # Every follower of one request in this process shares one wait: one channel in the thread's
     # group and one lease watch, not one each (a burst of 1000 split over two processes would
     # otherwise put 500 channels in the group, each receiving every delta of the stream).
-    return await _remote_waits.do(outcome.request_id, lambda: _wait_remote_terminal(outcome, thread_id))
+    return await _remote_waits.do(
+        outcome.assistant_message["id"], lambda: _wait_remote_terminal(outcome, thread_id)
+    )
 
 
 _remote_waits: Singleflight[dict[str, Any]] = Singleflight()
@@ -390,7 +392,7 @@ def _terminal_from_db(message_id: int, request_id: str) -> dict[str, Any] | None
 async def cancel(*, user: AbstractBaseUser, request_id: str) -> dict[str, Any]:
     """Cancel a running generation. Raises services.NotFound / services.Conflict."""
     message = await db_async(services.message_cancel)(user=user, request_id=request_id)
-    await generation_service().cancel_everywhere(request_id)
+    await generation_service().cancel_everywhere(message["id"])
     return message
 
 

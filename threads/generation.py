@@ -94,7 +94,8 @@ class Generation:
 class GenerationService:
     def __init__(self, layer: BaseChannelLayer) -> None:
         self.layer = layer
-        self.running: dict[str, Generation] = {}
+        # By assistant message id: request_ids are the clients' (unique per thread, not per process).
+        self.running: dict[int, Generation] = {}
         self._control_task: asyncio.Task[None] | None = None
         self._control_ready = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
@@ -112,7 +113,7 @@ class GenerationService:
             reply_channel=reply_channel,
             coalesce_key=coalesce_key,
         )
-        self.running[gen.request_id] = gen
+        self.running[gen.message_id] = gen
         # Sent by the generation's sender, first and before any delta, while the provider call is
         # already under way: with a thousand viewers the fan-out of this event takes a while.
         gen.start_event = events.message_start(
@@ -136,19 +137,19 @@ class GenerationService:
             return await shared.in_flight(thread_id)
         return [g.snapshot_entry() for g in self.running.values() if g.thread_id == thread_id]
 
-    def cancel_local(self, request_id: str) -> bool:
-        gen = self.running.get(request_id)
+    def cancel_local(self, message_id: int) -> bool:
+        gen = self.running.get(message_id)
         if gen is None or gen.task is None or gen.task.done():
             return False
         gen.cancel_at = time.monotonic()
         gen.task.cancel()
         return True
 
-    async def cancel_everywhere(self, request_id: str) -> None:
-        """Stop the generation of `request_id` in whichever process runs it."""
-        if not self.cancel_local(request_id):
+    async def cancel_everywhere(self, message_id: int) -> None:
+        """Stop the generation of assistant message `message_id` in whichever process runs it."""
+        if not self.cancel_local(message_id):
             await self.layer.group_send(
-                groups.CONTROL_GROUP, {"type": groups.CONTROL_CANCEL, "request_id": request_id}
+                groups.CONTROL_GROUP, {"type": groups.CONTROL_CANCEL, "message_id": message_id}
             )
 
     async def broadcast(self, thread_id: int, event: dict[str, Any], *, only: str | None = None) -> None:
@@ -194,13 +195,13 @@ class GenerationService:
             await asyncio.shield(self._terminal_unsaved(gen))
         finally:
             lease.cancel()
-            self.running.pop(gen.request_id, None)
+            self.running.pop(gen.message_id, None)
             try:
                 # Shielded: on cancel this still runs, or the entries would linger until their TTLs.
-                await asyncio.shield(live_generations().remove(gen.request_id))
+                await asyncio.shield(live_generations().remove(gen.message_id))
                 shared = stream_state()
                 if shared is not None:
-                    await asyncio.shield(shared.remove(request_id=gen.request_id, thread_id=gen.thread_id))
+                    await asyncio.shield(shared.remove(message_id=gen.message_id, thread_id=gen.thread_id))
             except Exception:
                 log.warning("stream state of %s not removed", gen.request_id, exc_info=True)
 
@@ -259,7 +260,7 @@ class GenerationService:
         lives) and the generation's own (the orphan sweep knows its `streaming` row is not abandoned)."""
         while True:
             try:
-                await live_generations().renew(gen.request_id)
+                await live_generations().renew(gen.message_id)
                 if gen.coalesce_key is not None:
                     await coalescer().renew(gen.coalesce_key)
             except Exception:  # Redis blips: the next renewal retries; the lease outlives one miss
@@ -455,8 +456,10 @@ class GenerationService:
                         down = False
                     while True:
                         msg = await self.layer.receive(channel)
-                        if msg.get("type") == groups.CONTROL_CANCEL:
-                            self.cancel_local(str(msg.get("request_id", "")))
+                        if msg.get("type") == groups.CONTROL_CANCEL and isinstance(
+                            msg.get("message_id"), int
+                        ):
+                            self.cancel_local(msg["message_id"])
                 except REDIS_DOWN:
                     # Redis is away: local cancels still work; retry (and re-join) until it is back.
                     if not down:

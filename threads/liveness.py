@@ -1,8 +1,8 @@
 """Which generations are alive, in every process: the orphan sweep fails the `streaming` rows of the
 others (their process died, was killed or restarted) instead of leaving them spinning.
 
-With Redis each generation holds a lease, `<prefix>:live:<request_id>`, that its process renews every
-LEASE_S / 3 while it runs: a process that dies stops renewing and the lease lapses within LEASE_S.
+With Redis each generation holds a lease, `<prefix>:gen:live:<assistant message id>`, that its process
+renews every LEASE_S / 3 while it runs: a process that dies stops renewing and the lease lapses within LEASE_S.
 Without Redis there is one process, so its own running set is the whole truth.
 """
 
@@ -29,24 +29,24 @@ class RedisLiveness:
         self._redis = client
         self._prefix = prefix
 
-    def _k(self, request_id: str) -> str:
-        return f"{self._prefix}:live:{request_id}"
+    def _k(self, message_id: int) -> str:
+        return f"{self._prefix}:live:{message_id}"
 
-    async def renew(self, request_id: str) -> None:
-        await self._redis.set(self._k(request_id), b"1", px=int(LEASE_S * 1000))
+    async def renew(self, message_id: int) -> None:
+        await self._redis.set(self._k(message_id), b"1", px=int(LEASE_S * 1000))
 
-    async def remove(self, request_id: str) -> None:
-        await self._redis.delete(self._k(request_id))
+    async def remove(self, message_id: int) -> None:
+        await self._redis.delete(self._k(message_id))
 
-    async def alive(self, request_ids: Iterable[str]) -> set[str]:
-        rids = list(request_ids)
-        if not rids:
+    async def alive(self, message_ids: Iterable[int]) -> set[int]:
+        ids = list(message_ids)
+        if not ids:
             return set()
         async with self._redis.pipeline(transaction=False) as pipe:
-            for rid in rids:
-                pipe.exists(self._k(rid))
+            for mid in ids:
+                pipe.exists(self._k(mid))
             found = await pipe.execute()
-        return {rid for rid, n in zip(rids, found, strict=True) if n}
+        return {mid for mid, n in zip(ids, found, strict=True) if n}
 
     def owns_everything_before(self, created: float) -> bool:
         """Other processes may be generating rows older than this one: never."""
@@ -57,16 +57,16 @@ class LocalLiveness:
     """One process (no REDIS_URL): its running generations are all there are."""
 
     def __init__(self) -> None:
-        self._live: set[str] = set()
+        self._live: set[int] = set()
 
-    async def renew(self, request_id: str) -> None:
-        self._live.add(request_id)
+    async def renew(self, message_id: int) -> None:
+        self._live.add(message_id)
 
-    async def remove(self, request_id: str) -> None:
-        self._live.discard(request_id)
+    async def remove(self, message_id: int) -> None:
+        self._live.discard(message_id)
 
-    async def alive(self, request_ids: Iterable[str]) -> set[str]:
-        return self._live.intersection(request_ids)
+    async def alive(self, message_ids: Iterable[int]) -> set[int]:
+        return self._live.intersection(message_ids)
 
     def owns_everything_before(self, created: float) -> bool:
         """A row created before this process started can only be a previous process's."""

@@ -26,41 +26,41 @@ class RedisStreamState:
         self._redis = client
         self._prefix = prefix
 
-    def _keys(self, request_id: str, thread_id: int) -> tuple[str, str, str]:
+    # Keyed by the assistant message id: request_ids are chosen by clients and unique only per thread.
+    def _keys(self, message_id: int, thread_id: int) -> tuple[str, str, str]:
         p = self._prefix
-        return f"{p}:stream:{request_id}:text", f"{p}:stream:{request_id}", f"{p}:inflight:{thread_id}"
+        m, t = f"{p}:streaming:msg:{message_id}", f"{p}:streaming:thread:{thread_id}"
+        return f"{m}:text", m, t
 
     async def append(self, *, request_id: str, thread_id: int, message_id: int, seq: int, text: str) -> None:
         """Record delta `seq` (atomically with the text so far)."""
-        text_key, meta_key, set_key = self._keys(request_id, thread_id)
+        text_key, meta_key, set_key = self._keys(message_id, thread_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.append(text_key, text.encode())
-            pipe.hset(meta_key, mapping={"seq": seq, "message_id": message_id, "thread_id": thread_id})
-            pipe.sadd(set_key, request_id)
+            pipe.hset(meta_key, mapping={"seq": seq, "request_id": request_id, "thread_id": thread_id})
+            pipe.sadd(set_key, message_id)
             for key in (text_key, meta_key, set_key):
                 pipe.expire(key, ENTRY_TTL_S)
             await pipe.execute()
 
-    async def remove(self, *, request_id: str, thread_id: int) -> None:
-        text_key, meta_key, set_key = self._keys(request_id, thread_id)
+    async def remove(self, *, message_id: int, thread_id: int) -> None:
+        text_key, meta_key, set_key = self._keys(message_id, thread_id)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.srem(set_key, request_id)
+            pipe.srem(set_key, message_id)
             pipe.delete(text_key, meta_key)
             await pipe.execute()
 
-    async def text_of(self, *, request_id: str) -> str | None:
-        """The text streamed so far of `request_id` (kept after its process died, until the TTL)."""
-        raw = await self._redis.get(f"{self._prefix}:stream:{request_id}:text")
+    async def text_of(self, *, message_id: int) -> str | None:
+        """The text streamed so far into `message_id` (kept after its process died, until the TTL)."""
+        raw = await self._redis.get(self._keys(message_id, 0)[0])
         return None if raw is None else (raw.decode() if isinstance(raw, bytes) else str(raw))
 
     async def in_flight(self, thread_id: int) -> list[dict[str, Any]]:
-        set_key = f"{self._prefix}:inflight:{thread_id}"
-        request_ids = sorted(
-            r.decode() if isinstance(r, bytes) else r for r in await self._redis.smembers(set_key)
-        )
+        set_key = self._keys(0, thread_id)[2]
+        message_ids = sorted(int(m) for m in await self._redis.smembers(set_key))
         out = []
-        for rid in request_ids:
-            text_key, meta_key, _ = self._keys(rid, thread_id)
+        for mid in message_ids:
+            text_key, meta_key, _ = self._keys(mid, thread_id)
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.get(text_key)
                 pipe.hgetall(meta_key)
@@ -69,8 +69,8 @@ class RedisStreamState:
                 continue
             out.append(
                 {
-                    "request_id": rid,
-                    "message_id": int(meta[b"message_id"]),
+                    "request_id": meta[b"request_id"].decode(),
+                    "message_id": mid,
                     "text": (text or b"").decode(),
                     "seq": int(meta[b"seq"]),
                 }

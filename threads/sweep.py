@@ -53,9 +53,9 @@ async def sweep_orphans(svc: GenerationService, suspects: set[int]) -> set[int]:
     there is no other process (no Redis). Returns this pass's suspects (missing once)."""
     liveness = live_generations()
     rows = await db_async(selectors.messages_streaming)()
-    rows = [r for r in rows if r["request_id"] not in svc.running]
-    alive = await liveness.alive(r["request_id"] for r in rows)
-    missing = [r for r in rows if r["request_id"] not in alive]
+    rows = [r for r in rows if r["id"] not in svc.running]
+    alive = await liveness.alive(r["id"] for r in rows)
+    missing = [r for r in rows if r["id"] not in alive]
     for row in missing:
         if row["id"] in suspects or liveness.owns_everything_before(row["created"]):
             await _interrupt(svc, row)
@@ -66,7 +66,7 @@ async def _interrupt(svc: GenerationService, row: dict[str, Any]) -> None:
     shared = stream_state()
     text = ""
     if shared is not None:
-        text = await shared.text_of(request_id=row["request_id"]) or ""
+        text = await shared.text_of(message_id=row["id"]) or ""
     final = await db_async(services.message_finalize)(
         message_id=row["id"],
         status="error",
@@ -83,7 +83,7 @@ async def _interrupt(svc: GenerationService, row: dict[str, Any]) -> None:
     try:
         await svc.broadcast(row["thread_id"], event)
         if shared is not None:
-            await shared.remove(request_id=row["request_id"], thread_id=row["thread_id"])
+            await shared.remove(message_id=row["id"], thread_id=row["thread_id"])
     except Exception:  # viewers that miss it see the row in their next snapshot
         log.warning("interrupted event of %s not delivered", row["request_id"], exc_info=True)
 

@@ -166,7 +166,8 @@ async def test_generation_survives_its_socket_leaving(thread: Thread, token: str
     await comm.disconnect()
     from threads.generation import generation_service
 
-    gen = generation_service().running.get("gone-1")
+    gone = [g for g in generation_service().running.values() if g.request_id == "gone-1"]
+    gen = gone[0] if gone else None
     if gen is not None:  # still running: wait for its end (not a sleep: the generation's own future)
         await asyncio.wait_for(asyncio.shield(gen.done), TIMEOUT)
     saved = await sync_to_async(Message.objects.get)(request_id="gone-1", role="assistant")
@@ -233,3 +234,34 @@ async def test_viewer_that_stops_acknowledging_is_closed_others_are_not(
         frames += 1
     assert frames <= flow.MAX_UNACKED
     await healthy.disconnect()
+
+
+async def test_the_same_request_id_in_two_users_threads_stays_two_generations(
+    thread: Thread, token: str, other_user: Any, settings: Any
+) -> None:
+    """request_ids are the clients' and unique only per thread: two users (or two threads) may use the
+    same one at once. Each keeps its own generation, stream and cancel."""
+    from accounts.tokens import api_token_create
+
+    settings.PROVIDERS = {
+        **settings.PROVIDERS,
+        "demo": {**settings.PROVIDERS["demo"], "tokens_per_s": 20.0, "max_tokens": 40},
+    }
+    theirs = await sync_to_async(Thread.objects.create)(owner=other_user, title="theirs", provider="demo")
+    _, their_token = await sync_to_async(api_token_create)(user=other_user)
+    mine, them = await _connected(thread, token), await _connected(theirs, their_token)
+    await mine.send_json_to({"type": "send", "content": "my question", "request_id": "same-1"})
+    my_evs = await _until(mine, "message.delta")
+    await them.send_json_to({"type": "send", "content": "their question", "request_id": "same-1"})
+    their_evs = await _until(them, "message.delta")
+    await mine.send_json_to({"type": "cancel", "request_id": "same-1"})  # the first one started
+    my_evs += await _until(mine, "message.cancelled")
+    their_evs += await _until(them, "message.done")
+    assert not [e for e in their_evs if e["type"] == "message.cancelled"], "my cancel stopped their reply"
+    their_saved = await sync_to_async(Message.objects.get)(thread=theirs, role="assistant")
+    assert their_saved.status == "complete" and _text(their_evs) == their_saved.content != ""
+    my_saved = await sync_to_async(Message.objects.get)(thread=thread, role="assistant", request_id="same-1")
+    assert my_saved.status == "cancelled" and my_saved.content == my_evs[-1]["message"]["content"]
+    assert _text(my_evs) and my_saved.content.startswith(_text(my_evs)[:1])
+    await mine.disconnect()
+    await them.disconnect()

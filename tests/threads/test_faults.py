@@ -330,7 +330,7 @@ async def test_orphan_sweep_interrupts_rows_no_live_generation_owns(user: Any, t
         await shared.append(
             request_id="orphan-1", thread_id=thread.pk, message_id=orphan, seq=1, text="so far"
         )
-    await live_generations().renew("alive-1")
+    await live_generations().renew(living)
     viewer = await svc.layer.new_channel()
     await svc.layer.group_add(groups.thread_group(thread.pk), viewer)
     suspects = await sweep.sweep_orphans(svc, set())
@@ -343,4 +343,4 @@ async def test_orphan_sweep_interrupts_rows_no_live_generation_owns(user: Any, t
     event = (await asyncio.wait_for(svc.layer.receive(viewer), TIMEOUT))["event"]
     assert event["type"] == "message.error" and event["request_id"] == "orphan-1"
     assert event["error"]["code"] == "interrupted" and event["message"]["content"] == saved.content
-    await live_generations().remove("alive-1")
+    await live_generations().remove(living)

@@ -56,11 +56,24 @@ def message_by_id(*, message_id: int) -> dict[str, Any] | None:
 
 
 def assistant_for_request(*, user: AbstractBaseUser, request_id: str) -> Message | None:
-    """The assistant message of a send, if `user` may act on it."""
-    qs = Message.objects.filter(request_id=request_id, role=Message.Role.ASSISTANT)
+    """The assistant message of a send, if `user` may act on it. A request_id is unique only per
+    thread: the user's own messages come first (staff may act on anyone's, after their own), and
+    among them one still streaming, then the newest."""
+    from django.db.models import Case, IntegerField, Value, When
+
+    qs = Message.objects.filter(request_id=request_id, role=Message.Role.ASSISTANT).annotate(
+        mine=Case(
+            When(thread__owner_id=user.pk, then=Value(0)), default=Value(1), output_field=IntegerField()
+        ),
+        live=Case(
+            When(status=Message.Status.STREAMING, then=Value(0)),
+            default=Value(1),
+            output_field=IntegerField(),
+        ),
+    )
     if not getattr(user, "is_staff", False):
-        qs = qs.filter(thread__owner_id=user.pk)
-    return qs.order_by("-id").first()
+        qs = qs.filter(mine=0)
+    return qs.order_by("mine", "live", "-id").first()
 
 
 def last_exchange(*, thread_id: int) -> dict[str, Any]:

@@ -69,3 +69,27 @@ def test_abandoned_streaming_messages_are_failed(thread: Thread) -> None:
     lost = Message.objects.get(pk=old.assistant_message["id"])
     assert (lost.status, lost.error_code) == ("error", "generation_lost")
     assert Message.objects.get(pk=fresh.assistant_message["id"]).status == "streaming"
+
+
+def test_cancel_finds_the_streaming_reply_of_a_request_id_used_in_two_threads(
+    thread: Thread, user: Any, other_user: Any
+) -> None:
+    """A request_id is unique per thread only: a cancel must reach the reply still streaming, not a
+    newer finished one of the same id elsewhere, and never another user's (even for staff, first)."""
+    from threads import selectors
+
+    def pair(t: Thread, status: str) -> Message:
+        asked = Message.objects.create(thread=t, role="user", content="q", request_id="r-1")
+        return Message.objects.create(
+            thread=t, role="assistant", status=status, request_id="r-1", parent=asked
+        )
+
+    streaming = pair(thread, "streaming")
+    newer = Thread.objects.create(owner=user, title="newer", provider="demo")
+    pair(newer, "complete")
+    theirs = pair(Thread.objects.create(owner=other_user, title="theirs", provider="demo"), "streaming")
+    assert selectors.assistant_for_request(user=user, request_id="r-1") == streaming
+    assert services.message_cancel(user=user, request_id="r-1")["id"] == streaming.pk
+    user.is_staff = True
+    assert selectors.assistant_for_request(user=user, request_id="r-1") != theirs  # their own first
+    assert selectors.assistant_for_request(user=other_user, request_id="r-1") == theirs

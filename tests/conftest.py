@@ -29,21 +29,17 @@ os.environ.setdefault("DEMO_TTFT_MS", "0")
 SERVICES_MISSING = [v for v in ("DATABASE_URL", "REDIS_URL") if not os.environ.get(v)]
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not SERVICES_MISSING:
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A `services` test without DATABASE_URL / REDIS_URL: skipped, saying why; in CI a failure."""
+    if not SERVICES_MISSING or not item.get_closest_marker("services"):
         return
     reason = (
         f"needs real PostgreSQL and Redis: set {' and '.join(SERVICES_MISSING)} "
         "(e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/test REDIS_URL=redis://127.0.0.1:6379/0)"
     )
-    for item in items:
-        if item.get_closest_marker("services"):
-            if os.environ.get("CI"):
-                item.add_marker(
-                    pytest.mark.xfail(reason=f"CI must provide services: {reason}", strict=True, run=False)
-                )
-            else:
-                item.add_marker(pytest.mark.skip(reason=reason))
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must provide services: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(autouse=True)
@@ -123,17 +119,6 @@ def token(user: Any) -> str:
 
     _, raw = api_token_create(user=user)
     return raw
-
-
-def real_services() -> bool:
-    return bool(settings.REDIS_URL) and settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
-
-
-@pytest.fixture
-def needs_services() -> Iterator[None]:
-    if not real_services():
-        pytest.skip("needs DATABASE_URL and REDIS_URL")
-    yield
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import Case, IntegerField, Value, When
 
 from threads import events
 from threads.limits import id_in_range
@@ -59,8 +60,6 @@ def assistant_for_request(*, user: AbstractBaseUser, request_id: str) -> Message
     """The assistant message of a send, if `user` may act on it. A request_id is unique only per
     thread: the user's own messages come first (staff may act on anyone's, after their own), and
     among them one still streaming, then the newest."""
-    from django.db.models import Case, IntegerField, Value, When
-
     qs = Message.objects.filter(request_id=request_id, role=Message.Role.ASSISTANT).annotate(
         mine=Case(
             When(thread__owner_id=user.pk, then=Value(0)), default=Value(1), output_field=IntegerField()

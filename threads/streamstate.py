@@ -27,10 +27,17 @@ class RedisStreamState:
         self._prefix = prefix
 
     # Keyed by the assistant message id: request_ids are chosen by clients and unique only per thread.
+    def _meta_key(self, message_id: int) -> str:
+        return f"{self._prefix}:streaming:msg:{message_id}"
+
+    def _text_key(self, message_id: int) -> str:
+        return f"{self._meta_key(message_id)}:text"
+
+    def _thread_key(self, thread_id: int) -> str:
+        return f"{self._prefix}:streaming:thread:{thread_id}"
+
     def _keys(self, message_id: int, thread_id: int) -> tuple[str, str, str]:
-        p = self._prefix
-        m, t = f"{p}:streaming:msg:{message_id}", f"{p}:streaming:thread:{thread_id}"
-        return f"{m}:text", m, t
+        return self._text_key(message_id), self._meta_key(message_id), self._thread_key(thread_id)
 
     async def append(self, *, request_id: str, thread_id: int, message_id: int, seq: int, text: str) -> None:
         """Record delta `seq` (atomically with the text so far)."""
@@ -52,15 +59,14 @@ class RedisStreamState:
 
     async def text_of(self, *, message_id: int) -> str | None:
         """The text streamed so far into `message_id` (kept after its process died, until the TTL)."""
-        raw = await self._redis.get(self._keys(message_id, 0)[0])
+        raw = await self._redis.get(self._text_key(message_id))
         return None if raw is None else (raw.decode() if isinstance(raw, bytes) else str(raw))
 
     async def in_flight(self, thread_id: int) -> list[dict[str, Any]]:
-        set_key = self._keys(0, thread_id)[2]
-        message_ids = sorted(int(m) for m in await self._redis.smembers(set_key))
+        message_ids = sorted(int(m) for m in await self._redis.smembers(self._thread_key(thread_id)))
         out = []
         for mid in message_ids:
-            text_key, meta_key, _ = self._keys(mid, thread_id)
+            text_key, meta_key = self._text_key(mid), self._meta_key(mid)
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.get(text_key)
                 pipe.hgetall(meta_key)

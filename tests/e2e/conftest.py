@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +21,8 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import expect
+
+from tests.servers import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -101,29 +101,19 @@ class AppServer:
         return data
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"daphne exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)  # polling a starting process, not waiting for a result under test
-    raise RuntimeError(f"daphne did not answer {url}/healthz within 30 s:\n{log.read_text()}")
+def _healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> bool:
+    """/healthz answers 200; a daphne that exited fails at once, with its log."""
+    if proc.poll() is not None:
+        raise RuntimeError(f"daphne exited with {proc.returncode}:\n{log.read_text()}")
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
 
 
 def _serve(tmp: Path, **settings: str) -> Iterator[AppServer]:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DEBUG")}
     env.update(
         {
@@ -151,7 +141,12 @@ def _serve(tmp: Path, **settings: str) -> Iterator[AppServer]:
             stderr=subprocess.STDOUT,
         )
     try:
-        _wait_healthy(server.url, proc, log)
+        try:
+            wait_until(lambda: _healthy(server.url, proc, log), timeout=30, interval=0.1)
+        except AssertionError:
+            raise RuntimeError(
+                f"daphne did not answer {server.url}/healthz within 30 s:\n{log.read_text()}"
+            ) from None
         yield server
     finally:
         proc.terminate()
@@ -168,7 +163,7 @@ def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
     thread on it fails at once: that is how the error + Retry path is exercised."""
     yield from _serve(
         tmp_path_factory.mktemp("app"),
-        OPENAI_BASE_URL=f"http://127.0.0.1:{_free_port()}/v1",
+        OPENAI_BASE_URL=f"http://127.0.0.1:{free_port()}/v1",
         OPENAI_API_KEY="sk-test-not-used",
         PROVIDER_MAX_RETRIES="0",
     )

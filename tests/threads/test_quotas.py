@@ -237,7 +237,7 @@ async def test_registry_in_process() -> None:
 
 
 @pytest.mark.services
-async def test_registry_in_redis_expires_a_dead_process_sockets(needs_services: None) -> None:
+async def test_registry_in_redis_expires_a_dead_process_sockets() -> None:
     from providers._redis import redis_for_loop
 
     client = redis_for_loop()
@@ -265,7 +265,7 @@ async def test_registry_in_redis_expires_a_dead_process_sockets(needs_services: 
 
 
 @pytest.mark.services
-async def test_send_budget_is_shared_through_redis(needs_services: None, slow_budget: None) -> None:
+async def test_send_budget_is_shared_through_redis(slow_budget: None) -> None:
     """Two processes' worth of callers (two loops' backends would be two clients): one bucket."""
     from providers.pacer import RedisBackend
 

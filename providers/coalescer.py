@@ -54,6 +54,9 @@ def _retention(ok: bool) -> float:
 class Claim:
     role: Literal["leader", "follower"]
     info: Info | None = None
+    # A follower of a leader that already failed (a failure is kept COALESCE_ERROR_TTL_S): its error,
+    # answered at once. Polling for it instead could find the key expired and report a lost leader.
+    error: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -149,6 +152,8 @@ class RedisCoalescer:
         if raw is None:  # expired between SET and GET: try once more
             return await self.claim(key)
         value = json.loads(raw)
+        if value["state"] == "failed":
+            return Claim("follower", error=value["error"])
         return Claim("follower", value.get("info") if value["state"] in ("running", "done") else None)
 
     async def publish(self, key: str, info: Info) -> None:

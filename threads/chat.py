@@ -116,6 +116,8 @@ async def _send(
     claim = await co.claim(key)
     if claim.role == "follower":
         try:
+            if claim.error is not None:
+                raise CoalesceFailed(claim.error)
             info = claim.info or await co.wait_info(key)
         except CoalesceFailed as exc:
             raise InvalidInput(

@@ -34,6 +34,11 @@ Info = dict[str, Any]
 ALIAS_TTL_S = 24 * 3600  # request_id idempotency window (Stripe keeps keys 24 h)
 LEASE_S = 5.0  # a dead leader is noticed within about this long
 WAIT_INFO_TIMEOUT_S = 15.0
+_LOST = {"code": "coalesce_lost", "message": "The identical request went away."}
+
+
+class _Abandoned(Exception):
+    """A claim in flight whose caller was cancelled: the senders waiting on it claim for themselves."""
 
 
 class CoalesceFailed(Exception):
@@ -102,10 +107,17 @@ class InProcessCoalescer:
         if entry is not None:
             entry.expires = self.clock() + _retention(ok)
 
+    async def release(self, key: str) -> None:
+        """A leader that published rows it did not generate (a replay): no `finish` will come, so the
+        entry lapses like an unrenewed lease."""
+        entry = self._entries.get(key)
+        if entry is not None and entry.expires is None:
+            entry.expires = self.clock() + LEASE_S
+
     async def wait_info(self, key: str) -> Info:
         entry = self._entries.get(key)
         if entry is None:
-            raise CoalesceFailed({"code": "coalesce_lost", "message": "The identical request went away."})
+            raise CoalesceFailed(_LOST)
         async with asyncio.timeout(WAIT_INFO_TIMEOUT_S):
             # Shielded: a follower that gives up must not cancel the future other followers share.
             return await asyncio.shield(entry.info)
@@ -139,24 +151,60 @@ class RedisCoalescer:
         self._redis = client
         self._prefix = prefix
         self._info_waits: Singleflight[Info] = Singleflight()
+        # This process's side of a burst: a key's claim in flight (its other senders here wait for it
+        # instead of each asking Redis), and the keys this process leads, until `finish`/`fail` (their
+        # followers here get the leader's info from memory). In a burst of 500 sends per process this
+        # saves about 1000 Redis round trips, each some CPU on the loop that the leader needs.
+        self._claiming: dict[str, asyncio.Future[Claim]] = {}
+        self._leading: dict[str, asyncio.Future[Info]] = {}
 
     def _k(self, key: str) -> str:
         return f"{self._prefix}:{key}"
 
     async def claim(self, key: str) -> Claim:
+        led = self._leading.get(key)
+        if led is not None:
+            return Claim("follower", led.result() if led.done() and not led.exception() else None)
+        pending = self._claiming.get(key)
+        if pending is not None:
+            try:
+                first = await asyncio.shield(pending)
+            except _Abandoned:  # the first claimer was cancelled: claim afresh
+                return await self.claim(key)
+            if first.role == "follower":
+                return first
+            return await self.claim(key)  # this process leads: follow it from memory
+        pending = self._claiming[key] = asyncio.get_running_loop().create_future()
+        try:
+            claim = await self._claim_redis(key)
+        except BaseException as exc:
+            pending.set_exception(exc if isinstance(exc, Exception) else _Abandoned())
+            pending.exception()  # retrieved: nobody may be waiting
+            raise
+        finally:
+            self._claiming.pop(key, None)
+        if claim.role == "leader":
+            self._leading[key] = asyncio.get_running_loop().create_future()
+        pending.set_result(claim)
+        return claim
+
+    async def _claim_redis(self, key: str) -> Claim:
         if await self._redis.set(
             self._k(key), json.dumps({"state": "pending"}), nx=True, px=int(LEASE_S * 1000)
         ):
             return Claim("leader")
         raw = await self._redis.get(self._k(key))
         if raw is None:  # expired between SET and GET: try once more
-            return await self.claim(key)
+            return await self._claim_redis(key)
         value = json.loads(raw)
         if value["state"] == "failed":
             return Claim("follower", error=value["error"])
         return Claim("follower", value.get("info") if value["state"] in ("running", "done") else None)
 
     async def publish(self, key: str, info: Info) -> None:
+        led = self._leading.get(key)
+        if led is not None and not led.done():
+            led.set_result(info)
         value = json.dumps({"state": "running", "info": info})
         await self._redis.set(self._k(key), value, px=int(LEASE_S * 1000))
 
@@ -164,10 +212,20 @@ class RedisCoalescer:
         await self._redis.pexpire(self._k(key), int(LEASE_S * 1000))
 
     async def fail(self, key: str, error: dict[str, Any]) -> None:
+        led = self._leading.pop(key, None)
+        if led is not None and not led.done():
+            led.set_exception(CoalesceFailed(error))
+            led.exception()  # retrieved: no "never retrieved" warning when nobody waited
         value = json.dumps({"state": "failed", "error": error})
         await self._redis.set(self._k(key), value, px=int(settings.COALESCE_ERROR_TTL_S * 1000))
 
+    async def release(self, key: str) -> None:
+        """A leader that published rows it did not generate (a replay): no `finish` will come; the
+        published entry lapses in Redis with its lease, and Redis answers until then."""
+        self._leading.pop(key, None)
+
     async def finish(self, key: str, *, ok: bool) -> None:
+        self._leading.pop(key, None)  # from now on Redis answers (kept for the result's TTL)
         raw = await self._redis.get(self._k(key))
         if raw is None:
             return
@@ -176,6 +234,10 @@ class RedisCoalescer:
         await self._redis.set(self._k(key), json.dumps(value), px=max(1, int(_retention(ok) * 1000)))
 
     async def wait_info(self, key: str) -> Info:
+        led = self._leading.get(key)
+        if led is not None:  # this process leads: its info comes from memory
+            async with asyncio.timeout(WAIT_INFO_TIMEOUT_S):
+                return await asyncio.shield(led)
         # The followers of one key in this process share one poll: 500 followers each polling every
         # 5 ms would send Redis 100,000 reads a second while the leader writes its rows.
         return await self._info_waits.do(key, lambda: self._poll_info(key))
@@ -186,9 +248,7 @@ class RedisCoalescer:
             while True:
                 raw = await self._redis.get(self._k(key))
                 if raw is None:
-                    raise CoalesceFailed(
-                        {"code": "coalesce_lost", "message": "The identical request went away."}
-                    )
+                    raise CoalesceFailed(_LOST)
                 value = json.loads(raw)
                 if value["state"] == "failed":
                     raise CoalesceFailed(value["error"])

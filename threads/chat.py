@@ -89,7 +89,8 @@ async def _send(
         tools=req.tools,
     )
     alias = f"rid:{user.pk}:{req.request_id}"
-    known = await co.alias_get(alias)
+    # A request_id the server made up (none was given) is new: nothing to replay.
+    known = await co.alias_get(alias) if req.request_id_given else None
     if known is not None:
         if known[0] != fp:
             raise InvalidInput(
@@ -126,7 +127,9 @@ async def _send(
                 exc.error.get("status", 502),
                 retry_after=exc.error.get("retry_after"),
             ) from exc
-        await co.alias_set(alias, fp, info)
+        # A follower answers with its leader's request_id: a made-up one of its own stays unknown.
+        if req.request_id_given:
+            await co.alias_set(alias, fp, info)
         metrics.coalesce("follower")
         return _follower(info, coalesced="follower", key=key)
     running[prekey] = key
@@ -150,8 +153,9 @@ async def _send(
         raise
     await co.publish(key, _info(outcome))
     await co.alias_set(alias, fp, _info(outcome))
-    if outcome.generation is None:
+    if outcome.generation is None:  # a replay of rows written earlier: no generation will finish the key
         running.pop(prekey, None)
+        await co.release(key)
     else:  # the fast path lasts while the leader generates; later sends read the head again
         outcome.generation.done.add_done_callback(lambda _: running.pop(prekey, None))
     return outcome

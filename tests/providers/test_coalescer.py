@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from providers.coalescer import CoalesceFailed, InProcessCoalescer
+from providers.coalescer import LEASE_S, CoalesceFailed, InProcessCoalescer
 
 
 @dataclass
@@ -60,6 +60,18 @@ async def test_a_leader_failing_before_publishing_fails_its_followers_and_frees_
     with pytest.raises(CoalesceFailed) as err:
         await waiter
     assert err.value.error["code"] == "boom"
+    assert (await co.claim("k")).role == "leader"
+
+
+async def test_a_released_key_lapses_like_an_unrenewed_lease() -> None:
+    # A leader that replayed rows written earlier publishes them, but no generation will `finish`.
+    clock = Clock()
+    co = InProcessCoalescer(clock=clock)
+    await co.claim("k")
+    await co.publish("k", {"request_id": "r"})
+    await co.release("k")
+    assert (await co.claim("k")).info == {"request_id": "r"}
+    clock.now += LEASE_S + 0.01
     assert (await co.claim("k")).role == "leader"
 
 

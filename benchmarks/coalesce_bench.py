@@ -23,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +86,9 @@ def App(opts: argparse.Namespace, fake_url: str, tmp: Path) -> Deployment:
 
 
 async def _send(client: aiohttp.ClientSession, url: str, thread_id: int, content: str) -> Sample:
-    reply = await loadgen.post_json(client, f"{url}/api/threads/{thread_id}/messages", {"content": content})
+    # Each send with its own request_id, as the page and any retrying client send them.
+    payload = {"content": content, "request_id": uuid.uuid4().hex}
+    reply = await loadgen.post_json(client, f"{url}/api/threads/{thread_id}/messages", payload)
     if reply.status == 0:
         return Sample(reply.latency, reply.end, 0, "", {"exception": reply.error})
     role, timings = reply.body.get("coalesced", ""), reply.body.get("timings") or {}

@@ -54,6 +54,7 @@ class Plan:
     name: str
     small_n: int = 50
     small_c: int = 10
+    mid_n: int = 200  # the coalescing issue's burst: 200 identical sends at once
     big_n: int = 1000
     contrast_n: int = 1000
     fanout_k: int = 1000
@@ -67,7 +68,16 @@ class Plan:
 
 FULL = Plan("full")
 QUICK = Plan(
-    "quick", big_n=200, contrast_n=50, fanout_k=100, ttft_sends=10, cancels=10, pacer_s=2.0, k=2, tokens=40
+    "quick",
+    mid_n=100,
+    big_n=200,
+    contrast_n=50,
+    fanout_k=100,
+    ttft_sends=10,
+    cancels=10,
+    pacer_s=2.0,
+    k=2,
+    tokens=40,
 )
 
 
@@ -150,6 +160,7 @@ class Suite:
         quiet = {"floor": False, "measure_provider": False, "baseline_s": base}
         return {
             "small": self.burst(dep.urls, "small", plan.small_n, plan.small_c, **quiet),
+            "mid": self.burst(dep.urls, "mid", plan.mid_n, 0, **quiet),
             "big": self.burst(dep.urls, "big", plan.big_n, 0, baseline_s=base),
         }
 

@@ -25,6 +25,7 @@ from django.conf import settings
 
 from providers._coalesce_math import retention_s
 from providers._redis import redis_for_loop
+from providers.redisbatch import RedisBatch
 from providers.singleflight import Singleflight
 
 if TYPE_CHECKING:
@@ -151,6 +152,7 @@ class RedisCoalescer:
         self._redis = client
         self._prefix = prefix
         self._info_waits: Singleflight[Info] = Singleflight()
+        self._batch = RedisBatch(client)  # every send's request_id lookup: one MGET per loop turn
         # This process's side of a burst: a key's claim in flight (its other senders here wait for it
         # instead of each asking Redis), and the keys this process leads, until `finish`/`fail` (their
         # followers here get the leader's info from memory). In a burst of 500 sends per process this
@@ -260,14 +262,15 @@ class RedisCoalescer:
         return bool(await self._redis.exists(self._k(key)))
 
     async def alias_get(self, alias: str) -> tuple[str, Info] | None:
-        raw = await self._redis.get(self._k(alias))
+        raw = await self._batch.get(self._k(alias))
         if raw is None:
             return None
         value = json.loads(raw)
         return value["fp"], value["info"]
 
     async def alias_set(self, alias: str, fingerprint: str, info: Info) -> None:
-        await self._redis.set(self._k(alias), json.dumps({"fp": fingerprint, "info": info}), ex=ALIAS_TTL_S)
+        value = json.dumps({"fp": fingerprint, "info": info})
+        await self._batch.set_ex(self._k(alias), value, ALIAS_TTL_S)
 
 
 Coalescer = InProcessCoalescer | RedisCoalescer

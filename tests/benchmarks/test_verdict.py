@@ -69,13 +69,14 @@ def _verdicts(results: dict[str, Any], plan: Any = QUICK) -> dict[str, str]:
 
 def test_a_run_that_crashed_everywhere_fails_every_row() -> None:
     verdicts = _verdicts({"provider": {"crashed": "RuntimeError: boom"}})
-    assert len(verdicts) == 13 and set(verdicts.values()) == {"FAIL"}
+    assert len(verdicts) == 18 and set(verdicts.values()) == {"FAIL"}
 
 
 def test_rows_follow_the_figures() -> None:
     results = {
         "coalesce_on": {
-            "small": {"burst": _burst(50, 50, 1, 2)},
+            "small": {"burst": _burst(50, 50, 1, 2, p95_follower_s=4.2, p95_follower_ratio=4.2 / 4.3)},
+            "mid": {"burst": _burst(100, 100, 1, 2, p95_follower_s=4.6, p95_follower_ratio=4.6 / 4.3)},
             "big": {
                 "burst": _burst(200, 199, 1, 2, p95_follower_s=4.4, p95_follower_ratio=4.4 / 4.3),
                 "provider": {"sequential_median_s": 4.3},
@@ -98,7 +99,11 @@ def test_rows_follow_the_figures() -> None:
     assert verdicts["burst: 50 identical sends, 10 concurrent"] == "PASS"
     assert verdicts["burst: 200 identical sends, all at once, 2 processes"] == "FAIL"  # 199/200
     assert verdicts["error rate"] == "FAIL"
-    assert verdicts["end-to-end p95, followers, over the provider's own latency"] == "PASS"  # 1.023x
+    p95 = "end-to-end p95, followers, over the provider's own latency"
+    assert verdicts[f"{p95} (50 identical sends, 10 concurrent)"] == "PASS"  # 0.977x
+    assert verdicts[f"{p95} (100 identical sends, all at once, 2 processes)"] == "FAIL"  # 1.070x
+    assert verdicts[f"{p95} (200 identical sends, all at once, 2 processes)"] == "PASS"  # 1.023x
+    assert verdicts["burst: 100 identical sends, all at once, 2 processes"] == "PASS"
     assert verdicts["queue wait p95 at half the pacer limit"] == "FAIL"  # 5.5 ms
     assert verdicts["TTFT p95 over the provider's TTFT"] == "PASS"
     assert verdicts["cancel p95"] == "FAIL"
@@ -107,4 +112,4 @@ def test_rows_follow_the_figures() -> None:
 
 
 def test_the_full_plan_is_the_issue_s_suite() -> None:
-    assert (FULL.small_n, FULL.small_c, FULL.big_n, FULL.fanout_k) == (50, 10, 1000, 1000)
+    assert (FULL.small_n, FULL.small_c, FULL.mid_n, FULL.big_n, FULL.fanout_k) == (50, 10, 200, 1000, 1000)

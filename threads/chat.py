@@ -162,12 +162,16 @@ async def _send(
 
 
 async def _derive_key(thread: Thread, req: SendRequest) -> str:
-    """The coalesce key of a send: its burst's anchor needs the thread's head as it stood."""
-    last = await db_async(selectors.last_exchange)(thread_id=thread.pk)
+    """The coalesce key of a send: its burst's anchor needs the thread's head as it stood (unless the
+    client named the message it answers: then that is the anchor, and the head is not read)."""
+    if req.parent_id is not None:
+        last = LastExchange(head_id=None)
+    else:
+        last = LastExchange(**await db_async(selectors.last_exchange)(thread_id=thread.pk))
     anchor = burst_anchor(
         parent_id=req.parent_id,
         content=req.content,
-        last=LastExchange(**last),
+        last=last,
         result_ttl_s=settings.COALESCE_RESULT_TTL_S,
     )
     return coalesce_key(

@@ -59,6 +59,23 @@ async def test_burst_of_identical_sends_is_one_call_and_one_pair(
     assert len({b["assistant_message"]["content"] for b in bodies}) == 1
 
 
+async def test_a_burst_answering_a_named_parent_coalesces_without_reading_the_head(
+    api: AsyncClient, fake: FakeProviderServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tid = await _thread(api)
+    first = (await _send(api, tid, content="First question")).json()
+    parent = first["assistant_message"]["id"]
+
+    def no_head_read(**_: Any) -> None:
+        raise AssertionError("the head was read although the send named its parent")
+
+    monkeypatch.setattr("threads.selectors.last_exchange", no_head_read)
+    resps = await asyncio.gather(*[_send(api, tid, content="Next?", parent_id=parent) for _ in range(20)])
+    assert [r.status_code for r in resps] == [200] * 20
+    assert fake.stats.calls == 2 and await _rows() == 4
+    assert {r.json()["user_message"]["parent_id"] for r in resps} == {parent}
+
+
 async def test_completed_result_reused_then_a_later_repeat_is_new(
     api: AsyncClient, fake: FakeProviderServer
 ) -> None:

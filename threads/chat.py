@@ -221,6 +221,7 @@ async def _lead(
 ) -> SendOutcome:
     prepared = await db_async(services.send_prepare)(
         thread_id=thread.pk,
+        thread=thread,
         req=req,
         parent_id=req.parent_id,
         coalesce_key=key,

@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, User
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from threads import events, selectors
@@ -95,59 +95,79 @@ def send_prepare(
     parent_id: int | None,
     coalesce_key: str | None = None,
     reuse: tuple[float, float] = (0.0, 0.0),
+    thread: Thread | None = None,
 ) -> PreparedSend:
     """Write the user message and the `streaming` assistant message of a send, or find them if the
     request_id was already used in this thread, or if this burst's pair already exists (same
     `coalesce_key`; still streaming, or finished within `reuse` = (result TTL, error TTL) seconds): a
     replay. The unique (thread, coalesce_key) constraint makes a second pair for one burst impossible,
-    even when two processes race past the coalescer. `parent_id` is the message being answered."""
-    thread = Thread.objects.filter(pk=thread_id).first()
-    if thread is None:
-        raise NotFound()
-    found = _existing(thread=thread, request_id=req.request_id)
-    if found is not None:
-        return found
+    even when two processes race past the coalescer. `parent_id` is the message being answered.
+
+    Optimistic: the pair is written first, and looked for only when a unique constraint refuses it (a
+    replay is rare: the coalescer and the request_id aliases answer those before the database does).
+    An old, finished burst of the same words that still holds the key lets go of it, and the pair is
+    written again. `thread` (the caller's copy, for its provider and model) saves reading the row."""
     if parent_id is not None and not Message.objects.filter(pk=parent_id, thread_id=thread_id).exists():
         raise InvalidInput("invalid_parent_id", "'parent_id' is not a message of this thread.")
-    if coalesce_key is not None:
-        found = _existing_burst(thread=thread, coalesce_key=coalesce_key, reuse=reuse)
-        if found is not None:
-            return found
-    try:
-        with transaction.atomic():
-            user_msg = Message.objects.create(
-                thread=thread,
-                role=Message.Role.USER,
-                content=req.content,
-                request_id=req.request_id,
-                parent_id=parent_id,
-                coalesce_key=coalesce_key,
+    windows = reuse
+    for attempt in range(2):
+        try:
+            return _write_pair(
+                thread_id=thread_id, req=req, parent_id=parent_id, coalesce_key=coalesce_key, thread=thread
             )
-            assistant = Message.objects.create(
-                thread=thread,
-                role=Message.Role.ASSISTANT,
-                status=Message.Status.STREAMING,
-                request_id=req.request_id,
-                parent=user_msg,
-            )
-            changes: dict[str, Any] = {"updated_at": timezone.now()}
-            if not thread.title:
-                changes["title"] = _title_from(req.content)
-            Thread.objects.filter(pk=thread.pk).update(**changes)
-            # Read inside the transaction: if it fails, no `streaming` row is left without a generation.
-            history = _history(thread_id=thread.pk, upto_id=user_msg.pk)
-    except IntegrityError:
-        # A concurrent send with the same request_id, or of the same burst in another process, won
-        # the unique constraint: replay its rows.
-        found = _existing(thread=thread, request_id=req.request_id)
-        if found is None and coalesce_key is not None:
-            found = _existing_burst(thread=thread, coalesce_key=coalesce_key, reuse=(math.inf, math.inf))
-        if found is None:
-            raise
-        return found
+        except IntegrityError:
+            found_thread = Thread.objects.filter(pk=thread_id).first()
+            if found_thread is None:  # deleted meanwhile (its messages' foreign key refused them)
+                raise NotFound() from None
+            found = _existing(thread=found_thread, request_id=req.request_id)
+            if found is None and coalesce_key is not None:
+                found = _existing_burst(thread=found_thread, coalesce_key=coalesce_key, reuse=windows)
+            if found is not None:
+                return found
+            if coalesce_key is None or attempt == 1:
+                raise
+            # The old pair let go of the key; whoever holds it after this is a concurrent send of this
+            # burst (in another process): its rows are the answer, however old.
+            windows = (math.inf, math.inf)
+    raise AssertionError("unreachable")
+
+
+def _write_pair(
+    *,
+    thread_id: int,
+    req: SendRequest,
+    parent_id: int | None,
+    coalesce_key: str | None,
+    thread: Thread | None,
+) -> PreparedSend:
+    with transaction.atomic():
+        # First, so a deleted thread is a 404 before anything is written. A thread gets its title
+        # from its first message.
+        title = Case(When(title="", then=Value(_title_from(req.content))), default=F("title"))
+        if not Thread.objects.filter(pk=thread_id).update(updated_at=timezone.now(), title=title):
+            raise NotFound()
+        user_msg = Message.objects.create(
+            thread_id=thread_id,
+            role=Message.Role.USER,
+            content=req.content,
+            request_id=req.request_id,
+            parent_id=parent_id,
+            coalesce_key=coalesce_key,
+        )
+        assistant = Message.objects.create(
+            thread_id=thread_id,
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.STREAMING,
+            request_id=req.request_id,
+            parent=user_msg,
+        )
+        if thread is None:
+            thread = Thread.objects.only("provider", "model").get(pk=thread_id)
+        # Read inside the transaction: if it fails, no `streaming` row is left without a generation.
+        history = _history(thread_id=thread_id, upto_id=user_msg.pk)
     return PreparedSend(
         request_id=req.request_id,
-        thread_id=thread.pk,
+        thread_id=thread_id,
         provider=thread.provider,
         model=thread.model,
         user_message=events.message_data(user_msg),

@@ -54,6 +54,46 @@ def test_a_completed_pair_older_than_the_result_ttl_releases_its_key(thread: Thr
     assert Message.objects.filter(role="user").count() == 2
 
 
+def test_a_reused_request_id_replays_its_pair_whatever_the_key(thread: Thread) -> None:
+    first = _send(thread, "r1")
+    again = _send(thread, "r1", key="coal:" + "b" * 40)
+    assert again.replay and again.assistant_message["id"] == first.assistant_message["id"]
+    assert Message.objects.count() == 2
+
+
+def test_a_deleted_thread_is_not_found_and_nothing_is_written(thread: Thread) -> None:
+    copy = Thread.objects.get(pk=thread.pk)
+    thread.delete()
+    req = parse_send({"content": "hello", "request_id": "r1"}, max_chars=1000)
+    with pytest.raises(services.NotFound):
+        services.send_prepare(thread_id=copy.pk, thread=copy, req=req, parent_id=None, coalesce_key=KEY)
+    assert Message.objects.count() == 0
+
+
+def test_the_first_message_titles_an_untitled_thread_only(thread: Thread, user: Any) -> None:
+    _send(thread, "r1")
+    req = parse_send({"content": "other words", "request_id": "r2"}, max_chars=1000)
+    services.send_prepare(thread_id=thread.pk, req=req, parent_id=None)
+    titled = Thread.objects.create(owner=user, provider="demo", model="demo-1", title="Mine")
+    _send(titled, "r3")
+    assert list(Thread.objects.order_by("pk").values_list("title", flat=True)) == ["same words", "Mine"]
+
+
+def test_a_new_pair_is_written_without_reading_the_thread_or_looking_for_replays(thread: Thread) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    req = parse_send({"content": "hello", "request_id": "r1"}, max_chars=1000)
+    with CaptureQueriesContext(connection) as ctx:
+        prepared = services.send_prepare(
+            thread_id=thread.pk, thread=thread, req=req, parent_id=None, coalesce_key=KEY
+        )
+    selects = [q["sql"] for q in ctx.captured_queries if q["sql"].lstrip().upper().startswith("SELECT")]
+    # One read: the history for the provider. The thread row is only updated (title, updated_at).
+    assert len(selects) == 1 and "threads_message" in selects[0], selects
+    assert (prepared.provider, prepared.history) == ("demo", [("user", "hello")])
+
+
 def test_sends_without_a_key_never_merge(thread: Thread) -> None:
     _send(thread, "r1", key=None)
     assert not _send(thread, "r2", key=None).replay

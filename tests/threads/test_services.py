@@ -133,3 +133,23 @@ def test_cancel_finds_the_streaming_reply_of_a_request_id_used_in_two_threads(
     user.is_staff = True
     assert selectors.assistant_for_request(user=user, request_id="r-1") != theirs  # their own first
     assert selectors.assistant_for_request(user=other_user, request_id="r-1") == theirs
+
+
+def test_last_exchange_reads_the_head_the_newest_question_and_its_reply_s_age(thread: Thread) -> None:
+    from threads.selectors import last_exchange
+
+    assert last_exchange(thread_id=thread.pk) == {"head_id": None}
+    first = _send(thread, "r1")
+    streaming = last_exchange(thread_id=thread.pk)
+    assert streaming == {
+        "head_id": first.assistant_message["id"],
+        "user_content": "same words",
+        "user_parent_id": None,
+        "finished_ago_s": None,  # still streaming
+    }
+    services.message_finalize(message_id=first.assistant_message["id"], status="complete", content="x")
+    Message.objects.filter(pk=first.assistant_message["id"]).update(
+        updated_at=timezone.now() - datetime.timedelta(seconds=10)
+    )
+    finished = last_exchange(thread_id=thread.pk)["finished_ago_s"]
+    assert 10 <= finished < 15

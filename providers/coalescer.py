@@ -108,9 +108,10 @@ class InProcessCoalescer:
         if entry is not None:
             entry.expires = self.clock() + _retention(ok)
 
-    async def release(self, key: str) -> None:
-        """A leader that published rows it did not generate (a replay): no `finish` will come, so the
-        entry lapses like an unrenewed lease."""
+    def release(self, key: str) -> None:
+        """No `finish` will come for this key (a leader that replayed rows it did not generate, or a
+        generation that ended without a terminal event): the entry lapses like an unrenewed lease.
+        After a `finish`, nothing changes."""
         entry = self._entries.get(key)
         if entry is not None and entry.expires is None:
             entry.expires = self.clock() + LEASE_S
@@ -221,9 +222,9 @@ class RedisCoalescer:
         value = json.dumps({"state": "failed", "error": error})
         await self._redis.set(self._k(key), value, px=int(settings.COALESCE_ERROR_TTL_S * 1000))
 
-    async def release(self, key: str) -> None:
-        """A leader that published rows it did not generate (a replay): no `finish` will come; the
-        published entry lapses in Redis with its lease, and Redis answers until then."""
+    def release(self, key: str) -> None:
+        """No `finish` will come for this key (see InProcessCoalescer.release): this process stops
+        answering it from memory; the entry lapses in Redis with its lease, and Redis answers until then."""
         self._leading.pop(key, None)
 
     async def finish(self, key: str, *, ok: bool) -> None:

@@ -155,9 +155,13 @@ async def _send(
     await co.alias_set(alias, fp, _info(outcome))
     if outcome.generation is None:  # a replay of rows written earlier: no generation will finish the key
         running.pop(prekey, None)
-        await co.release(key)
+        co.release(key)
     else:  # the fast path lasts while the leader generates; later sends read the head again
         outcome.generation.done.add_done_callback(lambda _: running.pop(prekey, None))
+        if outcome.generation.task is not None:
+            # Normally `finish` has run by then; a generation cut short by a bug must not leave its
+            # key answered from memory for good.
+            outcome.generation.task.add_done_callback(lambda _: co.release(key))
     return outcome
 
 

@@ -69,10 +69,16 @@ async def test_a_released_key_lapses_like_an_unrenewed_lease() -> None:
     co = InProcessCoalescer(clock=clock)
     await co.claim("k")
     await co.publish("k", {"request_id": "r"})
-    await co.release("k")
+    co.release("k")
     assert (await co.claim("k")).info == {"request_id": "r"}
     clock.now += LEASE_S + 0.01
     assert (await co.claim("k")).role == "leader"
+    # After a finish, a release changes nothing: the result is kept for its TTL.
+    await co.publish("k", {"request_id": "s"})
+    await co.finish("k", ok=True)
+    co.release("k")
+    clock.now += LEASE_S + 0.01
+    assert (await co.claim("k")).info == {"request_id": "s"}
 
 
 async def test_aliases_expire_after_a_day() -> None:

@@ -142,7 +142,7 @@ async def test_a_released_key_is_answered_by_redis_until_its_lease_lapses(
     here, _ = pair
     await here.claim("k")
     await here.publish("k", {"request_id": "r"})
-    await here.release("k")
+    here.release("k")
     assert (await here.claim("k")).info == {"request_id": "r"} and here.redis_claims == 2
     assert 0 < await here._redis.pttl(here._k("k")) <= 5000  # the lease, no longer renewed
 

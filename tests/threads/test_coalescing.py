@@ -11,7 +11,7 @@ from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
 from providers.fake_server import FakeProviderServer
-from threads.models import Message
+from threads.models import Message, Thread
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.both]
 
@@ -191,3 +191,31 @@ async def test_a_late_follower_stream_gets_the_text_so_far_then_the_rest(
     assert seqs[0] >= 2 and seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # catch-up, then contiguous
     assert "".join(d["text"] for d in deltas) == evs[-1]["message"]["content"]
     assert fake.stats.calls == 1
+
+
+async def test_a_generation_cut_short_by_a_bug_stops_answering_its_burst_from_memory(
+    fake: FakeProviderServer, user: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from providers.coalescer import InProcessCoalescer, coalescer
+    from threads import chat
+    from threads.generation import GenerationService
+    from threads.validation import parse_send
+
+    async def broken(self: Any, gen: Any, completion: Any) -> None:
+        raise RuntimeError("a bug after the stream ended")
+
+    monkeypatch.setattr(GenerationService, "_finish_complete", broken)
+    thread = await sync_to_async(Thread.objects.create)(owner=user, provider="openai", model="fake-model")
+    req = parse_send({"content": "Will it end?"}, max_chars=1000)
+    outcome = await chat.send(user=user, thread=thread, req=req)
+    assert outcome.generation is not None and outcome.generation.task is not None
+    key = outcome.generation.coalesce_key
+    assert key is not None
+    with pytest.raises(RuntimeError):
+        await asyncio.wait_for(outcome.generation.task, 10)
+    await asyncio.sleep(0)  # the task's done callbacks
+    co = coalescer()
+    if isinstance(co, InProcessCoalescer):
+        assert co._entries[key].expires is not None  # lapses like an unrenewed lease, not kept for good
+    else:
+        assert key not in co._leading  # Redis answers, until the lease lapses

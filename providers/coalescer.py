@@ -38,10 +38,6 @@ WAIT_INFO_TIMEOUT_S = 15.0
 _LOST = {"code": "coalesce_lost", "message": "The identical request went away."}
 
 
-class _Abandoned(Exception):
-    """A claim in flight whose caller was cancelled: the senders waiting on it claim for themselves."""
-
-
 class CoalesceFailed(Exception):
     """The leader failed before its rows existed; `error` is the {code, message, status} it failed with."""
 
@@ -154,11 +150,13 @@ class RedisCoalescer:
         self._prefix = prefix
         self._info_waits: Singleflight[Info] = Singleflight()
         self._batch = RedisBatch(client)  # every send's request_id lookup: one MGET per loop turn
-        # This process's side of a burst: a key's claim in flight (its other senders here wait for it
-        # instead of each asking Redis), and the keys this process leads, until `finish`/`fail` (their
-        # followers here get the leader's info from memory). In a burst of 500 sends per process this
-        # saves about 1000 Redis round trips, each some CPU on the loop that the leader needs.
-        self._claiming: dict[str, asyncio.Future[Claim]] = {}
+        # This process's side of a burst: one Redis claim per key at a time (its other senders here
+        # share it), and the keys this process leads, until `finish`/`fail`/`release` (their followers
+        # here get the leader's info from memory). In a burst of 500 sends per process this saves
+        # about 1000 Redis round trips, each some CPU on the loop that the leader needs. `_won`: keys
+        # whose shared claim won the lease, until one of the senders sharing it takes the lead.
+        self._claims: Singleflight[Claim] = Singleflight()
+        self._won: set[str] = set()
         self._leading: dict[str, asyncio.Future[Info]] = {}
 
     def _k(self, key: str) -> str:
@@ -166,35 +164,22 @@ class RedisCoalescer:
 
     async def claim(self, key: str) -> Claim:
         led = self._leading.get(key)
-        if led is not None:
-            return Claim("follower", led.result() if led.done() and not led.exception() else None)
-        pending = self._claiming.get(key)
-        if pending is not None:
-            try:
-                first = await asyncio.shield(pending)
-            except _Abandoned:  # the first claimer was cancelled: claim afresh
-                return await self.claim(key)
-            if first.role == "follower":
-                return first
-            return await self.claim(key)  # this process leads: follow it from memory
-        pending = self._claiming[key] = asyncio.get_running_loop().create_future()
-        try:
-            claim = await self._claim_redis(key)
-        except BaseException as exc:
-            pending.set_exception(exc if isinstance(exc, Exception) else _Abandoned())
-            pending.exception()  # retrieved: nobody may be waiting
-            raise
-        finally:
-            self._claiming.pop(key, None)
-        if claim.role == "leader":
-            self._leading[key] = asyncio.get_running_loop().create_future()
-        pending.set_result(claim)
-        return claim
+        if led is None:
+            claim = await self._claims.do(key, lambda: self._claim_redis(key))
+            if claim.role == "follower":
+                return claim
+            if key in self._won:  # the first of this process's senders to hear it leads
+                self._won.discard(key)
+                self._leading[key] = asyncio.get_running_loop().create_future()
+                return claim
+            return await self.claim(key)  # another sender here leads (or did: then ask again)
+        return Claim("follower", led.result() if led.done() and not led.exception() else None)
 
     async def _claim_redis(self, key: str) -> Claim:
         if await self._redis.set(
             self._k(key), json.dumps({"state": "pending"}), nx=True, px=int(LEASE_S * 1000)
         ):
+            self._won.add(key)
             return Claim("leader")
         raw = await self._redis.get(self._k(key))
         if raw is None:  # expired between SET and GET: try once more

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,21 +12,15 @@ import pytest
 from redis.asyncio import Redis
 
 from providers.coalescer import CoalesceFailed, RedisCoalescer
+from tests.redisutil import scratch_redis
 
 pytestmark = pytest.mark.services
 
 
 @pytest.fixture
 async def co() -> AsyncIterator[RedisCoalescer]:
-    client = Redis.from_url(os.environ["REDIS_URL"])
-    prefix = f"test-co-{uuid.uuid4().hex[:12]}"
-    try:
+    async with scratch_redis("co", Redis) as (client, prefix):
         yield RedisCoalescer(client, prefix)
-    finally:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
 
 
 async def test_leader_publishes_then_followers_get_the_info(co: RedisCoalescer, settings: Any) -> None:
@@ -147,7 +140,9 @@ async def test_a_released_key_is_answered_by_redis_until_its_lease_lapses(
     assert 0 < await here._redis.pttl(here._k("k")) <= 5000  # the lease, no longer renewed
 
 
-async def test_senders_waiting_on_a_cancelled_claim_claim_afresh(pair: tuple[Counting, Counting]) -> None:
+async def test_a_shared_claim_whose_first_caller_is_cancelled_still_gives_one_leader(
+    pair: tuple[Counting, Counting],
+) -> None:
     here, _ = pair
     here.gate = asyncio.Event()
     first = asyncio.create_task(here.claim("k"))

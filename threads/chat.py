@@ -158,10 +158,6 @@ async def _send(
         co.release(key)
     else:  # the fast path lasts while the leader generates; later sends read the head again
         outcome.generation.done.add_done_callback(lambda _: running.pop(prekey, None))
-        if outcome.generation.task is not None:
-            # Normally `finish` has run by then; a generation cut short by a bug must not leave its
-            # key answered from memory for good.
-            outcome.generation.task.add_done_callback(lambda _: co.release(key))
     return outcome
 
 

@@ -196,6 +196,10 @@ class GenerationService:
         finally:
             lease.cancel()
             self.running.pop(gen.message_id, None)
+            if gen.coalesce_key is not None:
+                # Normally `finish` has run (then this changes nothing); a generation cut short by a
+                # bug must not leave its burst answered from this process's memory for good.
+                coalescer().release(gen.coalesce_key)
             try:
                 # Shielded: on cancel this still runs, or the entries would linger until their TTLs.
                 await asyncio.shield(live_generations().remove(gen.message_id))

@@ -213,7 +213,6 @@ async def test_a_generation_cut_short_by_a_bug_stops_answering_its_burst_from_me
     assert key is not None
     with pytest.raises(RuntimeError):
         await asyncio.wait_for(outcome.generation.task, 10)
-    await asyncio.sleep(0)  # the task's done callbacks
     co = coalescer()
     if isinstance(co, InProcessCoalescer):
         assert co._entries[key].expires is not None  # lapses like an unrenewed lease, not kept for good

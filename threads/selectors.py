@@ -9,7 +9,6 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connection
 from django.db.models import Case, IntegerField, Value, When
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from threads import events
 from threads.limits import id_in_range
@@ -102,7 +101,7 @@ def last_exchange(*, thread_id: int) -> dict[str, Any]:
     content, parent_id, reply_status, reply_updated_at, head_id = row
     finished_ago = None
     if reply_status is not None and reply_status != Message.Status.STREAMING:
-        finished_ago = (timezone.now() - _aware(reply_updated_at)).total_seconds()
+        finished_ago = (timezone.now() - _updated_at_from_db(reply_updated_at)).total_seconds()
     return {
         "head_id": head_id,
         "user_content": content,
@@ -111,13 +110,12 @@ def last_exchange(*, thread_id: int) -> dict[str, Any]:
     }
 
 
-def _aware(value: datetime.datetime | str) -> datetime.datetime:
-    """A datetime column read without the ORM: SQLite gives text, in UTC."""
-    if isinstance(value, str):
-        parsed = parse_datetime(value)
-        assert parsed is not None, value
-        value = parsed
-    return value if timezone.is_aware(value) else timezone.make_aware(value, datetime.UTC)
+def _updated_at_from_db(value: Any) -> datetime.datetime:
+    """`Message.updated_at` as read without the ORM, converted as the ORM would (SQLite gives text)."""
+    col = Message._meta.get_field("updated_at").get_col(Message._meta.db_table)
+    for convert in connection.ops.get_db_converters(col) + col.get_db_converters(connection):
+        value = convert(value, col, connection)
+    return value
 
 
 def messages_streaming(*, limit: int = 500) -> list[dict[str, Any]]:

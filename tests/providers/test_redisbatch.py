@@ -4,15 +4,14 @@ caller gets its own answer, and a failure reaches every caller of the batch."""
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
 from providers.redisbatch import RedisBatch
+from tests.redisutil import scratch_redis
 
 pytestmark = pytest.mark.services
 
@@ -34,15 +33,8 @@ class Spy(Redis):
 
 @pytest.fixture
 async def client() -> AsyncIterator[tuple[Spy, str]]:
-    spy = cast(Spy, Spy.from_url(os.environ["REDIS_URL"]))
-    prefix = f"test-batch-{uuid.uuid4().hex[:12]}"
-    try:
-        yield spy, prefix
-    finally:
-        keys = [key async for key in spy.scan_iter(match=f"{prefix}:*")]
-        if keys:
-            await spy.delete(*keys)
-        await spy.aclose()
+    async with scratch_redis("batch", Spy) as scratch:
+        yield scratch
 
 
 async def test_one_turn_of_writes_is_one_pipeline_and_of_reads_one_mget(client: tuple[Spy, str]) -> None:

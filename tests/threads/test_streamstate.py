@@ -3,14 +3,13 @@ only add text and move the seq, and a snapshot reads both."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
+from tests.redisutil import scratch_redis
 from threads.streamstate import ENTRY_TTL_S, RedisStreamState
 
 pytestmark = pytest.mark.services
@@ -33,15 +32,8 @@ class Counting(Redis):
 
 @pytest.fixture
 async def state() -> AsyncIterator[RedisStreamState]:
-    client = Counting.from_url(os.environ["REDIS_URL"])
-    prefix = f"test-ss-{uuid.uuid4().hex[:12]}"
-    try:
+    async with scratch_redis("ss", Counting) as (client, prefix):
         yield RedisStreamState(client, prefix)
-    finally:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
 
 
 async def test_the_first_delta_registers_and_later_ones_only_add_text(state: RedisStreamState) -> None:

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -65,6 +70,64 @@ async def test_a_failing_connection_cleanup_reaches_the_caller_instead_of_a_hang
     def broken() -> None:
         raise ConnectionError("cleanup failed")
 
-    monkeypatch.setattr(dbasync, "close_old_connections", broken)
+    monkeypatch.setattr(dbasync, "_close_stale_connections", broken)
     with pytest.raises(ConnectionError, match="cleanup failed"):
         await asyncio.wait_for(db_async(_echo)(1), 10)
+
+
+# Run in a process of its own on a SQLite file: the test database is in memory, and Django never
+# closes an in-memory connection, so only a file shows whether calls reconnect.
+_CONNECTS_SCRIPT = """
+import asyncio, json, threading
+import django
+django.setup()
+from django.db import connection
+from django.db.backends.signals import connection_created
+from threads.dbasync import db_async
+
+connects = []
+connection_created.connect(lambda **kw: connects.append(threading.get_ident()), weak=False)
+
+def select_one():
+    with connection.cursor() as cur:
+        cur.execute("SELECT 1")
+    return threading.get_ident()
+
+def bad_sql():
+    with connection.cursor() as cur:
+        cur.execute("SELECT * FROM no_such_table")
+
+async def main():
+    threads = {await db_async(select_one)() for _ in range(30)}
+    before = len(connects)
+    try:
+        await db_async(bad_sql)()
+    except Exception:
+        pass
+    after_error = [await db_async(select_one)() for _ in range(30)]
+    print(json.dumps({"threads": len(threads), "connects": before, "total": len(connects)}))
+
+asyncio.run(main())
+"""
+
+
+def test_a_worker_thread_keeps_its_sqlite_connection_and_drops_one_that_failed(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    env |= {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "DJANGO_SETTINGS_MODULE": "chatapp.settings",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _CONNECTS_SCRIPT],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    # One connection per worker thread for 30 calls (not one per call) ...
+    assert seen["connects"] == seen["threads"]
+    # ... and the connection whose query failed is closed like Django would: its thread reconnects once.
+    assert seen["total"] == seen["connects"] + 1

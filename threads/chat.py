@@ -14,6 +14,8 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 
 from providers import metrics
 from providers._coalesce_math import (
@@ -45,20 +47,45 @@ class SendOutcome:
     key: str | None = None  # the coalesce key, for followers watching the leader's lease
 
 
-# Who may see a thread changes only when it is deleted; a send to a thread deleted in the last two
-# seconds still fails cleanly (send_prepare finds no thread: 404).
-_visible: TTLCache[Thread | None] = TTLCache(2.0)
+# Who may see a thread changes only when it is deleted (its owner never changes; staff is part of the
+# key). A visible thread is remembered for VISIBLE_TTL_S, so that a user's next message, usually sent
+# within it, runs no query before the provider call (the page's socket connect loads the thread, and a
+# thread created through the API is remembered at once). With two seconds, every send after a pause
+# paid that query. A burst of identical sends to a cold entry also waits on the one query, then resumes
+# all at once, its leader's next step queued behind the others.
+# A deletion (or an edit, in admin) in this process forgets the thread at once. Another process answers
+# from its copy for at most VISIBLE_TTL_S: a send to a deleted thread still fails cleanly there
+# (send_prepare finds no thread: 404), and one to an edited thread uses the provider and model it had.
+# "Not visible" is remembered for two seconds only: a thread created meanwhile must not stay hidden.
+VISIBLE_TTL_S = 30.0
+_visible: TTLCache[Thread | None] = TTLCache(VISIBLE_TTL_S, negative_ttl_s=2.0)
 
 
 thread_visible_to = db_async(selectors.thread_visible_to)
 
 
+def _visible_key(user: AbstractBaseUser, thread_id: int) -> tuple[Any, bool, int]:
+    return (user.pk, getattr(user, "is_staff", False), thread_id)
+
+
 async def thread_for_send(*, user: AbstractBaseUser, thread_id: int) -> Thread | None:
-    """`thread_visible_to` from a two-second cache, for the hot path only (sends, socket connects)."""
+    """`thread_visible_to` from a short per-process cache, for the hot path only (sends, socket connects)."""
     return await _visible.get_or_load(
-        (user.pk, getattr(user, "is_staff", False), thread_id),
+        _visible_key(user, thread_id),
         lambda: db_async(selectors.thread_visible_to)(user=user, thread_id=thread_id),
     )
+
+
+def remember_created(*, user: AbstractBaseUser, thread: Thread) -> None:
+    """A thread `user` has just created: its first send needs no query to find it."""
+    _visible.put(_visible_key(user, thread.pk), thread)
+
+
+@receiver(post_delete, sender=Thread, dispatch_uid="threads.chat.forget_deleted_thread")
+@receiver(post_save, sender=Thread, dispatch_uid="threads.chat.forget_edited_thread")
+def _forget(sender: Any, instance: Thread, **kwargs: Any) -> None:
+    """A thread deleted, or edited (its provider or model, in admin), in this process: read it again."""
+    _visible.discard_where(lambda key: key[2] == instance.pk)  # type: ignore[index]
 
 
 async def send(
@@ -143,6 +170,11 @@ async def _send(
         running.pop(prekey, None)
         error = {"code": exc.code, "message": exc.message, "status": exc.status}
         await co.fail(key, {**error, "retry_after": exc.retry_after})
+        raise
+    except services.NotFound:
+        running.pop(prekey, None)
+        # The thread was deleted (in another process, whose copy of it this process still had).
+        await co.fail(key, {"code": "not_found", "message": "No such thread or message.", "status": 404})
         raise
     except BaseException:
         running.pop(prekey, None)

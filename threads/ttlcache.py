@@ -14,10 +14,19 @@ V = TypeVar("V")
 
 
 class TTLCache(Generic[V]):
+    """`ttl_s` for every value; `negative_ttl_s`, if given, for a loaded None instead (a miss that may
+    stop being one: a row created meanwhile)."""
+
     def __init__(
-        self, ttl_s: float, *, max_items: int = 10_000, clock: Callable[[], float] = time.monotonic
+        self,
+        ttl_s: float,
+        *,
+        negative_ttl_s: float | None = None,
+        max_items: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ttl_s, self.max_items, self.clock = ttl_s, max_items, clock
+        self.negative_ttl_s = ttl_s if negative_ttl_s is None else negative_ttl_s
         self._items: dict[Hashable, tuple[float, V]] = {}
         self._loads: Singleflight[V] = Singleflight()
 
@@ -29,17 +38,26 @@ class TTLCache(Generic[V]):
 
     async def _load(self, key: Hashable, load: Callable[[], Awaitable[V]]) -> V:
         value = await load()
+        self.put(key, value)
+        return value
+
+    def put(self, key: Hashable, value: V) -> None:
+        """Remember `value` for `key` as if just loaded (a caller that has just written it)."""
         now = self.clock()
         if len(self._items) >= self.max_items:
             self._items = {k: v for k, v in self._items.items() if v[0] > now}
             if len(self._items) >= self.max_items:
                 self._items.clear()
-        self._items[key] = (now + self.ttl_s, value)
-        return value
+        self._items[key] = (now + (self.ttl_s if value is not None else self.negative_ttl_s), value)
 
     def discard(self, key: Hashable) -> None:
         """Forget one key (its next read loads again)."""
         self._items.pop(key, None)
+
+    def discard_where(self, match: Callable[[Hashable], bool]) -> None:
+        """Forget every key for which `match(key)` is true."""
+        for key in [k for k in list(self._items) if match(k)]:
+            self._items.pop(key, None)
 
     def clear(self) -> None:
         self._items.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,6 +13,7 @@ from django.test import AsyncClient
 
 from providers.fake_server import FakeProviderServer
 from threads.models import Message, Thread
+from threads.validation import InvalidInput
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.both]
 
@@ -218,3 +220,67 @@ async def test_a_generation_cut_short_by_a_bug_stops_answering_its_burst_from_me
         assert co._entries[key].expires is not None  # lapses like an unrenewed lease, not kept for good
     else:
         assert key not in co._leading  # Redis answers, until the lease lapses
+
+
+async def test_a_thread_created_through_the_api_is_sent_to_without_looking_it_up(
+    api: AsyncClient, fake: FakeProviderServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tid = await _thread(api)
+
+    def no_lookup(**_: Any) -> None:
+        raise AssertionError("the new thread was looked up again")
+
+    monkeypatch.setattr("threads.selectors.thread_visible_to", no_lookup)
+    resps = await asyncio.gather(*[_send(api, tid, content="First words") for _ in range(20)])
+    assert [r.status_code for r in resps] == [200] * 20 and fake.stats.calls == 1
+
+
+async def test_a_deleted_thread_is_forgotten_at_once(api: AsyncClient, fake: FakeProviderServer) -> None:
+    tid = await _thread(api)
+    assert (await _send(api, tid, content="Hello")).status_code == 200
+    assert (await api.delete(f"/api/threads/{tid}")).status_code == 204
+    resp = await _send(api, tid, content="Still there?")
+    assert resp.status_code == 404 and resp.json()["error"]["code"] == "not_found"
+    assert fake.stats.calls == 1
+
+
+async def test_a_burst_to_a_thread_deleted_elsewhere_fails_with_not_found_for_every_sender(
+    fake: FakeProviderServer, user: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deleted by another process while this one still has the thread in its cache: the leader's write
+    finds no thread, and the followers waiting on it get the same 404, not a generic failure. Driven
+    through threads.chat in one event loop (the test client runs each request's view in its own)."""
+    from providers.coalescer import coalescer
+    from threads import chat, services
+    from threads.validation import parse_send
+
+    thread = await sync_to_async(Thread.objects.create)(owner=user, provider="openai", model="fake-model")
+    # A delete this process's signals do not see, as in another server process.
+    await sync_to_async(lambda: Thread.objects.filter(pk=thread.pk)._raw_delete("default"))()
+    # The leader's write waits until the 19 others follow it.
+    following: set[int] = set()
+    all_follow = threading.Event()
+    real_claim, real_prepare = type(coalescer()).claim, services.send_prepare
+
+    async def counting_claim(self: Any, key: str) -> Any:
+        claim = await real_claim(self, key)
+        if claim.role == "follower":
+            following.add(id(asyncio.current_task()))
+            if len(following) == 19:
+                all_follow.set()
+        return claim
+
+    def gated_prepare(**kwargs: Any) -> Any:
+        assert all_follow.wait(10), "the followers never claimed"
+        return real_prepare(**kwargs)
+
+    monkeypatch.setattr(type(coalescer()), "claim", counting_claim)
+    monkeypatch.setattr(services, "send_prepare", gated_prepare)
+    req = parse_send({"content": "Anyone?"}, max_chars=100)
+    sends = [chat.send(user=user, thread=thread, req=req) for _ in range(20)]
+    outcomes = await asyncio.wait_for(asyncio.gather(*sends, return_exceptions=True), 30)
+    leaders = [o for o in outcomes if isinstance(o, services.NotFound)]
+    followers = [o for o in outcomes if isinstance(o, InvalidInput)]
+    assert len(leaders) == 1 and len(followers) == 19
+    assert {(f.code, f.status) for f in followers} == {("not_found", 404)}
+    assert fake.stats.calls == 0 and await _rows() == 0

@@ -74,3 +74,33 @@ async def test_concurrent_loads_share_one_call() -> None:
     gate.set()
     assert await asyncio.gather(*waiters) == [7] * 50
     assert calls == [1]
+
+
+async def test_a_miss_is_remembered_for_the_negative_ttl_only() -> None:
+    """A thread not found now may be created in a moment: None is kept for the shorter time."""
+    clock, results = Clock(), [None, "found"]
+
+    async def load() -> str | None:
+        return results.pop(0)
+
+    cache: TTLCache[str | None] = TTLCache(30.0, negative_ttl_s=2.0, clock=clock)
+    assert await cache.get_or_load("k", load) is None
+    clock.now = 1.9
+    assert await cache.get_or_load("k", load) is None  # still the remembered miss
+    clock.now = 2.0
+    assert await cache.get_or_load("k", load) == "found"
+    clock.now = 31.9
+    assert await cache.get_or_load("k", load) == "found"  # a value lives for the full ttl
+
+
+async def test_put_and_discard_where() -> None:
+    async def never() -> str:
+        raise AssertionError("loaded although the value was put")
+
+    cache: TTLCache[str] = TTLCache(5.0, clock=Clock())
+    cache.put((1, 7), "seven")
+    cache.put((2, 7), "seven for 2")
+    cache.put((1, 8), "eight")
+    assert await cache.get_or_load((1, 7), never) == "seven"
+    cache.discard_where(lambda key: key[1] == 7)  # type: ignore[index]
+    assert set(cache._items) == {(1, 8)}

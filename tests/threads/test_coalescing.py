@@ -284,3 +284,21 @@ async def test_a_burst_to_a_thread_deleted_elsewhere_fails_with_not_found_for_ev
     assert len(leaders) == 1 and len(followers) == 19
     assert {(f.code, f.status) for f in followers} == {("not_found", 404)}
     assert fake.stats.calls == 0 and await _rows() == 0
+
+
+async def test_an_edited_thread_is_read_again(api: AsyncClient, user: Any) -> None:
+    """Staff change a thread's model in admin: this process's next send uses the new one."""
+    from threads import chat
+
+    tid = await _thread(api)
+    before = await chat.thread_for_send(user=user, thread_id=tid)
+    assert before is not None and before.model != "other-model"
+
+    def edit() -> None:
+        thread = Thread.objects.get(pk=tid)
+        thread.model = "other-model"
+        thread.save()
+
+    await sync_to_async(edit)()
+    after = await chat.thread_for_send(user=user, thread_id=tid)
+    assert after is not None and after.model == "other-model"

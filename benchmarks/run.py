@@ -38,15 +38,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # runnable as `python benchmarks/run.py` too
     sys.path.insert(0, str(ROOT))
 from benchmarks import burst, fanout_bench, pacer_bench  # noqa: E402
-from benchmarks._common import machine, pct  # noqa: E402
+from benchmarks._common import TOKENS, TPS, TTFT_MS, machine, pct  # noqa: E402
 from benchmarks.deploy import Deployment, SubprocessFakeServer, bench_env, redis_clean, temporary_database  # noqa: E402
 from benchmarks.report import rows_from, summary_lines  # noqa: E402
 from benchmarks.verdict import render  # noqa: E402
 
 PREFIX = "bench"
 METRICS_TOKEN = fanout_bench.METRICS_TOKEN  # what its metrics read-back sends
-# The provider of the status report's table: every generation takes 0.3 + 200 / 50 = 4.3 s.
-TTFT_MS, TPS, TOKENS = 300.0, 50.0, 200
 
 
 @dataclass(frozen=True)

@@ -63,12 +63,12 @@ async def _fresh_layer_and_services() -> AsyncIterator[None]:
     """Each test gets a new channel layer, generation service and flag cache (bound to one event loop)."""
     from accounts.auth import _token_users
     from providers.flags import flags_aclose, flags_reset
-    from threads.chat import _visible
+    from threads.chat import _threads
 
     channel_layers.backends.clear()
     flags_reset()
     _token_users.clear()  # per-process caches: ids are reused after each test's flush
-    _visible.clear()
+    _threads.clear()
     yield
     await flags_aclose()
     flags_reset()

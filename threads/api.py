@@ -28,7 +28,7 @@ async def threads_collection(request: HttpRequest) -> HttpResponseBase:
     if request.method == "POST":
         data = parse_thread_create(body_json(request), max_title_chars=settings.MAX_TITLE_CHARS)
         thread = await db_async(services.thread_create)(owner=user, data=data)
-        chat.remember_created(user=user, thread=thread)
+        chat.remember_created(thread)
         return json_response(events.thread_data(thread), status=201)
     raw = request.GET.get("before")
     before = parse_id(raw) if raw is not None else None

@@ -47,45 +47,42 @@ class SendOutcome:
     key: str | None = None  # the coalesce key, for followers watching the leader's lease
 
 
-# Who may see a thread changes only when it is deleted (its owner never changes; staff is part of the
-# key). A visible thread is remembered for VISIBLE_TTL_S, so that a user's next message, usually sent
-# within it, runs no query before the provider call (the page's socket connect loads the thread, and a
-# thread created through the API is remembered at once). With two seconds, every send after a pause
-# paid that query. A burst of identical sends to a cold entry also waits on the one query, then resumes
-# all at once, its leader's next step queued behind the others.
+# The send path's copy of each thread it has read, by id; who may see it is decided per request from
+# the row (`selectors.may_see`: its owner never changes, staff is the caller's own flag). A thread is
+# remembered for THREAD_TTL_S, so that a user's next message, usually sent within it, runs no query
+# before the provider call (the page's socket connect loads the thread, and a thread created through the
+# API is remembered at once). With two seconds, every send after a pause paid that query. A burst of
+# identical sends to a cold entry also waits on the one query, then resumes all at once, its leader's
+# next step queued behind the others.
 # A deletion (or an edit, in admin) in this process forgets the thread at once. Another process answers
-# from its copy for at most VISIBLE_TTL_S: a send to a deleted thread still fails cleanly there
+# from its copy for at most THREAD_TTL_S: a send to a deleted thread still fails cleanly there
 # (send_prepare finds no thread: 404), and one to an edited thread uses the provider and model it had.
-# "Not visible" is remembered for two seconds only: a thread created meanwhile must not stay hidden.
-VISIBLE_TTL_S = 30.0
-_visible: TTLCache[Thread | None] = TTLCache(VISIBLE_TTL_S, negative_ttl_s=2.0)
+# "No such thread" is remembered for two seconds only: a thread created meanwhile must not stay hidden.
+THREAD_TTL_S = 30.0
+_threads: TTLCache[Thread | None] = TTLCache(THREAD_TTL_S, negative_ttl_s=2.0)
 
 
 thread_visible_to = db_async(selectors.thread_visible_to)
 
 
-def _visible_key(user: AbstractBaseUser, thread_id: int) -> tuple[Any, bool, int]:
-    return (user.pk, getattr(user, "is_staff", False), thread_id)
-
-
 async def thread_for_send(*, user: AbstractBaseUser, thread_id: int) -> Thread | None:
     """`thread_visible_to` from a short per-process cache, for the hot path only (sends, socket connects)."""
-    return await _visible.get_or_load(
-        _visible_key(user, thread_id),
-        lambda: db_async(selectors.thread_visible_to)(user=user, thread_id=thread_id),
+    thread = await _threads.get_or_load(
+        thread_id, lambda: db_async(selectors.thread_by_id)(thread_id=thread_id)
     )
+    return thread if thread is not None and selectors.may_see(user, thread) else None
 
 
-def remember_created(*, user: AbstractBaseUser, thread: Thread) -> None:
-    """A thread `user` has just created: its first send needs no query to find it."""
-    _visible.put(_visible_key(user, thread.pk), thread)
+def remember_created(thread: Thread) -> None:
+    """A thread just created: its first send needs no query to find it."""
+    _threads.put(thread.pk, thread)
 
 
 @receiver(post_delete, sender=Thread, dispatch_uid="threads.chat.forget_deleted_thread")
 @receiver(post_save, sender=Thread, dispatch_uid="threads.chat.forget_edited_thread")
 def _forget(sender: Any, instance: Thread, **kwargs: Any) -> None:
     """A thread deleted, or edited (its provider or model, in admin), in this process: read it again."""
-    _visible.discard_where(lambda key: key[2] == instance.pk)  # type: ignore[index]
+    _threads.discard(instance.pk)
 
 
 async def send(

@@ -19,12 +19,19 @@ PAGE_SIZE = 50
 
 def thread_visible_to(*, user: AbstractBaseUser | AnonymousUser, thread_id: int) -> Thread | None:
     """The thread if `user` may see it (its owner, or staff); None otherwise (the API then says 404)."""
+    thread = thread_by_id(thread_id=thread_id)
+    return thread if thread is not None and may_see(user, thread) else None
+
+
+def thread_by_id(*, thread_id: int) -> Thread | None:
     if not id_in_range(thread_id):  # a path id past BIGINT: the database would raise, not miss
         return None
-    qs = Thread.objects.filter(pk=thread_id)
-    if not getattr(user, "is_staff", False):
-        qs = qs.filter(owner_id=user.pk)
-    return qs.first()
+    return Thread.objects.filter(pk=thread_id).first()
+
+
+def may_see(user: AbstractBaseUser | AnonymousUser, thread: Thread) -> bool:
+    """Its owner and staff may see a thread."""
+    return bool(getattr(user, "is_staff", False)) or thread.owner_id == user.pk
 
 
 def thread_list_for_user(

@@ -54,10 +54,5 @@ class TTLCache(Generic[V]):
         """Forget one key (its next read loads again)."""
         self._items.pop(key, None)
 
-    def discard_where(self, match: Callable[[Hashable], bool]) -> None:
-        """Forget every key for which `match(key)` is true."""
-        for key in [k for k in list(self._items) if match(k)]:
-            self._items.pop(key, None)
-
     def clear(self) -> None:
         self._items.clear()

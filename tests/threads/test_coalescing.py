@@ -230,7 +230,7 @@ async def test_a_thread_created_through_the_api_is_sent_to_without_looking_it_up
     def no_lookup(**_: Any) -> None:
         raise AssertionError("the new thread was looked up again")
 
-    monkeypatch.setattr("threads.selectors.thread_visible_to", no_lookup)
+    monkeypatch.setattr("threads.selectors.thread_by_id", no_lookup)
     resps = await asyncio.gather(*[_send(api, tid, content="First words") for _ in range(20)])
     assert [r.status_code for r in resps] == [200] * 20 and fake.stats.calls == 1
 

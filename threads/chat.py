@@ -163,22 +163,9 @@ async def _send(
         outcome = await _lead(
             thread=thread, req=req, reply_channel=reply_channel, coalesced="leader", key=key
         )
-    except InvalidInput as exc:
+    except BaseException as exc:
         running.pop(prekey, None)
-        error = {"code": exc.code, "message": exc.message, "status": exc.status}
-        await co.fail(key, {**error, "retry_after": exc.retry_after})
-        raise
-    except services.NotFound:
-        running.pop(prekey, None)
-        # The thread was deleted (in another process, whose copy of it this process still had).
-        await co.fail(key, {"code": "not_found", "message": "No such thread or message.", "status": 404})
-        raise
-    except BaseException:
-        running.pop(prekey, None)
-        # Cancelled or a bug before the rows existed: followers must not wait for a lease to lapse.
-        await co.fail(
-            key, {"code": "coalesce_failed", "message": "The identical request failed.", "status": 502}
-        )
+        await co.fail(key, _failure(exc))
         raise
     await co.publish(key, _info(outcome))
     await co.alias_set(alias, fp, _info(outcome))
@@ -188,6 +175,21 @@ async def _send(
     else:  # the fast path lasts while the leader generates; later sends read the head again
         outcome.generation.done.add_done_callback(lambda _: running.pop(prekey, None))
     return outcome
+
+
+def _failure(exc: BaseException) -> dict[str, Any]:
+    """What the followers of a leader that raised `exc` before its rows existed are answered."""
+    if isinstance(exc, InvalidInput):
+        return {
+            "code": exc.code,
+            "message": exc.message,
+            "status": exc.status,
+            "retry_after": exc.retry_after,
+        }
+    if isinstance(exc, services.NotFound):  # deleted in another process, whose copy this one still had
+        return {"code": "not_found", "message": services.NotFound.message, "status": 404}
+    # Cancelled, or a bug: followers must not wait for a lease to lapse.
+    return {"code": "coalesce_failed", "message": "The identical request failed.", "status": 502}
 
 
 async def _derive_key(thread: Thread, req: SendRequest) -> str:

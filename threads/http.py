@@ -93,7 +93,7 @@ def api_view(methods: set[str]) -> Callable[[ApiView], Any]:
             except InvalidInput as exc:
                 return error_response(exc.code, exc.message, exc.status, retry_after=exc.retry_after)
             except NotFound:
-                return error_response("not_found", "No such thread or message.", 404)
+                return error_response("not_found", NotFound.message, 404)
             except Conflict as exc:
                 return error_response("conflict", f"It has already finished (status {exc}).", 409)
             except ProviderError as exc:

@@ -23,7 +23,7 @@ from threads.validation import InvalidInput, SendRequest, ThreadCreate
 
 
 class NotFound(Exception):
-    pass
+    message = "No such thread or message."
 
 
 class Conflict(Exception):

@@ -11,8 +11,8 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.http import HttpRequest
 
 from accounts.tokens import bearer_from_header, token_hash, user_for_token
-from threads.dbasync import db_async
-from threads.ttlcache import TTLCache
+from core.dbasync import db_async
+from core.ttlcache import TTLCache
 
 # Each process caches token -> user for this long (a burst of sends would otherwise repeat the same
 # query hundreds of times). Revoking or deleting a token, or deactivating or deleting its user, drops

@@ -250,7 +250,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     opts = parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from providers.fake_server import ThreadedFakeServer
+    from providers.fake.server import ThreadedFakeServer
 
     sizes = [int(x) for x in opts.n.split(",")]
     machine = {"nproc": os.cpu_count(), "loadavg_start": os.getloadavg(), "python": platform.python_version()}

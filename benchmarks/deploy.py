@@ -47,7 +47,7 @@ class SubprocessFakeServer:
     def __init__(self, *, ttft_ms: float, tps: float, tokens: int) -> None:
         args = ["--port", "0", "--ttft-ms", str(ttft_ms), "--tps", str(tps), "--tokens", str(tokens)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "providers.fake_server", *args],
+            [sys.executable, "-m", "providers.fake", *args],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             text=True,

@@ -8,7 +8,7 @@ p50/p99, server CPU per delivered client-frame; per deployment: TTFT overhead ov
 TTFT (p50/p95 over `--ttft-sends` sends) and cancel latency (p50/p95 over `--cancels` cancels). Writes
 benchmarks/results/fanout.json. A report, not a test: exits 0 either way.
 
-Set-up: the fake provider (providers.fake_server) runs in a thread of this process, so its schedule is
+Set-up: the fake provider (providers.fake.server) runs in a thread of this process, so its schedule is
 known (a token i of a reply is due at call arrival + ttft + i / tps) and its TTFT is also measured directly
 with httpx. The app runs as daphne process(es) on a temporary PostgreSQL database (createdb, dropped at the
 end) with REDIS_URL=--redis-url and CHANNEL_LAYER_PREFIX=fanbench (channels-redis), for 1 and 2 processes
@@ -709,7 +709,7 @@ def main(argv: list[str] | None = None) -> None:
     opts = parse_args(argv)
     sys.path.insert(0, str(ROOT))
     raise_nofile()
-    from providers.fake_server import ThreadedFakeServer
+    from providers.fake.server import ThreadedFakeServer
 
     modes = [Mode(f"{n}p-redis", n, True) for n in opts.process_counts]
     if not opts.no_memory_row and 1 in opts.process_counts:

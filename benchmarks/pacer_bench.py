@@ -50,7 +50,7 @@ def _setup_django() -> None:
 
 async def _offer(args: dict[str, Any], barrier: Any) -> list[tuple[float, float | None, float]]:
     """Offer this process's share of the load; (arrived, admitted or None if refused, wait ms) each."""
-    from providers._pacer_math import Limit
+    from core.gcra import Limit
     from providers.pacer import Pacer, PacerRejected, RedisBackend
 
     redis = RedisBackend(args["redis_url"], prefix=args["prefix"]) if args["redis_url"] else None

@@ -166,7 +166,7 @@ class Suite:
         """Save the flag as staff would in admin (a FeatureFlag row, then `flags_changed()`), and wait until
         every process answers with it; how long that took after the save (seconds)."""
         code = (
-            "from providers.models import FeatureFlag; from providers.flags import flags_changed; "
+            "from ops.models import FeatureFlag; from ops.flags import flags_changed; "
             f"FeatureFlag.objects.update_or_create(name={name!r}, defaults={{'enabled': {enabled}}}); "
             "flags_changed()"
         )

@@ -10,7 +10,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from chatapp.dependencies import DATABASE_UNAVAILABLE, REDIS_UNAVAILABLE
-from threads.dbasync import db_async
+from core.dbasync import db_async
 
 
 @db_async

@@ -22,7 +22,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
-from threads.dbasync import db_async
+from core.dbasync import db_async
 
 GetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
 
@@ -97,9 +97,9 @@ class AsyncSecurityHeadersMiddleware:
 
 # The API handler's middleware (chatapp/asgi.py); pages, admin and static files keep MIDDLEWARE.
 API_MIDDLEWARE = [
-    "providers.prometheus.PrometheusBeforeMiddleware",
+    "ops.prometheus.PrometheusBeforeMiddleware",
     "chatapp.middleware.AsyncSecurityHeadersMiddleware",
     "chatapp.middleware.AsyncSessionAuthMiddleware",
-    "providers.prometheus.PrometheusAfterMiddleware",
+    "ops.prometheus.PrometheusAfterMiddleware",
 ]
 API_PREFIX = "/api/threads"

@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "accounts",
     "threads",
     "providers",
+    "ops",
 ]
 
 MIDDLEWARE = [
@@ -145,7 +146,7 @@ if REDIS_URL:
                         "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=2000),
                         # After Redis restarts, every pooled connection is dead; without a retry each
                         # one fails its next command once (a socket closed, a send lost). A retry
-                        # reconnects: 3 tries over about 0.35 s (as providers/_redis.py).
+                        # reconnects: 3 tries over about 0.35 s (as core/redisconn.py).
                         "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
                     }
                 ],
@@ -274,7 +275,7 @@ GC_GEN0_THRESHOLD: int = env.int("GC_GEN0_THRESHOLD", default=10_000)
 # A metrics token lets Prometheus-style scrapers read /api/metrics without a staff session.
 METRICS_TOKEN: str = env.str("METRICS_TOKEN", default="")
 
-# --- Metrics and feature flags (providers/metrics.py, providers/flags.py; docs/metrics.md) -------------
+# --- Metrics and feature flags (ops/metrics.py, ops/flags.py; docs/metrics.md) -------------
 # PROMETHEUS_MULTIPROC_DIR: one directory shared by every server process of the deployment, emptied
 # when the deployment starts. prometheus_client reads the variable itself when first imported (after
 # this module) and writes each process's values there; /metrics and /api/metrics then merge all
@@ -287,14 +288,14 @@ if PROMETHEUS_MULTIPROC_DIR:
 FLAG_CACHE_TTL_S: float = env.float("FLAG_CACHE_TTL_S", default=1.0)
 # django-prometheus: requests (async-native middleware), database queries and cache hits.
 MIDDLEWARE = [
-    "providers.prometheus.PrometheusBeforeMiddleware",
+    "ops.prometheus.PrometheusBeforeMiddleware",
     *MIDDLEWARE,
-    "providers.prometheus.PrometheusAfterMiddleware",
+    "ops.prometheus.PrometheusAfterMiddleware",
 ]
 DATABASES["default"]["ENGINE"] = DATABASES["default"]["ENGINE"].replace(
     "django.db.backends.", "django_prometheus.db.backends."
 )
-CACHES = {"default": {"BACKEND": "providers.prometheus.LocMemCache"}}
+CACHES = {"default": {"BACKEND": "ops.prometheus.LocMemCache"}}
 # --- end metrics and feature flags ---------------------------------------------------------------------
 
 # --- Pacer (providers/pacer.py; docs/pacer.md) ---------------------------------------------------------

@@ -3,7 +3,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from chatapp.health import healthz
-from providers import metrics_views
+from ops import views as metrics_views
 from threads import api, views
 
 handler404 = "chatapp.errors.page_not_found"
@@ -20,7 +20,7 @@ urlpatterns = [
     path("api/threads/cancel/<str:request_id>", api.cancel),
     path("api/threads/<int:thread_id>", api.thread_item),
     path("api/threads/<int:thread_id>/messages", api.thread_messages),
-    # Metrics summary and the staff dashboard (providers/metrics_views.py).
+    # Metrics summary and the staff dashboard (ops/views.py).
     path("api/metrics", metrics_views.api_metrics, name="api-metrics"),
     path("staff/dashboard/", metrics_views.dashboard, name="staff-dashboard"),
     path("favicon.ico", RedirectView.as_view(url="/static/favicon.svg", permanent=True)),

@@ -7,7 +7,7 @@
     ...stream_with_retries(provider, ..., on_rate_limited=functools.partial(pacer.pause, "openai"))
     await close_pacer()                              # at loop shutdown
 
-The arithmetic (GCRA with reservations, pauses, give back) is in `providers/_pacer_math.py`; this
+The arithmetic (GCRA with reservations, pauses, give back) is in `core/gcra.py`; this
 module stores the buckets (`InProcessBackend`, or `RedisBackend` when `REDIS_URL` is set: one limit
 for every process) and does the waiting. Reserving fixes each request's slot in one atomic step, so
 the queue is first come, first served across processes and the wait is known before it starts:
@@ -33,9 +33,10 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from . import flags
+from core.gcra import Bucket, Grant, Limit, bucket_reserve, extra_wait, give_back, pause
+from ops import flags
+
 from ._errors import ProviderError
-from ._pacer_math import Bucket, Grant, Limit, bucket_reserve, extra_wait, give_back, pause
 
 __all__ = [
     "InProcessBackend",

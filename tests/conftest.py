@@ -62,7 +62,7 @@ def _fast_demo(settings: Any) -> None:
 async def _fresh_layer_and_services() -> AsyncIterator[None]:
     """Each test gets a new channel layer, generation service and flag cache (bound to one event loop)."""
     from accounts.auth import _token_users
-    from providers.flags import flags_aclose, flags_reset
+    from ops.flags import flags_aclose, flags_reset
     from threads.chat import _threads
 
     channel_layers.backends.clear()
@@ -82,9 +82,9 @@ async def _fresh_layer_and_services() -> AsyncIterator[None]:
     if svc is not None:
         await svc.aclose()
     await close_providers()
-    from providers._redis import close_redis
-    from providers.coalescer import close_coalescer
+    from core.redisconn import close_redis
     from providers.pacer import close_pacer
+    from threads.coalesce_store import close_coalescer
     from threads.liveness import forget_live_generations
     from threads.streamstate import forget_stream_state
 

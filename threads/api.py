@@ -12,9 +12,9 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 
 from chatapp.dependencies import DEPENDENCY_DOWN, unavailable
-from providers import metrics
+from core.dbasync import db_async
+from ops import metrics
 from threads import chat, events, groups, selectors, services
-from threads.dbasync import db_async
 from threads.generation import generation_service
 from threads.http import api_view, authed_user, body_json, json_response, sse
 from threads.limits import parse_id

@@ -17,8 +17,13 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
-from providers import metrics
-from providers._coalesce_math import (
+from core.dbasync import db_async
+from core.singleflight import Singleflight
+from core.ttlcache import TTLCache
+from ops import metrics
+from ops.flags import flag_enabled
+from threads import events, groups, quotas, selectors, services
+from threads.coalesce_math import (
     LastExchange,
     body_fingerprint,
     burst_anchor,
@@ -26,14 +31,9 @@ from providers._coalesce_math import (
     coalesce_key,
     coalesce_mode,
 )
-from providers.coalescer import LEASE_S, CoalesceFailed, coalescer
-from providers.flags import flag_enabled
-from providers.singleflight import Singleflight
-from threads import events, groups, quotas, selectors, services
-from threads.dbasync import db_async
+from threads.coalesce_store import LEASE_S, CoalesceFailed, coalescer
 from threads.generation import Generation, generation_service
 from threads.models import Message, Thread
-from threads.ttlcache import TTLCache
 from threads.validation import InvalidInput, SendRequest
 
 

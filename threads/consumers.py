@@ -11,7 +11,8 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from providers import ProviderError, metrics
+from ops import metrics
+from providers import ProviderError
 from threads import chat, events, groups, quotas
 from threads.flow import CLOSE_TOO_SLOW, Flow
 from threads.models import Thread

@@ -21,6 +21,8 @@ from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
 
 from chatapp.dependencies import DATABASE_DOWN, DATABASE_UNAVAILABLE, REDIS_DOWN
+from core.dbasync import db_async
+from ops import metrics
 from providers import (
     ChatMessage,
     Completion,
@@ -28,13 +30,11 @@ from providers import (
     ProviderError,
     TextDelta,
     get_provider,
-    metrics,
     stream_with_retries,
 )
-from providers.coalescer import LEASE_S, coalescer
 from providers.pacer import PacerRejected, pacer_for_loop
 from threads import events, groups, selectors, services, sweep
-from threads.dbasync import db_async
+from threads.coalesce_store import LEASE_S, coalescer
 from threads.liveness import live_generations
 from threads.services import PreparedSend
 from threads.streamstate import stream_state

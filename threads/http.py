@@ -18,7 +18,8 @@ from django.views.decorators.csrf import csrf_exempt
 
 from accounts.auth import request_user
 from chatapp.dependencies import DEPENDENCY_DOWN, unavailable
-from providers import ProviderError, metrics
+from ops import metrics
+from providers import ProviderError
 from threads import events
 from threads.services import Conflict, NotFound
 from threads.validation import InvalidInput

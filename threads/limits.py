@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from providers._pacer_math import Limit
+from core.gcra import Limit
 
 # Primary keys are BIGINT (DEFAULT_AUTO_FIELD is BigAutoField). A larger number cannot name a row, and
 # handing it to the database raises (SQLite: OverflowError; PostgreSQL: "bigint out of range") instead

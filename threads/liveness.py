@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from django.conf import settings
 from redis.asyncio import Redis
 
-from providers._redis import redis_for_loop
-from providers.coalescer import LEASE_S
+from core.redisconn import redis_for_loop
+from threads.coalesce_store import LEASE_S
 
 # When this process started (this module is imported at start-up, through the ASGI application): a row
 # created before it cannot belong to a generation of this process.

@@ -33,8 +33,8 @@ from typing import Any
 
 from django.conf import settings
 
-from providers._pacer_math import Limit
-from providers._redis import redis_for_loop
+from core.gcra import Limit
+from core.redisconn import redis_for_loop
 from providers.pacer import REDIS_DOWN, InProcessBackend, RedisBackend
 from threads.limits import retry_after_header, send_rate_limit, socket_admit
 from threads.validation import InvalidInput

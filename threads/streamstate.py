@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from redis.asyncio import Redis
 
-from providers._redis import redis_for_loop
+from core.redisconn import redis_for_loop
 
 # An entry outlives a crashed leader by at most this long; the message itself is then failed by the
 # coalescer's lease watchdog or the stale-message sweep.

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
-from providers.coalescer import LEASE_S
+from core.dbasync import db_async
 from threads import events, selectors, services
-from threads.dbasync import db_async
+from threads.coalesce_store import LEASE_S
 from threads.liveness import live_generations
 from threads.streamstate import stream_state
 

@@ -70,7 +70,7 @@ def thread(user: Any) -> Thread:
         ("staff", "/staff/dashboard/", 200),
         ("staff", "/admin/", 200),
         ("staff", "/admin/accounts/apitoken/", 200),
-        ("staff", "/admin/providers/featureflag/", 200),
+        ("staff", "/admin/ops/featureflag/", 200),
     ],
 )
 def test_pages_send_a_strict_policy_and_have_no_inline_script(

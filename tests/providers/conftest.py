@@ -19,7 +19,7 @@ from providers import (
     TextDelta,
     Timeouts,
 )
-from providers.fake_server import FakeProviderServer
+from providers.fake.server import FakeProviderServer
 
 # Short deadlines keep the timeout tests fast; far above what a loopback server needs otherwise.
 TEST_TIMEOUTS = Timeouts(connect=1.0, first_byte=0.3, idle=0.3, total=5.0)

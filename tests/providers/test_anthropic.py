@@ -17,7 +17,7 @@ from providers import (
 )
 from providers._anthropic import AnthropicStreamParser, anthropic_messages
 from providers._sse import SSEEvent
-from providers.fake_server import FakeProviderServer
+from providers.fake.server import FakeProviderServer
 
 from .conftest import HELLO, collect, make_provider
 

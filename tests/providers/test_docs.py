@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 import providers
-from providers._fake_formats import FAULT_KINDS
-from providers._fake_state import FakeConfig, FakeStats
-from providers.fake_server import _parse_args
+from providers.fake._formats import FAULT_KINDS
+from providers.fake._state import FakeConfig, FakeStats
+from providers.fake.server import _parse_args
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "providers.md").read_text()

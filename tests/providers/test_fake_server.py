@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from providers._fake_formats import parse_fault
 from providers._sse import decode_sse
-from providers.fake_server import FakeProviderServer, ThreadedFakeServer
+from providers.fake._formats import parse_fault
+from providers.fake.server import FakeProviderServer, ThreadedFakeServer
 
 CHAT = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hello"}]}
 ROOT = Path(__file__).resolve().parents[2]
@@ -214,7 +214,7 @@ def test_command_line_server() -> None:
     command = [
         sys.executable,
         "-m",
-        "providers.fake_server",
+        "providers.fake.server",
         "--port",
         "0",
         "--ttft-ms",

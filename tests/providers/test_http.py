@@ -26,7 +26,7 @@ from providers import (
     Timeouts,
 )
 from providers._http import extra_params, parse_retry_after
-from providers.fake_server import FakeProviderServer
+from providers.fake.server import FakeProviderServer
 
 from .conftest import HELLO, PARAMS, collect, make_provider
 

@@ -15,7 +15,7 @@ from providers import (
 )
 from providers._openai import OpenAIStreamParser
 from providers._sse import SSEEvent
-from providers.fake_server import FakeProviderServer
+from providers.fake.server import FakeProviderServer
 
 from .conftest import HELLO, collect, make_provider
 

@@ -16,8 +16,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from providers import ProviderError, flags
-from providers._pacer_math import Grant, Limit
+from core.gcra import Grant, Limit
+from ops import flags
+from providers import ProviderError
 from providers.pacer import (
     REDIS_RETRY_S,
     InProcessBackend,

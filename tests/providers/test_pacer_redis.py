@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from providers._pacer_math import Bucket, Grant, Limit, bucket_reserve, give_back, pause
+from core.gcra import Bucket, Grant, Limit, bucket_reserve, give_back, pause
 from providers.pacer import REDIS_RETRY_S, Pacer, RedisBackend
 
 pytestmark = pytest.mark.services

@@ -28,7 +28,7 @@ from providers import (
     stream_with_retries,
 )
 from providers._retry import should_retry
-from providers.fake_server import FakeProviderServer
+from providers.fake.server import FakeProviderServer
 
 from .conftest import HELLO, PARAMS, make_provider
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
-from providers.fake_server import ThreadedFakeServer
+from providers.fake.server import ThreadedFakeServer
 from tests.servers import daphne_servers
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.django_db(transaction=True)]

@@ -11,7 +11,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
-from providers.fake_server import FakeProviderServer
+from providers.fake.server import FakeProviderServer
 from threads.models import Message, Thread
 from threads.validation import InvalidInput
 
@@ -198,8 +198,8 @@ async def test_a_late_follower_stream_gets_the_text_so_far_then_the_rest(
 async def test_a_generation_cut_short_by_a_bug_stops_answering_its_burst_from_memory(
     fake: FakeProviderServer, user: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from providers.coalescer import InProcessCoalescer, coalescer
     from threads import chat
+    from threads.coalesce_store import InProcessCoalescer, coalescer
     from threads.generation import GenerationService
     from threads.validation import parse_send
 
@@ -250,8 +250,8 @@ async def test_a_burst_to_a_thread_deleted_elsewhere_fails_with_not_found_for_ev
     """Deleted by another process while this one still has the thread in its cache: the leader's write
     finds no thread, and the followers waiting on it get the same 404, not a generic failure. Driven
     through threads.chat in one event loop (the test client runs each request's view in its own)."""
-    from providers.coalescer import coalescer
     from threads import chat, services
+    from threads.coalesce_store import coalescer
     from threads.validation import parse_send
 
     thread = await sync_to_async(Thread.objects.create)(owner=user, provider="openai", model="fake-model")

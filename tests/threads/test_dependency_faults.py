@@ -21,7 +21,7 @@ import redis
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from providers.fake_server import ThreadedFakeServer
+from providers.fake.server import ThreadedFakeServer
 from tests.servers import DaphneServer, daphne_servers, free_port, wait_until
 from threads.models import Message
 

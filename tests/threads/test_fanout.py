@@ -205,7 +205,7 @@ def _stalled_socket(server: DaphneServer, thread_id: int, token: str) -> socket.
 def test_a_stalled_socket_does_not_delay_the_other_viewers(token: str) -> None:
     # The demo model's replies stop after ~70 tokens whatever DEMO_MAX_TOKENS says: the fake provider
     # gives a long one (400 tokens at 400 tokens/s, ~1 s).
-    from providers.fake_server import ThreadedFakeServer
+    from providers.fake.server import ThreadedFakeServer
 
     auth = {"Authorization": f"Bearer {token}"}
     with ThreadedFakeServer(ttft_ms=20, tps=400, tokens=400) as fake:

@@ -19,7 +19,7 @@ from django.db import OperationalError, connection
 from django.test import AsyncClient
 
 from chatapp.asgi import application
-from providers.fake_server import FakeProviderServer
+from providers.fake.server import FakeProviderServer
 from threads import chat, groups, services, sweep
 from threads.generation import Generation, generation_service
 from threads.liveness import live_generations

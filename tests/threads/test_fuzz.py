@@ -210,7 +210,7 @@ def _ours_and_bad(record: logging.LogRecord) -> bool:
     return record.levelno >= logging.ERROR and record.name.split(".")[0] in APP_LOGGERS
 
 
-APP_LOGGERS = {"django", "daphne", "channels", "threads", "chatapp", "accounts", "providers"}
+APP_LOGGERS = {"django", "daphne", "channels", "threads", "chatapp", "accounts", "providers", "ops", "core"}
 
 
 async def _settle() -> None:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from providers._pacer_math import Limit
+from core.gcra import Limit
 from threads.limits import (
     MAX_ID,
     SocketAdmission,

@@ -87,7 +87,7 @@ def test_viewer_on_b_joining_mid_stream_resumes_from_redis(token: str) -> None:
 
 
 def test_cancel_through_b_stops_the_stream_generated_on_a(token: str) -> None:
-    from providers.fake_server import ThreadedFakeServer
+    from providers.fake.server import ThreadedFakeServer
 
     auth = {"Authorization": f"Bearer {token}"}
     with ThreadedFakeServer(ttft_ms=50, tps=20, tokens=400) as fake:

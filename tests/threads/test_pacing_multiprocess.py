@@ -10,7 +10,7 @@ import httpx
 import pytest
 from asgiref.sync import async_to_sync
 
-from providers.fake_server import ThreadedFakeServer
+from providers.fake.server import ThreadedFakeServer
 from tests.servers import daphne_servers, wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]

@@ -238,7 +238,7 @@ async def test_registry_in_process() -> None:
 
 @pytest.mark.services
 async def test_registry_in_redis_expires_a_dead_process_sockets() -> None:
-    from providers._redis import redis_for_loop
+    from core.redisconn import redis_for_loop
 
     client = redis_for_loop()
     reg = SocketRegistry(redis=client, prefix=django_settings.REDIS_KEY_PREFIX)

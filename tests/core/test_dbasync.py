@@ -1,4 +1,4 @@
-"""threads.dbasync.db_async: the hot path's way into the ORM."""
+"""core.dbasync.db_async: the hot path's way into the ORM."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from threads import dbasync
-from threads.dbasync import db_async
+from core import dbasync
+from core.dbasync import db_async
 
 # close_old_connections() runs around each call: a worker thread may hold a connection from a test before.
 pytestmark = pytest.mark.django_db
@@ -83,7 +83,7 @@ import django
 django.setup()
 from django.db import connection
 from django.db.backends.signals import connection_created
-from threads.dbasync import db_async
+from core.dbasync import db_async
 
 connects = []
 connection_created.connect(lambda **kw: connects.append(threading.get_ident()), weak=False)

@@ -3,7 +3,7 @@
 Recording is a few small sync functions, cheap enough for the async hot path (a dict lookup and an
 increment; in multiprocess mode the increment is a write into a memory-mapped file, no syscall):
 
-    from providers import metrics
+    from ops import metrics
     metrics.request("ok"); metrics.coalesce("leader"); metrics.provider_call("openai", "ok")
     metrics.observe_latency_ms(812.0); metrics.observe_ttft_ms(140.0)
     metrics.observe_queue_wait_ms(0.0); metrics.observe_cancel_ms(35.0)
@@ -149,7 +149,7 @@ def observe_cancel_ms(ms: float) -> None:
 
 
 def flag_states(values: Mapping[str, bool]) -> None:
-    """Publish this process's effective flags (called by providers.flags when they change)."""
+    """Publish this process's effective flags (called by ops.flags when they change)."""
     for name, on in values.items():
         FLAG_STATE.labels(name).set(1 if on else 0)
 

@@ -15,11 +15,11 @@ from django.test import Client
 from hypothesis import given
 from hypothesis import strategies as st
 
-from providers import flags
-from providers.flags import flag_enabled, flags_changed, flags_ready, flags_reset
-from providers.models import FeatureFlag
+from ops import flags
+from ops.flags import flag_enabled, flags_changed, flags_ready, flags_reset
+from ops.models import FeatureFlag
 
-ADD_URL = "/admin/providers/featureflag/add/"
+ADD_URL = "/admin/ops/featureflag/add/"
 
 
 class FakeClock:
@@ -183,12 +183,12 @@ def test_staff_toggle_through_the_admin_form(
 
     with django_capture_on_commit_callbacks(execute=True):
         resp = _post(
-            admin_client, f"/admin/providers/featureflag/{flag.pk}/change/", name=flag.name, enabled="on"
+            admin_client, f"/admin/ops/featureflag/{flag.pk}/change/", name=flag.name, enabled="on"
         )
     assert resp.status_code == 302 and flag_enabled("STREAM_FANOUT_ENABLED") is True
 
     with django_capture_on_commit_callbacks(execute=True):
-        resp = admin_client.post(f"/admin/providers/featureflag/{flag.pk}/delete/", {"post": "yes"})
+        resp = admin_client.post(f"/admin/ops/featureflag/{flag.pk}/delete/", {"post": "yes"})
     assert resp.status_code == 302 and not FeatureFlag.objects.exists()
     history = LogEntry.objects.filter(object_id=str(flag.pk)).order_by("action_time")
     assert [(e.action_flag, e.user_id) for e in history] == [
@@ -206,7 +206,7 @@ def test_list_editable_and_bulk_delete_propagate(
     flag = FeatureFlag.objects.create(name="PACER_ENABLED", enabled=False)
     with django_capture_on_commit_callbacks(execute=True):
         resp = admin_client.post(
-            "/admin/providers/featureflag/",
+            "/admin/ops/featureflag/",
             {
                 "form-TOTAL_FORMS": "1",
                 "form-INITIAL_FORMS": "1",
@@ -218,7 +218,7 @@ def test_list_editable_and_bulk_delete_propagate(
     assert resp.status_code == 302 and flag_enabled("PACER_ENABLED") is True
     with django_capture_on_commit_callbacks(execute=True):
         admin_client.post(
-            "/admin/providers/featureflag/",
+            "/admin/ops/featureflag/",
             {"action": "delete_selected", "_selected_action": [str(flag.pk)], "post": "yes"},
         )
     assert not FeatureFlag.objects.exists() and flag_enabled("PACER_ENABLED") is False
@@ -227,7 +227,7 @@ def test_list_editable_and_bulk_delete_propagate(
 @pytest.mark.django_db
 def test_changelist_offers_every_flag_still_on_its_default(admin_client: Client) -> None:
     FeatureFlag.objects.create(name="COALESCE_ENABLED", enabled=False)
-    page = admin_client.get("/admin/providers/featureflag/").content.decode()
+    page = admin_client.get("/admin/ops/featureflag/").content.decode()
     assert f"{ADD_URL}?name=PACER_ENABLED" in page and f"{ADD_URL}?name=STREAM_FANOUT_ENABLED" in page
     assert f"{ADD_URL}?name=COALESCE_ENABLED" not in page
     assert 'href="/staff/dashboard/"' in page  # admin links to the dashboard
@@ -245,9 +245,9 @@ def test_unknown_flag_names_are_refused(admin_client: Client) -> None:
 
 @pytest.mark.django_db
 def test_non_staff_get_no_admin(client: Client, user: Any) -> None:
-    assert client.get("/admin/providers/featureflag/").status_code == 302
+    assert client.get("/admin/ops/featureflag/").status_code == 302
     client.force_login(user)
-    resp = client.get("/admin/providers/featureflag/")
+    resp = client.get("/admin/ops/featureflag/")
     assert resp.status_code == 302 and resp["Location"].startswith("/admin/login/")
     assert _post(client, ADD_URL, name="PACER_ENABLED").status_code == 302
     assert not FeatureFlag.objects.exists()

@@ -1,6 +1,6 @@
 """A fake model server speaking the OpenAI and Anthropic streaming APIs, with fault injection.
 
-    python -m providers.fake_server --port 9100           # then OPENAI_BASE_URL=http://127.0.0.1:9100/v1
+    python -m providers.fake --port 9100           # then OPENAI_BASE_URL=http://127.0.0.1:9100/v1
 
 Model routes: `POST /v1/chat/completions` (and `/chat/completions`), `POST /v1/messages`; streaming
 (SSE) when the body says `"stream": true`, one JSON answer otherwise. Replies are deterministic
@@ -30,8 +30,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from ._fake_formats import parse_fault
-from ._fake_respond import (
+from ._formats import parse_fault
+from ._respond import (
     ANTHROPIC_PATHS,
     OPENAI_PATHS,
     STATUS_FAULTS,
@@ -41,8 +41,8 @@ from ._fake_respond import (
     send_stream,
     send_whole,
 )
-from ._fake_state import FakeConfig, FakeState, FakeStats
-from ._fake_wire import BadRequest, Request, json_response, read_request
+from ._state import FakeConfig, FakeState, FakeStats
+from ._wire import BadRequest, Request, json_response, read_request
 
 T = TypeVar("T")
 
@@ -327,9 +327,7 @@ class ThreadedFakeServer:
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m providers.fake_server", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m providers.fake", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9100, help="0 picks a free port (printed on start)")
     parser.add_argument("--ttft-ms", type=float, default=200.0, help="time to first token (ms)")

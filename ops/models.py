@@ -1,8 +1,8 @@
 """Feature flags that staff switch in Django admin.
 
 A `FeatureFlag` row overrides the environment default of its flag (`settings.FLAG_DEFAULTS`); without a
-row the default applies. Code never reads this table directly: it calls `providers.flags.flag_enabled`,
-which answers from process memory (see providers/flags.py for how changes reach every process).
+row the default applies. Code never reads this table directly: it calls `ops.flags.flag_enabled`,
+which answers from process memory (see ops/flags.py for how changes reach every process).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ class FeatureFlag(models.Model):
     class Meta:
         ordering = ["name"]
         verbose_name = "feature flag"
+        # The table kept its name when the model moved from the providers app (ops/migrations/0001).
+        db_table = "providers_featureflag"
 
     def __str__(self) -> str:
         return f"{self.name} ({'on' if self.enabled else 'off'})"

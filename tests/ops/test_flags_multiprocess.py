@@ -20,8 +20,8 @@ import httpx
 import pytest
 from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
 
-from providers.models import FeatureFlag
-from tests.providers.test_metrics import grafana_metric_names
+from ops.models import FeatureFlag
+from tests.ops.test_metrics import grafana_metric_names
 from tests.servers import DaphneServer, daphne_servers, parse_prometheus, sample_sum, wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -117,12 +117,12 @@ def test_admin_toggles_each_flag_on_both_processes_within_1s(django_user_model: 
         for name in FLAGS:
             assert _all_report(servers, name, True)  # env default; each process's listener is ready
             client.base_url = httpx.URL(a.base_url)
-            sent = _submit(client, f"/admin/providers/featureflag/add/?name={name}", name=name, enabled=False)
+            sent = _submit(client, f"/admin/ops/featureflag/add/?name={name}", name=name, enabled=False)
             wait_until(lambda n=name: _all_report(servers, n, False), timeout=_left(sent))  # type: ignore[misc]
 
             flag = FeatureFlag.objects.get(name=name)
             client.base_url = httpx.URL(b.base_url)  # the same staff session, through the other process
-            url = f"/admin/providers/featureflag/{flag.pk}/change/"
+            url = f"/admin/ops/featureflag/{flag.pk}/change/"
             sent = _submit(client, url, name=name, enabled=True)
             wait_until(lambda n=name: _all_report(servers, n, True), timeout=_left(sent))  # type: ignore[misc]
 

@@ -2,7 +2,7 @@
 
 Two backends behind one interface: `InProcessCoalescer` (asyncio, one process) and `RedisCoalescer`
 (used whenever REDIS_URL is set; several daphne processes share it). The decisions live in
-`providers._coalesce_math` (pure); these classes only store and wait.
+`threads.coalesce_math` (pure); these classes only store and wait.
 
 Lifecycle of a key: `claim` (first caller leads) -> `publish` (the leader's rows exist: followers can
 answer with them) -> `finish(ok)` (kept COALESCE_RESULT_TTL_S after success, COALESCE_ERROR_TTL_S after
@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from django.conf import settings
 
-from providers._coalesce_math import retention_s
-from providers._redis import redis_for_loop
-from providers.redisbatch import RedisBatch
-from providers.singleflight import Singleflight
+from core.redisbatch import RedisBatch
+from core.redisconn import redis_for_loop
+from core.singleflight import Singleflight
+from threads.coalesce_math import retention_s
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

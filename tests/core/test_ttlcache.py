@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from threads.ttlcache import TTLCache
+from core.ttlcache import TTLCache
 
 
 class Clock:

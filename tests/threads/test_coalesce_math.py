@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from providers._coalesce_math import (
+from threads.coalesce_math import (
     LastExchange,
     body_fingerprint,
     burst_anchor,
@@ -102,7 +102,7 @@ def test_fingerprint_and_retention() -> None:
 
 
 def test_prekey_ignores_whitespace_and_separates_parents() -> None:
-    from providers._coalesce_math import burst_prekey
+    from threads.coalesce_math import burst_prekey
 
     base = {"thread_id": 1, "parent_id": None, "content": "hi", "provider": "demo", "model": "m"}
     assert burst_prekey(**base) == burst_prekey(**{**base, "content": " hi "})  # type: ignore[arg-type]

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from providers.coalescer import CoalesceFailed, RedisCoalescer
 from tests.redisutil import scratch_redis
+from threads.coalesce_store import CoalesceFailed, RedisCoalescer
 
 pytestmark = pytest.mark.services
 

@@ -6,9 +6,9 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from ._fake_formats import AnthropicWire, Fault, OpenAIWire, Wire, prompt_text, reply_tokens
-from ._fake_state import FakeState, FakeStats
-from ._fake_wire import LAST_CHUNK, Request, chunk, json_response, stream_head
+from ._formats import AnthropicWire, Fault, OpenAIWire, Wire, prompt_text, reply_tokens
+from ._state import FakeState, FakeStats
+from ._wire import LAST_CHUNK, Request, chunk, json_response, stream_head
 
 OPENAI_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 ANTHROPIC_PATHS = frozenset({"/v1/messages", "/messages"})

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from providers.redisbatch import RedisBatch
+from core.redisbatch import RedisBatch
 from tests.redisutil import scratch_redis
 
 pytestmark = pytest.mark.services

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
-from providers.singleflight import Singleflight
+from core.singleflight import Singleflight
 
 V = TypeVar("V")
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from providers.singleflight import Singleflight
+from core.singleflight import Singleflight
 
 
 async def test_cancelled_first_caller_does_not_cancel_the_others() -> None:

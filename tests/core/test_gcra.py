@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from providers._pacer_math import (
+from core.gcra import (
     Bucket,
     Decision,
     Limit,

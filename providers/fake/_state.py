@@ -7,7 +7,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._fake_formats import Fault, parse_fault
+from ._formats import Fault, parse_fault
 
 
 @dataclass(slots=True)

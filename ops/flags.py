@@ -36,7 +36,7 @@ from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 
-from providers import metrics
+from ops import metrics
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def _ttl() -> float:
 
 
 def _read_rows() -> dict[str, bool]:
-    from providers.models import FeatureFlag
+    from ops.models import FeatureFlag
 
     return dict(FeatureFlag.objects.values_list("name", "enabled"))
 

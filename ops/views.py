@@ -1,6 +1,6 @@
 """`GET /api/metrics` (API.md's summary, for staff or the metrics token) and the staff dashboard page.
 
-Both read the merged metrics of every process (providers/metrics.py) on a worker thread: in
+Both read the merged metrics of every process (ops/metrics.py) on a worker thread: in
 multiprocess mode that means reading one small file per process, which must not stall the event loop.
 """
 
@@ -19,8 +19,8 @@ from django.template.loader import render_to_string
 
 from accounts.auth import request_user
 from accounts.tokens import bearer_from_header
-from providers import metrics
-from providers.flags import flags_ready, flags_snapshot
+from ops import metrics
+from ops.flags import flags_ready, flags_snapshot
 
 # How often the dashboard polls /api/metrics and how much history its charts keep (5 minutes).
 DASHBOARD_POLL_MS = 2000

@@ -2,7 +2,7 @@
 
 Saving or deleting a flag records who did it (`updated_by`, and admin's history via LogEntry, which
 ModelAdmin writes itself) and, after the commit, propagates the change to every process
-(`providers.flags.flags_changed`). The list shows every flag code knows, including those still on
+(`ops.flags.flags_changed`). The list shows every flag code knows, including those still on
 their environment default, with a link that pre-fills the form, so no seed rows are needed.
 """
 
@@ -19,8 +19,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 
-from providers.flags import flags_changed, flags_snapshot
-from providers.models import FeatureFlag
+from ops.flags import flags_changed, flags_snapshot
+from ops.models import FeatureFlag
 
 
 class FeatureFlagForm(forms.ModelForm):
@@ -48,7 +48,7 @@ class FeatureFlagAdmin(admin.ModelAdmin):
     list_editable = ["enabled"]
     readonly_fields = ["updated_at", "updated_by"]
     search_fields = ["name", "description"]
-    change_list_template = "admin/providers/featureflag/change_list.html"
+    change_list_template = "admin/ops/featureflag/change_list.html"
 
     @admin.display(description="Environment default", boolean=True)
     def env_default(self, obj: FeatureFlag) -> bool:
@@ -80,7 +80,7 @@ class FeatureFlagAdmin(admin.ModelAdmin):
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         stored = set(FeatureFlag.objects.values_list("name", flat=True))
-        add_url = reverse("admin:providers_featureflag_add")
+        add_url = reverse("admin:ops_featureflag_add")
         effective = flags_snapshot()
         defaults = [
             {

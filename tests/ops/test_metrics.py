@@ -16,7 +16,7 @@ from asgiref.sync import sync_to_async
 from django.test import AsyncClient, Client
 from prometheus_client import CollectorRegistry, multiprocess
 
-from providers import metrics
+from ops import metrics
 from tests.servers import parse_prometheus, sample_sum
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,7 +118,7 @@ _CHILD = textwrap.dedent(
     import os, django
     os.environ["DJANGO_SETTINGS_MODULE"] = "chatapp.settings"
     django.setup()
-    from providers import metrics
+    from ops import metrics
     for _ in range(3):
         metrics.request("ok")
     metrics.coalesce("leader")
@@ -290,7 +290,7 @@ async def test_summary_runs_off_the_loop() -> None:
 @pytest.mark.django_db
 def test_database_cursors_share_one_instrumented_class_and_are_still_counted() -> None:
     """django-prometheus builds a cursor class per cursor (SQLite) or per connection checkout
-    (PostgreSQL); providers.prometheus.cache_cursor_wrappers keeps one per (class, alias, vendor)."""
+    (PostgreSQL); ops.prometheus.cache_cursor_wrappers keeps one per (class, alias, vendor)."""
     from django.db import connection
     from django_prometheus.db.metrics import execute_total
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from providers.coalescer import LEASE_S, CoalesceFailed, InProcessCoalescer
+from threads.coalesce_store import LEASE_S, CoalesceFailed, InProcessCoalescer
 
 
 @dataclass

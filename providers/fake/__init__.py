@@ -1,0 +1,1 @@
+"""A fake OpenAI/Anthropic-compatible provider server for tests and benchmarks (never imported by the app)."""

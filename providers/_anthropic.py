@@ -3,8 +3,8 @@
 POST {base_url}/v1/messages (headers `x-api-key`, `anthropic-version: 2023-06-01`) with
 `stream: true`. System messages go to the top-level `system` parameter. Events: `message_start`
 (usage.input_tokens), `content_block_delta` (`text_delta`), `message_delta` (stop_reason,
-usage.output_tokens), `message_stop`, `ping`, and in-band `error` (e.g. `overloaded_error`).
-Unknown event types are ignored, as Anthropic's versioning policy asks.
+cumulative usage: output_tokens and, from some gateways, input_tokens), `message_stop`, `ping`, and
+in-band `error` (e.g. `overloaded_error`). Unknown event types are ignored, as Anthropic's versioning policy asks.
 
 A stream is complete at `message_stop`, or when the body ends after a `message_delta` carrying a
 stop_reason; anything shorter is a `ProviderMalformedStream`.
@@ -59,7 +59,10 @@ class AnthropicStreamParser:
             stop_reason = _object(data.get("delta")).get("stop_reason")
             if stop_reason:
                 self.stop_reason = str(stop_reason)
-            self.output_tokens = _int(_object(data.get("usage")).get("output_tokens")) or self.output_tokens
+            usage = _object(data.get("usage"))
+            # Cumulative counts: a gateway (LiteLLM) may send input_tokens only here, after a 0 at the start.
+            self.input_tokens = _int(usage.get("input_tokens")) or self.input_tokens
+            self.output_tokens = _int(usage.get("output_tokens")) or self.output_tokens
         elif kind == "message_stop":
             self.done = True
         elif kind == "error":

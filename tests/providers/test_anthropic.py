@@ -36,6 +36,14 @@ END = ev("message_delta", delta={"stop_reason": "end_turn"}, usage={"output_toke
 MAXED = ev("message_delta", delta={"stop_reason": "max_tokens"}, usage={"output_tokens": 2})
 STOP = ev("message_stop")
 FUTURE = ev("some_future_event", whatever=1)
+# LiteLLM's /v1/messages: 0 input tokens at the start, the cumulative count in message_delta.
+START_ZERO = ev("message_start", message={"usage": {"input_tokens": 0, "output_tokens": 0}})
+END_WITH_INPUT = ev(
+    "message_delta", delta={"stop_reason": "end_turn"}, usage={"input_tokens": 12, "output_tokens": 2}
+)
+END_NULL_INPUT = ev(
+    "message_delta", delta={"stop_reason": "end_turn"}, usage={"input_tokens": None, "output_tokens": 2}
+)
 
 
 @pytest.mark.parametrize(
@@ -46,6 +54,8 @@ FUTURE = ev("some_future_event", whatever=1)
         ((START, THINK, HI, FUTURE, END, STOP), ["Hi"], Completion("stop", 12, 2)),
         ((START, HI, END), ["Hi"], Completion("stop", 12, 2)),  # stop_reason but no message_stop: complete
         ((HI, STOP), ["Hi"], Completion("stop")),
+        ((START_ZERO, HI, END_WITH_INPUT, STOP), ["Hi"], Completion("stop", 12, 2)),
+        ((START, HI, END_NULL_INPUT, STOP), ["Hi"], Completion("stop", 12, 2)),  # null keeps the start's
     ],
 )
 def test_parser_table(events: tuple[SSEEvent, ...], texts: list[str], completion: Completion) -> None:

@@ -22,6 +22,9 @@ env = environ.Env()
 _env_file = BASE_DIR / ".env"
 if _env_file.exists():
     environ.Env.read_env(str(_env_file))
+# An empty variable counts as unset: `DATABASE_URL=` (common in .env files) would otherwise be a database
+# with no engine, and `MAX_MESSAGE_CHARS=` a crash, instead of the default.
+env.ENVIRON = {name: value for name, value in environ.Env.ENVIRON.items() if value.strip()}
 
 # --- Access and production defaults (issue #10) ----------------------------------------------------
 # Off unless asked for: a server started without configuration must not show tracebacks and settings

@@ -112,3 +112,33 @@ def test_production_responses_are_hardened(tmp_path: Path) -> None:
     assert page["plain"] == [301, "https://testserver/accounts/login/"]  # http is redirected to https
     assert page["health"] == 200  # load balancers probe /healthz over plain http
     assert json.loads(cookie_line) == [True, True, True]  # session cookie: Secure, HttpOnly; CSRF: Secure
+
+
+_SHOW_URLS = """
+import json
+from django.conf import settings
+print(json.dumps({
+    "engine": settings.DATABASES["default"]["ENGINE"],
+    "redis": settings.REDIS_URL,
+    "layer": settings.CHANNEL_LAYERS["default"]["BACKEND"],
+    "openai": settings.PROVIDERS["openai"]["base_url"],
+    "anthropic": settings.PROVIDERS["anthropic"]["base_url"],
+    "max_chars": settings.MAX_MESSAGE_CHARS,
+}))
+"""
+
+
+def test_an_empty_variable_counts_as_unset() -> None:
+    """`DATABASE_URL=` (as many .env files have it) means "not set", not "a database with no engine"."""
+    empty = {name: "" for name in ["DATABASE_URL", "REDIS_URL", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"]}
+    proc = _manage("shell", "-c", _SHOW_URLS, DEBUG="true", MAX_MESSAGE_CHARS=" ", **empty)
+    assert proc.returncode == 0, proc.stderr
+    shown = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert shown == {
+        "engine": "django_prometheus.db.backends.sqlite3",
+        "redis": "",
+        "layer": "channels.layers.InMemoryChannelLayer",
+        "openai": "https://api.openai.com/v1",
+        "anthropic": "https://api.anthropic.com",
+        "max_chars": 32_000,
+    }

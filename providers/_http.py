@@ -78,26 +78,40 @@ class StreamParser(Protocol):
         ...
 
 
+# Rate-limit hints, most precise first: OpenAI's milliseconds, the standard header, then the same two
+# as LiteLLM forwards them from the provider behind it (its own answer may carry neither).
+_RETRY_AFTER_HEADERS = (
+    ("retry-after-ms", 0.001),
+    ("retry-after", 1.0),
+    ("llm_provider-retry-after-ms", 0.001),
+    ("llm_provider-retry-after", 1.0),
+)
+
+
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Seconds to wait from `retry-after-ms` (OpenAI), `retry-after` seconds or HTTP date; else None."""
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    value = (headers.get("retry-after") or "").strip()
-    if not value:
-        return None
+    """Seconds to wait from the first usable rate-limit hint (see `_RETRY_AFTER_HEADERS`); else None.
+
+    Seconds may be an HTTP date (`retry-after`); a hint that does not parse is skipped."""
+    for name, unit in _RETRY_AFTER_HEADERS:
+        value = (headers.get(name) or "").strip()
+        seconds = _hint_seconds(value, unit, time.time() if now is None else now) if value else None
+        if seconds is not None:
+            return seconds
+    return None
+
+
+def _hint_seconds(value: str, unit: float, now: float) -> float | None:
     try:
-        return max(0.0, float(value))
+        return max(0.0, float(value) * unit)
     except ValueError:
         pass
+    if unit != 1.0:
+        return None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return max(0.0, when.timestamp() - now)
 
 
 def extra_params(extra: Sequence[tuple[str, str]]) -> dict[str, Any]:

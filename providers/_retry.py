@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from django.conf import settings
 
 from ._base import ChatMessage, GenerationParams, Provider, StreamEvent, TextDelta
-from ._errors import ProviderError, ProviderRateLimited
+from ._errors import ProviderError, ProviderRateLimited, ProviderStreamError
 from ._util import closing_iter
 
 logger = logging.getLogger("providers")
@@ -28,9 +28,21 @@ OnRateLimited = Callable[[float], Awaitable[None]]
 # keeps the default two retries within a chat user's patience; the cap bounds long retry chains.
 BASE_DELAY_S = 0.5
 MAX_DELAY_S = 8.0
+# A rate limit with no hint is a per-second or per-minute window: retrying sooner than a second only
+# spends attempts (a gateway's 429s were retried after 0.20 s and 0.26 s), so 1 s, 2 s... plus up to half.
+RATE_LIMIT_BASE_S = 1.0
 # A Retry-After longer than this is not waited out: the caller gets the 429 (and its retry_after)
 # at once, which beats holding a request open for minutes.
 MAX_RETRY_AFTER_S = 20.0
+# In-band error types that mean "rate limited" (Anthropic, OpenAI-compatible servers).
+_RATE_LIMIT_TYPES = frozenset({"rate_limit_error", "rate_limit_exceeded"})
+
+
+def is_rate_limit(exc: ProviderError) -> bool:
+    """An upstream 429 or an in-band rate-limit error (quota exhaustion is not one: it never clears)."""
+    return isinstance(exc, ProviderRateLimited) or (
+        isinstance(exc, ProviderStreamError) and exc.upstream_type in _RATE_LIMIT_TYPES
+    )
 
 
 def backoff_delay(
@@ -38,14 +50,19 @@ def backoff_delay(
     *,
     rand: float,
     retry_after: float | None = None,
+    rate_limited: bool = False,
     base: float = BASE_DELAY_S,
     cap: float = MAX_DELAY_S,
 ) -> float:
     """Seconds to wait before retry number `attempt` (0-based); `rand` is uniform in [0, 1).
 
     Full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter") spreads out clients that
-    failed together; a Retry-After from the upstream is a floor, never shortened by the jitter.
+    failed together; a Retry-After from the upstream is a floor, never shortened by the jitter. A rate
+    limit without a hint waits at least RATE_LIMIT_BASE_S * 2**attempt, plus up to half of it.
     """
+    if retry_after is None and rate_limited:
+        step = min(cap, RATE_LIMIT_BASE_S * 2**attempt)
+        return step * (1 + rand / 2)
     delay = rand * min(cap, base * 2**attempt)
     return max(delay, retry_after) if retry_after is not None else delay
 
@@ -91,7 +108,9 @@ async def stream_with_retries(
                 exc, attempt=attempt, max_retries=retries, max_retry_after=max_retry_after
             ):
                 raise
-            delay = backoff_delay(attempt, rand=rand(), retry_after=exc.retry_after)
+            delay = backoff_delay(
+                attempt, rand=rand(), retry_after=exc.retry_after, rate_limited=is_rate_limit(exc)
+            )
             logger.warning(
                 "provider %s failed before the first token (%s); retry %d in %.2fs",
                 provider.name,

@@ -43,6 +43,12 @@ from .conftest import HELLO, PARAMS, collect, make_provider
         ({"retry-after": email.utils.formatdate(1_000_030, usegmt=True)}, 30.0),
         ({"retry-after": email.utils.formatdate(999_000, usegmt=True)}, 0.0),
         ({"retry-after": "soon"}, None),
+        # Behind LiteLLM: the provider's hints arrive prefixed (#16 item 14).
+        ({"llm_provider-retry-after": "4"}, 4.0),
+        ({"llm_provider-retry-after-ms": "750", "llm_provider-retry-after": "4"}, 0.75),
+        ({"retry-after": "2", "llm_provider-retry-after": "4"}, 2.0),
+        ({"retry-after": "soon", "llm_provider-retry-after": "4"}, 4.0),
+        ({"retry-after-ms": "soon"}, None),
     ],
 )
 def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> None:
@@ -104,6 +110,7 @@ def _mock_provider(kind: str, handler: Any) -> HTTPProvider:
             3.0,
         ),
         ("openai", 429, {"retry-after-ms": "250"}, {}, ProviderRateLimited, 0.25),
+        ("openai", 429, {"llm_provider-retry-after": "6"}, {}, ProviderRateLimited, 6.0),
         ("openai", 500, {}, {"error": {"type": "server_error"}}, ProviderOverloaded, None),
         ("openai", 503, {"retry-after": "1"}, None, ProviderOverloaded, 1.0),
         ("openai", 401, {}, {"error": {"code": "invalid_api_key"}}, ProviderAuthError, None),

@@ -6,12 +6,14 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import httpx
 import pytest
 
 from providers import (
     ChatMessage,
     Completion,
     GenerationParams,
+    OpenAIProvider,
     Provider,
     ProviderAuthError,
     ProviderBadRequest,
@@ -32,6 +34,8 @@ from providers.fake.server import FakeProviderServer
 
 from .conftest import HELLO, PARAMS, make_provider
 
+OPENAI_OK = b'data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n'
+
 
 @pytest.mark.parametrize(
     ("attempt", "rand", "retry_after", "expected"),
@@ -48,6 +52,23 @@ from .conftest import HELLO, PARAMS, make_provider
 )
 def test_backoff_delay(attempt: int, rand: float, retry_after: float | None, expected: float) -> None:
     assert backoff_delay(attempt, rand=rand, retry_after=retry_after) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("attempt", "rand", "retry_after", "expected"),
+    [
+        (0, 0.0, None, 1.0),  # a rate limit without a hint waits at least a second...
+        (0, 0.999, None, 1.4995),  # ...plus up to half of it
+        (1, 0.0, None, 2.0),
+        (10, 1.0, None, 12.0),  # capped step (8 s), plus its jitter
+        (0, 0.5, 0.25, 0.25),  # a hint wins, even a short one
+    ],
+)
+def test_backoff_delay_of_a_rate_limit(
+    attempt: int, rand: float, retry_after: float | None, expected: float
+) -> None:
+    delay = backoff_delay(attempt, rand=rand, retry_after=retry_after, rate_limited=True)
+    assert delay == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(
@@ -117,6 +138,24 @@ async def test_scripted_retries_then_succeeds() -> None:
     assert error is None and provider.calls == 3
     assert events == [TextDelta("t0"), TextDelta("t1"), Completion("stop")]
     assert sleep.waits == [0.5, 1.0]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ProviderRateLimited("429 without a hint", upstream_status=429),
+        ProviderStreamError("in-band", upstream_type="rate_limit_error", retryable=True),
+    ],
+)
+async def test_rate_limit_without_hint_backs_off_from_a_second(error: ProviderError) -> None:
+    # #16 item 14: a gateway's 429s were retried after 0.20 s and 0.26 s and gave up after 0.68 s.
+    sleep, paused = Recorder(), Recorder()
+    provider = Scripted((0, error), (0, error), (1, None))
+    events, failure = await run(
+        provider, max_retries=2, sleep=sleep, rand=lambda: 0.0, on_rate_limited=paused
+    )
+    assert failure is None and provider.calls == 3 and isinstance(events[-1], Completion)
+    assert sleep.waits == [1.0, 2.0] and paused.waits == []  # no hint: the pacer is not paused
 
 
 async def test_scripted_never_retries_after_a_token() -> None:
@@ -194,6 +233,24 @@ async def test_retry_after_is_honoured_and_reported(fake_server: FakeProviderSer
     await provider.aclose()
     assert error is None and isinstance(events[-1], Completion) and fake_server.stats.calls == 3
     assert sleep.waits == [2.0, 0.5] and paused.waits == [2.0, 0.5]
+
+
+async def test_litellm_hint_is_honoured_and_reported() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if len(calls) == 1:
+            return httpx.Response(429, headers={"llm_provider-retry-after": "3"}, json={"error": {}})
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=OPENAI_OK)
+
+    calls: list[httpx.Request] = []
+    provider = OpenAIProvider(
+        name="openai", base_url="http://gw.test/v1", model="m", transport=httpx.MockTransport(handler)
+    )
+    sleep, paused = Recorder(), Recorder()
+    events, error = await run(provider, max_retries=2, sleep=sleep, rand=lambda: 0.0, on_rate_limited=paused)
+    await provider.aclose()
+    assert error is None and len(calls) == 2 and events[-1] == Completion("stop")
+    assert sleep.waits == [3.0] and paused.waits == [3.0]
 
 
 async def test_long_retry_after_is_not_waited_out(fake_server: FakeProviderServer) -> None:

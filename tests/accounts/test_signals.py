@@ -1,4 +1,5 @@
-"""Ending access ends it on open sockets too (accounts/signals.py): logging out closes that user's
+"""Ending access ends it on open sockets too (accounts/signals.py announces it, threads/signals.py closes
+the sockets): logging out closes that user's
 session sockets in every tab, revoking or deleting an API token closes the sockets opened with it, and
 a revoked token stops authenticating at once in this process (its cached lookup is dropped)."""
 
@@ -11,13 +12,15 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from django.db import transaction
 from django.test import Client
 
-from accounts import signals
 from accounts.auth import TOKEN_CACHE_TTL_S, _token_users, token_user
 from accounts.models import ApiToken
+from accounts.signals import user_rights_changed
 from accounts.tokens import api_token_create, api_token_revoke, token_hash
 from chatapp.asgi import application
+from threads import signals
 from threads.consumers import CLOSE_AUTH_REVOKED
 from threads.models import Thread
 
@@ -175,3 +178,23 @@ def test_logout_works_with_the_channel_layer_down(
     assert client.post("/accounts/logout/").status_code == 302
     assert client.get("/").status_code == 302  # logged out all the same
     assert "redis is down" in caplog.text  # logged by Django's robust on_commit
+
+
+def test_rights_change_is_announced_after_commit_only(user: Any) -> None:
+    heard: list[dict[str, Any]] = []
+
+    def listen(sender: Any, **kwargs: Any) -> None:
+        heard.append({k: kwargs[k] for k in ("user_id", "method", "token_hash")})
+
+    row, _ = api_token_create(user=user)
+    user_rights_changed.connect(listen, weak=False)
+    try:
+        with pytest.raises(RuntimeError), transaction.atomic():
+            api_token_revoke(tokens=ApiToken.objects.filter(pk=row.pk))
+            assert heard == []  # not before commit
+            raise RuntimeError("roll back")
+        assert heard == []  # a rolled-back revocation closes nothing
+        api_token_revoke(tokens=ApiToken.objects.filter(pk=row.pk))
+    finally:
+        user_rights_changed.disconnect(listen)
+    assert heard == [{"user_id": user.pk, "method": "token", "token_hash": row.key_hash}]

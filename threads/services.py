@@ -55,8 +55,14 @@ def thread_create(*, owner: User, data: ThreadCreate) -> Thread:
             "unknown_provider",
             f"Unknown provider {provider!r}; choose one of: {', '.join(available_providers())}.",
         )
-    model = data.model or settings.PROVIDERS[provider]["model"]
-    return Thread.objects.create(owner=owner, title=data.title, provider=provider, model=model)
+    configured = settings.PROVIDERS[provider]["model"]
+    # Any other name would run the operator's key on whatever model a user asks for (or make a vLLM or
+    # Ollama server load it): until models are managed as data, only the configured one is allowed.
+    if data.model is not None and data.model != configured:
+        raise InvalidInput(
+            "model_not_allowed", f"Model {data.model!r} is not offered; this server offers {configured!r}."
+        )
+    return Thread.objects.create(owner=owner, title=data.title, provider=provider, model=configured)
 
 
 def thread_delete(*, thread: Thread) -> None:

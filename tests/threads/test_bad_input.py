@@ -84,6 +84,7 @@ CASES: list[tuple[str, str, bytes, str | None, int, str]] = [
     ("POST", "/api/threads", b'{"provider": 1}', J, 400, "invalid_field"),
     ("POST", "/api/threads", b'{"provider": "nope"}', J, 400, "unknown_provider"),
     ("POST", "/api/threads", b'{"model": true}', J, 400, "invalid_field"),
+    ("POST", "/api/threads", b'{"model": "gpt-4o"}', J, 400, "model_not_allowed"),
     ("POST", "/api/threads", b"title=x", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
     ("POST", "/api/threads", b"{}", "text/plain", 415, "unsupported_media_type"),
     ("POST", "/api/threads", b"x" * (MAX_BODY + 1), J, 413, "body_too_large"),

@@ -54,7 +54,8 @@ class Message(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     input_tokens = models.PositiveIntegerField(null=True, blank=True)
     output_tokens = models.PositiveIntegerField(null=True, blank=True)
-    finish_reason = models.CharField(max_length=32, blank=True, default="")
+    # null until the provider says why it stopped: a failed or streaming reply has no reason to show.
+    finish_reason = models.CharField(max_length=32, null=True, blank=True, default=None)
     error_code = models.CharField(max_length=64, blank=True, default="")
     error_message = models.CharField(max_length=500, blank=True, default="")
 

@@ -211,7 +211,7 @@ def message_finalize(
     content: str,
     input_tokens: int | None = None,
     output_tokens: int | None = None,
-    finish_reason: str = "",
+    finish_reason: str | None = None,
     error_code: str = "",
     error_message: str = "",
 ) -> dict[str, Any] | None:

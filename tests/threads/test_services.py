@@ -153,3 +153,12 @@ def test_last_exchange_reads_the_head_the_newest_question_and_its_reply_s_age(th
     )
     finished = last_exchange(thread_id=thread.pk)["finished_ago_s"]
     assert 10 <= finished < 15
+
+
+def test_a_failed_reply_has_no_finish_reason(thread: Thread) -> None:
+    """#16 item 16: a failed message stored finish_reason "" (and the API showed it) instead of null."""
+    first = _send(thread, "r1")
+    assert first.assistant_message["finish_reason"] is None
+    failed = services.message_finalize(message_id=first.assistant_message["id"], status="error", content="")
+    assert failed is not None and failed["finish_reason"] is None
+    assert Message.objects.get(pk=first.assistant_message["id"]).finish_reason is None

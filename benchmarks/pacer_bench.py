@@ -51,7 +51,8 @@ def _setup_django() -> None:
 async def _offer(args: dict[str, Any], barrier: Any) -> list[tuple[float, float | None, float]]:
     """Offer this process's share of the load; (arrived, admitted or None if refused, wait ms) each."""
     from core.gcra import Limit
-    from providers.pacer import Pacer, PacerRejected, RedisBackend
+    from core.gcra_store import RedisBackend
+    from providers.pacer import Pacer, PacerRejected
 
     redis = RedisBackend(args["redis_url"], prefix=args["prefix"]) if args["redis_url"] else None
     pacer = Pacer(

@@ -1,4 +1,5 @@
-"""The pacer's arithmetic: GCRA (generic cell rate algorithm) with reservations. Pure: no clock, no I/O.
+"""GCRA (generic cell rate algorithm) with reservations: the arithmetic of the provider pacer and the
+per-user send budget. Pure: no clock, no I/O.
 
 A bucket is one number, the theoretical arrival time `tat`: the moment the bucket would be empty again
 if nobody else came. A request arriving at `now` reserves the slot
@@ -28,8 +29,8 @@ waiters are already sleeping toward fixed times, and handing the hole to a newco
 ahead of them (breaking the order) or, at the tail, double-book a slot (breaking the rate). Losing
 it is the conservative error. Each reservation may be given back at most once.
 
-`providers/pacer.py` runs these functions in process memory and, as the same steps in Lua, inside
-Redis; the two must stay identical (tests/providers/test_pacer_redis.py compares them).
+`core/gcra_store.py` runs these functions in process memory and, as the same steps in Lua, inside
+Redis; the two must stay identical (tests/core/test_gcra_store.py compares them).
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@
     ...stream_with_retries(provider, ..., on_rate_limited=functools.partial(pacer.pause, "openai"))
     await close_pacer()                              # at loop shutdown
 
-The arithmetic (GCRA with reservations, pauses, give back) is in `core/gcra.py`; this
-module stores the buckets (`InProcessBackend`, or `RedisBackend` when `REDIS_URL` is set: one limit
-for every process) and does the waiting. Reserving fixes each request's slot in one atomic step, so
+The arithmetic (GCRA with reservations, pauses, give back) is in `core/gcra.py`, the buckets in
+`core/gcra_store.py` (in process, or in Redis when `REDIS_URL` is set: one limit for every process);
+this module does the waiting and the fallback. Reserving fixes each request's slot in one atomic step, so
 the queue is first come, first served across processes and the wait is known before it starts:
 a request that would wait longer than `PACER_MAX_WAIT_S` is refused at once. Redis unreachable:
 each process falls back to its own bucket at 1/`PACER_PROCESSES` of the rate (docs/pacer.md).
@@ -19,42 +19,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from django.conf import settings
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from core.gcra import Bucket, Grant, Limit, bucket_reserve, extra_wait, give_back, pause
+from core.gcra import Grant, Limit, extra_wait
+from core.gcra_store import BucketBackend, InProcessBackend, RedisBackend
 from ops import flags
 
 from ._errors import ProviderError
 
-__all__ = [
-    "InProcessBackend",
-    "Pacer",
-    "PacerBackend",
-    "PacerRejected",
-    "RedisBackend",
-    "close_pacer",
-    "pacer_for_loop",
-]
+__all__ = ["Pacer", "PacerRejected", "close_pacer", "pacer_for_loop"]
 
 log = logging.getLogger(__name__)
 
 UNLIMITED = Limit(0.0, 1)
-KEY_PREFIX = "chatapp:pacer"
-# A healthy Redis answers within a millisecond; a dead or hung one may delay a request by this much
-# (once per REDIS_RETRY_S) before the process falls back to its own bucket.
-REDIS_TIMEOUT_S = 0.5
 # How long a process keeps its fallback bucket before trying Redis again: short enough that a Redis
 # restart is noticed within seconds, long enough that a dead Redis costs at most one timeout per period.
 REDIS_RETRY_S = 5.0
@@ -69,173 +54,6 @@ class PacerRejected(ProviderError):
     http_status = 429
 
 
-class PacerBackend(Protocol):
-    """Where the buckets live. Each method is one atomic step on one provider's bucket."""
-
-    async def reserve(self, provider: str, limit: Limit, max_wait: float) -> Grant: ...
-    async def give_back(self, provider: str, seq: int, limit: Limit) -> None: ...
-    async def pause(self, provider: str, retry_after_s: float) -> None: ...
-    async def shift(self, provider: str) -> float: ...
-    async def aclose(self) -> None: ...
-
-
-class InProcessBackend:
-    """Buckets in this process's memory: exact within the process, unknown to the others."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._buckets: dict[str, Bucket] = {}
-        # The methods never await while holding it; it only guards against a second thread's loop.
-        self._lock = threading.Lock()
-
-    async def reserve(self, provider: str, limit: Limit, max_wait: float) -> Grant:
-        with self._lock:
-            bucket = self._buckets.get(provider, Bucket())
-            grant, self._buckets[provider] = bucket_reserve(
-                bucket, self._clock(), limit=limit, max_wait=max_wait
-            )
-        return grant
-
-    async def give_back(self, provider: str, seq: int, limit: Limit) -> None:
-        with self._lock:
-            bucket = self._buckets.get(provider, Bucket())
-            self._buckets[provider] = give_back(bucket, seq=seq, interval=limit.interval)
-
-    async def pause(self, provider: str, retry_after_s: float) -> None:
-        with self._lock:
-            bucket = self._buckets.get(provider, Bucket())
-            self._buckets[provider] = pause(bucket, self._clock(), retry_after_s)
-
-    async def shift(self, provider: str) -> float:
-        return self._buckets.get(provider, Bucket()).shift
-
-    def bucket(self, provider: str) -> Bucket:
-        """The stored state (tests, debugging)."""
-        return self._buckets.get(provider, Bucket())
-
-    async def aclose(self) -> None:
-        return None
-
-
-# The same steps as _pacer_math, in Lua, so that each runs atomically inside Redis. Times are stored
-# with %.17g (Lua's default %.14g would round epoch seconds to 0.1 ms). ARGV[1] is "now" in seconds,
-# or empty for the Redis server's clock: one clock for every process, whatever their hosts' skew.
-_LUA_PROLOGUE = """
-local key = KEYS[1]
-local function f(x) return string.format('%.17g', x) end
-local now = tonumber(ARGV[1])
-if now == nil then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
-local function keep(tat, paused)
-  redis.call('PEXPIRE', key, math.ceil((math.max(tat, paused) - now + 60) * 1000))
-end
-local b = redis.call('HMGET', key, 'tat', 'paused_until', 'shift', 'seq')
-local tat, paused = tonumber(b[1]) or 0, tonumber(b[2]) or -math.huge
-local shift, seq = tonumber(b[3]) or 0, tonumber(b[4]) or 0
-"""
-_RESERVE_LUA = (
-    _LUA_PROLOGUE
-    + """
-local interval, burst, max_wait = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local tolerance = (burst - 1) * interval
-local wait = math.max(now, tat - tolerance, paused) - now
-if wait > max_wait then return {0, f(wait), f(wait - max_wait), 0, f(shift)} end
-tat = math.max(tat, now, paused + tolerance) + interval
-seq = seq + 1
-redis.call('HSET', key, 'tat', f(tat), 'seq', seq)
-keep(tat, paused)
-return {1, f(wait), '', seq, f(shift)}
-"""
-)
-_GIVE_BACK_LUA = (
-    _LUA_PROLOGUE
-    + """
-if seq ~= tonumber(ARGV[3]) then return 0 end
-redis.call('HSET', key, 'tat', f(tat - tonumber(ARGV[2])), 'seq', seq - 1)
-return 1
-"""
-)
-_PAUSE_LUA = (
-    _LUA_PROLOGUE
-    + """
-local until_ = now + tonumber(ARGV[2])
-local floor = math.max(now, paused)
-if until_ <= floor then return 0 end
-if tat > now then
-  local delta = until_ - floor
-  tat, shift = tat + delta, shift + delta
-  redis.call('HSET', key, 'tat', f(tat), 'shift', f(shift))
-end
-redis.call('HSET', key, 'paused_until', f(until_))
-keep(tat, until_)
-return 1
-"""
-)
-
-
-class RedisBackend:
-    """Buckets in Redis, one hash per provider (`<prefix>:<provider>`), changed only by Lua scripts,
-    so every process shares one limit and one queue. Owns one connection pool; bound to one loop."""
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        prefix: str = KEY_PREFIX,
-        timeout: float = REDIS_TIMEOUT_S,
-        clock: Callable[[], float] | None = None,
-    ) -> None:
-        # No retries: a reservation is not idempotent (a retried one could take two slots), and a
-        # dead Redis must fail fast so the request can use the fallback bucket.
-        self._redis = Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-            decode_responses=True,
-        )
-        self._prefix = prefix
-        # None: the scripts read the Redis server's clock. Tests pass one to compare with the pure math.
-        self._clock = clock
-        self._reserve = self._redis.register_script(_RESERVE_LUA)
-        self._give_back = self._redis.register_script(_GIVE_BACK_LUA)
-        self._pause = self._redis.register_script(_PAUSE_LUA)
-
-    def key(self, provider: str) -> str:
-        return f"{self._prefix}:{provider}"
-
-    def _now(self) -> str:
-        return "" if self._clock is None else repr(self._clock())
-
-    async def reserve(self, provider: str, limit: Limit, max_wait: float) -> Grant:
-        args: list[str | int] = [self._now(), repr(limit.interval), limit.burst, repr(max_wait)]
-        admitted, wait, retry_after, seq, shift = await self._reserve(keys=[self.key(provider)], args=args)
-        return Grant(
-            bool(admitted), float(wait), float(retry_after) if retry_after else None, int(seq), float(shift)
-        )
-
-    async def give_back(self, provider: str, seq: int, limit: Limit) -> None:
-        await self._give_back(keys=[self.key(provider)], args=[self._now(), repr(limit.interval), seq])
-
-    async def pause(self, provider: str, retry_after_s: float) -> None:
-        await self._pause(keys=[self.key(provider)], args=[self._now(), repr(retry_after_s)])
-
-    async def shift(self, provider: str) -> float:
-        return float(await self._redis.hget(self.key(provider), "shift") or 0.0)
-
-    async def bucket(self, provider: str) -> Bucket:
-        """The stored state (tests, debugging)."""
-        tat, paused, shift, seq = await self._redis.hmget(
-            self.key(provider), ["tat", "paused_until", "shift", "seq"]
-        )
-        return Bucket(float(tat or 0), float(paused or -math.inf), float(shift or 0), int(seq or 0))
-
-    async def aclose(self) -> None:
-        await self._redis.aclose()
-
-
 def _pacer_flag() -> bool:
     return flags.flag_enabled("PACER_ENABLED")
 
@@ -248,7 +66,7 @@ class Pacer:
         limits: Mapping[str, Limit],
         *,
         max_wait: float,
-        redis: PacerBackend | None = None,
+        redis: BucketBackend | None = None,
         processes: int = 1,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
@@ -307,7 +125,7 @@ class Pacer:
             except asyncio.CancelledError:
                 # Cancelled while queued (Stop, client gone, shutdown): the slot was never used. Give
                 # it back so the next request takes it (possible while it is the latest reservation;
-                # see _pacer_math), then re-raise: the caller must see its own cancellation. A second
+                # see core/gcra.py), then re-raise: the caller must see its own cancellation. A second
                 # cancel during the give-back only leaves the slot unused (capacity lost, never excess).
                 await self._give_back(backend, provider, grant, limit)
                 raise
@@ -332,7 +150,7 @@ class Pacer:
 
     # --- internals ------------------------------------------------------------------------------
 
-    async def _reserve(self, provider: str, limit: Limit) -> tuple[PacerBackend, Limit, Grant]:
+    async def _reserve(self, provider: str, limit: Limit) -> tuple[BucketBackend, Limit, Grant]:
         """Reserve in Redis when it is configured and reachable, else in the local buckets."""
         if self._redis is not None and self._try_redis():
             try:
@@ -348,7 +166,7 @@ class Pacer:
         return self._local, limit, await self._local.reserve(provider, limit, self.max_wait)
 
     async def _wait(
-        self, backend: PacerBackend, provider: str, grant: Grant, limit: Limit, slot: float
+        self, backend: BucketBackend, provider: str, grant: Grant, limit: Limit, slot: float
     ) -> None:
         """Sleep until the granted `slot` (our clock), then as long as pauses set meanwhile moved it."""
         waited, shift = grant.wait_s, grant.shift
@@ -362,14 +180,14 @@ class Pacer:
             await self._sleep(extra)
             waited, shift = waited + extra, current
 
-    async def _shift(self, backend: PacerBackend, provider: str, default: float) -> float:
+    async def _shift(self, backend: BucketBackend, provider: str, default: float) -> float:
         try:
             return await backend.shift(provider)
         except REDIS_DOWN as exc:
             self._redis_failed(exc)
             return default  # unknown: go ahead at the slot we were given
 
-    async def _give_back(self, backend: PacerBackend, provider: str, grant: Grant, limit: Limit) -> None:
+    async def _give_back(self, backend: BucketBackend, provider: str, grant: Grant, limit: Limit) -> None:
         try:
             await backend.give_back(provider, grant.seq, limit)
         except REDIS_DOWN as exc:

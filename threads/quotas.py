@@ -6,8 +6,8 @@
     await close_quotas()                     # at loop shutdown (tests: after each test)
 
 Both are shared by every process when REDIS_URL is set, and kept in this process otherwise. The
-decisions are pure (`threads/limits.py`); the send budget reuses the pacer's GCRA buckets and their Lua
-(`providers/pacer.py`: a refused reservation with `max_wait=0` is exactly "over budget, retry after").
+decisions are pure (`threads/limits.py`); the send budget uses core's GCRA buckets, as the pacer does
+(`core/gcra_store.py`: a refused reservation with `max_wait=0` is exactly "over budget, retry after").
 
 Only a send that leads a new generation takes from the budget (threads/chat.py calls `send_admit` in
 `_lead`): coalesced followers and replayed request_ids cost the provider nothing, so a burst of 1000
@@ -35,7 +35,8 @@ from django.conf import settings
 
 from core.gcra import Limit
 from core.redisconn import redis_for_loop
-from providers.pacer import REDIS_DOWN, InProcessBackend, RedisBackend
+from core.gcra_store import InProcessBackend, RedisBackend
+from providers.pacer import REDIS_DOWN
 from threads.limits import retry_after_header, send_rate_limit, socket_admit
 from threads.validation import InvalidInput
 

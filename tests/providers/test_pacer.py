@@ -17,17 +17,10 @@ from hypothesis import strategies as st
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from core.gcra import Grant, Limit
+from core.gcra_store import InProcessBackend, RedisBackend
 from ops import flags
 from providers import ProviderError
-from providers.pacer import (
-    REDIS_RETRY_S,
-    InProcessBackend,
-    Pacer,
-    PacerRejected,
-    RedisBackend,
-    close_pacer,
-    pacer_for_loop,
-)
+from providers.pacer import REDIS_RETRY_S, Pacer, PacerRejected, close_pacer, pacer_for_loop
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -377,7 +370,7 @@ async def test_a_real_redis_backend_on_a_closed_port_falls_back_at_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="providers.pacer")
-    redis = RedisBackend(f"redis://127.0.0.1:{_closed_port()}/0")
+    redis = RedisBackend(f"redis://127.0.0.1:{_closed_port()}/0", prefix="test-pacer")
     pacer = Pacer(
         {"p": Limit.per_second(10.0, 2)}, max_wait=0.0, redis=redis, processes=2, enabled=lambda: True
     )

@@ -267,7 +267,7 @@ async def test_registry_in_redis_expires_a_dead_process_sockets() -> None:
 @pytest.mark.services
 async def test_send_budget_is_shared_through_redis(slow_budget: None) -> None:
     """Two processes' worth of callers (two loops' backends would be two clients): one bucket."""
-    from providers.pacer import RedisBackend
+    from core.gcra_store import RedisBackend
 
     uid = _uid()
     await send_admit(user_id=uid)

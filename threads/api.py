@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,10 +10,10 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 
-from chatapp.dependencies import DEPENDENCY_DOWN, unavailable
 from core.dbasync import db_async
+from core.outages import DEPENDENCY_DOWN
 from ops import metrics
-from threads import chat, events, groups, selectors, services
+from threads import chat, errors, events, groups, selectors, services
 from threads.generation import generation_service
 from threads.http import api_view, authed_user, body_json, json_response, sse
 from threads.limits import parse_id
@@ -78,9 +77,9 @@ async def thread_messages(request: HttpRequest, thread_id: int) -> HttpResponseB
     # A failed generation answers with its error status (and the messages, the partial text kept).
     error = final["error"]
     body["error"] = {"code": error["code"], "message": error["message"]}
-    resp = json_response(body, status=events.error_status(error["code"]))
+    resp = json_response(body, status=errors.generation_error_status(error["code"]))
     if error.get("retry_after") is not None:
-        resp["Retry-After"] = str(max(1, math.ceil(error["retry_after"])))
+        resp["Retry-After"] = errors.retry_after_header(error["retry_after"])
     return resp
 
 
@@ -116,8 +115,7 @@ async def _sse_events(outcome: Any, thread_id: int, group: str, channel: str) ->
     except DEPENDENCY_DOWN as exc:
         # Redis went away mid-stream: the headers are sent, so say it as an event, then end the stream.
         # (The generation goes on and saves its result; GET the thread to read it.)
-        code, message = unavailable(exc) or ("dependency_unavailable", "A dependency is not answering.")
-        yield sse(events.socket_error(code, message))
+        yield sse(errors.outage_event(exc))
     finally:
         metrics.stream_subscriptions.dec()
         with contextlib.suppress(*DEPENDENCY_DOWN):  # the group entry expires by itself

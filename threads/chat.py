@@ -22,7 +22,7 @@ from core.singleflight import Singleflight
 from core.ttlcache import TTLCache
 from ops import metrics
 from ops.flags import flag_enabled
-from threads import events, groups, quotas, selectors, services
+from threads import errors, events, groups, quotas, selectors, services
 from threads.coalesce_math import (
     LastExchange,
     body_fingerprint,
@@ -145,12 +145,7 @@ async def _send(
                 raise CoalesceFailed(claim.error)
             info = claim.info or await co.wait_info(key)
         except CoalesceFailed as exc:
-            raise InvalidInput(
-                exc.error.get("code", "coalesce_failed"),
-                str(exc),
-                exc.error.get("status", 502),
-                retry_after=exc.error.get("retry_after"),
-            ) from exc
+            raise errors.follower_error(exc.error) from exc
         # A follower answers with its leader's request_id: a made-up one of its own stays unknown.
         if req.request_id_given:
             await co.alias_set(alias, fp, info)
@@ -165,7 +160,7 @@ async def _send(
         )
     except BaseException as exc:
         running.pop(prekey, None)
-        await co.fail(key, _failure(exc))
+        await co.fail(key, errors.follower_failure(exc))
         raise
     await co.publish(key, _info(outcome))
     await co.alias_set(alias, fp, _info(outcome))
@@ -175,21 +170,6 @@ async def _send(
     else:  # the fast path lasts while the leader generates; later sends read the head again
         outcome.generation.done.add_done_callback(lambda _: running.pop(prekey, None))
     return outcome
-
-
-def _failure(exc: BaseException) -> dict[str, Any]:
-    """What the followers of a leader that raised `exc` before its rows existed are answered."""
-    if isinstance(exc, InvalidInput):
-        return {
-            "code": exc.code,
-            "message": exc.message,
-            "status": exc.status,
-            "retry_after": exc.retry_after,
-        }
-    if isinstance(exc, services.NotFound):  # deleted in another process, whose copy this one still had
-        return {"code": "not_found", "message": services.NotFound.message, "status": 404}
-    # Cancelled, or a bug: followers must not wait for a lease to lapse.
-    return {"code": "coalesce_failed", "message": "The identical request failed.", "status": 502}
 
 
 async def _derive_key(thread: Thread, req: SendRequest) -> str:

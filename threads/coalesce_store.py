@@ -17,7 +17,7 @@ import asyncio
 import json
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -41,9 +41,9 @@ _LOST = {"code": "coalesce_lost", "message": "The identical request went away."}
 class CoalesceFailed(Exception):
     """The leader failed before its rows existed; `error` is the {code, message, status} it failed with."""
 
-    def __init__(self, error: dict[str, Any]) -> None:
+    def __init__(self, error: Mapping[str, Any]) -> None:
         super().__init__(error.get("message", "the identical request failed"))
-        self.error = error
+        self.error = dict(error)
 
 
 def _retention(ok: bool) -> float:
@@ -93,7 +93,7 @@ class InProcessCoalescer:
         if entry is not None and not entry.info.done():
             entry.info.set_result(info)
 
-    async def fail(self, key: str, error: dict[str, Any]) -> None:
+    async def fail(self, key: str, error: Mapping[str, Any]) -> None:
         entry = self._entries.pop(key, None)
         if entry is not None and not entry.info.done():
             entry.info.set_exception(CoalesceFailed(error))
@@ -199,7 +199,7 @@ class RedisCoalescer:
     async def renew(self, key: str) -> None:
         await self._redis.pexpire(self._k(key), int(LEASE_S * 1000))
 
-    async def fail(self, key: str, error: dict[str, Any]) -> None:
+    async def fail(self, key: str, error: Mapping[str, Any]) -> None:
         led = self._leading.pop(key, None)
         if led is not None and not led.done():
             led.set_exception(CoalesceFailed(error))

@@ -12,11 +12,9 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from ops import metrics
-from providers import ProviderError
-from threads import chat, events, groups, quotas
+from threads import chat, errors, events, groups, quotas
 from threads.flow import CLOSE_TOO_SLOW, Flow
 from threads.models import Thread
-from threads.services import Conflict, NotFound
 from threads.validation import SEND_FRAME_EXTRA, InvalidInput, parse_frame, parse_request_id, parse_send
 
 log = logging.getLogger(__name__)
@@ -60,7 +58,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_TOO_MANY_SOCKETS)
             return
         self._socket_user = user.pk  # holds a slot until disconnect()
-        # The user's group: logging out or revoking a token closes this socket (accounts/signals.py).
+        # The user's group: logging out or revoking a token closes this socket (threads/signals.py).
         self.user_group = groups.user_group(user.pk)
         await self.channel_layer.group_add(self.user_group, self.channel_name)
         self.group = groups.thread_group(self.thread_id)
@@ -92,16 +90,13 @@ class ThreadConsumer(AsyncWebsocketConsumer):
                 await self._on_cancel(frame)
             elif not self._flow.on_ack(frame.get("count")):
                 raise InvalidInput("invalid_ack", "'count' must be the number of frames received so far.")
-        except InvalidInput as exc:
-            await self._send_json(events.socket_error(exc.code, exc.message, retry_after=exc.retry_after))
-        except NotFound:
-            await self._send_json(events.socket_error("not_found", "No such request."))
-        except Conflict as exc:
-            await self._send_json(events.socket_error("conflict", f"It has already finished (status {exc})."))
-        except ProviderError as exc:
-            if exc.http_status == 429:
+        except Exception as exc:
+            err = errors.client_error(exc)
+            if err is None or err.outage:
+                raise  # a bug, or an outage: chatapp/dependencies.py's guard closes the socket
+            if err.rejected:
                 metrics.request("rejected")
-            await self._send_json(events.socket_error(exc.code, exc.message))
+            await self._send_json(errors.socket_event(err))
 
     async def _on_send(self, frame: dict[str, Any]) -> None:
         req = parse_send(frame, max_chars=settings.MAX_MESSAGE_CHARS, extra_fields=SEND_FRAME_EXTRA)

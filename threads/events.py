@@ -80,26 +80,6 @@ def message_cancelled(*, request_id: str, message: Payload) -> Payload:
     return {"type": "message.cancelled", "request_id": request_id, "message": message}
 
 
-# HTTP status of a failed send, by error code (API.md: 429 rate limited or queue timeout, 502/504
-# provider failure or timeout). Codes not listed are upstream failures: 502.
-ERROR_STATUS = {
-    "queue_timeout": 429,
-    "provider_rate_limited": 429,
-    "provider_quota_exceeded": 429,
-    "provider_timeout": 504,
-    "provider_bad_request": 400,
-    "unknown_provider": 400,
-    "database_unavailable": 503,
-    "dependency_unavailable": 503,
-    # The thread (and so the reply a follower waited on) was deleted meanwhile.
-    "not_found": 404,
-}
-
-
-def error_status(code: str) -> int:
-    return ERROR_STATUS.get(code, 502)
-
-
 def message_error(
     *,
     request_id: str,

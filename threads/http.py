@@ -17,11 +17,9 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
 from accounts.auth import request_user
-from chatapp.dependencies import DEPENDENCY_DOWN, unavailable
+from core.outages import DEPENDENCY_DOWN
 from ops import metrics
-from providers import ProviderError
-from threads import events
-from threads.services import Conflict, NotFound
+from threads import errors, events
 from threads.validation import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -36,19 +34,22 @@ def json_response(data: Any, status: int = 200) -> JsonResponse:
 def error_response(code: str, message: str, status: int, *, retry_after: float | None = None) -> JsonResponse:
     resp = json_response(events.error_body(code, message), status=status)
     if retry_after is not None:
-        resp["Retry-After"] = str(max(1, int(retry_after + 0.999)))
+        resp["Retry-After"] = errors.retry_after_header(retry_after)
     return resp
 
 
-# How long a client should wait before retrying a request that met a dependency outage.
-DEPENDENCY_RETRY_AFTER_S = 5.0
-
-
-def dependency_error_response(exc: BaseException) -> JsonResponse:
-    """503 for the database or Redis being down (API.md: 503 dependency down, never 500)."""
-    code, message = unavailable(exc) or ("dependency_unavailable", "A dependency is not answering.")
-    log.warning("dependency down: %s: %s", type(exc).__name__, exc)
-    return error_response(code, message, 503, retry_after=DEPENDENCY_RETRY_AFTER_S)
+def exception_response(exc: BaseException, request: HttpRequest) -> JsonResponse:
+    """The JSON error of threads/errors.py's table for `exc`; a bug is logged and answered 500."""
+    err = errors.client_error(exc)
+    if err is None:
+        # Never an HTML error page under /api/, even with DEBUG on: log it, answer JSON.
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        err = errors.INTERNAL_ERROR
+    elif err.outage:
+        log.warning("dependency down: %s: %s", type(exc).__name__, exc)
+    elif err.rejected:
+        metrics.request("rejected")
+    return error_response(err.code, err.message, err.status, retry_after=err.retry_after)
 
 
 def _csrf_failure(request: HttpRequest) -> HttpResponse | None:
@@ -73,7 +74,7 @@ def api_view(methods: set[str]) -> Callable[[ApiView], Any]:
             try:
                 user, how = await request_user(request)
             except DEPENDENCY_DOWN as exc:  # the token lookup needs the database
-                return dependency_error_response(exc)
+                return exception_response(exc, request)
             if how == "none":
                 return error_response(
                     "unauthenticated",
@@ -91,24 +92,8 @@ def api_view(methods: set[str]) -> Callable[[ApiView], Any]:
             request.user = user  # type: ignore[assignment]
             try:
                 return await view(request, *args, **kwargs)
-            except InvalidInput as exc:
-                return error_response(exc.code, exc.message, exc.status, retry_after=exc.retry_after)
-            except NotFound:
-                return error_response("not_found", NotFound.message, 404)
-            except Conflict as exc:
-                return error_response("conflict", f"It has already finished (status {exc}).", 409)
-            except ProviderError as exc:
-                if exc.http_status == 429:
-                    metrics.request("rejected")
-                return error_response(exc.code, exc.message, exc.http_status, retry_after=exc.retry_after)
-            except DEPENDENCY_DOWN as exc:
-                return dependency_error_response(exc)
-            except Exception:
-                # Never an HTML error page under /api/, even with DEBUG on: log it, answer JSON.
-                log.exception("unhandled error in %s %s", request.method, request.path)
-                return error_response(
-                    "internal_error", "Something went wrong on our side; it has been logged.", 500
-                )
+            except Exception as exc:
+                return exception_response(exc, request)
 
         return wrapper
 

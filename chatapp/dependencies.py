@@ -1,6 +1,5 @@
-"""Which exceptions mean "a dependency is down" rather than "a bug": the API answers them `503` with a
-JSON error, the WebSocket with an `error` frame, /healthz with `503` (API.md: 503 when a dependency is
-down, never 500).
+"""The ASGI guard of the WebSocket stack: a dependency outage (core/outages.py) becomes an `error` frame
+and a close code the page understands, instead of a dropped socket and a traceback.
 """
 
 from __future__ import annotations
@@ -9,17 +8,7 @@ import json
 import logging
 from typing import Any
 
-from django.db import InterfaceError, OperationalError
-from psycopg_pool import PoolTimeout
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
-# Django wraps the driver's errors (a refused or dropped connection is OperationalError, a closed one
-# InterfaceError); a pool that cannot hand out a connection within DB_POOL_TIMEOUT_S raises PoolTimeout.
-DATABASE_DOWN: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeout)
-# redis-py raises these for refused, reset and timed-out connections (channels_redis uses redis-py).
-REDIS_DOWN: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError)
-DEPENDENCY_DOWN = DATABASE_DOWN + REDIS_DOWN
+from core.outages import DEPENDENCY_DOWN, REDIS_UNAVAILABLE, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -27,24 +16,6 @@ log = logging.getLogger(__name__)
 # snapshot. (RFC 6455's 1013 "Try Again Later" would fit, but daphne's autobahn sends only 1000 or
 # 3000-4999.)
 CLOSE_DEPENDENCY_DOWN = 4503
-
-DATABASE_UNAVAILABLE = (
-    "database_unavailable",
-    "The database is not answering; try again in a few seconds.",
-)
-REDIS_UNAVAILABLE = (
-    "dependency_unavailable",
-    "Redis (the message bus between server processes) is not answering; try again in a few seconds.",
-)
-
-
-def unavailable(exc: BaseException) -> tuple[str, str] | None:
-    """(code, message) when `exc` means the database or Redis is down, else None."""
-    if isinstance(exc, DATABASE_DOWN):
-        return DATABASE_UNAVAILABLE
-    if isinstance(exc, REDIS_DOWN):
-        return REDIS_UNAVAILABLE
-    return None
 
 
 class WebsocketDependencyGuard:

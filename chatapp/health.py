@@ -9,8 +9,8 @@ from channels.layers import get_channel_layer
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from chatapp.dependencies import DATABASE_UNAVAILABLE, REDIS_UNAVAILABLE
 from core.dbasync import db_async
+from core.outages import DATABASE_UNAVAILABLE, REDIS_UNAVAILABLE
 
 
 @db_async

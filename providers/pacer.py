@@ -26,11 +26,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from django.conf import settings
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.gcra import Grant, Limit, extra_wait
 from core.gcra_store import BucketBackend, InProcessBackend, RedisBackend
+from core.outages import REDIS_DOWN
 from ops import flags
 
 from ._errors import ProviderError
@@ -43,8 +42,6 @@ UNLIMITED = Limit(0.0, 1)
 # How long a process keeps its fallback bucket before trying Redis again: short enough that a Redis
 # restart is noticed within seconds, long enough that a dead Redis costs at most one timeout per period.
 REDIS_RETRY_S = 5.0
-# Redis errors that mean "unreachable" (a script error is a bug and propagates).
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 class PacerRejected(ProviderError):
@@ -227,12 +224,12 @@ class Pacer:
             )
 
     def _rejected(self, provider: str, wait: float, retry_after: float) -> PacerRejected:
-        return PacerRejected(
+        text = (
             f"Too many requests to {provider} right now: the queue wait would be {wait:.1f} s, more "
-            f"than the {self.max_wait:g} s allowed. Retry after {retry_after:.1f} s.",
-            provider=provider,
-            retry_after=retry_after,
+            f"than the {self.max_wait:g} s allowed. Retry after {retry_after:.1f} s."
         )
+        # Built from our own figures and the provider's configured name: safe to show users as is.
+        return PacerRejected(text, message=text, provider=provider, retry_after=retry_after)
 
 
 # One pacer per event loop: a RedisBackend's connections belong to the loop that opened them.

@@ -20,8 +20,8 @@ from typing import Any
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
 
-from chatapp.dependencies import DATABASE_DOWN, DATABASE_UNAVAILABLE, REDIS_DOWN
 from core.dbasync import db_async
+from core.outages import DATABASE_DOWN, DATABASE_UNAVAILABLE, REDIS_DOWN
 from ops import metrics
 from providers import (
     ChatMessage,

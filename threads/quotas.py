@@ -34,9 +34,9 @@ from typing import Any
 from django.conf import settings
 
 from core.gcra import Limit
-from core.redisconn import redis_for_loop
 from core.gcra_store import InProcessBackend, RedisBackend
-from providers.pacer import REDIS_DOWN
+from core.outages import REDIS_DOWN
+from core.redisconn import redis_for_loop
 from threads.limits import retry_after_header, send_rate_limit, socket_admit
 from threads.validation import InvalidInput
 

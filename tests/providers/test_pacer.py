@@ -360,6 +360,32 @@ def test_a_pause_during_an_outage_holds_the_fallback() -> None:
     assert run_virtual(main) == pytest.approx(1000.0)
 
 
+class BrokenBackend(InProcessBackend):
+    """A shared backend with a bug: it raises a bare OSError, which redis-py never does for an outage."""
+
+    async def reserve(self, name: str, limit: Limit, max_wait: float) -> Grant:
+        raise OSError("not Redis: a bug in the backend")
+
+
+def test_a_bare_oserror_is_a_bug_not_an_outage() -> None:
+    """One definition of "Redis is down" (core/outages.py): a bare OSError propagates instead of
+    sending the process to its fallback buckets and hiding the bug behind a warning."""
+
+    async def main(loop: VirtualTimeLoop) -> None:
+        pacer = Pacer(
+            {"p": Limit.per_second(10.0, 1)},
+            max_wait=0.0,
+            redis=BrokenBackend(loop.time),
+            clock=loop.time,
+            enabled=lambda: True,
+        )
+        with pytest.raises(OSError, match="a bug in the backend"):
+            await pacer.acquire("p")
+        assert pacer.local.bucket("p").seq == 0  # no fallback reservation was made
+
+    run_virtual(main)
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

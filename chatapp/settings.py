@@ -8,6 +8,7 @@ refuses to start unless `SECRET_KEY` is set.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -212,8 +213,9 @@ if not DEBUG:
     SECURE_CONTENT_TYPE_NOSNIFF = True
     SECURE_REFERRER_POLICY = "same-origin"
     X_FRAME_OPTIONS = "DENY"
-    # /healthz is probed over plain HTTP by load balancers.
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    # /healthz is probed over plain HTTP by load balancers, and /metrics scraped host by host (daphne
+    # speaks plain HTTP; docs/prometheus.yml), where a redirect would lead to a port nothing serves.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
@@ -275,8 +277,18 @@ STREAM_FLUSH_MS: float = env.float("STREAM_FLUSH_MS", default=30.0)
 # collect generation 0 every GC_GEN0_THRESHOLD net allocations (Python's default: 700; 0 keeps it).
 GC_FREEZE: bool = env.bool("GC_FREEZE", default=True)
 GC_GEN0_THRESHOLD: int = env.int("GC_GEN0_THRESHOLD", default=10_000)
-# A metrics token lets Prometheus-style scrapers read /api/metrics without a staff session.
+# /metrics and /api/metrics answer staff, `Authorization: Bearer <METRICS_TOKEN>`, and connections
+# from METRICS_ALLOWED_IPS (addresses or networks, matched against the TCP peer, never a forwarded
+# header: behind a proxy on the same host every request would come from its address).
 METRICS_TOKEN: str = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_IPS: list[str] = env.list("METRICS_ALLOWED_IPS", default=[])
+for _entry in METRICS_ALLOWED_IPS:
+    try:
+        ipaddress.ip_network(_entry, strict=False)
+    except ValueError as _exc:
+        raise ImproperlyConfigured(
+            f"METRICS_ALLOWED_IPS: {_entry!r} is not an address or network (e.g. 10.0.0.5 or 10.0.0.0/8)."
+        ) from _exc
 
 # --- Metrics and feature flags (ops/metrics.py, ops/flags.py; docs/metrics.md) -------------
 # PROMETHEUS_MULTIPROC_DIR: one directory shared by every server process of the deployment, emptied

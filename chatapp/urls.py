@@ -23,6 +23,7 @@ urlpatterns = [
     # Metrics summary and the staff dashboard (ops/views.py).
     path("api/metrics", metrics_views.api_metrics, name="api-metrics"),
     path("staff/dashboard/", metrics_views.dashboard, name="staff-dashboard"),
+    # Prometheus text for the same callers as /api/metrics (django_prometheus.urls would answer anyone).
+    path("metrics", metrics_views.prometheus_metrics, name="prometheus-django-metrics"),
     path("favicon.ico", RedirectView.as_view(url="/static/favicon.svg", permanent=True)),
-    path("", include("django_prometheus.urls")),
 ]

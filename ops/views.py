@@ -1,17 +1,23 @@
-"""`GET /api/metrics` (API.md's summary, for staff or the metrics token) and the staff dashboard page.
+"""`GET /metrics` (Prometheus text), `GET /api/metrics` (API.md's summary) and the staff dashboard page.
 
-Both read the merged metrics of every process (ops/metrics.py) on a worker thread: in
-multiprocess mode that means reading one small file per process, which must not stall the event loop.
+Both endpoints answer the same callers (`metrics_refusal`): staff, `Bearer <METRICS_TOKEN>`, or a
+connection from an address of `METRICS_ALLOWED_IPS`. All three read the merged metrics of every process
+(ops/metrics.py) on a worker thread: in multiprocess mode that means reading one small file per
+process, which must not stall the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
+import ipaddress
 import os
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode
 
+import prometheus_client
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
@@ -38,6 +44,46 @@ def _is_metrics_token(request: HttpRequest) -> bool:
     return bool(raw and expected) and hmac.compare_digest(str(raw).encode(), expected.encode())
 
 
+@functools.cache
+def _networks(entries: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+
+
+def peer_allowed(remote_addr: str | None, allowed: Sequence[str]) -> bool:
+    """Is the connection's own address (REMOTE_ADDR, never a forwarded header, which anyone can send)
+    inside one of `allowed` (addresses or networks, as METRICS_ALLOWED_IPS)?"""
+    if not remote_addr or not allowed:
+        return False
+    try:
+        address = ipaddress.ip_address(remote_addr)
+    except ValueError:  # a unix socket's peer, or a test client's placeholder
+        return False
+    return any(address in network for network in _networks(tuple(allowed)))
+
+
+async def metrics_refusal(request: HttpRequest) -> JsonResponse | None:
+    """None when the caller may read metrics (the metrics token, a listed address, or staff); else the
+    JSON error to answer."""
+    if _is_metrics_token(request) or peer_allowed(
+        request.META.get("REMOTE_ADDR"), settings.METRICS_ALLOWED_IPS
+    ):
+        return None
+    user, how = await request_user(request)
+    if how == "none":
+        return _error(
+            "unauthenticated", "Log in as staff, or send 'Authorization: Bearer <METRICS_TOKEN>'.", 401
+        )
+    if not _is_staff(user):
+        return _error("forbidden", "Metrics are for staff: ask an admin for the metrics token.", 403)
+    return None
+
+
+def _only_get() -> JsonResponse:
+    resp = _error("method_not_allowed", "Use GET.", 405)
+    resp["Allow"] = "GET, HEAD"
+    return resp
+
+
 async def _summary() -> dict[str, Any]:
     await flags_ready()
     data = await asyncio.to_thread(metrics.summary)
@@ -48,22 +94,25 @@ async def _summary() -> dict[str, Any]:
 
 
 async def api_metrics(request: HttpRequest) -> HttpResponse:
-    """The deployment-wide metrics summary of API.md: staff users, or `Bearer <METRICS_TOKEN>`."""
+    """The deployment-wide metrics summary of API.md, for the callers of `metrics_refusal`."""
     if request.method not in {"GET", "HEAD"}:
-        resp = _error("method_not_allowed", "Use GET.", 405)
-        resp["Allow"] = "GET, HEAD"
-        return resp
-    if not _is_metrics_token(request):
-        user, how = await request_user(request)
-        if how == "none":
-            return _error(
-                "unauthenticated",
-                "Log in as staff, or send 'Authorization: Bearer <METRICS_TOKEN>'.",
-                401,
-            )
-        if not _is_staff(user):
-            return _error("forbidden", "Metrics are for staff: ask an admin for the metrics token.", 403)
+        return _only_get()
+    if refusal := await metrics_refusal(request):
+        return refusal
     resp = JsonResponse(await _summary(), json_dumps_params={"separators": (",", ":")})
+    resp["Cache-Control"] = "no-store"
+    return resp
+
+
+async def prometheus_metrics(request: HttpRequest) -> HttpResponse:
+    """`/metrics`: the Prometheus text of every process (django-prometheus's and ours), for the same
+    callers as /api/metrics (django-prometheus's own view answers anyone)."""
+    if request.method not in {"GET", "HEAD"}:
+        return _only_get()
+    if refusal := await metrics_refusal(request):
+        return refusal
+    text = await asyncio.to_thread(lambda: prometheus_client.generate_latest(metrics.registry()))
+    resp = HttpResponse(text, content_type=prometheus_client.CONTENT_TYPE_LATEST)
     resp["Cache-Control"] = "no-store"
     return resp
 

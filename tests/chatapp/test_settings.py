@@ -79,6 +79,7 @@ c = Client()
 page = c.get("/accounts/login/", secure=True)
 plain = c.get("/accounts/login/")
 health = c.get("/healthz")
+scrape = c.get("/metrics", headers={"Authorization": "Bearer scrape-token"})
 cookie = page.cookies["csrftoken"]
 print(json.dumps({
     "status": page.status_code,
@@ -90,6 +91,7 @@ print(json.dumps({
     "csrf_cookie_secure": bool(cookie["secure"]),
     "plain": [plain.status_code, plain.get("Location")],
     "health": health.status_code,
+    "scrape": scrape.status_code,
 }))
 print(json.dumps([settings.SESSION_COOKIE_SECURE, settings.SESSION_COOKIE_HTTPONLY, settings.CSRF_COOKIE_SECURE]))
 """
@@ -100,7 +102,7 @@ def test_production_responses_are_hardened(tmp_path: Path) -> None:
     read once per process)."""
     db = f"sqlite:///{tmp_path / 'db.sqlite3'}"
     assert _manage("migrate", "--noinput", "-v0", **_production(DATABASE_URL=db)).returncode == 0
-    proc = _manage("shell", "-c", _PROBE, **_production(DATABASE_URL=db))
+    proc = _manage("shell", "-c", _PROBE, **_production(DATABASE_URL=db, METRICS_TOKEN="scrape-token"))
     assert proc.returncode == 0, proc.stderr
     *_, page_line, cookie_line = proc.stdout.strip().splitlines()
     page = json.loads(page_line)
@@ -111,6 +113,7 @@ def test_production_responses_are_hardened(tmp_path: Path) -> None:
     assert page["csrf_cookie_secure"] is True
     assert page["plain"] == [301, "https://testserver/accounts/login/"]  # http is redirected to https
     assert page["health"] == 200  # load balancers probe /healthz over plain http
+    assert page["scrape"] == 200  # Prometheus scrapes each daphne host over plain http
     assert json.loads(cookie_line) == [True, True, True]  # session cookie: Secure, HttpOnly; CSRF: Secure
 
 
@@ -142,3 +145,9 @@ def test_an_empty_variable_counts_as_unset() -> None:
         "anthropic": "https://api.anthropic.com",
         "max_chars": 32_000,
     }
+
+
+def test_a_bad_metrics_address_refuses_to_start() -> None:
+    proc = _manage("check", DEBUG="true", METRICS_ALLOWED_IPS="10.0.0.0/8,prometheus.internal")
+    assert proc.returncode != 0
+    assert "METRICS_ALLOWED_IPS: 'prometheus.internal' is not an address or network" in proc.stderr

@@ -143,7 +143,7 @@ def _left(sent: float) -> float:
 
 def _view_count(server: DaphneServer, view: str) -> tuple[float, int]:
     """(count in /metrics, count in /api/metrics) of GET responses of `view`, all processes."""
-    text = httpx.get(server.url("/metrics"), timeout=5).text
+    text = httpx.get(server.url("/metrics"), headers=AUTH, timeout=5).text
     prom = sample_sum(
         parse_prometheus(text), "django_http_responses_total_by_status_view_method_total", view=view
     )
@@ -190,14 +190,14 @@ def test_send_burst_counts_requests_coalesce_and_provider_calls(
     assert after["requests"] - before["requests"] == burst
     assert after["coalesce"]["leaders"] - before["coalesce"]["leaders"] == burst
     assert after["provider_calls"] - before["provider_calls"] == burst
-    samples = parse_prometheus(httpx.get(a.url("/metrics")).text)
+    samples = parse_prometheus(httpx.get(a.url("/metrics"), headers=AUTH).text)
     assert sample_sum(samples, "chatapp_requests_total") == after["requests"]
 
 
 def test_grafana_names_only_metrics_the_deployment_exports(servers: list[DaphneServer], token: str) -> None:
     a, _ = servers
     httpx.get(a.url("/api/threads"), headers={"Authorization": f"Bearer {token}"})  # a DB query and a view
-    exported = set(parse_prometheus(httpx.get(a.url("/metrics")).text))
+    exported = set(parse_prometheus(httpx.get(a.url("/metrics"), headers=AUTH).text))
     json.loads(GRAFANA.read_text())
     named = grafana_metric_names(GRAFANA.read_text())
     assert named and named <= exported, sorted(named - exported)

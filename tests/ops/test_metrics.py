@@ -17,12 +17,14 @@ from django.test import AsyncClient, Client
 from prometheus_client import CollectorRegistry, multiprocess
 
 from ops import metrics
+from ops.views import peer_allowed
 from tests.servers import parse_prometheus, sample_sum
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "metrics.md").read_text()
 GRAFANA = ROOT / "docs" / "grafana-dashboard.json"
 METRICS_TOKEN = "m-token-123"
+SCRAPER = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 
 
 def grafana_metric_names(text: str) -> set[str]:
@@ -163,10 +165,11 @@ def staff(django_user_model: Any) -> Any:
 
 
 @pytest.mark.django_db
-def test_prometheus_endpoint_exports_project_and_django_metrics(client: Client) -> None:
+def test_prometheus_endpoint_exports_project_and_django_metrics(client: Client, settings: Any) -> None:
+    settings.METRICS_TOKEN = METRICS_TOKEN
     metrics.request("ok")
     client.get("/healthz")
-    samples = parse_prometheus(client.get("/metrics").content.decode())
+    samples = parse_prometheus(client.get("/metrics", headers=SCRAPER).content.decode())
     assert sample_sum(samples, "chatapp_requests_total", outcome="ok") >= 1
     assert sample_sum(samples, "chatapp_flag_enabled", flag="PACER_ENABLED") == 1
     assert sample_sum(samples, "django_http_responses_total_by_status_view_method_total", view="healthz") >= 1
@@ -174,12 +177,13 @@ def test_prometheus_endpoint_exports_project_and_django_metrics(client: Client) 
 
 
 @pytest.mark.django_db
-def test_grafana_dashboard_names_only_exported_metrics(client: Client, user: Any) -> None:
+def test_grafana_dashboard_names_only_exported_metrics(client: Client, user: Any, settings: Any) -> None:
+    settings.METRICS_TOKEN = METRICS_TOKEN
     dashboard = json.loads(GRAFANA.read_text())
     assert dashboard["panels"] and all("gridPos" in p for p in dashboard["panels"])
     client.force_login(user)
     client.get("/api/threads")  # a view and a query: the labelled django_* series exist
-    exported = set(parse_prometheus(client.get("/metrics").content.decode()))
+    exported = set(parse_prometheus(client.get("/metrics", headers=SCRAPER).content.decode()))
     named = grafana_metric_names(GRAFANA.read_text())
     assert named and named <= exported, sorted(named - exported)
 
@@ -187,6 +191,52 @@ def test_grafana_dashboard_names_only_exported_metrics(client: Client, user: Any
 def test_prometheus_scrape_config_targets_metrics() -> None:
     text = (ROOT / "docs" / "prometheus.yml").read_text()
     assert "scrape_configs:" in text and "metrics_path: /metrics" in text and "\t" not in text
+    # /metrics needs the token (or a listed address): the example scrapes with it.
+    assert "authorization:" in text and "type: Bearer" in text and "credentials_file:" in text
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.both
+@pytest.mark.parametrize("path", ["/metrics", "/api/metrics"])
+async def test_metrics_endpoints_share_one_access_rule(
+    path: str, user: Any, staff: Any, settings: Any
+) -> None:
+    """Request and error counts, provider names, flag states: staff, the metrics token or a listed
+    address only, on both endpoints."""
+    settings.METRICS_TOKEN = METRICS_TOKEN
+    settings.METRICS_ALLOWED_IPS = ["10.0.0.0/8"]
+    anon = await AsyncClient().get(path)  # the test client's address is 127.0.0.1
+    assert anon.status_code == 401 and anon.json()["error"]["code"] == "unauthenticated"
+    assert (await AsyncClient(AUTHORIZATION="Bearer wrong-token").get(path)).status_code == 401
+    # A forwarded header is not the connection's address.
+    assert (await AsyncClient().get(path, headers={"X-Forwarded-For": "10.1.2.3"})).status_code == 401
+    session = AsyncClient()
+    await session.aforce_login(user)
+    assert (await session.get(path)).status_code == 403
+    await session.aforce_login(staff)
+    assert (await session.get(path)).status_code == 200
+    scraper = await AsyncClient(AUTHORIZATION=f"Bearer {METRICS_TOKEN}").get(path)
+    assert scraper.status_code == 200 and scraper["Cache-Control"] == "no-store"
+    settings.METRICS_ALLOWED_IPS = ["::1", "127.0.0.1"]
+    assert (await AsyncClient().get(path)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("remote_addr", "allowed", "expected"),
+    [
+        ("10.1.2.3", ["10.0.0.0/8"], True),
+        ("10.1.2.3", ["10.1.2.3"], True),
+        ("11.1.2.3", ["10.0.0.0/8"], False),
+        ("2001:db8::5", ["2001:db8::/32"], True),
+        ("::1", ["127.0.0.1"], False),
+        ("10.1.2.3", [], False),
+        ("", ["0.0.0.0/0"], False),
+        (None, ["0.0.0.0/0"], False),
+        ("not-an-address", ["0.0.0.0/0"], False),
+    ],
+)
+def test_peer_allowed(remote_addr: str | None, allowed: list[str], expected: bool) -> None:
+    assert peer_allowed(remote_addr, allowed) is expected
 
 
 @pytest.mark.django_db(transaction=True)

@@ -17,9 +17,12 @@ errors (httpx, JSON) are translated with `raise ... from exc` so the cause stays
     └── ProviderStreamError        went wrong after a 200                  502 provider_stream_error
         └── ProviderMalformedStream bad JSON, missing terminal event       502 provider_malformed_stream
 
-`code` and `http_status` are what our API answers with (`{"error": {"code", "message"}}`);
-`retryable` says whether a fresh attempt may succeed (the retry layer still never retries once a
-token reached the caller); `retry_after` is the upstream's Retry-After in seconds, when it sent one.
+`code`, `message` and `http_status` are what our API answers with (`{"error": {"code", "message"}}`):
+`message` is a plain sentence fixed by the class (`public_message`), so it never carries a URL, a
+key or the upstream's own words (which can name the operator's organisation). The constructor's text
+is `detail`, for logs and staff only (also `str(exc)`). `retryable` says whether a fresh attempt may
+succeed (the retry layer still never retries once a token reached the caller); `retry_after` is the
+upstream's rate-limit hint in seconds, when it sent one.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ TimeoutPhase = Literal["connect", "first_byte", "idle", "total"]
 class ErrorOptions(TypedDict, total=False):
     """The optional keyword arguments every `ProviderError` accepts."""
 
+    message: str | None
     provider: str | None
     retry_after: float | None
     retryable: bool | None
@@ -44,18 +48,25 @@ class ProviderError(Exception):
     code: ClassVar[str] = "provider_error"
     http_status: ClassVar[int] = 502
     default_retryable: ClassVar[bool] = False
+    # What users read: written here, never built from the upstream's answer or the configuration.
+    public_message: ClassVar[str] = "The model provider failed. Please try again."
 
     def __init__(
         self,
-        message: str,
+        detail: str,
         *,
+        message: str | None = None,
         provider: str | None = None,
         retry_after: float | None = None,
         retryable: bool | None = None,
         upstream_status: int | None = None,
     ) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(detail)
+        # For logs and staff: may name the base URL and quote the upstream.
+        self.detail = detail
+        # `message` overrides the class's sentence only where the caller builds it from safe parts
+        # (the pacer's queue wait, the configured provider names): never pass `detail` through it.
+        self.message = message or self.public_message
         self.provider = provider
         self.retry_after = retry_after
         self.retryable = self.default_retryable if retryable is None else retryable
@@ -63,7 +74,7 @@ class ProviderError(Exception):
         self.upstream_status = upstream_status
 
     def to_dict(self) -> dict[str, str]:
-        """The API error payload: `{"code", "message"}`."""
+        """The API error payload: `{"code", "message"}` (never the detail)."""
         return {"code": self.code, "message": self.message}
 
 
@@ -72,6 +83,7 @@ class UnknownProvider(ProviderError):
 
     code = "unknown_provider"
     http_status = 400
+    public_message = "Unknown provider."
 
 
 class ProviderTransportError(ProviderError):
@@ -85,11 +97,12 @@ class ProviderTimeout(ProviderTransportError):
 
     code = "provider_timeout"
     http_status = 504
+    public_message = "The model took too long to answer. Please try again."
 
-    def __init__(self, message: str, *, phase: TimeoutPhase, **options: Unpack[ErrorOptions]) -> None:
+    def __init__(self, detail: str, *, phase: TimeoutPhase, **options: Unpack[ErrorOptions]) -> None:
         # The whole-stream budget is spent: a fresh attempt would start with no time left.
         options.setdefault("retryable", phase != "total")
-        super().__init__(message, **options)
+        super().__init__(detail, **options)
         self.phase: TimeoutPhase = phase
 
 
@@ -97,6 +110,7 @@ class ProviderConnectionError(ProviderTransportError):
     """Connection refused, reset, or closed before the response was complete."""
 
     code = "provider_connection_error"
+    public_message = "The model provider could not be reached, or the connection broke. Please try again."
 
 
 class ProviderStatusError(ProviderError):
@@ -109,6 +123,7 @@ class ProviderRateLimited(ProviderStatusError):
     code = "provider_rate_limited"
     http_status = 429
     default_retryable = True
+    public_message = "The model provider is receiving too many requests. Please try again shortly."
 
 
 class ProviderQuotaExceeded(ProviderStatusError):
@@ -116,6 +131,7 @@ class ProviderQuotaExceeded(ProviderStatusError):
 
     code = "provider_quota_exceeded"
     http_status = 429
+    public_message = "The model provider refused the request: this service's usage quota is used up."
 
 
 class ProviderOverloaded(ProviderStatusError):
@@ -123,6 +139,7 @@ class ProviderOverloaded(ProviderStatusError):
 
     code = "provider_overloaded"
     default_retryable = True
+    public_message = "The model provider is overloaded or failing. Please try again."
 
 
 class ProviderBadRequest(ProviderStatusError):
@@ -130,23 +147,28 @@ class ProviderBadRequest(ProviderStatusError):
 
     code = "provider_bad_request"
     http_status = 400
+    public_message = (
+        "The model provider rejected the request (for example, the conversation is too long for the model)."
+    )
 
 
 class ProviderAuthError(ProviderStatusError):
     """Upstream 401/403: the API key is missing, wrong or lacks permission (a server-side problem)."""
 
     code = "provider_auth_failed"
+    public_message = "The model provider refused this service's credentials. Please tell the operator."
 
 
 class ProviderStreamError(ProviderError):
     """The upstream reported an error inside a 200 stream (in-band error event)."""
 
     code = "provider_stream_error"
+    public_message = "The model provider reported an error while answering."
 
     def __init__(
-        self, message: str, *, upstream_type: str | None = None, **options: Unpack[ErrorOptions]
+        self, detail: str, *, upstream_type: str | None = None, **options: Unpack[ErrorOptions]
     ) -> None:
-        super().__init__(message, **options)
+        super().__init__(detail, **options)
         # The vendor's error type, e.g. "overloaded_error", when the upstream sent one.
         self.upstream_type = upstream_type
 
@@ -156,3 +178,4 @@ class ProviderMalformedStream(ProviderStreamError):
 
     code = "provider_malformed_stream"
     default_retryable = True
+    public_message = "The model provider sent an answer that could not be read."

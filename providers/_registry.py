@@ -65,9 +65,12 @@ def build_provider(name: str) -> Provider:
     config = settings.PROVIDERS.get(name)
     factory = _FACTORIES.get(_kind(name, config)) if config is not None else None
     if config is None or factory is None:
+        known = ", ".join(available_providers()) or "(none)"
         raise UnknownProvider(
-            f"Unknown provider {name!r}. Use one of: {', '.join(available_providers()) or '(none)'} "
+            f"Unknown provider {name!r}. Use one of: {known} "
             "(configured in settings.PROVIDERS; DEFAULT_PROVIDER picks the default).",
+            # Safe for users: the configured names are the API's vocabulary, the asked name is cut short.
+            message=f"Unknown provider {name[:40]!r}. Use one of: {known}.",
             provider=name,
         )
     return factory(name, config)

@@ -107,14 +107,18 @@ async def stream_with_retries(
             if got_text or not should_retry(
                 exc, attempt=attempt, max_retries=retries, max_retry_after=max_retry_after
             ):
+                # The one place every provider failure passes: its detail (URLs, upstream text) is
+                # logged here, since users only ever see its code and public message.
+                logger.warning("provider %s failed (%s): %s", provider.name, exc.code, exc.detail)
                 raise
             delay = backoff_delay(
                 attempt, rand=rand(), retry_after=exc.retry_after, rate_limited=is_rate_limit(exc)
             )
             logger.warning(
-                "provider %s failed before the first token (%s); retry %d in %.2fs",
+                "provider %s failed before the first token (%s: %s); retry %d in %.2fs",
                 provider.name,
                 exc.code,
+                exc.detail,
                 attempt + 1,
                 delay,
             )

@@ -136,10 +136,14 @@ class OpenAIWire:
             kind, code, message = (
                 "insufficient_quota",
                 "insufficient_quota",
-                "You exceeded your current quota.",
+                "You exceeded your current quota for organization org-fake (fake).",
             )
         elif status == 429:
-            kind, code, message = "requests", "rate_limit_exceeded", "Rate limit reached (fake)."
+            kind, code, message = (
+                "requests",
+                "rate_limit_exceeded",
+                "Rate limit reached in organization org-fake on requests per min (fake).",
+            )
         elif status in (401, 403):
             kind, code, message = (
                 "invalid_request_error",
@@ -236,7 +240,7 @@ class AnthropicWire:
 
     def error_event(self) -> bytes:
         return _event(
-            "error", '{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'
+            "error", '{"type":"error","error":{"type":"overloaded_error","message":"Overloaded (fake)"}}'
         ).encode()
 
     def malformed_event(self) -> bytes:

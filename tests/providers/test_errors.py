@@ -46,12 +46,40 @@ from providers import (
 def test_error_contract(error: ProviderError, code: str, status: int, retryable: bool, parent: type) -> None:
     assert (error.code, error.http_status, error.retryable) == (code, status, retryable)
     assert isinstance(error, parent)
-    assert error.to_dict() == {"code": code, "message": "x"}
+    assert error.to_dict() == {"code": code, "message": type(error).public_message}
+    assert error.detail == str(error) == "x"
+
+
+def test_the_public_message_never_carries_the_detail() -> None:
+    # #16 item 9: the detail names the base URL and quotes the upstream; users read the class's sentence.
+    detail = "Connection to openai at http://10.0.3.7:8000/v1 failed: org-s3cret over its limit"
+    for cls in (ProviderError, ProviderConnectionError, ProviderRateLimited, ProviderStreamError):
+        error = cls(detail)
+        assert error.detail == detail and error.message == cls.public_message
+        assert "10.0.3.7" not in error.message and "org-" not in error.message
+        assert "10.0.3.7" not in str(error.to_dict())
+    assert ProviderTimeout(detail, phase="idle").message == ProviderTimeout.public_message
+
+
+def test_every_public_message_is_a_plain_sentence() -> None:
+    errors = [
+        obj
+        for name in providers.__all__
+        if isinstance(obj := getattr(providers, name), type) and issubclass(obj, ProviderError)
+    ]
+    for error in errors:
+        message = error.public_message
+        assert message.endswith(".") and "http" not in message and "{" not in message, error
+
+
+def test_a_message_built_from_safe_parts_may_be_given() -> None:
+    error = UnknownProvider("detail for logs", message="Unknown provider 'x'. Use one of: demo.")
+    assert error.message == "Unknown provider 'x'. Use one of: demo." and error.detail == "detail for logs"
 
 
 def test_attributes_are_kept() -> None:
     error = ProviderRateLimited("slow down", provider="openai", retry_after=1.5, upstream_status=429)
-    assert (error.message, error.provider, error.retry_after, error.upstream_status) == (
+    assert (error.detail, error.provider, error.retry_after, error.upstream_status) == (
         "slow down",
         "openai",
         1.5,

@@ -175,9 +175,9 @@ async def test_status_mapping(
     await provider.aclose()
     assert type(exc) is error and not texts and completion is None
     assert (exc.retry_after, exc.upstream_status, exc.provider) == (retry_after, status, kind)
-    assert exc.__cause__ is None and str(status) in exc.message
+    assert exc.__cause__ is None and str(status) in exc.detail
     if isinstance(body, str):
-        assert "bad gateway" in exc.message
+        assert "bad gateway" in exc.detail
 
 
 @pytest.mark.parametrize(
@@ -201,7 +201,7 @@ async def test_transport_errors_are_translated_with_their_cause(
     _, _, exc = await collect(provider)
     await provider.aclose()
     assert type(exc) is error and exc.retryable is retryable and exc.__cause__ is raised
-    assert "OPENAI_BASE_URL" in exc.message or isinstance(exc, ProviderTimeout)
+    assert "OPENAI_BASE_URL" in exc.detail or isinstance(exc, ProviderTimeout)
 
 
 async def test_client_is_lazy_has_no_transport_retries_and_closes_twice() -> None:
@@ -318,4 +318,4 @@ async def test_connection_refused_names_the_setting() -> None:
     provider = make_provider("anthropic", server)
     _, _, exc = await collect(provider)
     await provider.aclose()
-    assert isinstance(exc, ProviderConnectionError) and "ANTHROPIC_BASE_URL" in exc.message
+    assert isinstance(exc, ProviderConnectionError) and "ANTHROPIC_BASE_URL" in exc.detail

@@ -71,7 +71,7 @@ def test_inband_error_retryability_follows_its_type() -> None:
     with pytest.raises(ProviderStreamError) as bad:
         _parse('{"error": {"message": "no", "type": "BadRequestError", "code": 400}}')
     assert server_error.value.retryable and not bad.value.retryable
-    assert bad.value.upstream_type == "BadRequestError" and "no" in bad.value.message
+    assert bad.value.upstream_type == "BadRequestError" and "no" in bad.value.detail
 
 
 async def test_normal_stream_and_request(fake_server: FakeProviderServer) -> None:

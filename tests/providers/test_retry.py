@@ -167,7 +167,7 @@ async def test_scripted_never_retries_after_a_token() -> None:
 async def test_scripted_gives_up_after_max_retries() -> None:
     provider = Scripted(*[(0, ProviderOverloaded(str(n))) for n in range(5)])
     _, error = await run(provider, max_retries=2, sleep=Recorder())
-    assert error is not None and error.message == "2" and provider.calls == 3
+    assert error is not None and error.detail == "2" and provider.calls == 3
 
 
 async def test_default_max_retries_comes_from_settings(settings: Any) -> None:

@@ -13,7 +13,7 @@ from django.http.response import HttpResponseBase
 from core.dbasync import db_async
 from core.outages import DEPENDENCY_DOWN
 from ops import metrics
-from threads import chat, errors, events, groups, selectors, services
+from threads import chat, errors, events, fanout, selectors, services
 from threads.generation import generation_service
 from threads.http import api_view, authed_user, body_json, json_response, sse
 from threads.limits import parse_id
@@ -87,28 +87,28 @@ async def _sse_response(request: HttpRequest, thread: Any, req: Any) -> HttpResp
     """Subscribe first, then send, so no event of this request can be missed. A send refused before it
     starts (rate limited, bad parent, reused request_id) raises here, before any stream: the client
     gets the same JSON error and status (429 with Retry-After, 400, 422) as without `stream`."""
-    layer = generation_service().layer
-    group = groups.thread_group(thread.pk)
-    channel = await layer.new_channel()
-    await layer.group_add(group, channel)
+    sub = await fanout.subscribe(generation_service().layer, thread.pk)
     try:
-        outcome = await chat.send(user=authed_user(request), thread=thread, req=req, reply_channel=channel)
+        outcome = await chat.send(
+            user=authed_user(request), thread=thread, req=req, reply_channel=sub.channel
+        )
     except BaseException:
-        await layer.group_discard(group, channel)
+        await sub.close()
         raise
     return StreamingHttpResponse(
-        _sse_events(outcome, thread.pk, group, channel),
+        _sse_events(outcome, thread.pk, sub),
         content_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _sse_events(outcome: Any, thread_id: int, group: str, channel: str) -> AsyncIterator[bytes]:
+async def _sse_events(
+    outcome: chat.SendOutcome, thread_id: int, sub: fanout.Subscription
+) -> AsyncIterator[bytes]:
     """The send's events as Server-Sent Events; leaves the thread's group when the stream ends."""
-    layer = generation_service().layer
     metrics.stream_subscriptions.inc()
     try:
-        async for event in chat.stream_events(outcome, thread_id=thread_id, channel=channel):
+        async for event in chat.stream_events(outcome, thread_id=thread_id, channel=sub.channel):
             yield sse(event)
             if event.get("type") in events.TERMINAL_EVENTS:
                 metrics.request(events.request_outcome(event))
@@ -119,7 +119,7 @@ async def _sse_events(outcome: Any, thread_id: int, group: str, channel: str) ->
     finally:
         metrics.stream_subscriptions.dec()
         with contextlib.suppress(*DEPENDENCY_DOWN):  # the group entry expires by itself
-            await layer.group_discard(group, channel)
+            await sub.close()
 
 
 @api_view({"POST"})

@@ -22,7 +22,7 @@ from core.singleflight import Singleflight
 from core.ttlcache import TTLCache
 from ops import metrics
 from ops.flags import flag_enabled
-from threads import errors, events, groups, quotas, selectors, services
+from threads import errors, events, fanout, quotas, selectors, services
 from threads.coalesce_math import (
     LastExchange,
     body_fingerprint,
@@ -281,19 +281,13 @@ _remote_waits: Singleflight[dict[str, Any]] = Singleflight()
 
 
 async def _wait_remote_terminal(outcome: SendOutcome, thread_id: int) -> dict[str, Any]:
-    layer = generation_service().layer
-    group = groups.thread_group(thread_id)
-    channel = await layer.new_channel()
-    await layer.group_add(group, channel)
-    try:
+    async with fanout.subscribed(generation_service().layer, thread_id) as sub:
         final = await terminal_now(outcome)
         if final is None:
-            async for event in _live_events(outcome, channel):
+            async for event in _live_events(outcome, sub.channel):
                 final = event  # the last one is the terminal event
         assert final is not None
         return final
-    finally:
-        await layer.group_discard(group, channel)
 
 
 async def _check_leader(outcome: SendOutcome) -> dict[str, Any] | None:

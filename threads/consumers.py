@@ -12,7 +12,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from ops import metrics
-from threads import chat, errors, events, groups, quotas
+from threads import chat, errors, events, fanout, groups, quotas
 from threads.flow import CLOSE_TOO_SLOW, Flow
 from threads.models import Thread
 from threads.validation import SEND_FRAME_EXTRA, InvalidInput, parse_frame, parse_request_id, parse_send
@@ -34,7 +34,7 @@ CLOSE_TOO_MANY_SOCKETS = 4429
 class ThreadConsumer(AsyncWebsocketConsumer):
     thread_id: int
     thread: Thread
-    group: str
+    _sub: fanout.Subscription
     user_group: str
     _flow: Flow
     # Per request_id, the seq reported in the snapshot: later duplicates of earlier deltas are dropped.
@@ -61,9 +61,8 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         # The user's group: logging out or revoking a token closes this socket (threads/signals.py).
         self.user_group = groups.user_group(user.pk)
         await self.channel_layer.group_add(self.user_group, self.channel_name)
-        self.group = groups.thread_group(self.thread_id)
         # Join before reading the snapshot: every delta after the snapshot's seq then reaches us.
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        self._sub = await fanout.subscribe(self.channel_layer, self.thread_id, channel=self.channel_name)
         metrics.stream_subscriptions.inc()
         self._flow = Flow()
         self._sent: set[str] = set()  # request_ids this socket sent: counted once they end
@@ -77,9 +76,9 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             await quotas.socket_close(user_id=self._socket_user, socket_id=self.channel_name)
         if getattr(self, "user_group", None):
             await self.channel_layer.group_discard(self.user_group, self.channel_name)
-        if getattr(self, "group", None):
+        if getattr(self, "_sub", None) is not None:
             metrics.stream_subscriptions.dec()
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            await self._sub.close()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:

@@ -8,7 +8,6 @@ One service per event loop (`generation_service()`); a daphne process has one lo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import functools
 import logging
@@ -20,8 +19,9 @@ from typing import Any
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
 
+from core import loopres
 from core.dbasync import db_async
-from core.outages import DATABASE_DOWN, DATABASE_UNAVAILABLE, REDIS_DOWN
+from core.outages import DATABASE_DOWN, DATABASE_UNAVAILABLE
 from ops import metrics
 from providers import (
     ChatMessage,
@@ -33,7 +33,7 @@ from providers import (
     stream_with_retries,
 )
 from providers.pacer import PacerRejected, pacer_for_loop
-from threads import events, groups, selectors, services, sweep
+from threads import control, events, fanout, selectors, services, sweep
 from threads.coalesce_store import LEASE_S, coalescer
 from threads.liveness import live_generations
 from threads.services import PreparedSend
@@ -96,8 +96,7 @@ class GenerationService:
         self.layer = layer
         # By assistant message id: request_ids are the clients' (unique per thread, not per process).
         self.running: dict[int, Generation] = {}
-        self._control_task: asyncio.Task[None] | None = None
-        self._control_ready = asyncio.Event()
+        self.control = control.ControlListener(layer, self.cancel_local)
         self._sweeper: asyncio.Task[None] | None = None
 
     # --- public ---------------------------------------------------------------------------------
@@ -105,7 +104,8 @@ class GenerationService:
     async def start(
         self, prepared: PreparedSend, *, reply_channel: str | None = None, coalesce_key: str | None = None
     ) -> Generation:
-        await self._ensure_control()
+        self.ensure_started()
+        await self.control.wait_ready()  # joined before the generation starts: its Stop is not missed
         gen = Generation(
             request_id=prepared.request_id,
             thread_id=prepared.thread_id,
@@ -148,23 +148,17 @@ class GenerationService:
     async def cancel_everywhere(self, message_id: int) -> None:
         """Stop the generation of assistant message `message_id` in whichever process runs it."""
         if not self.cancel_local(message_id):
-            await self.layer.group_send(
-                groups.CONTROL_GROUP, {"type": groups.CONTROL_CANCEL, "message_id": message_id}
-            )
+            await control.send_cancel(self.layer, message_id)
 
     async def broadcast(self, thread_id: int, event: dict[str, Any], *, only: str | None = None) -> None:
-        message = groups.layer_message(event)
-        if only is not None:
-            await self.layer.send(only, message)
-        else:
-            await self.layer.group_send(groups.thread_group(thread_id), message)
+        await fanout.broadcast(self.layer, thread_id, event, only=only)
 
     async def aclose(self) -> None:
         for gen in list(self.running.values()):
             if gen.task is not None:
                 gen.task.cancel()
         tasks = [g.task for g in self.running.values() if g.task is not None]
-        for background in (self._control_task, self._sweeper):
+        for background in (self.control.task, self._sweeper):
             if background is not None:
                 background.cancel()
                 tasks.append(background)
@@ -212,7 +206,10 @@ class GenerationService:
     async def _generate(
         self, gen: Generation, provider_name: str, params: GenerationParams, history: list[ChatMessage]
     ) -> None:
-        sender = asyncio.create_task(self._sender(gen), name=f"gen-send:{gen.request_id}")
+        sender = asyncio.create_task(
+            fanout.run_sender(gen, self.layer, flush_s=settings.STREAM_FLUSH_MS / 1000),
+            name=f"gen-send:{gen.request_id}",
+        )
         completion: Completion | None = None
         try:
             provider = get_provider(provider_name)
@@ -299,47 +296,6 @@ class GenerationService:
         gen.wake.set()
         await sender
 
-    async def _sender(self, gen: Generation) -> None:
-        """Send at most one delta per flush interval holding every token since the last one.
-        The first delta is sent as soon as its token arrives."""
-        flush_s = settings.STREAM_FLUSH_MS / 1000
-        if gen.start_event is not None:
-            try:
-                await self.broadcast(gen.thread_id, gen.start_event)
-            except Exception:  # viewers that miss it still get the deltas and the final message
-                log.warning("start event of %s not delivered", gen.request_id, exc_info=True)
-        while True:
-            await gen.wake.wait()
-            gen.wake.clear()
-            if gen.pending:
-                text = "".join(gen.pending)
-                gen.pending.clear()
-                seq = gen.seq + 1
-                event = events.message_delta(
-                    request_id=gen.request_id, message_id=gen.message_id, seq=seq, text=text
-                )
-                try:
-                    # Recorded before it is sent: a snapshot reporting seq N then holds all text to N.
-                    shared = stream_state()
-                    if shared is not None:
-                        await shared.append(
-                            request_id=gen.request_id,
-                            thread_id=gen.thread_id,
-                            message_id=gen.message_id,
-                            seq=seq,
-                            text=text,
-                        )
-                    gen.sent.append(text)
-                    gen.seq = seq
-                    await self.broadcast(gen.thread_id, event, only=gen.reply_channel)
-                except Exception:  # a full channel must not stop the generation; seq lets clients re-sync
-                    log.warning("delta %s/%s not delivered", gen.request_id, seq, exc_info=True)
-            if gen.finished and not gen.pending:
-                return
-            # The batching window: tokens arriving now wait for the next delta, unless the stream ends.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(gen.ended.wait(), flush_s)
-
     async def _finish_complete(self, gen: Generation, completion: Completion | None) -> None:
         final = await self._save(
             services.message_finalize,
@@ -420,65 +376,20 @@ class GenerationService:
         except Exception:
             log.warning("terminal event of %s not delivered", gen.request_id, exc_info=True)
 
-    # --- cross-process control --------------------------------------------------------------------
+    # --- background work -------------------------------------------------------------------------
 
     def ensure_started(self) -> None:
-        """Start this process's background work once: the control loop (cancels from other processes)
-        and the sweep of orphaned `streaming` rows. Called on the first generation, socket connect or
-        health check, so a restarted process cleans up after its predecessor without waiting for a send
-        (daphne has no ASGI lifespan)."""
-        if self._control_task is None:
-            self._control_task = asyncio.create_task(
-                self._control_loop(), name="generation-control", context=contextvars.Context()
-            )
+        """Start this process's background work once: the control listener (cancels from other
+        processes) and the sweep of orphaned `streaming` rows. Called on the first generation, socket
+        connect or health check, so a restarted process cleans up after its predecessor without waiting
+        for a send (daphne has no ASGI lifespan)."""
+        self.control.start()
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(
                 sweep.sweep_forever(self), name="generation-sweeper", context=contextvars.Context()
             )
 
-    async def _ensure_control(self) -> None:
-        self.ensure_started()
-        # Joined before the generation starts, so a cancel sent from another process is not missed.
-        # Bounded: with Redis down the join keeps failing, and a send must fail or go on, not hang.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._control_ready.wait(), CONTROL_READY_TIMEOUT_S)
 
-    async def _control_loop(self) -> None:
-        # Default prefix on purpose: channels_redis keeps one Redis inbox per (prefix, process) and
-        # only the receiver holding its receive lock pops it, so a channel with its own prefix that
-        # waits for a long time would starve every consumer of this process.
-        channel = await self.layer.new_channel()
-        down = False
-        try:
-            while True:
-                try:
-                    # (Re-)join: after Redis restarts empty, the group no longer lists us.
-                    await self.layer.group_add(groups.CONTROL_GROUP, channel)
-                    self._control_ready.set()
-                    if down:
-                        log.warning("control channel back")
-                        down = False
-                    while True:
-                        msg = await self.layer.receive(channel)
-                        if msg.get("type") == groups.CONTROL_CANCEL and isinstance(
-                            msg.get("message_id"), int
-                        ):
-                            self.cancel_local(msg["message_id"])
-                except REDIS_DOWN:
-                    # Redis is away: local cancels still work; retry (and re-join) until it is back.
-                    if not down:
-                        log.warning("control channel lost Redis; retrying every %.0f s", CONTROL_RETRY_S)
-                        down = True
-                    await asyncio.sleep(CONTROL_RETRY_S)
-        finally:
-            # Runs on loop shutdown (CancelledError): leave the group so senders stop queueing for us.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.layer.group_discard(groups.CONTROL_GROUP, channel))
-
-
-# How long a send waits for the control channel (Redis) before going on without cross-process cancel.
-CONTROL_READY_TIMEOUT_S = 2.0
-CONTROL_RETRY_S = 1.0
 # Finalizing writes retried while the database blips: about 3 s in all.
 SAVE_RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.5)
 
@@ -496,4 +407,12 @@ def generation_service() -> GenerationService:
         layer = get_channel_layer()
         assert layer is not None, "CHANNEL_LAYERS is not configured"
         svc = _services[loop] = GenerationService(layer)
+        loopres.register(_close_service, stage=loopres.Stage.WORKER)
     return svc
+
+
+async def _close_service() -> None:
+    """Stop the running loop's service: its generations and background tasks are cancelled."""
+    svc = _services.pop(asyncio.get_running_loop(), None)
+    if svc is not None:
+        await svc.aclose()

@@ -5,6 +5,7 @@ increment; in multiprocess mode the increment is a write into a memory-mapped fi
 
     from ops import metrics
     metrics.request("ok"); metrics.coalesce("leader"); metrics.provider_call("openai", "ok")
+    metrics.provider_attempt("openai", "provider_overloaded")   # each attempt, retries included
     metrics.observe_latency_ms(812.0); metrics.observe_ttft_ms(140.0)
     metrics.observe_queue_wait_ms(0.0); metrics.observe_cancel_ms(35.0)
     metrics.stream_subscriptions.inc() ... metrics.stream_subscriptions.dec()
@@ -61,6 +62,13 @@ COALESCE = Counter(PREFIX + "coalesce", "Sends by coalescing role: leader, follo
 PROVIDER_CALLS = Counter(
     PREFIX + "provider_calls", "Provider stream calls by provider and outcome.", ["provider", "outcome"]
 )
+# Every attempt stream_with_retries makes (calls x their retries): beside PROVIDER_CALLS it shows how
+# much the retries multiply the upstream's load (behind a gateway that retries too, see docs/providers.md).
+PROVIDER_ATTEMPTS = Counter(
+    PREFIX + "provider_attempts",
+    "Provider stream attempts, retries included, by provider and outcome.",
+    ["provider", "outcome"],
+)
 LATENCY = Histogram(
     PREFIX + "request_latency_seconds", "Send to terminal event (done/cancelled/error).", buckets=BUCKETS_S
 )
@@ -95,19 +103,24 @@ HISTOGRAMS = {
 _REQUESTS = {o: REQUESTS.labels(o) for o in (*REQUEST_OUTCOMES, OTHER)}
 _COALESCE = {r: COALESCE.labels(r) for r in (*COALESCE_ROLES, OTHER)}
 _PROVIDER_CALLS: dict[tuple[str, str], Any] = {}
+_PROVIDER_ATTEMPTS: dict[tuple[str, str], Any] = {}
 
 
-def _provider_child(provider: str, outcome: str) -> Any:
+def _provider_child(provider: str, outcome: str, *, attempts: bool = False) -> Any:
+    children, counter = (
+        (_PROVIDER_ATTEMPTS, PROVIDER_ATTEMPTS) if attempts else (_PROVIDER_CALLS, PROVIDER_CALLS)
+    )
     key = (provider, outcome)
-    child = _PROVIDER_CALLS.get(key)
+    child = children.get(key)
     if child is None:
-        child = _PROVIDER_CALLS[key] = PROVIDER_CALLS.labels(provider, outcome)
+        child = children[key] = counter.labels(provider, outcome)
     return child
 
 
 for _name in settings.PROVIDERS:
     for _outcome in PROVIDER_OUTCOMES:
         _provider_child(_name, _outcome)
+        _provider_child(_name, _outcome, attempts=True)
 
 
 # --- recording (hot path) ----------------------------------------------------------------------------
@@ -123,13 +136,22 @@ def coalesce(role: str) -> None:
     (_COALESCE.get(role) or _COALESCE[OTHER]).inc()
 
 
-def provider_call(provider: str, outcome: str) -> None:
-    """Count one provider call. `outcome`: 'ok', 'cancelled', or a ProviderError `code`."""
+def _provider_labels(provider: str, outcome: str) -> tuple[str, str]:
     if provider not in settings.PROVIDERS:
         provider = OTHER
     if outcome not in PROVIDER_OUTCOMES:
         outcome = _PROVIDER_CODE_OUTCOME.get(outcome, "error")
-    _provider_child(provider, outcome).inc()
+    return provider, outcome
+
+
+def provider_call(provider: str, outcome: str) -> None:
+    """Count one provider call. `outcome`: 'ok', 'cancelled', or a ProviderError `code`."""
+    _provider_child(*_provider_labels(provider, outcome)).inc()
+
+
+def provider_attempt(provider: str, outcome: str) -> None:
+    """Count one attempt of a provider call (each retry is one more), with `provider_call`'s outcomes."""
+    _provider_child(*_provider_labels(provider, outcome), attempts=True).inc()
 
 
 def observe_latency_ms(ms: float) -> None:

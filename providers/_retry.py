@@ -16,7 +16,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from django.conf import settings
 
-from ._base import ChatMessage, GenerationParams, Provider, StreamEvent, TextDelta
+from ops import metrics
+
+from ._base import ChatMessage, Completion, GenerationParams, Provider, StreamEvent, TextDelta
 from ._errors import ProviderError, ProviderRateLimited, ProviderStreamError
 from ._util import closing_iter
 
@@ -95,13 +97,20 @@ async def stream_with_retries(
     attempt = 0
     while True:
         got_text = False
+        outcome = "error"  # a bug in the provider's code
         try:
             async with closing_iter(provider.stream(messages, params)) as events:
                 async for event in events:
                     got_text = got_text or isinstance(event, TextDelta)
+                    if isinstance(event, Completion):
+                        outcome = "ok"  # even if the consumer stops reading here
                     yield event
             return
+        except (asyncio.CancelledError, GeneratorExit):
+            outcome = "cancelled"
+            raise
         except ProviderError as exc:
+            outcome = exc.code
             if isinstance(exc, ProviderRateLimited) and exc.retry_after is not None and on_rate_limited:
                 await on_rate_limited(exc.retry_after)
             if got_text or not should_retry(
@@ -122,6 +131,8 @@ async def stream_with_retries(
                 attempt + 1,
                 delay,
             )
+        finally:
+            metrics.provider_attempt(provider.name, outcome)
         # Outside the except block, so a failure of the next attempt does not chain onto this one.
         attempt += 1
         await sleep(delay)

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from providers import (
     ChatMessage,
@@ -175,6 +176,28 @@ async def test_default_max_retries_comes_from_settings(settings: Any) -> None:
     provider = Scripted(*[(0, ProviderOverloaded(str(n))) for n in range(5)])
     await run(provider, sleep=Recorder())
     assert provider.calls == 2
+
+
+def _attempts(outcome: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "chatapp_provider_attempts_total", {"provider": "openai", "outcome": outcome}
+    )
+    return value or 0.0
+
+
+async def test_every_attempt_is_counted_by_outcome(fake_server: FakeProviderServer) -> None:
+    # #16 item 15: behind a gateway that retries too, an operator sees our share of the multiplication.
+    before = {o: _attempts(o) for o in ("ok", "error", "timeout", "rate_limited", "cancelled")}
+    fake_server.queue_faults("http:503", "rate_limit:0")
+    provider = make_provider("openai", fake_server)
+    events, error = await run(provider, max_retries=2, sleep=Recorder())
+    stream = stream_with_retries(provider, HELLO, PARAMS, max_retries=0)
+    await anext(stream)
+    await stream.aclose()  # type: ignore[attr-defined]  # the consumer goes away mid-stream
+    await provider.aclose()
+    assert error is None and isinstance(events[-1], Completion) and fake_server.stats.calls == 4
+    after = {o: _attempts(o) - n for o, n in before.items()}
+    assert after == {"ok": 1, "error": 1, "timeout": 0, "rate_limited": 1, "cancelled": 1}
 
 
 async def test_cancel_during_backoff_propagates() -> None:

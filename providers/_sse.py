@@ -3,6 +3,9 @@
 Feed it the body's bytes as they arrive, in chunks of any size; it returns the events completed by
 each chunk. Lines end with CRLF, LF or CR; `data:` lines of one event are joined with "\\n";
 comments (`:` lines), `id:` and `retry:` are ignored; a blank line dispatches the event.
+
+Not httpx-sse (measured as fast, 5.1 against 5.7 us per event): it yields events, not chunks, so the
+first-byte and idle deadlines (docs/providers.md) could no longer count keep-alive comments as liveness.
 """
 
 from __future__ import annotations

@@ -47,6 +47,7 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+	$(BIN)/lint-imports --no-logo
 
 # Pass 1: the whole suite on the embedded defaults (SQLite + in-process layer).
 # Pass 2: the tests marked `services` or `both` against DATABASE_URL / REDIS_URL
@@ -61,4 +62,4 @@ bench: install-dev
 	$(BIN)/python -m benchmarks.run $(ARGS)
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,19 +21,11 @@ from core.singleflight import Singleflight
 from core.ttlcache import TTLCache
 from ops import metrics
 from ops.flags import flag_enabled
-from threads import errors, events, fanout, quotas, selectors, services
-from threads.coalesce_math import (
-    LastExchange,
-    body_fingerprint,
-    burst_anchor,
-    burst_prekey,
-    coalesce_key,
-    coalesce_mode,
-)
-from threads.coalesce_store import LEASE_S, CoalesceFailed, coalescer
+from threads import coalescing, events, fanout, quotas, selectors, services
+from threads.coalescing import LEASE_S
 from threads.generation import Generation, generation_service
 from threads.models import Message, Thread
-from threads.validation import InvalidInput, SendRequest
+from threads.validation import SendRequest
 
 
 @dataclass(slots=True)
@@ -104,105 +95,38 @@ async def send(
 async def _send(
     *, user: AbstractBaseUser, thread: Thread, req: SendRequest, reply_channel: str | None = None
 ) -> SendOutcome:
-    co = coalescer()
-    fp = body_fingerprint(
-        thread_id=thread.pk,
-        content=req.content,
-        parent_id=req.parent_id,
-        idempotent=req.idempotent,
-        tools=req.tools,
-    )
-    alias = f"rid:{user.pk}:{req.request_id}"
-    # A request_id the server made up (none was given) is new: nothing to replay.
-    known = await co.alias_get(alias) if req.request_id_given else None
+    fp = coalescing.fingerprint(thread_id=thread.pk, req=req)
+    known = await coalescing.replayed(user_id=user.pk, req=req, fp=fp)
     if known is not None:
-        if known[0] != fp:
-            raise InvalidInput(
-                "idempotency_mismatch",
-                "This request_id was already used with a different body; use a new request_id.",
-                status=422,
-            )
-        return _follower(known[1], coalesced="follower")
-    mode = coalesce_mode(enabled=flag_enabled("COALESCE_ENABLED"), idempotent=req.idempotent, tools=req.tools)
+        return _follower(known, coalesced="follower")
+    mode = coalescing.mode(req)
     if mode != "coalesce":
         await quotas.send_admit(user_id=user.pk)  # only sends that start a generation count
         outcome = await _lead(thread=thread, req=req, reply_channel=reply_channel, coalesced=_MODE_ROLE[mode])
-        await co.alias_set(alias, fp, _info(outcome))
+        await coalescing.remember(user_id=user.pk, req=req, fp=fp, info=_info(outcome))
         return outcome
-    prekey = burst_prekey(
-        thread_id=thread.pk,
-        parent_id=req.parent_id,
-        content=req.content,
-        provider=thread.provider,
-        model=thread.model,
-    )
-    running = _running_bursts()
-    key = running.get(prekey) or await _deriving.do(prekey, lambda: _derive_key(thread, req))
-    claim = await co.claim(key)
-    if claim.role == "follower":
-        try:
-            if claim.error is not None:
-                raise CoalesceFailed(claim.error)
-            info = claim.info or await co.wait_info(key)
-        except CoalesceFailed as exc:
-            raise errors.follower_error(exc.error) from exc
+    burst = await coalescing.join(thread, req)
+    if not burst.leads:
+        info = await coalescing.follow(burst)
         # A follower answers with its leader's request_id: a made-up one of its own stays unknown.
         if req.request_id_given:
-            await co.alias_set(alias, fp, info)
+            await coalescing.remember(user_id=user.pk, req=req, fp=fp, info=info)
         metrics.coalesce("follower")
-        return _follower(info, coalesced="follower", key=key)
-    running[prekey] = key
+        return _follower(info, coalesced="follower", key=burst.key)
+    coalescing.leading(burst)
     try:
         # The leader alone takes from the user's send budget: its followers cost the provider nothing.
         await quotas.send_admit(user_id=user.pk)
         outcome = await _lead(
-            thread=thread, req=req, reply_channel=reply_channel, coalesced="leader", key=key
+            thread=thread, req=req, reply_channel=reply_channel, coalesced="leader", key=burst.key
         )
     except BaseException as exc:
-        running.pop(prekey, None)
-        await co.fail(key, errors.follower_failure(exc))
+        await coalescing.failed(burst, exc)
         raise
-    await co.publish(key, _info(outcome))
-    await co.alias_set(alias, fp, _info(outcome))
-    if outcome.generation is None:  # a replay of rows written earlier: no generation will finish the key
-        running.pop(prekey, None)
-        co.release(key)
-    else:  # the fast path lasts while the leader generates; later sends read the head again
-        outcome.generation.done.add_done_callback(lambda _: running.pop(prekey, None))
+    generating = outcome.generation.done if outcome.generation is not None else None
+    await coalescing.published(burst, _info(outcome), generating=generating)
+    await coalescing.remember(user_id=user.pk, req=req, fp=fp, info=_info(outcome))
     return outcome
-
-
-async def _derive_key(thread: Thread, req: SendRequest) -> str:
-    """The coalesce key of a send: its burst's anchor needs the thread's head as it stood (unless the
-    client named the message it answers: then that is the anchor, and the head is not read)."""
-    if req.parent_id is not None:
-        last = LastExchange(head_id=None)
-    else:
-        last = LastExchange(**await db_async(selectors.last_exchange)(thread_id=thread.pk))
-    anchor = burst_anchor(
-        parent_id=req.parent_id,
-        content=req.content,
-        last=last,
-        result_ttl_s=settings.COALESCE_RESULT_TTL_S,
-    )
-    return coalesce_key(
-        thread_id=thread.pk,
-        anchor_id=anchor,
-        content=req.content,
-        provider=thread.provider,
-        model=thread.model,
-    )
-
-
-# Sends of one burst that arrive before its leader has claimed share one derivation of the key (the
-# same head read) instead of each querying the thread while the leader's writes queue behind them.
-_deriving: Singleflight[str] = Singleflight()
-_bursts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, str]] = weakref.WeakKeyDictionary()
-
-
-def _running_bursts() -> dict[str, str]:
-    """This loop's leaders that are generating: prekey -> coalesce key."""
-    return _bursts.setdefault(asyncio.get_running_loop(), {})
 
 
 _MODE_ROLE = {"bypass": "bypass", "off": "leader"}
@@ -293,7 +217,7 @@ async def _wait_remote_terminal(outcome: SendOutcome, thread_id: int) -> dict[st
 async def _check_leader(outcome: SendOutcome) -> dict[str, Any] | None:
     """None while the generation may still be running; else its terminal event."""
     final = await _terminal_from_db(outcome.assistant_message["id"], outcome.request_id)
-    if final is not None or outcome.key is None or await coalescer().alive(outcome.key):
+    if final is not None or outcome.key is None or await coalescing.alive(outcome.key):
         return final
     # The lease lapsed and the message still says `streaming`: its leader is gone.
     lost = await db_async(services.message_finalize)(

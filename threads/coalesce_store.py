@@ -1,8 +1,9 @@
 """Request coalescing (singleflight): identical concurrent sends share one provider call.
 
-Two backends behind one interface: `InProcessCoalescer` (asyncio, one process) and `RedisCoalescer`
-(used whenever REDIS_URL is set; several daphne processes share it). The decisions live in
-`threads.coalesce_math` (pure); these classes only store and wait.
+Two backends behind one Protocol (`CoalesceBackend`): `InProcessCoalescer` (asyncio, one process) and
+`RedisCoalescer` (used whenever REDIS_URL is set; several daphne processes share it). The decisions live
+in `threads.coalesce_math` (pure) and a key's life is driven by `threads.coalescing`; these classes
+only store and wait.
 
 Lifecycle of a key: `claim` (first caller leads) -> `publish` (the leader's rows exist: followers can
 answer with them) -> `finish(ok)` (kept COALESCE_RESULT_TTL_S after success, COALESCE_ERROR_TTL_S after
@@ -19,7 +20,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from django.conf import settings
 
@@ -59,6 +60,40 @@ class Claim:
     # A follower of a leader that already failed (a failure is kept COALESCE_ERROR_TTL_S): its error,
     # answered at once. Polling for it instead could find the key expired and report a lost leader.
     error: dict[str, Any] | None = None
+
+
+class CoalesceBackend(Protocol):
+    """Where a coalesce key's state lives; threads/coalescing.py drives it through a key's life."""
+
+    async def claim(self, key: str) -> Claim:
+        """The first caller leads; later ones follow (with the leader's info or failure, if known)."""
+
+    async def publish(self, key: str, info: Info) -> None:
+        """The leader's rows exist: followers answer with `info`."""
+
+    async def fail(self, key: str, error: Mapping[str, Any]) -> None:
+        """The leader failed before publishing: followers get `error` (kept COALESCE_ERROR_TTL_S)."""
+
+    async def finish(self, key: str, *, ok: bool) -> None:
+        """The generation ended: keep the result for its TTL, then forget the key."""
+
+    def release(self, key: str) -> None:
+        """No `finish` will come: let the key lapse like an unrenewed lease (after `finish`, a no-op)."""
+
+    async def wait_info(self, key: str) -> Info:
+        """A follower's wait for its leader's `publish`; raises CoalesceFailed."""
+
+    async def alive(self, key: str) -> bool:
+        """Whether the key's leader still holds its lease."""
+
+    async def renew(self, key: str) -> None:
+        """The leader is generating: extend its lease."""
+
+    async def alias_get(self, alias: str) -> tuple[str, Info] | None:
+        """(body fingerprint, info) recorded for a request_id alias."""
+
+    async def alias_set(self, alias: str, fingerprint: str, info: Info) -> None:
+        """Record a request_id alias for ALIAS_TTL_S."""
 
 
 @dataclass(slots=True)
@@ -259,11 +294,10 @@ class RedisCoalescer:
         await self._batch.set_ex(self._k(alias), value, ALIAS_TTL_S)
 
 
-Coalescer = InProcessCoalescer | RedisCoalescer
-_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Coalescer] = weakref.WeakKeyDictionary()
+_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CoalesceBackend] = weakref.WeakKeyDictionary()
 
 
-def coalescer() -> Coalescer:
+def coalescer() -> CoalesceBackend:
     """The coalescer of the running event loop: Redis when REDIS_URL is set, else in-process."""
     loop = asyncio.get_running_loop()
     found = _per_loop.get(loop)

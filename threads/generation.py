@@ -33,8 +33,8 @@ from providers import (
     stream_with_retries,
 )
 from providers.pacer import PacerRejected, pacer_for_loop
-from threads import control, events, fanout, selectors, services, sweep
-from threads.coalesce_store import LEASE_S, coalescer
+from threads import coalescing, control, events, fanout, selectors, services, sweep
+from threads.coalescing import LEASE_S
 from threads.liveness import live_generations
 from threads.services import PreparedSend
 from threads.streamstate import stream_state
@@ -193,7 +193,7 @@ class GenerationService:
             if gen.coalesce_key is not None:
                 # Normally `finish` has run (then this changes nothing); a generation cut short by a
                 # bug must not leave its burst answered from this process's memory for good.
-                coalescer().release(gen.coalesce_key)
+                coalescing.release(gen.coalesce_key)
             try:
                 # Shielded: on cancel this still runs, or the entries would linger until their TTLs.
                 await asyncio.shield(live_generations().remove(gen.message_id))
@@ -263,7 +263,7 @@ class GenerationService:
             try:
                 await live_generations().renew(gen.message_id)
                 if gen.coalesce_key is not None:
-                    await coalescer().renew(gen.coalesce_key)
+                    await coalescing.renew(gen.coalesce_key)
             except Exception:  # Redis blips: the next renewal retries; the lease outlives one miss
                 log.warning("lease renewal of %s failed", gen.request_id, exc_info=True)
             await asyncio.sleep(LEASE_S / 3)
@@ -367,7 +367,7 @@ class GenerationService:
             metrics.observe_latency_ms((time.monotonic() - gen.started) * 1000)
         if gen.coalesce_key is not None:
             try:
-                await coalescer().finish(gen.coalesce_key, ok=event["type"] == "message.done")
+                await coalescing.finish(gen.coalesce_key, ok=event["type"] == "message.done")
             except Exception:
                 log.warning("coalesce finish of %s failed", gen.request_id, exc_info=True)
         try:

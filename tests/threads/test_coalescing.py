@@ -199,7 +199,7 @@ async def test_a_generation_cut_short_by_a_bug_stops_answering_its_burst_from_me
     fake: FakeProviderServer, user: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from threads import chat
-    from threads.coalesce_store import InProcessCoalescer, coalescer
+    from threads.coalesce_store import InProcessCoalescer, RedisCoalescer, coalescer
     from threads.generation import GenerationService
     from threads.validation import parse_send
 
@@ -219,7 +219,9 @@ async def test_a_generation_cut_short_by_a_bug_stops_answering_its_burst_from_me
     if isinstance(co, InProcessCoalescer):
         assert co._entries[key].expires is not None  # lapses like an unrenewed lease, not kept for good
     else:
-        assert key not in co._leading  # Redis answers, until the lease lapses
+        assert (
+            isinstance(co, RedisCoalescer) and key not in co._leading
+        )  # Redis answers, until the lease lapses
 
 
 async def test_a_thread_created_through_the_api_is_sent_to_without_looking_it_up(

@@ -4,7 +4,7 @@
 `TextDelta` was yielded, a retry would duplicate or contradict text the user already saw, so the
 error propagates. It retries only errors marked `retryable` (never quota, auth or bad request),
 at most `max_retries` times, sleeping a full-jitter exponential backoff that is never shorter than
-the upstream's Retry-After.
+the upstream's Retry-After. tenacity runs the attempts; the decisions are the pure functions here.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from django.conf import settings
+from tenacity import AsyncRetrying, RetryCallState
 
 from ops import metrics
 
@@ -76,6 +78,85 @@ def should_retry(exc: ProviderError, *, attempt: int, max_retries: int, max_retr
     return exc.retry_after is None or exc.retry_after <= max_retry_after
 
 
+@dataclass(slots=True)
+class _Opened:
+    """An attempt that got past the point of no return: its events so far, and the rest to read."""
+
+    events: AsyncIterator[StreamEvent]
+    head: list[StreamEvent]
+
+
+async def _open(
+    provider: Provider,
+    messages: Sequence[ChatMessage],
+    params: GenerationParams,
+    on_rate_limited: OnRateLimited | None,
+) -> _Opened:
+    """One attempt, read up to its first `TextDelta` (or its end): the part that may be retried."""
+    events = provider.stream(messages, params)
+    head: list[StreamEvent] = []
+    try:
+        async for event in events:
+            head.append(event)
+            if isinstance(event, TextDelta):
+                break
+    except BaseException as exc:
+        metrics.provider_attempt(provider.name, _outcome(exc))
+        # Cancelled while waiting for the first token: close the upstream now, then let it go on.
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        if isinstance(exc, ProviderRateLimited) and exc.retry_after is not None and on_rate_limited:
+            await on_rate_limited(exc.retry_after)
+        raise
+    return _Opened(events, head)
+
+
+def _outcome(exc: BaseException) -> str:
+    if isinstance(exc, ProviderError):
+        return exc.code
+    return "cancelled" if isinstance(exc, asyncio.CancelledError | GeneratorExit) else "error"
+
+
+def _retrying(
+    provider: Provider,
+    *,
+    max_retries: int,
+    max_retry_after: float,
+    sleep: Callable[[float], Awaitable[None]],
+    rand: Callable[[], float],
+) -> AsyncRetrying:
+    def failure(state: RetryCallState) -> ProviderError | None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        return exc if isinstance(exc, ProviderError) else None
+
+    def retry(state: RetryCallState) -> bool:
+        exc = failure(state)
+        attempt = state.attempt_number - 1
+        return exc is not None and should_retry(
+            exc, attempt=attempt, max_retries=max_retries, max_retry_after=max_retry_after
+        )
+
+    def wait(state: RetryCallState) -> float:
+        exc = failure(state)
+        assert exc is not None  # only failures that `retry` accepted wait
+        rate_limited = is_rate_limit(exc)
+        return backoff_delay(
+            state.attempt_number - 1, rand=rand(), retry_after=exc.retry_after, rate_limited=rate_limited
+        )
+
+    def before_sleep(state: RetryCallState) -> None:
+        exc = failure(state)
+        delay = state.next_action.sleep if state.next_action is not None else 0.0
+        code, detail = (exc.code, exc.detail) if exc is not None else ("?", "?")
+        logger.warning(
+            "provider %s failed before the first token (%s: %s); retry %d in %.2fs",
+            provider.name, code, detail, state.attempt_number, delay,
+        )  # fmt: skip
+
+    return AsyncRetrying(retry=retry, wait=wait, sleep=sleep, before_sleep=before_sleep, reraise=True)
+
+
 async def stream_with_retries(
     provider: Provider,
     messages: Sequence[ChatMessage],
@@ -83,7 +164,7 @@ async def stream_with_retries(
     *,
     max_retries: int | None = None,
     on_rate_limited: OnRateLimited | None = None,
-    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     rand: Callable[[], float] = random.random,
     max_retry_after: float = MAX_RETRY_AFTER_S,
 ) -> AsyncIterator[StreamEvent]:
@@ -94,45 +175,33 @@ async def stream_with_retries(
     when no retry follows. `sleep` and `rand` are injectable so tests record waits instead of waiting.
     """
     retries = settings.PROVIDER_MAX_RETRIES if max_retries is None else max_retries
-    attempt = 0
-    while True:
-        got_text = False
-        outcome = "error"  # a bug in the provider's code
-        try:
-            async with closing_iter(provider.stream(messages, params)) as events:
-                async for event in events:
-                    got_text = got_text or isinstance(event, TextDelta)
-                    if isinstance(event, Completion):
-                        outcome = "ok"  # even if the consumer stops reading here
-                    yield event
-            return
-        except (asyncio.CancelledError, GeneratorExit):
-            outcome = "cancelled"
-            raise
-        except ProviderError as exc:
-            outcome = exc.code
-            if isinstance(exc, ProviderRateLimited) and exc.retry_after is not None and on_rate_limited:
-                await on_rate_limited(exc.retry_after)
-            if got_text or not should_retry(
-                exc, attempt=attempt, max_retries=retries, max_retry_after=max_retry_after
-            ):
-                # The one place every provider failure passes: its detail (URLs, upstream text) is
-                # logged here, since users only ever see its code and public message.
-                logger.warning("provider %s failed (%s): %s", provider.name, exc.code, exc.detail)
-                raise
-            delay = backoff_delay(
-                attempt, rand=rand(), retry_after=exc.retry_after, rate_limited=is_rate_limit(exc)
-            )
-            logger.warning(
-                "provider %s failed before the first token (%s: %s); retry %d in %.2fs",
-                provider.name,
-                exc.code,
-                exc.detail,
-                attempt + 1,
-                delay,
-            )
-        finally:
-            metrics.provider_attempt(provider.name, outcome)
-        # Outside the except block, so a failure of the next attempt does not chain onto this one.
-        attempt += 1
-        await sleep(delay)
+    retrying = _retrying(
+        provider, max_retries=retries, max_retry_after=max_retry_after, sleep=sleep, rand=rand
+    )
+    try:
+        opened: _Opened = await retrying(_open, provider, messages, params, on_rate_limited)
+    except ProviderError as exc:
+        _log_failure(provider, exc)
+        raise
+    outcome = "error"  # a bug in the provider's code
+    try:
+        async with closing_iter(opened.events) as events:
+            for event in opened.head:
+                outcome = "ok" if isinstance(event, Completion) else outcome
+                yield event
+            async for event in events:
+                outcome = "ok" if isinstance(event, Completion) else outcome  # even if the reader stops here
+                yield event
+    except BaseException as exc:
+        outcome = outcome if outcome == "ok" else _outcome(exc)
+        if isinstance(exc, ProviderError):
+            _log_failure(provider, exc)
+        raise
+    finally:
+        metrics.provider_attempt(provider.name, outcome)
+
+
+def _log_failure(provider: Provider, exc: ProviderError) -> None:
+    # The one place every provider failure passes: its detail (URLs, upstream text) is logged here,
+    # since users only ever see its code and public message.
+    logger.warning("provider %s failed (%s): %s", provider.name, exc.code, exc.detail)

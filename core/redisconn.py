@@ -1,7 +1,7 @@
 """One Redis client per event loop for the app's own keys (coalescer, resume state).
 
 redis-py's asyncio connections belong to the loop that opened them, so the client is per loop, made on
-first use and closed with `close_redis()` (tests close it after each test's loop). The pool blocks
+first use and closed by `core.loopres.aclose_all()` after everything that uses it. The pool blocks
 rather than raises when every connection is busy: under a burst, callers wait their turn.
 """
 
@@ -14,6 +14,8 @@ import redis.asyncio as redis
 from django.conf import settings
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+
+from core import loopres
 
 MAX_CONNECTIONS = 64
 POOL_TIMEOUT_S = 10.0
@@ -39,10 +41,11 @@ def redis_for_loop() -> redis.Redis:
             settings.REDIS_URL, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT_S, retry=redis_retry()
         )
         client = _per_loop[loop] = redis.Redis.from_pool(pool)  # the client owns (and closes) the pool
+        loopres.register(_close_redis, stage=loopres.Stage.CONNECTION)
     return client
 
 
-async def close_redis() -> None:
+async def _close_redis() -> None:
     client = _per_loop.pop(asyncio.get_running_loop(), None)
     if client is not None:
         await client.aclose()

@@ -36,6 +36,7 @@ from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 
+from core import loopres
 from ops import metrics
 
 log = logging.getLogger(__name__)
@@ -130,8 +131,8 @@ def flags_changed() -> None:
         log.warning("feature-flag change not broadcast", exc_info=True)
 
 
-async def flags_aclose() -> None:
-    """Stop the listener of the running loop (tests; the loop's shutdown otherwise just cancels it)."""
+async def _flags_aclose() -> None:
+    """Stop the listener of the running loop."""
     global _last
     loop = asyncio.get_running_loop()
     with _listeners_lock:
@@ -304,6 +305,7 @@ def _listener_for(loop: asyncio.AbstractEventLoop) -> _Listener:
         listener = _listeners.get(loop)
         if listener is None:
             listener = _listeners[loop] = _Listener(loop)
+            loopres.register(_flags_aclose, stage=loopres.Stage.WORKER)
         _last = (loop, listener)
     return listener
 

@@ -6,7 +6,6 @@
     params = GenerationParams(model=provider.default_model)
     async for event in stream_with_retries(provider, [ChatMessage("user", "hi")], params):
         ...                                    # TextDelta(text)..., then one Completion
-    await close_providers()                    # at loop shutdown
 
 Every failure is a `ProviderError` subclass carrying the API `code`, `http_status`, `retryable`
 and `retry_after`; see `providers/_errors.py` and docs/providers.md.
@@ -32,7 +31,7 @@ from ._errors import (
 )
 from ._http import HTTPProvider, Timeouts
 from ._openai import OpenAIProvider
-from ._registry import available_providers, build_provider, close_providers, get_provider
+from ._registry import available_providers, build_provider, get_provider
 from ._retry import OnRateLimited, backoff_delay, stream_with_retries
 
 __all__ = [
@@ -65,7 +64,6 @@ __all__ = [
     "available_providers",
     "backoff_delay",
     "build_provider",
-    "close_providers",
     "get_provider",
     "stream_with_retries",
 ]

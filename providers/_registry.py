@@ -2,8 +2,7 @@
 
 HTTP providers own an `httpx.AsyncClient`, whose connections belong to the loop that opened them,
 so instances are cached per running loop (like channels_redis keeps connections per loop) and never
-at import time. `close_providers()` closes the instances of the current loop (ASGI lifespan
-shutdown, test teardown).
+at import time. They close with the loop's other resources (`core.loopres.aclose_all()`).
 
 A `settings.PROVIDERS` entry may name its implementation with `"kind"` (default: the entry's name),
 so several OpenAI-compatible servers can be configured side by side:
@@ -19,6 +18,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.conf import settings
+
+from core import loopres
 
 from ._anthropic import AnthropicProvider
 from ._base import Provider
@@ -89,15 +90,18 @@ def get_provider(name: str | None = None) -> Provider:
     except RuntimeError:
         return build_provider(name)
     with _lock:
-        per_loop = _instances.setdefault(loop, {})
+        per_loop = _instances.get(loop)
+        if per_loop is None:
+            per_loop = _instances[loop] = {}
+            loopres.register(_close_providers, stage=loopres.Stage.CLIENT)
         provider = per_loop.get(name)
         if provider is None:
             provider = per_loop[name] = build_provider(name)
     return provider
 
 
-async def close_providers() -> None:
-    """Close and forget every provider instance bound to the running loop. Safe to call twice."""
+async def _close_providers() -> None:
+    """Close and forget every provider instance bound to the running loop."""
     loop = asyncio.get_running_loop()
     with _lock:
         providers = list(_instances.pop(loop, {}).values())

@@ -2,15 +2,14 @@
 
     from providers.pacer import PacerRejected, pacer_for_loop
 
-    pacer = pacer_for_loop()                         # one per running event loop
+    pacer = pacer_for_loop()                         # one per running event loop, closed by loopres
     queue_wait_ms = await pacer.acquire("openai")    # waits for the slot; PacerRejected (429) at once
     ...stream_with_retries(provider, ..., on_rate_limited=functools.partial(pacer.pause, "openai"))
-    await close_pacer()                              # at loop shutdown
 
 The arithmetic (GCRA with reservations, pauses, give back) is in `core/gcra.py`, the buckets in
 `core/gcra_store.py` (in process, or in Redis when `REDIS_URL` is set: one limit for every process);
-this module does the waiting and the fallback. Reserving fixes each request's slot in one atomic step, so
-the queue is first come, first served across processes and the wait is known before it starts:
+this module does the waiting and the fallback. Reserving fixes each request's slot in one atomic step,
+so the queue is first come, first served across processes and the wait is known before it starts:
 a request that would wait longer than `PACER_MAX_WAIT_S` is refused at once. Redis unreachable:
 each process falls back to its own bucket at 1/`PACER_PROCESSES` of the rate (docs/pacer.md).
 """
@@ -27,6 +26,7 @@ from typing import Any
 
 from django.conf import settings
 
+from core import loopres
 from core.gcra import Grant, Limit, extra_wait
 from core.gcra_store import BucketBackend, InProcessBackend, RedisBackend
 from core.outages import REDIS_DOWN
@@ -34,7 +34,7 @@ from ops import flags
 
 from ._errors import ProviderError
 
-__all__ = ["Pacer", "PacerRejected", "close_pacer", "pacer_for_loop"]
+__all__ = ["Pacer", "PacerRejected", "pacer_for_loop"]
 
 log = logging.getLogger(__name__)
 
@@ -244,11 +244,12 @@ def pacer_for_loop() -> Pacer:
         pacer = _pacers.get(loop)
         if pacer is None:
             pacer = _pacers[loop] = Pacer.from_settings()
+            loopres.register(_close_pacer, stage=loopres.Stage.CLIENT)
     return pacer
 
 
-async def close_pacer() -> None:
-    """Close and forget the running loop's pacer (ASGI lifespan shutdown, tests). Safe to call twice."""
+async def _close_pacer() -> None:
+    """Close and forget the running loop's pacer."""
     loop = asyncio.get_running_loop()
     with _lock:
         pacer = _pacers.pop(loop, None)

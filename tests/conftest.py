@@ -60,9 +60,11 @@ def _fast_demo(settings: Any) -> None:
 
 @pytest.fixture(autouse=True)
 async def _fresh_layer_and_services() -> AsyncIterator[None]:
-    """Each test gets a new channel layer, generation service and flag cache (bound to one event loop)."""
+    """Each test gets a new channel layer and flag cache, and its loop's resources (generation
+    service, providers, pacer, quotas, Redis client...) are closed after it, in order (core/loopres.py)."""
     from accounts.auth import _token_users
-    from ops.flags import flags_aclose, flags_reset
+    from core.loopres import aclose_all
+    from ops.flags import flags_reset
     from threads.chat import _threads
 
     channel_layers.backends.clear()
@@ -70,32 +72,8 @@ async def _fresh_layer_and_services() -> AsyncIterator[None]:
     _token_users.clear()  # per-process caches: ids are reused after each test's flush
     _threads.clear()
     yield
-    await flags_aclose()
+    await aclose_all()
     flags_reset()
-    import asyncio
-
-    from providers import close_providers
-    from threads.generation import _services
-
-    loop = asyncio.get_running_loop()
-    svc = _services.pop(loop, None)
-    if svc is not None:
-        await svc.aclose()
-    await close_providers()
-    from core.redisconn import close_redis
-    from providers.pacer import close_pacer
-    from threads.coalesce_store import close_coalescer
-    from threads.liveness import forget_live_generations
-    from threads.streamstate import forget_stream_state
-
-    close_coalescer()
-    forget_stream_state()
-    forget_live_generations()
-    await close_pacer()
-    from threads.quotas import close_quotas
-
-    await close_quotas()  # before close_redis: its socket registry uses that client
-    await close_redis()
     for layer in channel_layers.backends.values():
         flush = getattr(layer, "flush", None)
         if flush is not None:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from django.conf import settings
 
+from core import loopres
 from core.redisbatch import RedisBatch
 from core.redisconn import redis_for_loop
 from core.singleflight import Singleflight
@@ -305,9 +306,10 @@ def coalescer() -> CoalesceBackend:
         prefix = f"{settings.REDIS_KEY_PREFIX}:co"
         found = RedisCoalescer(redis_for_loop(), prefix) if settings.REDIS_URL else InProcessCoalescer()
         _per_loop[loop] = found
+        loopres.register(_forget_coalescer, stage=loopres.Stage.CLIENT)
     return found
 
 
-def close_coalescer() -> None:
-    """Forget the running loop's coalescer (its Redis client is closed by `close_redis`)."""
+def _forget_coalescer() -> None:
+    """Forget the running loop's coalescer (the loop's Redis client closes after it)."""
     _per_loop.pop(asyncio.get_running_loop(), None)

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from django.conf import settings
 from redis.asyncio import Redis
 
+from core import loopres
 from core.redisconn import redis_for_loop
 from threads.coalesce_store import LEASE_S
 
@@ -86,9 +87,10 @@ def live_generations() -> Liveness:
         found = _per_loop[loop] = (
             RedisLiveness(redis_for_loop(), prefix) if settings.REDIS_URL else LocalLiveness()
         )
+        loopres.register(_forget_live_generations, stage=loopres.Stage.CLIENT)
     return found
 
 
-def forget_live_generations() -> None:
-    """Forget the running loop's registry (its Redis client is closed by `close_redis`)."""
+def _forget_live_generations() -> None:
+    """Forget the running loop's registry (the loop's Redis client closes after it)."""
     _per_loop.pop(asyncio.get_running_loop(), None)

@@ -3,7 +3,6 @@
     await send_admit(user_id=user.pk)        # raises RateLimited (429 + Retry-After) when over budget
     if not await socket_open(user_id=..., socket_id=...): close(4429)
     await socket_close(user_id=..., socket_id=...)
-    await close_quotas()                     # at loop shutdown (tests: after each test)
 
 Both are shared by every process when REDIS_URL is set, and kept in this process otherwise. The
 decisions are pure (`threads/limits.py`); the send budget uses core's GCRA buckets, as the pacer does
@@ -33,6 +32,7 @@ from typing import Any
 
 from django.conf import settings
 
+from core import loopres
 from core.gcra import Limit
 from core.gcra_store import InProcessBackend, RedisBackend
 from core.outages import REDIS_DOWN
@@ -87,6 +87,8 @@ def _quotas() -> _Quotas:
         if settings.REDIS_URL:
             redis = RedisBackend(settings.REDIS_URL, prefix=f"{settings.REDIS_KEY_PREFIX}:sendrate")
         found = _per_loop[loop] = _Quotas(redis=redis)
+        # CLIENT: the socket heartbeat uses the loop's Redis client, which closes after it.
+        loopres.register(_close_quotas, stage=loopres.Stage.CLIENT)
     return found
 
 
@@ -240,8 +242,8 @@ async def socket_close(*, user_id: Any, socket_id: str) -> None:
     await socket_registry().close(user_id=user_id, socket_id=socket_id)
 
 
-async def close_quotas() -> None:
-    """Stop the running loop's heartbeat and close its Redis bucket client. Safe to call twice."""
+async def _close_quotas() -> None:
+    """Stop the running loop's heartbeat and close its Redis bucket client."""
     q = _per_loop.pop(asyncio.get_running_loop(), None)
     if q is None:
         return

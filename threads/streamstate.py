@@ -14,6 +14,7 @@ from typing import Any
 from django.conf import settings
 from redis.asyncio import Redis
 
+from core import loopres
 from core.redisconn import redis_for_loop
 
 # An entry outlives a crashed leader by at most this long; the message itself is then failed by the
@@ -102,9 +103,10 @@ def stream_state() -> RedisStreamState | None:
     found = _per_loop.get(loop)
     if found is None:
         found = _per_loop[loop] = RedisStreamState(redis_for_loop(), settings.REDIS_KEY_PREFIX)
+        loopres.register(_forget_stream_state, stage=loopres.Stage.CLIENT)
     return found
 
 
-def forget_stream_state() -> None:
-    """Forget the running loop's state object (its Redis client is closed by `close_redis`)."""
+def _forget_stream_state() -> None:
+    """Forget the running loop's state object (the loop's Redis client closes after it)."""
     _per_loop.pop(asyncio.get_running_loop(), None)

@@ -18,9 +18,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from core.gcra import Grant, Limit
 from core.gcra_store import InProcessBackend, RedisBackend
+from core.loopres import aclose_all
 from ops import flags
 from providers import ProviderError
-from providers.pacer import REDIS_RETRY_S, Pacer, PacerRejected, close_pacer, pacer_for_loop
+from providers.pacer import REDIS_RETRY_S, Pacer, PacerRejected, pacer_for_loop
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -423,15 +424,16 @@ async def test_pacer_for_loop_is_one_per_loop_and_reads_the_settings(settings: A
         assert pacer_for_loop() is pacer
         assert pacer.limit_for("openai") == Limit(0.5, 3) and pacer.max_wait == 1.5
     finally:
-        await close_pacer()
-    await close_pacer()  # twice is fine
+        await aclose_all()
+    assert pacer_for_loop() is not pacer  # closed and forgotten: the next use builds a new one
+    await aclose_all()
     other = await asyncio.to_thread(lambda: asyncio.run(_pacer_in_new_loop()))
     assert other is not pacer
 
 
 async def _pacer_in_new_loop() -> Pacer:
     pacer = pacer_for_loop()
-    await close_pacer()
+    await aclose_all()
     return pacer
 
 

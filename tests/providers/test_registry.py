@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from core.loopres import aclose_all
 from providers import (
     AnthropicProvider,
     DemoProvider,
@@ -15,7 +16,6 @@ from providers import (
     UnknownProvider,
     available_providers,
     build_provider,
-    close_providers,
     get_provider,
 )
 
@@ -35,7 +35,7 @@ async def test_another_loop_gets_another_instance() -> None:
     def in_thread() -> object:
         async def main() -> object:
             provider = get_provider("demo")
-            await close_providers()
+            await aclose_all()
             return provider
 
         return asyncio.run(main())
@@ -48,15 +48,15 @@ def test_without_a_running_loop_each_call_builds_a_fresh_instance() -> None:
     assert get_provider("demo") is not get_provider("demo")
 
 
-async def test_close_providers_closes_and_forgets(settings: Any) -> None:
+async def test_the_loops_close_all_closes_and_forgets(settings: Any) -> None:
     openai = get_provider("openai")
     assert isinstance(openai, OpenAIProvider)
     client = openai._get_client()
-    await close_providers()
+    await aclose_all()
     assert client.is_closed
     assert get_provider("openai") is not openai
-    await close_providers()
-    await close_providers()  # nothing left: still fine
+    await aclose_all()
+    await aclose_all()  # nothing left: still fine
 
 
 async def test_unknown_names_raise_with_the_choices(settings: Any) -> None:

@@ -49,6 +49,11 @@ ALLOWED_HOSTS: list[str] = env.list(
 # Full origins (`https://chat.example.com:8443`) that may POST forms and open WebSockets besides the
 # ALLOWED_HOSTS on their default ports (chatapp/origin.py).
 CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Behind a TLS proxy that sets `X-Forwarded-Proto` (and overwrites a client's own), believe it. Off by
+# default: with daphne listening directly anyone could send the header and be treated as https.
+TRUST_PROXY_HEADERS: bool = env.bool("TRUST_PROXY_HEADERS", default=False)
+if TRUST_PROXY_HEADERS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # A failed CSRF check answers JSON under /api/ (API.md), Django's HTML page elsewhere.
 CSRF_FAILURE_VIEW = "chatapp.errors.csrf_failure"
 # --- end access and production defaults --------------------------------------------------------------
@@ -204,7 +209,6 @@ STORAGES = {
 # --- Production hardening (passes `manage.py check --deploy` with DEBUG=false) ------------------------
 if not DEBUG:
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)

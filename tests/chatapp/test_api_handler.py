@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from asgiref.testing import ApplicationCommunicator
 from channels.testing import HttpCommunicator
 from django.conf import settings
 from django.core import signals
@@ -135,3 +136,61 @@ async def test_a_request_is_freed_without_the_garbage_collector(user: Any) -> No
         assert ref() is None
     finally:
         gc.enable()
+
+
+async def _raw(
+    method: str, path: str, *, scheme: str = "http", host: bytes = b"testserver", token: str | None = None
+) -> Any:
+    """One request with the scope's scheme and Host chosen (HttpCommunicator sets neither)."""
+    headers = [(b"host", host)]
+    if token:
+        headers.append((b"authorization", f"Bearer {token}".encode()))
+    if method == "POST":
+        headers.append((b"content-type", b"application/json"))
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": method,
+        "scheme": scheme,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
+    }
+    comm = ApplicationCommunicator(application, scope)
+    await comm.send_input({"type": "http.request", "body": b"{}" if method == "POST" else b""})
+    start = await comm.receive_output(timeout=15)
+    body = await comm.receive_output(timeout=15)
+    await comm.send_input({"type": "http.disconnect"})
+    await comm.wait(timeout=5)
+    hdrs = {k.decode().lower(): v.decode() for k, v in start["headers"]}
+    is_json = hdrs.get("content-type", "").startswith("application/json") and body["body"]
+    return {"status": start["status"], "hdrs": hdrs, "json": json.loads(body["body"]) if is_json else None}
+
+
+@pytest.mark.parametrize(
+    "host", [b"evil.example", b"testserver:bad-port", b"a b", b"testserver.evil.example"]
+)
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_a_host_not_in_allowed_hosts_is_a_json_400(method: str, host: bytes, token: str) -> None:
+    """As Django's stack does for pages (through CommonMiddleware), but JSON."""
+    resp = await _raw(method, "/api/threads", host=host, token=token)
+    assert resp["status"] == 400 and resp["json"]["error"]["code"] == "invalid_host", resp
+    assert "evil" not in resp["json"]["error"]["message"]  # the answer does not echo the header
+    assert resp["hdrs"]["x-content-type-options"] == "nosniff"
+
+
+async def test_plain_http_under_secure_ssl_redirect(token: str, settings: Any) -> None:
+    """SecurityMiddleware redirects pages; the API redirects reads the same way and refuses writes,
+    whose body (and token) already crossed the network in clear and would be lost by a redirect."""
+    settings.SECURE_SSL_REDIRECT = True
+    read = await _raw("GET", "/api/threads", token=token)
+    assert read["status"] == 301 and read["hdrs"]["location"] == "https://testserver/api/threads"
+    write = await _raw("POST", "/api/threads", token=token)
+    assert write["status"] == 400 and write["json"]["error"]["code"] == "https_required"
+    assert (await _raw("GET", "/api/threads", scheme="https", token=token))["status"] == 200
+    assert (await _raw("POST", "/api/threads", scheme="https", token=token))["status"] == 201
+    settings.SECURE_SSL_REDIRECT = False
+    assert (await _raw("POST", "/api/threads", token=token))["status"] == 201

@@ -151,3 +151,21 @@ def test_a_bad_metrics_address_refuses_to_start() -> None:
     proc = _manage("check", DEBUG="true", METRICS_ALLOWED_IPS="10.0.0.0/8,prometheus.internal")
     assert proc.returncode != 0
     assert "METRICS_ALLOWED_IPS: 'prometheus.internal' is not an address or network" in proc.stderr
+
+
+_PROXIED = """
+import json
+from django.test import RequestFactory
+print(json.dumps(RequestFactory().get("/", headers={"X-Forwarded-Proto": "https"}).is_secure()))
+"""
+
+
+def test_x_forwarded_proto_is_trusted_only_when_asked() -> None:
+    """daphne listening directly (the README's command): anyone can send `X-Forwarded-Proto: https`, and
+    a request believed secure is never redirected to https. Behind a proxy that sets it, opt in."""
+    direct = _manage("shell", "-c", _PROXIED, **_production())
+    assert direct.returncode == 0, direct.stderr
+    assert json.loads(direct.stdout.strip().splitlines()[-1]) is False
+    proxied = _manage("shell", "-c", _PROXIED, **_production(TRUST_PROXY_HEADERS="true"))
+    assert proxied.returncode == 0, proxied.stderr
+    assert json.loads(proxied.stdout.strip().splitlines()[-1]) is True

@@ -5,7 +5,7 @@ it, and its own limit (DATA_UPLOAD_MAX_MEMORY_SIZE) trusts the Content-Length he
 (no Content-Length) or one longer than its header is read whole. This wrapper answers `413` as soon as
 the header announces more than MAX_BODY_BYTES or the bytes received pass it, before Django reads or
 parses anything, and `400` for a Content-Length that is not a number. It also answers `400` for a
-query string that is not UTF-8, which Django would refuse with an HTML page. JSON under /api/ (API.md),
+query string that is not UTF-8, which Django would refuse with an HTML page. JSON under /api/ (docs/api.md),
 plain text elsewhere. The decision is `threads.limits.body_verdict` (pure).
 """
 

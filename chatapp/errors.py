@@ -1,4 +1,4 @@
-"""Error handlers: JSON under /api/ (API.md: never an HTML error page there), HTML elsewhere."""
+"""Error handlers: JSON under /api/ (docs/api.md: never an HTML error page there), HTML elsewhere."""
 
 from __future__ import annotations
 

@@ -245,7 +245,7 @@ def _p95_ms(all_samples: Sequence[Sample], name: str) -> float:
 
 
 def summary(reg: CollectorRegistry | None = None) -> dict[str, Any]:
-    """The figures of API.md's metrics summary (without "flags"), for every process of the deployment.
+    """The figures of docs/api.md's metrics summary (without "flags"), for every process of the deployment.
 
     Sync and file-reading in multiprocess mode: async callers run it in a thread."""
     all_samples = samples(reg or registry())

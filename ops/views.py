@@ -1,4 +1,4 @@
-"""`GET /metrics` (Prometheus text), `GET /api/metrics` (API.md's summary) and the staff dashboard page.
+"""`GET /metrics` (Prometheus text), `GET /api/metrics` (docs/api.md's summary) and the staff dashboard page.
 
 Both endpoints answer the same callers (`metrics_refusal`): staff, `Bearer <METRICS_TOKEN>`, or a
 connection from an address of `METRICS_ALLOWED_IPS`. All three read the merged metrics of every process
@@ -94,7 +94,7 @@ async def _summary() -> dict[str, Any]:
 
 
 async def api_metrics(request: HttpRequest) -> HttpResponse:
-    """The deployment-wide metrics summary of API.md, for the callers of `metrics_refusal`."""
+    """The deployment-wide metrics summary of docs/api.md, for the callers of `metrics_refusal`."""
     if request.method not in {"GET", "HEAD"}:
         return _only_get()
     if refusal := await metrics_refusal(request):

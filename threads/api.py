@@ -1,4 +1,4 @@
-"""The JSON API of API.md. Views parse and check, call one use case, answer."""
+"""The JSON API of docs/api.md. Views parse and check, call one use case, answer."""
 
 from __future__ import annotations
 

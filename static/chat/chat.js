@@ -1,4 +1,4 @@
-// The thread page. One WebSocket per tab (protocol: API.md): a snapshot on connect, live deltas shown as
+// The thread page. One WebSocket per tab (protocol: docs/api.md): a snapshot on connect, live deltas shown as
 // plain text, finished replies swapped for the server's sanitized Markdown HTML, Stop, inline errors with
 // Retry, and reconnect + resume (the snapshot carries the text streamed so far).
 (() => {

@@ -1,4 +1,4 @@
-"""Access control on every route and on the WebSocket (API.md: a user sees, streams, posts to and cancels
+"""Access control on every route and on the WebSocket (docs/api.md: a user sees, streams, posts to and cancels
 only their own threads; anything else is 404, so nobody learns that another user's thread exists), and
 CSRF on session-authenticated writes (API routes and the pages' forms)."""
 

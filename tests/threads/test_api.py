@@ -1,4 +1,4 @@
-"""The HTTP API of API.md, through Django's ASGI handler: every route's success and error answers.
+"""The HTTP API of docs/api.md, through Django's ASGI handler: every route's success and error answers.
 Who may do what (another user's thread is 404 everywhere, CSRF): tests/threads/test_access.py."""
 
 from __future__ import annotations

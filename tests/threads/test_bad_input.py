@@ -1,4 +1,4 @@
-"""Every bad input gets a 4xx JSON error (API.md), over every route of the JSON API and over the
+"""Every bad input gets a 4xx JSON error (docs/api.md), over every route of the JSON API and over the
 WebSocket, through the deployed ASGI application (body cap, lean API handler, routing, consumer).
 
 Unknown fields are refused (400 `unknown_field`) rather than ignored; a body that is not JSON is 415

@@ -1,0 +1,117 @@
+"""docs/api.md names every URL route the project serves, the WebSocket route, every event type the server
+sends (threads/events.py) and every frame type it accepts (threads/validation.py)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from threads import validation
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "api.md"
+EVENTS = ROOT / "threads" / "events.py"
+# Included URLconfs that are a library's, not ours: their prefix is documented, not each of their routes.
+FOREIGN_APPS = frozenset({"admin"})
+# Django path converters (<int:thread_id>) and regex groups; the docs write a parameter as {name}.
+_PARAM = re.compile(r"<[^>]+>|\(\?P<[^>]+>[^)]*\)")
+
+
+def _walk(patterns: Iterable[URLPattern | URLResolver], prefix: str = "") -> Iterator[str]:
+    for entry in patterns:
+        route = prefix + str(entry.pattern)
+        if isinstance(entry, URLResolver):
+            if entry.app_name in FOREIGN_APPS:
+                yield route
+            else:
+                yield from _walk(entry.url_patterns, route)
+        else:
+            yield route
+
+
+def _documented(route: str, doc: str) -> bool:
+    """Is `/route` in the docs, with any `{name}` standing for each parameter?"""
+    parts = _PARAM.split(route.lstrip("^").rstrip("$"))
+    pattern = r"\{[a-z_]+\}".join(re.escape(p) for p in parts)
+    return re.search(r"`(?:[A-Z/]+ )?/" + pattern + r"(?:[`? ])", doc) is not None
+
+
+def _type_literals(tree: ast.AST) -> set[str]:
+    """The string values given to a `type` key or field: dict literals, calls (`Event(type=...)`) and
+    `Literal[...]` annotations of a `type` field in a TypedDict."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values, strict=True):
+                if isinstance(key, ast.Constant) and key.value == "type":
+                    found |= _strings(value)
+        elif isinstance(node, ast.Call):
+            found |= {s for kw in node.keywords if kw.arg == "type" for s in _strings(kw.value)}
+        elif (
+            isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == "type"
+        ):
+            found |= _strings(node.annotation)
+    return found
+
+
+def _strings(node: ast.AST) -> set[str]:
+    return {n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+
+
+def server_event_types() -> set[str]:
+    return _type_literals(ast.parse(EVENTS.read_text()))
+
+
+@pytest.fixture(scope="module")
+def doc() -> str:
+    return DOC.read_text()
+
+
+def test_the_walks_find_what_they_look_for() -> None:
+    """The checks below are only as good as what they collect: a broken walk must not pass by finding nothing."""
+    routes = set(_walk(get_resolver().url_patterns))
+    assert {"api/threads", "api/threads/<int:thread_id>/messages", "accounts/login/", "admin/"} <= routes
+    assert {"snapshot", "message.delta", "message.error", "error"} <= server_event_types()
+    assert set(validation.FRAME_TYPES) >= {"send", "cancel"}
+
+
+def test_every_url_route_is_documented(doc: str) -> None:
+    missing = sorted(r for r in _walk(get_resolver().url_patterns) if not _documented(r, doc))
+    assert not missing, f"docs/api.md does not name these routes (write them as `/path/{{param}}`): {missing}"
+
+
+def test_the_websocket_route_is_documented(doc: str) -> None:
+    from chatapp.asgi import websocket_urlpatterns
+
+    routes = [str(p.pattern) for p in websocket_urlpatterns]
+    assert routes and all(_documented(r, doc) for r in routes), f"docs/api.md does not name {routes}"
+
+
+def test_every_server_event_type_is_documented(doc: str) -> None:
+    missing = sorted(t for t in server_event_types() if f"`{t}`" not in doc)
+    assert not missing, f"docs/api.md does not describe these WebSocket/SSE event types: {missing}"
+
+
+def test_every_client_frame_type_is_documented(doc: str) -> None:
+    missing = sorted(t for t in validation.FRAME_TYPES if f'"type": "{t}"' not in doc)
+    assert not missing, f'docs/api.md does not show these client frames (as {{"type": "..."}}): {missing}'
+
+
+@pytest.mark.parametrize(
+    ("route", "text", "expected"),
+    [
+        ("api/threads/<int:thread_id>", "`GET /api/threads/{id}` |", True),
+        ("api/threads/<int:thread_id>", "`GET /api/threads/{id}/messages`", False),
+        ("api/threads", "`POST /api/threads/cancel/{request_id}`", False),
+        ("healthz", "`GET /healthz`", True),
+        ("threads/<int:thread_id>/", "`GET /threads/{id}/`; `?html=`", True),
+        ("threads/<int:thread_id>/", "`GET /threads/{id}`", False),
+    ],
+)
+def test_documented_matches_whole_routes_only(route: str, text: str, expected: bool) -> None:
+    assert _documented(route, text) is expected

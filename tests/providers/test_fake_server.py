@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
+from httpx_sse import EventSource, ServerSentEvent
 
-from providers._sse import decode_sse
 from providers.fake._formats import parse_fault
 from providers.fake.server import FakeProviderServer, ThreadedFakeServer
 
@@ -26,6 +26,12 @@ ROOT = Path(__file__).resolve().parents[2]
 async def client(fake_server: FakeProviderServer) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=fake_server.base_url) as http:
         yield http
+
+
+def decode_sse(chunks: list[bytes]) -> list[ServerSentEvent]:
+    """The events of a body, by a decoder that is not ours (httpx-sse), so the fake is checked independently."""
+    response = httpx.Response(200, headers={"content-type": "text/event-stream"}, content=b"".join(chunks))
+    return list(EventSource(response).iter_sse())
 
 
 def texts_of(body: bytes) -> list[str]:

@@ -91,11 +91,6 @@ def _current() -> _Snapshot:
     return state
 
 
-def known_flags() -> list[str]:
-    """Every flag name code knows (the defaults) plus any stored override."""
-    return sorted({*settings.FLAG_DEFAULTS, *_state.overrides})
-
-
 def flags_snapshot() -> dict[str, bool]:
     """Effective value of every known flag in this process."""
     return _effective(_current())

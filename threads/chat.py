@@ -9,7 +9,7 @@ import asyncio
 import contextvars
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -32,8 +32,8 @@ from threads.validation import SendRequest
 class SendOutcome:
     request_id: str
     coalesced: str  # "leader" | "follower" | "bypass"
-    user_message: dict[str, Any]
-    assistant_message: dict[str, Any]
+    user_message: events.MessageData
+    assistant_message: events.MessageData
     generation: Generation | None  # set when this process runs (or ran) the generation
     key: str | None = None  # the coalesce key, for followers watching the leader's lease
 
@@ -132,7 +132,7 @@ async def _send(
 _MODE_ROLE = {"bypass": "bypass", "off": "leader"}
 
 
-def _info(outcome: SendOutcome) -> dict[str, Any]:
+def _info(outcome: SendOutcome) -> coalescing.Info:
     return {
         "request_id": outcome.request_id,
         "user_message": outcome.user_message,
@@ -140,7 +140,7 @@ def _info(outcome: SendOutcome) -> dict[str, Any]:
     }
 
 
-def _follower(info: dict[str, Any], *, coalesced: str, key: str | None = None) -> SendOutcome:
+def _follower(info: coalescing.Info, *, coalesced: str, key: str | None = None) -> SendOutcome:
     return SendOutcome(
         request_id=info["request_id"],
         coalesced=coalesced,
@@ -184,7 +184,7 @@ async def _lead(
     )
 
 
-async def wait_terminal(outcome: SendOutcome, *, thread_id: int) -> dict[str, Any]:
+async def wait_terminal(outcome: SendOutcome, *, thread_id: int) -> events.TerminalEvent:
     """The terminal event (done / cancelled / error) of a send, wherever its generation runs.
 
     A follower of a leader in another process listens on the thread's group; it also watches the
@@ -201,20 +201,20 @@ async def wait_terminal(outcome: SendOutcome, *, thread_id: int) -> dict[str, An
     )
 
 
-_remote_waits: Singleflight[dict[str, Any]] = Singleflight()
+_remote_waits: Singleflight[events.TerminalEvent] = Singleflight()
 
 
-async def _wait_remote_terminal(outcome: SendOutcome, thread_id: int) -> dict[str, Any]:
+async def _wait_remote_terminal(outcome: SendOutcome, thread_id: int) -> events.TerminalEvent:
     async with fanout.subscribed(generation_service().layer, thread_id) as sub:
         final = await terminal_now(outcome)
         if final is None:
             async for event in _live_events(outcome, sub.channel):
-                final = event  # the last one is the terminal event
+                final = events.as_terminal(event)  # the last one is the terminal event
         assert final is not None
         return final
 
 
-async def _check_leader(outcome: SendOutcome) -> dict[str, Any] | None:
+async def _check_leader(outcome: SendOutcome) -> events.TerminalEvent | None:
     """None while the generation may still be running; else its terminal event."""
     final = await _terminal_from_db(outcome.assistant_message["id"], outcome.request_id)
     if final is not None or outcome.key is None or await coalescing.alive(outcome.key):
@@ -241,7 +241,7 @@ async def _check_leader(outcome: SendOutcome) -> dict[str, Any] | None:
 
 async def stream_events(
     outcome: SendOutcome, *, thread_id: int, channel: str
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncIterator[events.StreamEvent]:
     """The events of one send for a subscriber whose `channel` joined the thread's group before the
     send: a follower first gets `message.start` and the text so far (as one delta at the current seq),
     then every later delta, then the terminal event. Watches the leader's lease like `wait_terminal`."""
@@ -267,7 +267,9 @@ async def stream_events(
         yield event
 
 
-async def _live_events(outcome: SendOutcome, channel: str, *, seen: int = 0) -> AsyncIterator[dict[str, Any]]:
+async def _live_events(
+    outcome: SendOutcome, channel: str, *, seen: int = 0
+) -> AsyncIterator[events.StreamEvent]:
     """This send's events arriving on `channel` (already in the thread's group), deltas after `seen`,
     up to and including its terminal event. While the generation runs in another process, the
     leader's lease is checked whenever the stream is quiet."""
@@ -282,17 +284,18 @@ async def _live_events(outcome: SendOutcome, channel: str, *, seen: int = 0) -> 
                 yield final
                 return
             continue
-        event = msg.get("event") or {}
+        # A thread's group carries only the events fanout.broadcast put there.
+        event = cast(events.StreamEvent, msg.get("event") or {})
         if event.get("request_id") != outcome.request_id:
             continue
-        if event.get("type") == "message.delta" and event["seq"] <= seen:
+        if event["type"] == "message.delta" and event["seq"] <= seen:
             continue  # already in the catch-up delta
         yield event
-        if event.get("type") in events.TERMINAL_EVENTS:
+        if events.as_terminal(event) is not None:
             return
 
 
-async def _quiet_check(outcome: SendOutcome) -> dict[str, Any] | None:
+async def _quiet_check(outcome: SendOutcome) -> events.TerminalEvent | None:
     """On a quiet stream: the terminal event if the generation has ended, else None. A generation of
     this process that ended without its terminal event reaching this channel (a layer that dropped a
     message) must still end the stream, not leave it open forever."""
@@ -300,17 +303,17 @@ async def _quiet_check(outcome: SendOutcome) -> dict[str, Any] | None:
     if gen is None:
         return await _check_leader(outcome)
     if gen.done.done() and not gen.done.cancelled() and gen.done.exception() is None:
-        return dict(gen.done.result())
+        return gen.done.result().copy()
     return None
 
 
-async def terminal_now(outcome: SendOutcome) -> dict[str, Any] | None:
+async def terminal_now(outcome: SendOutcome) -> events.TerminalEvent | None:
     """The terminal event of a finished send, or None while it still runs."""
     return await _terminal_from_db(outcome.assistant_message["id"], outcome.request_id)
 
 
 @db_async
-def _terminal_from_db(message_id: int, request_id: str) -> dict[str, Any] | None:
+def _terminal_from_db(message_id: int, request_id: str) -> events.TerminalEvent | None:
     msg = Message.objects.filter(pk=message_id).first()
     if msg is None:
         return events.message_error(request_id=request_id, code="not_found", message="The reply was deleted.")
@@ -329,7 +332,7 @@ def _terminal_from_db(message_id: int, request_id: str) -> dict[str, Any] | None
     return None
 
 
-async def cancel(*, user: AbstractBaseUser, request_id: str) -> dict[str, Any]:
+async def cancel(*, user: AbstractBaseUser, request_id: str) -> events.MessageData:
     """Cancel a running generation. Raises services.NotFound / services.Conflict."""
     message = await db_async(services.message_cancel)(user=user, request_id=request_id)
     await generation_service().cancel_everywhere(message["id"])
@@ -337,11 +340,11 @@ async def cancel(*, user: AbstractBaseUser, request_id: str) -> dict[str, Any]:
 
 
 @db_async
-def _snapshot_messages(thread_id: int) -> list[dict[str, Any]]:
+def _snapshot_messages(thread_id: int) -> list[events.MessageData]:
     return selectors.message_list(thread_id=thread_id)
 
 
-async def snapshot(*, thread_id: int) -> dict[str, Any]:
+async def snapshot(*, thread_id: int) -> events.SnapshotEvent:
     """Everything a viewer needs to show the thread now, including text streamed so far."""
     svc = generation_service()
     svc.ensure_started()  # a restarted process starts sweeping its predecessor's orphans now

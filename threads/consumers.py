@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -145,7 +146,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
                 metrics.request(events.request_outcome(event))
         await self._send_json(event)
 
-    async def _send_json(self, data: dict[str, Any]) -> None:
+    async def _send_json(self, data: Mapping[str, Any]) -> None:
         if self._flow.on_send():
             # Too far behind: stop buffering for it; the page reconnects and resumes from a snapshot.
             await self.close(code=CLOSE_TOO_SLOW)

@@ -71,14 +71,14 @@ def retry_after_header(seconds: float) -> str:
 # --- WebSocket ----------------------------------------------------------------------------------------
 
 
-def socket_event(err: ClientError) -> events.Payload:
+def socket_event(err: ClientError) -> events.SocketErrorEvent:
     """The `error` event a socket is sent for a failure (the socket stays open; outages close it
     instead, in chatapp/dependencies.py's guard)."""
     message = err.message if err.socket_message is None else err.socket_message
     return events.socket_error(err.code, message, retry_after=err.socket_retry_after)
 
 
-def outage_event(exc: BaseException) -> events.Payload:
+def outage_event(exc: BaseException) -> events.SocketErrorEvent:
     """The `error` event of an outage met mid-stream (an SSE stream whose headers are sent)."""
     err = client_error(exc)
     if err is None or not err.outage:

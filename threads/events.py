@@ -3,18 +3,116 @@
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal, NotRequired, TypedDict
 
 from django.utils import timezone
 
-Payload = dict[str, Any]
+Payload = dict[str, Any]  # JSON of no fixed shape (a page of threads, a thread's detail)
+
+
+class ThreadData(TypedDict):
+    id: int
+    title: str
+    provider: str
+    model: str
+    created_at: str | None
+    updated_at: str | None
+
+
+class ErrorData(TypedDict):
+    code: str
+    message: str
+    # Seconds: a failed generation's provider Retry-After, or a socket's refused send (whole seconds).
+    retry_after: NotRequired[float]
+
+
+class MessageData(TypedDict):
+    id: int
+    thread_id: int
+    role: str
+    content: str
+    status: str
+    request_id: str
+    parent_id: int | None
+    created_at: str | None
+    # Assistant messages only.
+    input_tokens: NotRequired[int | None]
+    output_tokens: NotRequired[int | None]
+    finish_reason: NotRequired[str | None]
+    error: NotRequired[ErrorData]
+
+
+class InFlight(TypedDict):
+    """A generation in flight, as a snapshot reports it: the text sent in deltas 1..seq."""
+
+    request_id: str
+    message_id: int
+    text: str
+    seq: int
+
+
+class SnapshotEvent(TypedDict):
+    type: Literal["snapshot"]
+    messages: list[MessageData]
+    in_flight: list[InFlight]
+
+
+class MessageStartEvent(TypedDict):
+    type: Literal["message.start"]
+    request_id: str
+    user_message: MessageData
+    message_id: int
+
+
+class MessageDeltaEvent(TypedDict):
+    type: Literal["message.delta"]
+    request_id: str
+    message_id: int
+    seq: int
+    text: str
+
+
+class MessageDoneEvent(TypedDict):
+    type: Literal["message.done"]
+    request_id: str
+    message: MessageData
+
+
+class MessageCancelledEvent(TypedDict):
+    type: Literal["message.cancelled"]
+    request_id: str
+    message: MessageData
+
+
+class MessageErrorEvent(TypedDict):
+    type: Literal["message.error"]
+    request_id: str
+    error: ErrorData
+    message: NotRequired[MessageData]
+
+
+class SocketErrorEvent(TypedDict):
+    """A bad client frame, or an outage met mid-stream."""
+
+    type: Literal["error"]
+    error: ErrorData
+
+
+class ErrorBody(TypedDict):
+    error: ErrorData
+
+
+TerminalEvent = MessageDoneEvent | MessageCancelledEvent | MessageErrorEvent
+StreamEvent = MessageStartEvent | MessageDeltaEvent | TerminalEvent
+ClientEvent = StreamEvent | SnapshotEvent | SocketErrorEvent
 
 
 def iso(dt: Any) -> str | None:
     return timezone.localtime(dt, datetime.UTC).isoformat().replace("+00:00", "Z") if dt else None
 
 
-def thread_data(t: Any) -> Payload:
+def thread_data(t: Any) -> ThreadData:
     return {
         "id": t.id,
         "title": t.title,
@@ -25,8 +123,8 @@ def thread_data(t: Any) -> Payload:
     }
 
 
-def message_data(m: Any) -> Payload:
-    data: Payload = {
+def message_data(m: Any) -> MessageData:
+    data: MessageData = {
         "id": m.id,
         "thread_id": m.thread_id,
         "role": m.role,
@@ -45,15 +143,15 @@ def message_data(m: Any) -> Payload:
     return data
 
 
-def error_body(code: str, message: str) -> Payload:
+def error_body(code: str, message: str) -> ErrorBody:
     return {"error": {"code": code, "message": message}}
 
 
-def snapshot(messages: list[Payload], in_flight: list[Payload]) -> Payload:
+def snapshot(messages: list[MessageData], in_flight: list[InFlight]) -> SnapshotEvent:
     return {"type": "snapshot", "messages": messages, "in_flight": in_flight}
 
 
-def message_start(*, request_id: str, user_message: Payload, message_id: int) -> Payload:
+def message_start(*, request_id: str, user_message: MessageData, message_id: int) -> MessageStartEvent:
     return {
         "type": "message.start",
         "request_id": request_id,
@@ -62,7 +160,7 @@ def message_start(*, request_id: str, user_message: Payload, message_id: int) ->
     }
 
 
-def message_delta(*, request_id: str, message_id: int, seq: int, text: str) -> Payload:
+def message_delta(*, request_id: str, message_id: int, seq: int, text: str) -> MessageDeltaEvent:
     return {
         "type": "message.delta",
         "request_id": request_id,
@@ -72,11 +170,11 @@ def message_delta(*, request_id: str, message_id: int, seq: int, text: str) -> P
     }
 
 
-def message_done(*, request_id: str, message: Payload) -> Payload:
+def message_done(*, request_id: str, message: MessageData) -> MessageDoneEvent:
     return {"type": "message.done", "request_id": request_id, "message": message}
 
 
-def message_cancelled(*, request_id: str, message: Payload) -> Payload:
+def message_cancelled(*, request_id: str, message: MessageData) -> MessageCancelledEvent:
     return {"type": "message.cancelled", "request_id": request_id, "message": message}
 
 
@@ -85,26 +183,26 @@ def message_error(
     request_id: str,
     code: str,
     message: str,
-    assistant: Payload | None = None,
+    assistant: MessageData | None = None,
     retry_after: float | None = None,
-) -> Payload:
-    error: Payload = {"code": code, "message": message}
+) -> MessageErrorEvent:
+    error: ErrorData = {"code": code, "message": message}
     if retry_after is not None:
         error["retry_after"] = retry_after
-    event: Payload = {"type": "message.error", "request_id": request_id, "error": error}
+    event: MessageErrorEvent = {"type": "message.error", "request_id": request_id, "error": error}
     if assistant is not None:
         event["message"] = assistant
     return event
 
 
-def socket_error(code: str, message: str, *, retry_after: int | None = None) -> Payload:
-    error: Payload = {"code": code, "message": message}
+def socket_error(code: str, message: str, *, retry_after: int | None = None) -> SocketErrorEvent:
+    error: ErrorData = {"code": code, "message": message}
     if retry_after is not None:  # rate limited: whole seconds, as in HTTP's Retry-After
         error["retry_after"] = retry_after
     return {"type": "error", "error": error}
 
 
-def terminal_event(*, request_id: str, message: Payload) -> Payload | None:
+def terminal_event(*, request_id: str, message: MessageData) -> TerminalEvent | None:
     """The terminal event a finalized assistant message stands for (None while it streams)."""
     status = message["status"]
     if status == "complete":
@@ -112,10 +210,21 @@ def terminal_event(*, request_id: str, message: Payload) -> Payload | None:
     if status == "cancelled":
         return message_cancelled(request_id=request_id, message=message)
     if status == "error":
-        error = message.get("error") or {"code": "provider_error", "message": ""}
+        error = message.get("error") or ErrorData(code="provider_error", message="")
         return message_error(
             request_id=request_id, code=error["code"], message=error["message"], assistant=message
         )
+    return None
+
+
+def as_terminal(event: ClientEvent) -> TerminalEvent | None:
+    """`event` if it ends its send (message.done / .cancelled / .error), else None."""
+    if (
+        event["type"] == "message.done"
+        or event["type"] == "message.cancelled"
+        or event["type"] == "message.error"
+    ):
+        return event
     return None
 
 
@@ -125,6 +234,6 @@ TERMINAL_EVENTS = frozenset({"message.done", "message.cancelled", "message.error
 REQUEST_OUTCOME = {"message.done": "ok", "message.cancelled": "cancelled", "message.error": "error"}
 
 
-def request_outcome(event: Payload) -> str:
+def request_outcome(event: Mapping[str, Any]) -> str:
     """The metrics outcome of a send from its terminal event."""
     return REQUEST_OUTCOME.get(str(event.get("type")), "error")

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 async def broadcast(
-    layer: BaseChannelLayer, thread_id: int, event: events.Payload, *, only: str | None = None
+    layer: BaseChannelLayer, thread_id: int, event: events.ClientEvent, *, only: str | None = None
 ) -> None:
     """Send `event` to the thread's group, or to the channel `only` (fan-out off: the sender alone)."""
     message = groups.layer_message(event)

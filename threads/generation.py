@@ -63,11 +63,11 @@ class Generation:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     # Resolved with the terminal client event (message.done / .cancelled / .error).
-    done: asyncio.Future[dict[str, Any]] = field(
+    done: asyncio.Future[events.TerminalEvent] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     task: asyncio.Task[None] | None = None
-    start_event: dict[str, Any] | None = None  # message.start, sent by the sender before any delta
+    start_event: events.MessageStartEvent | None = None  # message.start, sent by the sender before any delta
     cancel_at: float | None = None  # when this process was told to cancel (cancel latency)
     # Set when identical sends may follow this one: the lease is renewed while it runs.
     coalesce_key: str | None = None
@@ -75,7 +75,7 @@ class Generation:
     def text(self) -> str:
         return "".join(self.sent) + "".join(self.pending)
 
-    def snapshot_entry(self) -> dict[str, Any]:
+    def snapshot_entry(self) -> events.InFlight:
         return {
             "request_id": self.request_id,
             "message_id": self.message_id,
@@ -130,7 +130,7 @@ class GenerationService:
         )
         return gen
 
-    async def in_flight(self, thread_id: int) -> list[dict[str, Any]]:
+    async def in_flight(self, thread_id: int) -> list[events.InFlight]:
         """Generations of the thread in flight, in every process (Redis) or in this one."""
         shared = stream_state()
         if shared is not None:
@@ -150,7 +150,7 @@ class GenerationService:
         if not self.cancel_local(message_id):
             await control.send_cancel(self.layer, message_id)
 
-    async def broadcast(self, thread_id: int, event: dict[str, Any], *, only: str | None = None) -> None:
+    async def broadcast(self, thread_id: int, event: events.ClientEvent, *, only: str | None = None) -> None:
         await fanout.broadcast(self.layer, thread_id, event, only=only)
 
     async def aclose(self) -> None:
@@ -361,7 +361,7 @@ class GenerationService:
             ),
         )
 
-    async def _terminal(self, gen: Generation, event: dict[str, Any]) -> None:
+    async def _terminal(self, gen: Generation, event: events.TerminalEvent) -> None:
         if not gen.done.done():
             gen.done.set_result(event)
             metrics.observe_latency_ms((time.monotonic() - gen.started) * 1000)

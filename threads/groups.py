@@ -6,6 +6,8 @@ Event types carry a prefix ('thread.event' -> the consumer's `thread_event` hand
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 CONTROL_GROUP = "chatapp.control"
 THREAD_EVENT = "thread.event"
 CONTROL_CANCEL = "control.cancel"
@@ -34,6 +36,6 @@ def auth_revoked_message(*, method: str, token_hash: str = "") -> dict[str, str]
     return {"type": AUTH_REVOKED, "method": method, "token_hash": token_hash}
 
 
-def layer_message(event: dict[str, object]) -> dict[str, object]:
+def layer_message(event: Mapping[str, object]) -> dict[str, object]:
     """Wrap a client event for the channel layer."""
     return {"type": THREAD_EVENT, "event": event}

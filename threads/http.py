@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from django.conf import settings
@@ -61,7 +61,7 @@ def _csrf_failure(request: HttpRequest) -> HttpResponse | None:
 
 def api_view(methods: set[str]) -> Callable[[ApiView], Any]:
     """Async JSON API view: method check, authentication (Bearer token or session), CSRF for session
-    callers, and translation of domain exceptions into the JSON errors of API.md."""
+    callers, and translation of domain exceptions into the JSON errors of docs/api.md."""
 
     def deco(view: ApiView) -> Any:
         @csrf_exempt
@@ -122,5 +122,5 @@ def authed_user(request: HttpRequest) -> AbstractBaseUser:
     return request.user  # type: ignore[return-value]
 
 
-def sse(event: dict[str, Any]) -> bytes:
+def sse(event: Mapping[str, Any]) -> bytes:
     return f"event: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode()

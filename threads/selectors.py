@@ -53,7 +53,7 @@ def thread_list_for_user(
     }
 
 
-def message_list(*, thread_id: int) -> list[dict[str, Any]]:
+def message_list(*, thread_id: int) -> list[events.MessageData]:
     return [events.message_data(m) for m in Message.objects.filter(thread_id=thread_id).order_by("id")]
 
 
@@ -61,7 +61,7 @@ def thread_detail(*, thread: Thread) -> dict[str, Any]:
     return {**events.thread_data(thread), "messages": message_list(thread_id=thread.pk)}
 
 
-def message_by_id(*, message_id: int) -> dict[str, Any] | None:
+def message_by_id(*, message_id: int) -> events.MessageData | None:
     msg = Message.objects.filter(pk=message_id).first()
     return None if msg is None else events.message_data(msg)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, User
@@ -38,8 +37,8 @@ class PreparedSend:
     thread_id: int
     provider: str
     model: str
-    user_message: dict[str, Any]
-    assistant_message: dict[str, Any]
+    user_message: events.MessageData
+    assistant_message: events.MessageData
     # (role, content) pairs, oldest first, ending with the new user message.
     history: list[tuple[str, str]] = field(default_factory=list)
     # True when the rows already existed (a replayed request_id): nothing new was written.
@@ -214,7 +213,7 @@ def message_finalize(
     finish_reason: str | None = None,
     error_code: str = "",
     error_message: str = "",
-) -> dict[str, Any] | None:
+) -> events.MessageData | None:
     """Compare-and-set streaming -> `status`. Returns the final message, or None if it was no longer
     streaming (cancelled meanwhile, or finalized by someone else): the caller must then not broadcast.
     One transaction with the read-back, so a retry after a failed read finds the row still streaming."""
@@ -233,7 +232,7 @@ def message_finalize(
     return events.message_data(Message.objects.get(pk=message_id))
 
 
-def message_cancel(*, user: AbstractBaseUser, request_id: str) -> dict[str, Any]:
+def message_cancel(*, user: AbstractBaseUser, request_id: str) -> events.MessageData:
     """Mark the streaming assistant message of `request_id` cancelled (compare-and-set, so a cancel that
     races completion loses cleanly). Raises NotFound or Conflict (already finished)."""
     msg = selectors.assistant_for_request(user=user, request_id=request_id)
@@ -258,7 +257,7 @@ def message_cancel_by_id(*, message_id: int) -> bool:
 
 def message_save_cancelled(
     *, message_id: int, content: str, output_tokens: int | None = None
-) -> dict[str, Any] | None:
+) -> events.MessageData | None:
     """Store the partial text of a message that was cancelled (by anyone). None if it is not cancelled."""
     with transaction.atomic():
         updated = Message.objects.filter(pk=message_id, status=Message.Status.CANCELLED).update(

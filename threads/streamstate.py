@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import Any
 
 from django.conf import settings
 from redis.asyncio import Redis
 
 from core import loopres
 from core.redisconn import redis_for_loop
+from threads.events import InFlight
 
 # An entry outlives a crashed leader by at most this long; the message itself is then failed by the
 # coalescer's lease watchdog or the stale-message sweep.
@@ -68,9 +68,9 @@ class RedisStreamState:
         raw = await self._redis.get(self._text_key(message_id))
         return None if raw is None else (raw.decode() if isinstance(raw, bytes) else str(raw))
 
-    async def in_flight(self, thread_id: int) -> list[dict[str, Any]]:
+    async def in_flight(self, thread_id: int) -> list[InFlight]:
         message_ids = sorted(int(m) for m in await self._redis.smembers(self._thread_key(thread_id)))
-        out = []
+        out: list[InFlight] = []
         for mid in message_ids:
             text_key, meta_key = self._text_key(mid), self._meta_key(mid)
             async with self._redis.pipeline(transaction=True) as pipe:

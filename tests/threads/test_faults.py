@@ -20,7 +20,7 @@ from django.test import AsyncClient
 
 from chatapp.asgi import application
 from providers.fake.server import FakeProviderServer
-from threads import chat, groups, services, sweep
+from threads import chat, events, groups, services, sweep
 from threads.generation import Generation, generation_service
 from threads.liveness import live_generations
 from threads.models import Message, Thread
@@ -186,7 +186,7 @@ RACE_TIMEOUT = 30.0
 TERMINAL_OF = {"complete": "message.done", "cancelled": "message.cancelled"}
 
 
-async def _end_of(gen: Generation) -> dict[str, Any]:
+async def _end_of(gen: Generation) -> events.TerminalEvent:
     """The generation's terminal event; a failure that shows where it is stuck if it never comes."""
     try:
         return await asyncio.wait_for(asyncio.shield(gen.done), RACE_TIMEOUT)

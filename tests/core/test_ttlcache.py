@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 
 from core.ttlcache import TTLCache
@@ -36,9 +37,9 @@ async def test_bounded_and_clearable() -> None:
 
     for key in range(10):
         await cache.get_or_load(key, value)
-    assert len(cache._items) <= 3
+    assert len(cache) <= 3
     cache.clear()
-    assert cache._items == {}
+    assert len(cache) == 0
 
 
 async def test_discard_forgets_one_key() -> None:
@@ -100,3 +101,87 @@ async def test_a_put_value_is_served_without_a_load() -> None:
     cache: TTLCache[str] = TTLCache(5.0, clock=Clock())
     cache.put(7, "seven")
     assert await cache.get_or_load(7, never) == "seven"
+
+
+async def test_a_full_cache_drops_the_least_recently_used_entry_only() -> None:
+    """A flood of new keys must not flush the hot ones (every hot read would go to the database)."""
+    calls: list[str] = []
+
+    def loader(key: str) -> Callable[[], Awaitable[str]]:
+        async def load() -> str:
+            calls.append(key)
+            return key
+
+        return load
+
+    cache: TTLCache[str] = TTLCache(5.0, max_items=2, clock=Clock())
+    for key in ("hot", "cold", "hot", "new"):
+        await cache.get_or_load(key, loader(key))
+    assert calls == ["hot", "cold", "new"]
+    await cache.get_or_load("hot", loader("hot"))
+    assert calls == ["hot", "cold", "new"]  # still held: "cold" was the one dropped
+
+
+async def test_the_clock_can_be_replaced_after_construction() -> None:
+    """Module-level caches are built at import; tests drive their time by swapping the clock."""
+    calls: list[int] = []
+
+    async def load() -> int:
+        calls.append(1)
+        return len(calls)
+
+    cache: TTLCache[int] = TTLCache(5.0)
+    clock = Clock()
+    clock.now = 1e12  # far from time.monotonic()
+    cache.clock = clock
+    assert await cache.get_or_load("k", load) == 1
+    clock.now += 5.0
+    assert await cache.get_or_load("k", load) == 2
+
+
+class _Switch(float):
+    """A clock reading that, the first time it is compared, runs another thread's `discard` right
+    there and waits for it (up to 0.2 s): a thread switch pinned to the worst bytecode."""
+
+    cache: TTLCache[str]
+    other: threading.Thread | None
+
+    def __new__(cls, value: float, cache: TTLCache[str]) -> _Switch:
+        self = super().__new__(cls, value)
+        self.cache, self.other = cache, None
+        return self
+
+    def _switch(self) -> None:
+        if self.other is None:
+            other = self.other = threading.Thread(target=self.cache.discard, args=(1,))
+            other.start()
+            other.join(timeout=0.2)  # blocked on the cache's lock: it runs once the caller is done
+
+    def __lt__(self, other: object) -> bool:
+        self._switch()
+        return float(self) < other  # type: ignore[operator]
+
+    def __gt__(self, other: object) -> bool:
+        self._switch()
+        return float(self) > other  # type: ignore[operator]
+
+
+async def test_a_discard_from_another_thread_during_eviction_is_safe() -> None:
+    """Model signals discard from the thread that saved the row, while the loop's thread may be
+    evicting: neither may see the other's half-done change."""
+    clock = Clock()
+    cache: TTLCache[str] = TTLCache(5.0, max_items=3, clock=clock)
+    for key in range(3):
+        cache.put(key, "v")
+    switch = _Switch(1.0, cache)
+    cache.clock = lambda: switch
+    cache.put(3, "v")  # full: evicts while the other thread discards key 1
+    assert switch.other is not None
+    switch.other.join()
+    cache.clock = clock
+    clock.now = 1.0
+
+    async def reload() -> str:
+        return "reloaded"
+
+    assert [await cache.get_or_load(k, reload) for k in (1, 2, 3)] == ["reloaded", "v", "v"]

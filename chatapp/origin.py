@@ -3,17 +3,22 @@
 A browser always sends `Origin` on a WebSocket handshake and attaches the site's cookies whatever page
 opened the socket, so a session-authenticated handshake is accepted only from one of our own origins:
 
-- the Origin's scheme, host and port must name this deployment: its host matches an `ALLOWED_HOSTS`
-  entry (Django's patterns: exact, `.example.com` for subdomains, `*`) on the scheme's default port (443
-  for https); a non-default port must be named by the entry (`app.example.com:8443`), or the whole
-  origin listed in `CSRF_TRUSTED_ORIGINS` (exact match, which also admits any scheme or port);
+- the Origin must name the handshake's own `Host` (scheme aside, as Django's CSRF check compares a
+  request's Origin with its host), and that Host must be one `ALLOWED_HOSTS` admits; so `*` or
+  `.example.com` there admit no other site and no sibling subdomain. Ports compare with the scheme's
+  default filled in (a browser leaves out 443 for https);
+- any other origin only when `CSRF_TRUSTED_ORIGINS` lists it: exactly, or Django's
+  `https://*.example.com` for subdomains (behind a proxy that rewrites `Host`, list the public origin);
 - outside DEBUG the scheme must be https (a page served over plain http can be rewritten by anyone on
-  the network); with DEBUG, http is fine and `localhost`, `127.0.0.1` and `[::1]` may use any port, so
-  `make run` and the browser tests (random ports) work;
+  the network);
 - `null` (sandboxed frames, file: pages) and anything that is not a bare `scheme://host[:port]` is
   refused.
 
-A handshake without `Origin` is not from a browser. It is accepted only when it carries
+A handshake without `Host` is not a browser's (every browser sends it); for such a client the Origin is
+checked against `ALLOWED_HOSTS` alone: its host matches an entry on the scheme's default port, or on the
+port the entry names; with DEBUG, `localhost`, `127.0.0.1` and `[::1]` on any port.
+
+A handshake without `Origin` is not from a browser either. It is accepted only when it carries
 `Authorization: Bearer <token>` (a browser cannot set that header on a WebSocket, and with a Bearer
 header the session cookie is never consulted: accounts/auth.py); without one it would be authenticated
 by a cookie alone, so it is refused. The validator reads settings on every handshake (not at import).
@@ -26,16 +31,17 @@ from urllib.parse import urlsplit
 
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
-from django.http.request import split_domain_port
+from django.http.request import split_domain_port, validate_host
 from django.utils.http import is_same_domain
 
 from accounts.tokens import bearer_from_header
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
+Origin = tuple[str, str, int]  # scheme, host, port
 
 
-def _parse_origin(origin: str) -> tuple[str, str, int] | None:
+def _parse_origin(origin: str) -> Origin | None:
     """(scheme, host, port) of a serialized origin `scheme://host[:port]`; None if it is anything else."""
     try:
         parts = urlsplit(origin)
@@ -57,6 +63,34 @@ def _parse_origin(origin: str) -> tuple[str, str, int] | None:
     return parts.scheme, host, port if port is not None else DEFAULT_PORTS[parts.scheme]
 
 
+def _trusted(origin: str, parsed: Origin | None, trusted_origins: list[str]) -> bool:
+    """Listed in CSRF_TRUSTED_ORIGINS: exactly, or under a `scheme://*.domain` entry."""
+    normal = origin.rstrip("/").lower()
+    for entry in trusted_origins:
+        entry = entry.rstrip("/").lower()
+        if entry == normal:
+            return True
+        scheme, _, rest = entry.partition("://*")
+        if parsed is not None and rest.startswith(".") and parsed[0] == scheme:
+            netloc = normal.partition("://")[2]
+            if is_same_domain(netloc, rest):
+                return True
+    return False
+
+
+def _names_host(parsed: Origin, host: str, allowed_hosts: list[str], *, debug: bool) -> bool:
+    """The Origin is the handshake's own Host, and that Host is one ALLOWED_HOSTS admits."""
+    domain, port = split_domain_port(host.lower())
+    if not domain:
+        return False
+    if debug and not allowed_hosts:
+        allowed_hosts = [".localhost", "127.0.0.1", "[::1]"]  # as Django's get_host
+    if not validate_host(domain, allowed_hosts):
+        return False
+    scheme, origin_host, origin_port = parsed
+    return origin_host == domain and origin_port == (int(port) if port else DEFAULT_PORTS[scheme])
+
+
 def _host_allowed(host: str, port: int, scheme: str, pattern: str, *, debug: bool) -> bool:
     if pattern == "*":
         return port == DEFAULT_PORTS[scheme] or (debug and host in LOOPBACK_HOSTS)
@@ -72,24 +106,28 @@ def origin_allowed(
     origin: str | None,
     *,
     bearer: bool,
+    host: str | None = None,
     allowed_hosts: list[str],
     trusted_origins: list[str],
     debug: bool,
 ) -> bool:
     """Pure decision: accept a WebSocket handshake with this `Origin` value (None: no header)?
-    `bearer`: the handshake carries `Authorization: Bearer …`. See the module docstring for the rules."""
+    `bearer`: the handshake carries `Authorization: Bearer …`; `host`: its `Host` header (None: none).
+    See the module docstring for the rules."""
     if origin is None:
         return bearer
-    if origin.rstrip("/").lower() in {o.rstrip("/").lower() for o in trusted_origins}:
-        return True
     parsed = _parse_origin(origin.lower())
+    if _trusted(origin, parsed, trusted_origins):
+        return True
     if parsed is None:
         return False
-    scheme, host, port = parsed
+    scheme, origin_host, port = parsed
     if scheme != "https" and not debug:
         return False
+    if host is not None:
+        return _names_host(parsed, host, allowed_hosts, debug=debug)
     hosts = allowed_hosts or (sorted(LOOPBACK_HOSTS) if debug else [])
-    return any(_host_allowed(host, port, scheme, pattern.lower(), debug=debug) for pattern in hosts)
+    return any(_host_allowed(origin_host, port, scheme, p.lower(), debug=debug) for p in hosts)
 
 
 class SameOriginValidator:
@@ -99,15 +137,18 @@ class SameOriginValidator:
         self.application = application
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        origin, authorization = None, None
+        origin, host, authorization = None, None, None
         for name, value in scope.get("headers", []):
             if name == b"origin":
                 origin = value.decode("latin-1")
+            elif name == b"host":
+                host = value.decode("latin-1")
             elif name == b"authorization":
                 authorization = value
         allowed = origin_allowed(
             origin,
             bearer=bearer_from_header(authorization) is not None,
+            host=host,
             allowed_hosts=settings.ALLOWED_HOSTS,
             trusted_origins=settings.CSRF_TRUSTED_ORIGINS,
             debug=settings.DEBUG,

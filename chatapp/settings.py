@@ -47,8 +47,8 @@ if not SECRET_KEY:
 ALLOWED_HOSTS: list[str] = env.list(
     "ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"]
 )
-# Full origins (`https://chat.example.com:8443`) that may POST forms and open WebSockets besides the
-# ALLOWED_HOSTS on their default ports (chatapp/origin.py).
+# Full origins (`https://admin.example.com`, `https://*.example.com`) that may POST forms and open
+# WebSockets besides the request's own origin (chatapp/origin.py).
 CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # Behind a TLS proxy that sets `X-Forwarded-Proto` (and overwrites a client's own), believe it. Off by
 # default: with daphne listening directly anyone could send the header and be treated as https.

@@ -166,3 +166,73 @@ async def test_validator_reads_settings_on_every_handshake(thread: Thread, token
     assert (await _handshake(f"/ws/threads/{thread.pk}/", headers))[0] is False
     settings.CSRF_TRUSTED_ORIGINS = ["https://app.example.com:8443"]
     assert (await _handshake(f"/ws/threads/{thread.pk}/", headers))[0] is True
+
+
+# --- the handshake's own Host -------------------------------------------------------------------------
+# A browser always sends Host: the Origin must name it (as Django's CSRF check compares Origin with
+# the request's host), whatever patterns ALLOWED_HOSTS holds; other origins only through
+# CSRF_TRUSTED_ORIGINS (exact, or Django's `https://*.example.com`).
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "allowed_hosts", "trusted", "debug", "expected"),
+    [
+        ("https://app.example.com", "app.example.com", ["*"], [], False, True),
+        ("https://evil.tld", "app.example.com", ["*"], [], False, False),
+        ("https://evil.tld", "evil.tld", PROD, [], False, False),  # a Host we do not serve (rebinding)
+        ("https://app.example.com", "evil.tld", PROD, [], False, False),
+        ("https://chat.example.com", "chat.example.com", [".example.com"], [], False, True),
+        ("https://other.example.com", "chat.example.com", [".example.com"], [], False, False),
+        ("https://APP.example.com", "app.EXAMPLE.com", PROD, [], False, True),
+        ("https://app.example.com", "app.example.com:443", PROD, [], False, True),
+        ("https://app.example.com:8443", "app.example.com:8443", PROD, [], False, True),
+        ("https://app.example.com:8443", "app.example.com", PROD, [], False, False),
+        ("https://app.example.com", "app.example.com:8443", PROD, [], False, False),
+        ("http://app.example.com", "app.example.com", PROD, [], False, False),  # http outside DEBUG
+        ("null", "app.example.com", PROD, [], False, False),
+        ("https://app.example.com/", "app.example.com", PROD, [], False, False),
+        ("https://app.example.com", "", PROD, [], False, False),
+        ("https://app.example.com", "app.example.com:bad", PROD, [], False, False),
+        ("https://admin.example.com", "app.example.com", PROD, ["https://admin.example.com"], False, True),
+        ("https://a.example.com", "app.example.com", PROD, ["https://*.example.com"], False, True),
+        ("https://example.com.evil.tld", "app.example.com", PROD, ["https://*.example.com"], False, False),
+        ("http://a.example.com", "app.example.com", PROD, ["https://*.example.com"], False, False),
+        # development: http, the page's own port (tests/e2e: random ports)
+        ("http://127.0.0.1:54321", "127.0.0.1:54321", DEV, [], True, True),
+        ("http://localhost:8000", "localhost:8000", [], [], True, True),
+        ("http://localhost:8000", "localhost:9000", DEV, [], True, False),
+        ("http://evil.tld:8000", "127.0.0.1:8000", DEV, [], True, False),
+    ],
+)
+def test_origin_must_name_the_handshakes_host(
+    origin: str, host: str, allowed_hosts: list[str], trusted: list[str], debug: bool, expected: bool
+) -> None:
+    got = origin_allowed(
+        origin, bearer=False, host=host, allowed_hosts=allowed_hosts, trusted_origins=trusted, debug=debug
+    )
+    assert got is expected
+
+
+@transactional_db
+@pytest.mark.both
+@pytest.mark.parametrize(
+    ("allowed_hosts", "origin", "accepted"),
+    [
+        (["*"], "https://evil.tld", False),
+        ([".example.com"], "https://attacker.example.com", False),
+        (["*"], "https://app.example.com", True),
+        ([".example.com"], "https://app.example.com", True),
+    ],
+)
+async def test_wide_allowed_hosts_admit_only_the_handshakes_own_origin(
+    thread: Thread, user: Any, settings: Any, allowed_hosts: list[str], origin: str, accepted: bool
+) -> None:
+    settings.DEBUG = False
+    settings.ALLOWED_HOSTS = allowed_hosts
+    settings.CSRF_TRUSTED_ORIGINS = []
+    headers = [
+        (b"host", b"app.example.com"),
+        (b"cookie", await _session_cookie(user)),
+        (b"origin", origin.encode()),
+    ]
+    assert (await _handshake(f"/ws/threads/{thread.pk}/", headers))[0] is accepted

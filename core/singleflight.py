@@ -1,4 +1,8 @@
-"""Concurrent loads of one key share one load (Go's `singleflight`), per event loop."""
+"""Concurrent loads of one key share one load (Go's `singleflight`), per event loop.
+
+async-lru shares in-flight calls only inside its `alru_cache` decorator (keyed by the arguments, tied to
+its cache); the coalescer and the remote waits need the bare primitive, with no cache behind it.
+"""
 
 from __future__ import annotations
 

@@ -55,7 +55,7 @@ CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 TRUST_PROXY_HEADERS: bool = env.bool("TRUST_PROXY_HEADERS", default=False)
 if TRUST_PROXY_HEADERS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-# A failed CSRF check answers JSON under /api/ (API.md), Django's HTML page elsewhere.
+# A failed CSRF check answers JSON under /api/ (docs/api.md), Django's HTML page elsewhere.
 CSRF_FAILURE_VIEW = "chatapp.errors.csrf_failure"
 # --- end access and production defaults --------------------------------------------------------------
 

@@ -28,6 +28,6 @@ class ApiTokenAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request: HttpRequest, queryset: Any) -> None:
         # Row by row through the service, not queryset.update(): saving each one drops it from the
-        # token cache and closes its WebSockets (accounts/signals.py).
+        # token cache and closes its WebSockets (accounts/signals.py, then threads/signals.py).
         n = api_token_revoke(tokens=queryset)
         messages.info(request, f"Revoked {n} token(s).")

@@ -63,7 +63,7 @@ def user_for_token(raw: str) -> AbstractBaseUser | None:
 def api_token_revoke(*, tokens: QuerySet[ApiToken]) -> int:
     """Revoke the tokens not yet revoked; returns how many. Each stops authenticating at once in this
     process and within TOKEN_CACHE_TTL_S in the others, and its open WebSockets are closed
-    (accounts/signals.py)."""
+    (accounts/signals.py, then threads/signals.py)."""
     with transaction.atomic():
         rows = list(tokens.select_for_update().filter(revoked_at__isnull=True))
         for token in rows:

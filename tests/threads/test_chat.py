@@ -1,0 +1,215 @@
+"""The send use case (threads/chat.py) and a coalesce key's life (threads/coalescing.py), in one process:
+a channel layer that records broadcasts, a coalescer on a clock the test moves, a scripted provider."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from tests.threads.recording import (
+    LAYER_SETTING,
+    FakeClock,
+    QueryLog,
+    RecordingChannelLayer,
+    ScriptedProvider,
+    in_process_coalescer,
+)
+from threads import chat, groups, quotas, sweep
+from threads.coalesce_store import LEASE_S, CoalesceFailed, InProcessCoalescer
+from threads.generation import generation_service
+from threads.models import Message, Thread
+from threads.validation import InvalidInput, parse_send
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TIMEOUT = 10.0
+
+
+@pytest.fixture
+def layer(settings: Any) -> RecordingChannelLayer:
+    settings.CHANNEL_LAYERS = LAYER_SETTING
+    from channels.layers import get_channel_layer
+
+    found = get_channel_layer()
+    assert isinstance(found, RecordingChannelLayer)
+    return found
+
+
+@pytest.fixture
+def provider(monkeypatch: pytest.MonkeyPatch) -> ScriptedProvider:
+    scripted = ScriptedProvider(chunks=("Hel", "lo", " there"))
+    monkeypatch.setattr("threads.generation.get_provider", lambda name: scripted)
+    return scripted
+
+
+@pytest.fixture
+async def thread(user: Any) -> Thread:
+    found: Thread = await sync_to_async(Thread.objects.create)(owner=user, provider="demo", model="demo-1")
+    chat.remember_created(found)
+    return found
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def co(clock: FakeClock) -> InProcessCoalescer:
+    return in_process_coalescer(clock)
+
+
+def _req(content: str = "Same words", **extra: Any) -> Any:
+    return parse_send({"content": content, **extra}, max_chars=1000)
+
+
+async def test_a_send_broadcasts_start_then_contiguous_deltas_then_done_to_the_thread(
+    user: Any,
+    thread: Thread,
+    layer: RecordingChannelLayer,
+    provider: ScriptedProvider,
+    co: InProcessCoalescer,
+) -> None:
+    outcome = await chat.send(user=user, thread=thread, req=_req())
+    final = await asyncio.wait_for(chat.wait_terminal(outcome, thread_id=thread.pk), TIMEOUT)
+    sent = layer.events(groups.thread_group(thread.pk))
+    assert [e["type"] for e in sent][0] == "message.start" and sent[-1] == final
+    assert final["type"] == "message.done" and final["message"]["content"] == "Hello there"
+    deltas = [e for e in sent if e["type"] == "message.delta"]
+    assert [d["seq"] for d in deltas] == list(range(1, len(deltas) + 1))
+    assert "".join(d["text"] for d in deltas) == "Hello there"
+    assert {e["request_id"] for e in sent} == {outcome.request_id}
+    assert provider.calls == 1 and outcome.coalesced == "leader"
+
+
+async def test_identical_sends_share_one_generation_and_its_key_lives_for_the_result_ttl(
+    user: Any,
+    thread: Thread,
+    layer: RecordingChannelLayer,
+    provider: ScriptedProvider,
+    co: InProcessCoalescer,
+    clock: FakeClock,
+    settings: Any,
+) -> None:
+    settings.COALESCE_RESULT_TTL_S = 30.0
+    first, second = await asyncio.gather(
+        chat.send(user=user, thread=thread, req=_req()), chat.send(user=user, thread=thread, req=_req())
+    )
+    assert sorted([first.coalesced, second.coalesced]) == ["follower", "leader"]
+    assert first.assistant_message["id"] == second.assistant_message["id"]
+    leader = first if first.coalesced == "leader" else second
+    assert leader.generation is not None
+    await asyncio.wait_for(chat.wait_terminal(leader, thread_id=thread.pk), TIMEOUT)
+    key = leader.generation.coalesce_key
+    assert key is not None and co._entries[key].expires == clock.now + 30.0  # finished: kept 30 s
+
+    clock.advance(29.0)  # within the result TTL: answered from memory, no second call
+    third = await chat.send(user=user, thread=thread, req=_req())
+    assert third.coalesced == "follower" and third.assistant_message["id"] == leader.assistant_message["id"]
+
+    clock.advance(2.0)  # past it: the coalescer forgot; the database still holds the burst's pair
+    fourth = await chat.send(user=user, thread=thread, req=_req())
+    assert fourth.generation is None and fourth.assistant_message["id"] == leader.assistant_message["id"]
+    assert co._entries[key].expires == clock.now + LEASE_S  # replayed rows: released, no finish will come
+    assert provider.calls == 1
+    starts = [e for e in layer.events(groups.thread_group(thread.pk)) if e["type"] == "message.start"]
+    assert len(starts) == 1
+
+
+async def test_a_leader_refused_by_its_send_budget_gives_its_followers_the_same_refusal(
+    user: Any,
+    thread: Thread,
+    layer: RecordingChannelLayer,
+    provider: ScriptedProvider,
+    co: InProcessCoalescer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    followers = 0
+    all_follow = asyncio.Event()
+    real_claim = InProcessCoalescer.claim
+
+    async def counting_claim(self: InProcessCoalescer, key: str) -> Any:
+        nonlocal followers
+        claim = await real_claim(self, key)
+        if claim.role == "follower":
+            followers += 1
+            if followers == 4:
+                all_follow.set()
+        return claim
+
+    async def refuse(*, user_id: int) -> None:
+        await all_follow.wait()  # the leader is refused once every follower waits on it
+        raise InvalidInput("rate_limited", "Too many messages; wait a little.", 429, retry_after=7)
+
+    monkeypatch.setattr(InProcessCoalescer, "claim", counting_claim)
+    monkeypatch.setattr(quotas, "send_admit", refuse)
+    sends = [chat.send(user=user, thread=thread, req=_req()) for _ in range(5)]
+    results = await asyncio.wait_for(asyncio.gather(*sends, return_exceptions=True), TIMEOUT)
+    assert all(isinstance(r, InvalidInput) for r in results), results
+    assert {(r.code, r.status, r.retry_after) for r in results} == {("rate_limited", 429, 7)}  # type: ignore[union-attr]
+    from_leader = [r for r in results if isinstance(r.__cause__, CoalesceFailed)]  # type: ignore[union-attr]
+    assert len(from_leader) == 4
+    assert provider.calls == 0 and layer.broadcasts == []
+    assert await sync_to_async(Message.objects.count)() == 0
+
+
+async def test_a_reused_request_id_with_another_body_is_refused_and_with_the_same_replays(
+    user: Any,
+    thread: Thread,
+    layer: RecordingChannelLayer,
+    provider: ScriptedProvider,
+    co: InProcessCoalescer,
+) -> None:
+    first = await chat.send(user=user, thread=thread, req=_req(request_id="r-1"))
+    await asyncio.wait_for(chat.wait_terminal(first, thread_id=thread.pk), TIMEOUT)
+    again = await chat.send(user=user, thread=thread, req=_req(request_id="r-1"))
+    assert again.coalesced == "follower" and again.assistant_message["id"] == first.assistant_message["id"]
+    with pytest.raises(InvalidInput) as refused:
+        await chat.send(user=user, thread=thread, req=_req("Other words", request_id="r-1"))
+    assert (refused.value.code, refused.value.status) == ("idempotency_mismatch", 422)
+    assert provider.calls == 1
+
+
+@pytest.fixture
+def queries() -> Iterator[QueryLog]:
+    with QueryLog().active() as log:
+        yield log
+
+
+async def test_a_send_to_a_remembered_thread_runs_only_its_head_read_and_its_writes_before_the_provider(
+    user: Any,
+    thread: Thread,
+    layer: RecordingChannelLayer,
+    provider: ScriptedProvider,
+    co: InProcessCoalescer,
+    queries: QueryLog,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """chat.THREAD_TTL_S's promise: a thread the send path remembers is not read again before the
+    provider call; what runs is the burst key's head read and send_prepare's writes."""
+    from ops.flags import flags_ready
+
+    async def no_sweep(svc: Any) -> None:  # the orphan sweep's reads run beside the send, not in it
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(sweep, "sweep_forever", no_sweep)
+    await flags_ready()  # the flag cache's first load (off the loop, once per TTL) is not the send's
+    start = queries.mark()
+    before_call: list[list[str]] = []
+    provider.on_call.append(lambda: before_call.append(queries.since(start)))
+    visible = await chat.thread_for_send(user=user, thread_id=thread.pk)
+    assert visible is thread and queries.since(start) == []  # remembered at creation: no query
+    outcome = await chat.send(user=user, thread=thread, req=_req())
+    await asyncio.wait_for(chat.wait_terminal(outcome, thread_id=thread.pk), TIMEOUT)
+    (statements,) = before_call
+    verbs = [s.split(None, 1)[0].upper() for s in statements]
+    # The head read; then one transaction: the thread's UPDATE (title, updated_at), two INSERTs and the
+    # history's SELECT (SQLite and PostgreSQL may add their own transaction statements around it).
+    data = [v for v in verbs if v in ("SELECT", "INSERT", "UPDATE", "DELETE")]
+    assert data == ["SELECT", "UPDATE", "INSERT", "INSERT", "SELECT"], "\n".join(statements)
+    assert not any("FROM" in s.upper() and '"threads_thread"' in s.split("FROM", 1)[-1] for s in statements)
+    assert generation_service().running == {}

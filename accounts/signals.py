@@ -1,6 +1,7 @@
-"""Ending access: logging out, revoking or deleting an API token, and deactivating or deleting a user drop
-this process's cached token lookups at once and announce `user_rights_changed`, on which other apps act
-(threads/signals.py closes the affected WebSockets in every process). Connected in AccountsConfig.ready().
+"""Ending access: revoking or deleting an API token, and deactivating or deleting a user, drop this
+process's cached token lookups at once; logging out and revoking or deleting a token announce
+`user_rights_changed`, on which other apps act (threads/signals.py closes the affected WebSockets in every
+process). Connected in AccountsConfig.ready().
 
 Other processes' token caches expire within accounts.auth.TOKEN_CACHE_TTL_S (5 s): that is the bound on
 how long a revoked token can still be used on another server process. Django sends user_logged_out just

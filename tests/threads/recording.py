@@ -103,6 +103,7 @@ class ScriptedProvider(Provider):
     name: str = "scripted"
     default_model: str = "scripted-1"
     on_call: list[Any] = field(default_factory=list)  # callbacks run when a stream opens
+    held: asyncio.Event = field(default_factory=asyncio.Event)  # set once it waits on `hold`
 
     async def stream(
         self, messages: Sequence[ChatMessage], params: GenerationParams
@@ -113,6 +114,7 @@ class ScriptedProvider(Provider):
         for i, chunk in enumerate(self.chunks):
             yield TextDelta(chunk)
             if i == 0 and self.hold is not None:
+                self.held.set()
                 await self.hold.wait()
         if self.error is not None:
             raise self.error

@@ -1,5 +1,6 @@
 """docs/api.md names every URL route the project serves, the WebSocket route, every event type the server
-sends (threads/events.py) and every frame type it accepts (threads/validation.py)."""
+sends (threads/events.py), every frame type it accepts (threads/validation.py) and every error code a
+client can be answered with."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from threads import validation
 
 ROOT = Path(__file__).resolve().parent.parent
+RUNTIME = ("chatapp", "threads", "providers", "ops", "accounts", "core")
 DOC = ROOT / "docs" / "api.md"
 EVENTS = ROOT / "threads" / "events.py"
 # Included URLconfs that are a library's, not ours: their prefix is documented, not each of their routes.
@@ -67,6 +69,54 @@ def server_event_types() -> set[str]:
     return _type_literals(ast.parse(EVENTS.read_text()))
 
 
+_CODE = re.compile(r"^[a-z]+(?:_[a-z]+)*$")
+
+
+def _code(node: ast.AST) -> str | None:
+    ok = isinstance(node, ast.Constant) and isinstance(node.value, str) and _CODE.match(node.value)
+    return node.value if ok else None  # type: ignore[attr-defined]
+
+
+def _sentence(node: ast.AST) -> bool:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return " " in node.value
+    return isinstance(node, ast.JoinedStr) and any(
+        isinstance(v, ast.Constant) and " " in str(v.value) for v in node.values
+    )
+
+
+def _codes_in(tree: ast.AST) -> set[str]:
+    """Error codes as the code writes them: a snake_case string followed by a sentence (`("code",
+    "message")` in a call or a short tuple), a `code=` / `error_code=` keyword, or a class's `code`."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        seq: list[ast.expr] = []
+        if isinstance(node, ast.Call) and not (
+            isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+        ):
+            seq = node.args
+            found |= {c for k in node.keywords if k.arg in ("code", "error_code") and (c := _code(k.value))}
+        elif isinstance(node, ast.Tuple) and len(node.elts) <= 3:
+            seq = node.elts
+        elif isinstance(node, ast.ClassDef):
+            for st in node.body:
+                if isinstance(st, ast.Assign) and any(
+                    isinstance(t, ast.Name) and t.id == "code" for t in st.targets
+                ):
+                    found |= {c} if (c := _code(st.value)) else set()
+        found |= {c for a, b in zip(seq, seq[1:], strict=False) if (c := _code(a)) and _sentence(b)}
+    return found
+
+
+def error_codes() -> set[str]:
+    codes: set[str] = set()
+    for package in RUNTIME:
+        for path in (ROOT / package).rglob("*.py"):
+            if "migrations" not in path.parts and "fake" not in path.parts:  # the fake's codes are upstream's
+                codes |= _codes_in(ast.parse(path.read_text()))
+    return codes
+
+
 @pytest.fixture(scope="module")
 def doc() -> str:
     return DOC.read_text()
@@ -78,6 +128,13 @@ def test_the_walks_find_what_they_look_for() -> None:
     assert {"api/threads", "api/threads/<int:thread_id>/messages", "accounts/login/", "admin/"} <= routes
     assert {"snapshot", "message.delta", "message.error", "error"} <= server_event_types()
     assert set(validation.FRAME_TYPES) >= {"send", "cancel"}
+    assert {
+        "invalid_json",
+        "not_found",
+        "rate_limited",
+        "provider_timeout",
+        "database_unavailable",
+    } <= error_codes()
 
 
 def test_every_url_route_is_documented(doc: str) -> None:
@@ -100,6 +157,28 @@ def test_every_server_event_type_is_documented(doc: str) -> None:
 def test_every_client_frame_type_is_documented(doc: str) -> None:
     missing = sorted(t for t in validation.FRAME_TYPES if f'"type": "{t}"' not in doc)
     assert not missing, f'docs/api.md does not show these client frames (as {{"type": "..."}}): {missing}'
+
+
+def test_every_error_code_is_documented(doc: str) -> None:
+    missing = sorted(c for c in error_codes() if f"`{c}`" not in doc)
+    assert not missing, f"docs/api.md's Errors table does not name these error codes: {missing}"
+
+
+@pytest.mark.parametrize(
+    ("source", "codes"),
+    [
+        ('raise InvalidInput("invalid_json", f"The body is not {x}.")', {"invalid_json"}),
+        ('E = ("database_unavailable", "The database is down.")', {"database_unavailable"}),
+        ('A = {"x": (413, "body_too_large", "Too large.")}', {"body_too_large"}),
+        ('ev(code="not_found", message="gone")', {"not_found"}),
+        ('class E(Exception):\n    code = "provider_timeout"', {"provider_timeout"}),
+        ('d.get("message", "the identical request failed")', set()),
+        ('WORDS = ("the", "would", "a word", "and more")', set()),
+        ('check(("database", db_ok))', set()),
+    ],
+)
+def test_what_counts_as_an_error_code(source: str, codes: set[str]) -> None:
+    assert _codes_in(ast.parse(source)) == codes
 
 
 @pytest.mark.parametrize(

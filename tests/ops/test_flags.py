@@ -182,9 +182,7 @@ def test_staff_toggle_through_the_admin_form(
     assert flag.updated_by == admin_user
 
     with django_capture_on_commit_callbacks(execute=True):
-        resp = _post(
-            admin_client, f"/admin/ops/featureflag/{flag.pk}/change/", name=flag.name, enabled="on"
-        )
+        resp = _post(admin_client, f"/admin/ops/featureflag/{flag.pk}/change/", name=flag.name, enabled="on")
     assert resp.status_code == 302 and flag_enabled("STREAM_FANOUT_ENABLED") is True
 
     with django_capture_on_commit_callbacks(execute=True):

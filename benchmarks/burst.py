@@ -1,7 +1,7 @@
 """A burst of sends against any running deployment, with the provider and the load generator measured in
-the same run (`python manage.py burst`, or `python -m benchmarks.burst`).
+the same run (`python -m benchmarks.burst`).
 
-    python manage.py burst --url http://127.0.0.1:8000 --token TOKEN --n 200 \\
+    python -m benchmarks.burst --url http://127.0.0.1:8000 --token TOKEN --n 200 \\
         --provider-url http://127.0.0.1:9100/v1 --json-out bench-results/burst.json
 
 Three measurements, one client (benchmarks.loadgen: aiohttp, unlimited connector), same N and concurrency:
@@ -340,7 +340,7 @@ def report(res: dict[str, Any]) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The burst's options (shared by `manage.py burst` and `python -m benchmarks.burst`)."""
+    """The burst's options (of `python -m benchmarks.burst`)."""
     p.add_argument(
         "--url", required=True, help="deployment base URL(s), comma-separated: sends spread over them"
     )
@@ -391,7 +391,11 @@ def run_and_report(opts: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     add_arguments(p)
-    run_and_report(vars(p.parse_args(argv)))
+    options = vars(p.parse_args(argv))
+    try:
+        run_and_report(options)
+    except (RuntimeError, ValueError) as exc:
+        p.exit(2, f"burst: {exc}\n")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`manage.py burst` against two live daphne processes and the fake provider: HTTP, SSE and WebSocket
+"""`python -m benchmarks.burst` against two live daphne processes and the fake provider: HTTP, SSE and WebSocket
 sends; the JSON it writes holds the figures (identical sends: one provider call, two rows)."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
 
+from benchmarks import burst as burst_cli
 from providers.fake.server import ThreadedFakeServer
 from tests.servers import daphne_servers
 
@@ -39,11 +39,12 @@ def test_burst_writes_its_figures(token: str, tmp_path: Path, capsys: pytest.Cap
         with daphne_servers(2, env=env) as (a, b):
             for mode in ("http", "sse", "ws"):
                 out = tmp_path / f"{mode}.json"
-                call_command(
-                    "burst",
-                    *("--url", f"{a.base_url},{b.base_url}", "--token", token),
-                    *("--n", "6", "--concurrency", "0", "--mode", mode, "--k", "1"),
-                    *("--provider-url", fake.openai_base_url, "--json-out", str(out)),
+                burst_cli.main(
+                    [
+                        *("--url", f"{a.base_url},{b.base_url}", "--token", token),
+                        *("--n", "6", "--concurrency", "0", "--mode", mode, "--k", "1"),
+                        *("--provider-url", fake.openai_base_url, "--json-out", str(out)),
+                    ]
                 )
                 res = json.loads(out.read_text())
                 burst = res["burst"]

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db.models import F
 from django.test import AsyncClient
 
 from providers.fake.server import FakeProviderServer
+from tests.threads.recording import FakeClock, in_process_coalescer
 from threads.models import Message, Thread
 from threads.validation import InvalidInput
 
@@ -98,26 +101,54 @@ async def test_completed_result_reused_then_a_later_repeat_is_new(
     assert fake.stats.calls == 3 and await _rows() == 6
 
 
+async def _let_time_pass(seconds: float, clock: FakeClock) -> None:
+    """What `seconds` passing does to a burst, without waiting for it: the coalescer's entries age (its
+    clock moves in process; in Redis, whose TTLs run on its own clock, each key's TTL is cut by as
+    much), and so do the rows the database compares with its own now()."""
+    from threads.coalesce_store import RedisCoalescer, coalescer
+
+    clock.advance(seconds)
+    co = coalescer()
+    if isinstance(co, RedisCoalescer):
+        keys = await sync_to_async(
+            lambda: list(Message.objects.exclude(coalesce_key=None).values_list("coalesce_key", flat=True))
+        )()
+        for key in keys:
+            left_ms = await co._redis.pttl(co._k(key)) - int(seconds * 1000)
+            if left_ms > 0:
+                await co._redis.pexpire(co._k(key), left_ms)
+            else:
+                await co._redis.delete(co._k(key))
+
+    def age_rows() -> None:
+        ago = datetime.timedelta(seconds=seconds)
+        Message.objects.update(created_at=F("created_at") - ago, updated_at=F("updated_at") - ago)
+
+    await sync_to_async(age_rows)()
+
+
 async def test_error_reused_within_error_ttl_then_new_call(
     api: AsyncClient, fake: FakeProviderServer, settings: Any
 ) -> None:
     settings.PROVIDER_MAX_RETRIES = 0
-    settings.COALESCE_ERROR_TTL_S = 0.3
+    settings.COALESCE_ERROR_TTL_S = 2.0
+    clock = FakeClock()
+    if not settings.REDIS_URL:
+        in_process_coalescer(clock)
     tid = await _thread(api)
     fake.queue_faults("http:500")
     failed = await _send(api, tid, content="fail please")
     first = failed.json()
     assert failed.status_code == 502 and first["error"]["code"] == "provider_overloaded"
     assert first["assistant_message"]["status"] == "error"
+    await _let_time_pass(1.9, clock)  # within the error TTL: the failure answers
     reused = (await _send(api, tid, content="fail please")).json()
     assert (
         reused["coalesced"] == "follower"
         and reused["assistant_message"]["id"] == first["assistant_message"]["id"]
     )
     assert fake.stats.calls == 1
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 0.3
-    await asyncio.sleep(max(0.0, deadline - loop.time()) + 0.05)  # let the 0.3 s error TTL lapse
+    await _let_time_pass(0.2, clock)  # past it
     fresh = (await _send(api, tid, content="fail please")).json()
     assert fresh["coalesced"] == "leader" and fresh["assistant_message"]["status"] == "complete"
     assert fake.stats.calls == 2

@@ -110,9 +110,10 @@ async def _let_time_pass(seconds: float, clock: FakeClock) -> None:
     clock.advance(seconds)
     co = coalescer()
     if isinstance(co, RedisCoalescer):
-        keys = await sync_to_async(
+        rows = await sync_to_async(
             lambda: list(Message.objects.exclude(coalesce_key=None).values_list("coalesce_key", flat=True))
         )()
+        keys = [key for key in rows if key is not None]
         for key in keys:
             left_ms = await co._redis.pttl(co._k(key)) - int(seconds * 1000)
             if left_ms > 0:

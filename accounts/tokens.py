@@ -5,16 +5,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from datetime import datetime, timedelta
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, User
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import ApiToken
 
 TOKEN_PREFIX = "cht_"
+# A token's last_used_at is written at most once per this many seconds: staff see whether and roughly
+# when a token is in use, and a burst of requests costs no write beyond the first.
+LAST_USED_INTERVAL_S = 60.0
 
 
 def token_generate() -> str:
@@ -58,6 +62,20 @@ def user_for_token(raw: str) -> AbstractBaseUser | None:
     if token is None or not hmac.compare_digest(token.key_hash.encode(), presented.encode()):
         return None
     return token.user
+
+
+def last_used_due(*, previous: float | None, now: float, interval_s: float = LAST_USED_INTERVAL_S) -> bool:
+    """Pure decision: write last_used_at now, given when this process last wrote it (None: never)?"""
+    return previous is None or now - previous >= interval_s
+
+
+def api_token_touch(*, key_hash: str, used_at: datetime) -> int:
+    """Stamp a token's last_used_at, unless another process did within LAST_USED_INTERVAL_S; returns
+    the rows written. An UPDATE, not save(): no post_save (which is about revocation)."""
+    stale = Q(last_used_at__isnull=True) | Q(
+        last_used_at__lt=used_at - timedelta(seconds=LAST_USED_INTERVAL_S)
+    )
+    return ApiToken.objects.filter(stale, key_hash=key_hash).update(last_used_at=used_at)
 
 
 def api_token_revoke(*, tokens: QuerySet[ApiToken]) -> int:

@@ -4,13 +4,26 @@ revocable."""
 from __future__ import annotations
 
 import hmac
+import threading
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
+from django.db import OperationalError
+from django.test import AsyncClient
+from django.utils import timezone
 
-from accounts import tokens
+from accounts import auth, tokens
 from accounts.models import ApiToken
-from accounts.tokens import api_token_create, api_token_revoke, token_hash, user_for_token
+from accounts.tokens import (
+    api_token_create,
+    api_token_revoke,
+    api_token_touch,
+    last_used_due,
+    token_hash,
+    user_for_token,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -67,3 +80,125 @@ def test_revoke_marks_each_token_once(user: Any, other_user: Any) -> None:
     assert api_token_revoke(tokens=ApiToken.objects.all()) == 1  # only b was still active
     a.refresh_from_db()
     assert a.revoked_at == first  # not moved by revoking again
+
+
+# --- last_used_at: at most once a minute per token, off the request's path ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("previous", "now", "expected"),
+    [
+        (None, 0.0, True),  # never written by this process
+        (100.0, 100.0, False),
+        (100.0, 159.9, False),
+        (100.0, 160.0, True),
+        (100.0, 1000.0, True),
+    ],
+)
+def test_last_used_due(previous: float | None, now: float, expected: bool) -> None:
+    assert last_used_due(previous=previous, now=now, interval_s=60.0) is expected
+
+
+def test_touch_skips_a_row_another_process_stamped_within_the_interval(user: Any) -> None:
+    row, _ = api_token_create(user=user)
+    now = timezone.now()
+    assert api_token_touch(key_hash=row.key_hash, used_at=now) == 1
+    assert api_token_touch(key_hash=row.key_hash, used_at=now + timedelta(seconds=59)) == 0
+    assert api_token_touch(key_hash=row.key_hash, used_at=now + timedelta(seconds=61)) == 1
+    row.refresh_from_db()
+    assert row.last_used_at == now + timedelta(seconds=61)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def stamps(monkeypatch: pytest.MonkeyPatch) -> tuple[auth.LastUsedStamps, Clock, list[str]]:
+    """A fresh recorder on a clock the test moves, and the token hashes it wrote, in order."""
+    clock, written = Clock(), []
+    real = tokens.api_token_touch
+
+    def touch(*, key_hash: str, used_at: Any) -> int:
+        written.append(key_hash)
+        return real(key_hash=key_hash, used_at=used_at)
+
+    monkeypatch.setattr(auth, "api_token_touch", touch)
+    recorder = auth.LastUsedStamps(clock=clock)
+    monkeypatch.setattr(auth, "last_used", recorder)
+    return recorder, clock, written
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.both
+async def test_last_used_at_is_written_at_most_once_a_minute(
+    user: Any, stamps: tuple[auth.LastUsedStamps, Clock, list[str]]
+) -> None:
+    recorder, clock, written = stamps
+    row, raw = await sync_to_async(api_token_create)(user=user)
+    for _ in range(5):  # a burst: one write
+        assert await auth.token_user(raw) == user
+    await recorder.drain()
+    assert written == [row.key_hash]
+    await sync_to_async(row.refresh_from_db)()
+    first = row.last_used_at
+    assert first is not None and (timezone.now() - first).total_seconds() < 60
+    clock.now += 59.0
+    await auth.token_user(raw)
+    await recorder.drain()
+    assert written == [row.key_hash]
+    clock.now += 1.0
+    await auth.token_user(raw)
+    await recorder.drain()
+    assert written == [
+        row.key_hash,
+        row.key_hash,
+    ]  # the row itself skips it: 60 s of wall time have not passed
+    assert await auth.token_user("cht_not-a-token") is None
+    await recorder.drain()
+    assert len(written) == 2  # a failed lookup stamps nothing
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.both
+async def test_the_request_does_not_wait_for_the_stamp(
+    user: Any, stamps: tuple[auth.LastUsedStamps, Clock, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder, _, _ = stamps
+    release = threading.Event()
+
+    def slow_touch(*, key_hash: str, used_at: Any) -> int:
+        release.wait(10)  # the database is slow
+        return tokens.api_token_touch(key_hash=key_hash, used_at=used_at)
+
+    monkeypatch.setattr(auth, "api_token_touch", slow_touch)
+    row, raw = await sync_to_async(api_token_create)(user=user)
+    resp = await AsyncClient(AUTHORIZATION=f"Bearer {raw}").get("/api/threads")
+    assert resp.status_code == 200  # answered while the write still waits
+    release.set()
+    await recorder.drain()
+    await sync_to_async(row.refresh_from_db)()
+    assert row.last_used_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_failed_stamp_is_logged_not_raised(
+    user: Any,
+    stamps: tuple[auth.LastUsedStamps, Clock, list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    recorder, _, _ = stamps
+
+    def down(*, key_hash: str, used_at: Any) -> int:
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(auth, "api_token_touch", down)
+    _, raw = await sync_to_async(api_token_create)(user=user)
+    assert await auth.token_user(raw) == user
+    await recorder.drain()
+    assert "Could not record the use of API token" in caplog.text

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import csrf, defaults
 
 
 def _json(code: str, message: str, status: int) -> JsonResponse:
     return JsonResponse({"error": {"code": code, "message": message}}, status=status)
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """handler400: Django's answer to a SuspiciousOperation, such as a Host ALLOWED_HOSTS refuses."""
+    if request.path.startswith("/api/"):
+        if isinstance(exception, DisallowedHost):
+            return _json("invalid_host", "The Host header names no site this server serves.", 400)
+        return _json("bad_request", "The request could not be understood.", 400)
+    return defaults.bad_request(request, exception)
 
 
 def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:

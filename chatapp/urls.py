@@ -6,6 +6,7 @@ from chatapp.health import healthz
 from ops import views as metrics_views
 from threads import api, views
 
+handler400 = "chatapp.errors.bad_request"
 handler404 = "chatapp.errors.page_not_found"
 handler500 = "chatapp.errors.server_error"
 

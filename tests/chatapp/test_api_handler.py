@@ -194,3 +194,15 @@ async def test_plain_http_under_secure_ssl_redirect(token: str, settings: Any) -
     assert (await _raw("POST", "/api/threads", scheme="https", token=token))["status"] == 201
     settings.SECURE_SSL_REDIRECT = False
     assert (await _raw("POST", "/api/threads", token=token))["status"] == 201
+
+
+@pytest.mark.parametrize("path", ["/api/metrics", "/api/no-such-endpoint"])
+async def test_a_bad_host_elsewhere_under_api_is_json_too(path: str) -> None:
+    """Routes under /api/ outside the lean handler go through Django's stack: its 400 answers JSON."""
+    resp = await _raw("GET", path, host=b"evil.example")
+    assert resp["status"] == 400 and resp["json"]["error"]["code"] == "invalid_host", resp
+
+
+async def test_a_bad_host_on_a_page_is_djangos_400() -> None:
+    resp = await _raw("GET", "/accounts/login/", host=b"evil.example")
+    assert resp["status"] == 400 and resp["json"] is None

@@ -14,26 +14,23 @@ import logging
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
 
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
 
 from core import loopres
-from core.dbasync import db_async
-from core.outages import DATABASE_DOWN, DATABASE_UNAVAILABLE
+from core.outages import DATABASE_DOWN
 from ops import metrics
 from providers import (
     ChatMessage,
     Completion,
     GenerationParams,
     ProviderError,
-    TextDelta,
     get_provider,
     stream_with_retries,
 )
 from providers.pacer import PacerRejected, pacer_for_loop
-from threads import coalescing, control, events, fanout, selectors, services, sweep
+from threads import coalescing, control, events, fanout, finish, sweep
 from threads.coalescing import LEASE_S
 from threads.liveness import live_generations
 from threads.services import PreparedSend
@@ -177,16 +174,16 @@ class GenerationService:
             # whose compare-and-set won the race against completion): the cancel stands.
             if not gen.done.done():
                 try:
-                    await asyncio.shield(self._finish_cancelled(gen))
+                    await asyncio.shield(finish.cancelled(gen, self.layer))
                 except DATABASE_DOWN:  # (the sibling clause below does not catch what this one raises)
-                    await asyncio.shield(self._terminal_unsaved(gen))
+                    await asyncio.shield(finish.unsaved(gen, self.layer))
             raise
         except DATABASE_DOWN as exc:
             # The result could not be saved, even after retries: the sender and the viewers must still
             # hear the end (nothing may wait forever). The row stays `streaming` with no live
             # generation: the orphan sweep marks it `interrupted` once the database answers.
             log.warning("generation %s: result not saved (%s)", gen.request_id, type(exc).__name__)
-            await asyncio.shield(self._terminal_unsaved(gen))
+            await asyncio.shield(finish.unsaved(gen, self.layer))
         finally:
             lease.cancel()
             self.running.pop(gen.message_id, None)
@@ -210,51 +207,57 @@ class GenerationService:
             fanout.run_sender(gen, self.layer, flush_s=settings.STREAM_FLUSH_MS / 1000),
             name=f"gen-send:{gen.request_id}",
         )
-        completion: Completion | None = None
         try:
-            provider = get_provider(provider_name)
-            # Queue under the provider's rate limit. Inside this task on purpose: Stop cancels it, and a
-            # cancelled waiter gives its slot back. Only leaders get here: followers take no token.
-            pacer = pacer_for_loop()
-            gen.queue_wait_ms = await pacer.acquire(provider_name)
-            metrics.observe_queue_wait_ms(gen.queue_wait_ms)
-            async for ev in stream_with_retries(
-                provider,
-                history,
-                params,
-                max_retries=settings.PROVIDER_MAX_RETRIES,
-                on_rate_limited=functools.partial(pacer.pause, provider_name),
-            ):
-                if isinstance(ev, TextDelta):
-                    if ev.text:
-                        if gen.ttft_ms is None:
-                            gen.ttft_ms = (time.monotonic() - gen.started) * 1000
-                            metrics.observe_ttft_ms(gen.ttft_ms)
-                        gen.pending.append(ev.text)
-                        gen.wake.set()
-                else:
-                    completion = ev
+            completion = await self._stream(gen, provider_name, params, history)
         except asyncio.CancelledError:
             # Cancel (Stop, or the service closing): the provider stream's context managers already
             # closed the upstream connection. Save the partial text, tell viewers, then re-raise.
             metrics.provider_call(provider_name, "cancelled")
             sender.cancel()
-            await asyncio.shield(self._finish_cancelled(gen))
+            await asyncio.shield(finish.cancelled(gen, self.layer))
             raise
         except ProviderError as exc:
             if not isinstance(exc, PacerRejected):  # a rejected request never reached the provider
                 metrics.provider_call(provider_name, exc.code)
             await self._drain(gen, sender)
-            await self._finish_error(gen, exc.code, exc.message, retry_after=exc.retry_after)
+            await finish.error(gen, self.layer, exc.code, exc.message, retry_after=exc.retry_after)
         except Exception as exc:  # a bug must not leave the message `streaming` forever
             log.exception("generation %s failed", gen.request_id)
             metrics.provider_call(provider_name, "error")
             await self._drain(gen, sender)
-            await self._finish_error(gen, "internal_error", f"The reply failed: {type(exc).__name__}.")
+            await finish.error(gen, self.layer, "internal_error", f"The reply failed: {type(exc).__name__}.")
         else:
             metrics.provider_call(provider_name, "ok")
             await self._drain(gen, sender)
-            await self._finish_complete(gen, completion)
+            await finish.complete(gen, self.layer, completion)
+
+    async def _stream(
+        self, gen: Generation, provider_name: str, params: GenerationParams, history: list[ChatMessage]
+    ) -> Completion | None:
+        """Queue under the provider's rate limit, then hand each token to the sender. Inside the
+        generation's task on purpose: Stop cancels it, and a cancelled waiter gives its slot back. Only
+        leaders get here: followers take no token."""
+        provider = get_provider(provider_name)
+        pacer = pacer_for_loop()
+        gen.queue_wait_ms = await pacer.acquire(provider_name)
+        metrics.observe_queue_wait_ms(gen.queue_wait_ms)
+        completion: Completion | None = None
+        async for ev in stream_with_retries(
+            provider,
+            history,
+            params,
+            max_retries=settings.PROVIDER_MAX_RETRIES,
+            on_rate_limited=functools.partial(pacer.pause, provider_name),
+        ):
+            if isinstance(ev, Completion):
+                completion = ev
+            elif ev.text:
+                if gen.ttft_ms is None:
+                    gen.ttft_ms = (time.monotonic() - gen.started) * 1000
+                    metrics.observe_ttft_ms(gen.ttft_ms)
+                gen.pending.append(ev.text)
+                gen.wake.set()
+        return completion
 
     async def _keep_lease(self, gen: Generation) -> None:
         """Renew the leases while generating: the coalesce lease (followers elsewhere know the leader
@@ -268,113 +271,11 @@ class GenerationService:
                 log.warning("lease renewal of %s failed", gen.request_id, exc_info=True)
             await asyncio.sleep(LEASE_S / 3)
 
-    async def _save(self, fn: Any, **kwargs: Any) -> Any:
-        """A finalizing write (`fn`, a service), retried while the database is briefly unreachable (or,
-        with SQLite, locked): a result is worth a few seconds of retries. Raises DATABASE_DOWN errors
-        once the retries are spent."""
-        for delay in SAVE_RETRY_DELAYS_S:
-            try:
-                return await db_async(fn)(**kwargs)
-            except DATABASE_DOWN:
-                log.warning("saving %s failed; retrying in %.2f s", kwargs.get("message_id"), delay)
-                await asyncio.sleep(delay)
-        return await db_async(fn)(**kwargs)
-
-    async def _terminal_unsaved(self, gen: Generation) -> None:
-        await self._terminal(
-            gen,
-            events.message_error(
-                request_id=gen.request_id,
-                code=DATABASE_UNAVAILABLE[0],
-                message="The reply could not be saved: the database is not answering.",
-            ),
-        )
-
     async def _drain(self, gen: Generation, sender: asyncio.Task[None]) -> None:
         gen.finished = True
         gen.ended.set()
         gen.wake.set()
         await sender
-
-    async def _finish_complete(self, gen: Generation, completion: Completion | None) -> None:
-        final = await self._save(
-            services.message_finalize,
-            message_id=gen.message_id,
-            status="complete",
-            content=gen.text(),
-            input_tokens=completion.input_tokens if completion else None,
-            output_tokens=completion.output_tokens if completion else None,
-            finish_reason=completion.finish_reason if completion else "stop",
-        )
-        if final is None:
-            # Cancelled from another process while the last tokens arrived: the cancel won.
-            await self._finish_cancelled(gen)
-            return
-        await self._terminal(gen, events.message_done(request_id=gen.request_id, message=final))
-
-    async def _finish_cancelled(self, gen: Generation) -> None:
-        gen.finished = True
-        await self._save(services.message_cancel_by_id, message_id=gen.message_id)
-        final = await self._save(
-            services.message_save_cancelled, message_id=gen.message_id, content=gen.text()
-        )
-        if final is None:  # it completed or failed first: tell what it says, unless already told
-            if not gen.done.done():
-                await self._finish_from_row(gen)
-            return
-        await self._terminal(gen, events.message_cancelled(request_id=gen.request_id, message=final))
-        if gen.cancel_at is not None:
-            metrics.observe_cancel_ms((time.monotonic() - gen.cancel_at) * 1000)
-
-    async def _finish_from_row(self, gen: Generation) -> None:
-        """The row was finalized by someone else first: its sender and viewers hear what it says."""
-        data = await self._save(selectors.message_by_id, message_id=gen.message_id)
-        event = None if data is None else events.terminal_event(request_id=gen.request_id, message=data)
-        if event is None:  # deleted (or, impossibly, streaming): still end the waiters
-            event = events.message_error(
-                request_id=gen.request_id, code="not_found", message="The reply was deleted."
-            )
-        await self._terminal(gen, event)
-
-    async def _finish_error(
-        self, gen: Generation, code: str, message: str, retry_after: float | None = None
-    ) -> None:
-        final = await self._save(
-            services.message_finalize,
-            message_id=gen.message_id,
-            status="error",
-            content=gen.text(),
-            error_code=code,
-            error_message=message,
-        )
-        if final is None:
-            await self._finish_cancelled(gen)
-            return
-        await self._terminal(
-            gen,
-            events.message_error(
-                request_id=gen.request_id,
-                code=code,
-                message=message,
-                assistant=final,
-                retry_after=retry_after,
-            ),
-        )
-
-    async def _terminal(self, gen: Generation, event: events.TerminalEvent) -> None:
-        if not gen.done.done():
-            gen.done.set_result(event)
-            metrics.observe_latency_ms((time.monotonic() - gen.started) * 1000)
-        if gen.coalesce_key is not None:
-            try:
-                await coalescing.finish(gen.coalesce_key, ok=event["type"] == "message.done")
-            except Exception:
-                log.warning("coalesce finish of %s failed", gen.request_id, exc_info=True)
-        try:
-            # Terminal events go to the whole group even with fan-out off: other viewers get the result.
-            await self.broadcast(gen.thread_id, event)
-        except Exception:
-            log.warning("terminal event of %s not delivered", gen.request_id, exc_info=True)
 
     # --- background work -------------------------------------------------------------------------
 
@@ -388,10 +289,6 @@ class GenerationService:
             self._sweeper = asyncio.create_task(
                 sweep.sweep_forever(self), name="generation-sweeper", context=contextvars.Context()
             )
-
-
-# Finalizing writes retried while the database blips: about 3 s in all.
-SAVE_RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.5)
 
 
 _services: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GenerationService] = (

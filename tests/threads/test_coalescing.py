@@ -230,15 +230,14 @@ async def test_a_late_follower_stream_gets_the_text_so_far_then_the_rest(
 async def test_a_generation_cut_short_by_a_bug_stops_answering_its_burst_from_memory(
     fake: FakeProviderServer, user: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from threads import chat
+    from threads import chat, finish
     from threads.coalesce_store import InProcessCoalescer, RedisCoalescer, coalescer
-    from threads.generation import GenerationService
     from threads.validation import parse_send
 
-    async def broken(self: Any, gen: Any, completion: Any) -> None:
+    async def broken(gen: Any, layer: Any, completion: Any) -> None:
         raise RuntimeError("a bug after the stream ended")
 
-    monkeypatch.setattr(GenerationService, "_finish_complete", broken)
+    monkeypatch.setattr(finish, "complete", broken)
     thread = await sync_to_async(Thread.objects.create)(owner=user, provider="openai", model="fake-model")
     req = parse_send({"content": "Will it end?"}, max_chars=1000)
     outcome = await chat.send(user=user, thread=thread, req=req)

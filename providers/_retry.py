@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from django.conf import settings
 from tenacity import AsyncRetrying, RetryCallState
 
-from ops import metrics
-
 from ._base import ChatMessage, Completion, GenerationParams, Provider, StreamEvent, TextDelta
 from ._errors import ProviderError, ProviderRateLimited, ProviderStreamError
 from ._util import closing_iter
@@ -101,7 +99,7 @@ async def _open(
             if isinstance(event, TextDelta):
                 break
     except BaseException as exc:
-        metrics.provider_attempt(provider.name, _outcome(exc))
+        _count_attempt(provider.name, _outcome(exc))
         # Cancelled while waiting for the first token: close the upstream now, then let it go on.
         aclose = getattr(events, "aclose", None)
         if aclose is not None:
@@ -110,6 +108,14 @@ async def _open(
             await on_rate_limited(exc.retry_after)
         raise
     return _Opened(events, head)
+
+
+def _count_attempt(provider: str, outcome: str) -> None:
+    # Imported here: ops.metrics reads the settings on import, and `import providers` must not (the
+    # fake server, `python -m providers.fake`, runs without Django settings).
+    from ops import metrics
+
+    metrics.provider_attempt(provider, outcome)
 
 
 def _outcome(exc: BaseException) -> str:
@@ -198,7 +204,7 @@ async def stream_with_retries(
             _log_failure(provider, exc)
         raise
     finally:
-        metrics.provider_attempt(provider.name, outcome)
+        _count_attempt(provider.name, outcome)
 
 
 def _log_failure(provider: Provider, exc: ProviderError) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -239,3 +240,12 @@ def test_command_line_server() -> None:
         finally:
             process.terminate()
             process.wait(5)
+
+
+@pytest.mark.slow
+def test_the_fake_needs_no_django_settings() -> None:
+    # `python -m providers.fake` imports the providers package: nothing in it may read Django's settings.
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    code = "import providers, providers.fake.server"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

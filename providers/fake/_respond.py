@@ -1,4 +1,4 @@
-"""How the fake provider server answers one model call: the plan, then the bytes (see fake_server)."""
+"""How the fake provider server answers one model call: the plan, then the answer (see server.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+from aiohttp import web
+
 from ._formats import AnthropicWire, Fault, OpenAIWire, Wire, prompt_text, reply_tokens
 from ._state import FakeState, FakeStats
-from ._wire import LAST_CHUNK, Request, chunk, json_response, stream_head
+from ._wire import Request, close_connection, json_response, stream_response
 
 OPENAI_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 ANTHROPIC_PATHS = frozenset({"/v1/messages", "/messages"})
@@ -65,7 +67,7 @@ def build_plan(request: Request, body: dict[str, Any], state: FakeState, call_id
     )
 
 
-def error_response(wire: Wire, fault: Fault) -> bytes:
+def error_response(wire: Wire, fault: Fault) -> web.Response:
     """The HTTP error answer of a status fault (http, rate_limit, quota)."""
     if fault.kind == "rate_limit":
         return json_response(429, wire.error_body(429), headers={"retry-after": f"{fault.arg:g}"})
@@ -74,7 +76,7 @@ def error_response(wire: Wire, fault: Fault) -> bytes:
     return json_response(int(fault.arg), wire.error_body(int(fault.arg)))
 
 
-async def send_whole(writer: asyncio.StreamWriter, plan: Plan, stats: FakeStats) -> bool:
+async def send_whole(request: web.Request, plan: Plan, stats: FakeStats) -> web.StreamResponse:
     """A non-streaming answer: wait as long as generating would take, then send one JSON body."""
     fault = plan.fault
     if fault is not None and fault.kind in ("hang", "stall_after"):
@@ -82,32 +84,29 @@ async def send_whole(writer: asyncio.StreamWriter, plan: Plan, stats: FakeStats)
     await asyncio.sleep(plan.ttft + plan.interval * len(plan.tokens))
     if fault is not None and fault.kind == "disconnect_after":
         stats.server_aborts += 1
-        return False
+        close_connection(request)
+        return web.Response()  # never written: the transport is closing
     text = "".join(plan.tokens)
-    writer.write(
-        json_response(200, plan.wire.full_body(text, plan.finish, plan.input_tokens, len(plan.tokens)))
-    )
-    await writer.drain()
     stats.completed += 1
-    return True
+    return json_response(200, plan.wire.full_body(text, plan.finish, plan.input_tokens, len(plan.tokens)))
 
 
-async def send_stream(writer: asyncio.StreamWriter, plan: Plan, stats: FakeStats) -> bool:
+async def send_stream(request: web.Request, plan: Plan, stats: FakeStats) -> web.StreamResponse:
     """An SSE answer: prologue with the first token after ttft, then tokens at tps, then the end."""
     fault = plan.fault
     if fault is not None and fault.kind == "hang":
         await forever()
-    writer.write(stream_head())
-    await writer.drain()
+    response = await stream_response(request)
     tail = fault if fault is not None and fault.kind in _TAIL_FAULTS else None
     count = len(plan.tokens) if tail is None else min(tail.after, len(plan.tokens))
     if tail is not None and tail.kind == "stall_after" and count == 0:
         await forever()
-    await _send_tokens(writer, plan, count)
-    return await _send_tail(writer, plan, stats, tail, count)
+    await _send_tokens(response, plan, count)
+    await _send_tail(request, response, plan, stats, tail, count)
+    return response
 
 
-async def _send_tokens(writer: asyncio.StreamWriter, plan: Plan, count: int) -> None:
+async def _send_tokens(response: web.StreamResponse, plan: Plan, count: int) -> None:
     loop = asyncio.get_running_loop()
     first_at = loop.time() + plan.ttft
     await asyncio.sleep(plan.ttft)
@@ -120,36 +119,37 @@ async def _send_tokens(writer: asyncio.StreamWriter, plan: Plan, count: int) -> 
         upto = min(count, max(due, sent + 1))
         pending += [plan.wire.token(t) for t in plan.tokens[sent:upto]]
         sent = upto
-        writer.write(chunk(b"".join(pending)))
+        await response.write(b"".join(pending))
         pending = []
-        await writer.drain()
         if sent < count:
             await asyncio.sleep(max(0.0, first_at + sent * plan.interval - loop.time()))
     if pending:
-        writer.write(chunk(b"".join(pending)))
+        await response.write(b"".join(pending))
 
 
 async def _send_tail(
-    writer: asyncio.StreamWriter, plan: Plan, stats: FakeStats, tail: Fault | None, count: int
-) -> bool:
+    request: web.Request,
+    response: web.StreamResponse,
+    plan: Plan,
+    stats: FakeStats,
+    tail: Fault | None,
+    count: int,
+) -> None:
     if tail is None:
-        writer.write(chunk(plan.wire.epilogue(plan.finish, plan.input_tokens, count)) + LAST_CHUNK)
-        await writer.drain()
+        await response.write(plan.wire.epilogue(plan.finish, plan.input_tokens, count))
+        await response.write_eof()
         stats.completed += 1
-        return True
+        return
     if tail.kind == "stall_after":
-        await writer.drain()
         await forever()
     if tail.kind == "disconnect_after":
         # A clean close (FIN) without the last chunk: the tokens already written still arrive,
         # and the client sees an incomplete body. (An abort could discard unsent tokens.)
-        await writer.drain()
         stats.server_aborts += 1
-        return False
+        close_connection(request)
+        return
     if tail.kind == "malformed_after":
-        writer.write(chunk(plan.wire.malformed_event()))
+        await response.write(plan.wire.malformed_event())
     elif tail.kind == "error_after":
-        writer.write(chunk(plan.wire.error_event()))
-    writer.write(LAST_CHUNK)  # truncate_after: the body simply ends here
-    await writer.drain()
-    return True
+        await response.write(plan.wire.error_event())
+    await response.write_eof()  # truncate_after: the body simply ends here

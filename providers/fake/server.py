@@ -14,7 +14,8 @@ words seeded by the prompt. Knobs, from weakest to strongest:
   leaves the queue alone).
 
 `GET /_fake/stats` returns the counters of `FakeStats`; `POST /_fake/reset` clears them, the queue
-and the config (back to the startup flags). Fault syntax is in `_fake_formats.FAULT_KINDS`.
+and the config (back to the startup flags). Fault syntax is in `_formats.FAULT_KINDS`. HTTP is
+aiohttp.web's (`_wire.py`).
 
 In tests: `async with FakeProviderServer(ttft_ms=0, tps=0) as srv:` (same loop, `srv.state.stats`,
 `await srv.wait_until(...)`), or `with ThreadedFakeServer(...) as srv:` from sync code.
@@ -30,41 +31,22 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from aiohttp import web
+
 from ._formats import parse_fault
 from ._respond import (
     ANTHROPIC_PATHS,
     OPENAI_PATHS,
     STATUS_FAULTS,
-    Plan,
     build_plan,
     error_response,
     send_stream,
     send_whole,
 )
 from ._state import FakeConfig, FakeState, FakeStats
-from ._wire import BadRequest, Request, json_response, read_request
+from ._wire import MAX_BODY, BadRequest, close_connection, json_response, read_request
 
 T = TypeVar("T")
-
-
-class _Reader(asyncio.StreamReader):
-    """A StreamReader that also signals when the client closed or reset the connection.
-
-    The transport keeps reading while we write, so EOF or a reset lands here at once, even while
-    a response is sleeping between tokens: that is how client disconnects are seen within ms.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gone = asyncio.Event()
-
-    def feed_eof(self) -> None:
-        super().feed_eof()
-        self.gone.set()
-
-    def set_exception(self, exc: Exception) -> None:
-        super().set_exception(exc)
-        self.gone.set()
 
 
 class FakeProviderServer:
@@ -85,8 +67,8 @@ class FakeProviderServer:
         self.state = FakeState(
             FakeConfig(ttft_ms, tps, tokens, parse_fault(fault)), max_requests=max_requests
         )
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[Any]] = set()
+        self._runner: web.AppRunner | None = None
+        self._stopping = False
         self._changed = asyncio.Event()
 
     @property
@@ -103,32 +85,22 @@ class FakeProviderServer:
         return self.state.stats
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        # start_server() without its fixed StreamReader class, so disconnects are observable.
-        self._server = await loop.create_server(
-            lambda: asyncio.StreamReaderProtocol(_Reader(), self._on_connect),
-            self.host,
-            self.port,
-            backlog=1024,
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # Our own task rather than a coroutine callback: Python 3.11's StreamReaderProtocol logs an
-        # error for a callback task that ends cancelled, which is how stop() ends connections.
-        assert isinstance(reader, _Reader)
-        task = asyncio.get_running_loop().create_task(self._serve_connection(reader, writer))
-        self._connections.add(task)
-        task.add_done_callback(self._connections.discard)
+        self._stopping = False
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_route("*", "/{path:.*}", self._dispatch)
+        # handler_cancellation: a client that goes away cancels its handler at once, even while it
+        # sleeps between tokens; that is how disconnects are seen (and counted) within ms.
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=0.1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-        for task in list(self._connections):
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
-        self._server = None
+        self._stopping = True  # cancelled handlers are not client disconnects
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
 
     async def __aenter__(self) -> FakeProviderServer:
         await self.start()
@@ -138,8 +110,8 @@ class FakeProviderServer:
         await self.stop()
 
     async def serve_forever(self) -> None:
-        assert self._server is not None, "call start() first"
-        await self._server.serve_forever()
+        assert self._runner is not None, "call start() first"
+        await asyncio.get_running_loop().create_future()  # until cancelled (Ctrl-C)
 
     def configure(self, **changes: Any) -> dict[str, Any]:
         """Same fields as POST /_fake/config (`ttft_ms`, `tps`, `tokens`, `fault`, `next_faults`...)."""
@@ -164,99 +136,66 @@ class FakeProviderServer:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def _serve_connection(self, reader: _Reader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while (request := await read_request(reader)) is not None:
-                if not await self._dispatch(request, reader, writer):
-                    break
-        except BadRequest as exc:
-            writer.write(json_response(400, {"error": {"message": str(exc)}}, keep_alive=False))
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass  # the client went away; nothing to answer
-        finally:
-            writer.close()
-
-    async def _dispatch(self, request: Request, reader: _Reader, writer: asyncio.StreamWriter) -> bool:
-        """Answer one request; False closes the connection."""
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path, method = request.path, request.method
         if path in OPENAI_PATHS or path in ANTHROPIC_PATHS:
             if method == "POST":
-                return await self._model_call(request, reader, writer)
-            writer.write(json_response(405, {"error": {"message": "use POST"}}))
-        elif path == "/_fake/stats":
-            writer.write(json_response(200, self.state.stats.to_json()))
-        elif path == "/_fake/reset" and method == "POST":
+                return await self._model_call(request)
+            return json_response(405, {"error": {"message": "use POST"}})
+        if path == "/_fake/stats":
+            return json_response(200, self.state.stats.to_json())
+        if path == "/_fake/reset" and method == "POST":
             self.reset()
-            writer.write(json_response(200, self.state.describe()))
-        elif path == "/_fake/config":
-            writer.write(self._config_endpoint(request))
-        elif path in ("/", "/healthz"):
-            writer.write(json_response(200, {"status": "ok"}))
-        else:
-            writer.write(json_response(404, {"error": {"message": f"no route {method} {path}"}}))
-        await writer.drain()
-        return request.keep_alive
+            return json_response(200, self.state.describe())
+        if path == "/_fake/config":
+            return await self._config_endpoint(request)
+        if path in ("/", "/healthz"):
+            return json_response(200, {"status": "ok"})
+        return json_response(404, {"error": {"message": f"no route {method} {path}"}})
 
-    def _config_endpoint(self, request: Request) -> bytes:
+    async def _config_endpoint(self, request: web.Request) -> web.Response:
         if request.method != "POST":
             return json_response(200, self.state.describe())
         try:
-            changes = request.json() or {}
+            changes = (await read_request(request)).json() or {}
             if not isinstance(changes, dict):
                 raise ValueError("send a JSON object")
             return json_response(200, self.state.configure(changes))
         except (ValueError, TypeError, BadRequest) as exc:
             return json_response(400, {"error": {"message": str(exc)}})
 
-    async def _model_call(self, request: Request, reader: _Reader, writer: asyncio.StreamWriter) -> bool:
+    async def _model_call(self, request: web.Request) -> web.StreamResponse:
         try:
-            body = request.json()
+            call = await read_request(request)
+            body = call.json()
             if not isinstance(body, dict):
                 raise ValueError("the body must be a JSON object")
-            plan = build_plan(request, body, self.state, self.state.stats.calls + 1)
+            plan = build_plan(call, body, self.state, self.state.stats.calls + 1)
         except (ValueError, TypeError, BadRequest) as exc:
-            writer.write(
-                json_response(400, {"error": {"type": "invalid_request_error", "message": str(exc)}})
-            )
-            await writer.drain()
-            return request.keep_alive
+            return json_response(400, {"error": {"type": "invalid_request_error", "message": str(exc)}})
         stats = self.state.stats
-        stats.record_call(request.path, request.headers, body, plan.fault)
+        stats.record_call(call.path, call.headers, body, plan.fault)
         self._notify()
         fault = plan.fault
         if fault is not None and fault.kind in STATUS_FAULTS:
-            writer.write(error_response(plan.wire, fault))
-            await writer.drain()
-            return request.keep_alive
+            return error_response(plan.wire, fault)
         if fault is not None and fault.kind == "drop":
             stats.server_aborts += 1
-            return False
+            close_connection(request)
+            return web.Response()  # never written: the transport is closing
         stats.concurrent += 1
         stats.max_concurrent = max(stats.max_concurrent, stats.concurrent)
         try:
-            return await self._respond_watching(reader, writer, plan)
+            return await (send_stream if plan.stream else send_whole)(request, plan, stats)
+        except (asyncio.CancelledError, ConnectionError):
+            # The client went away (aiohttp cancels the handler, or a write finds the socket gone),
+            # unless the server itself is stopping.
+            if not self._stopping:
+                stats.client_disconnects += 1
+            raise
         finally:
             stats.concurrent -= 1
             self._notify()
-
-    async def _respond_watching(self, reader: _Reader, writer: asyncio.StreamWriter, plan: Plan) -> bool:
-        """Send the response unless the client disconnects first (then stop at once and count it)."""
-        send = asyncio.ensure_future(
-            (send_stream if plan.stream else send_whole)(writer, plan, self.state.stats)
-        )
-        gone = asyncio.ensure_future(reader.gone.wait())
-        try:
-            await asyncio.wait((send, gone), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            # Also when we are cancelled (server stop): no child task may outlive the connection.
-            gone.cancel()
-            if not send.done():
-                send.cancel()
-                await asyncio.wait((send,))
-        if send.cancelled() or isinstance(send.exception(), ConnectionError):
-            self.state.stats.client_disconnects += 1
-            return False
-        return send.result()
 
 
 class ThreadedFakeServer:

@@ -8,7 +8,8 @@
         ...                                    # TextDelta(text)..., then one Completion
 
 Every failure is a `ProviderError` subclass carrying the API `code`, `http_status`, `retryable`
-and `retry_after`; see `providers/_errors.py` and docs/providers.md.
+and `retry_after`; its `message` is safe to show users, its `detail` is for logs and staff only.
+See `providers/_errors.py` and docs/providers.md.
 """
 
 from ._anthropic import AnthropicProvider

@@ -1,22 +1,15 @@
 """Test doubles for the chat engine's unit tests: a channel layer that records what is broadcast, a clock
-tests move by hand, a provider that streams a script, and a log of the SQL every thread runs.
-
-The query log exists because `db_async` runs queries on worker threads: `django_assert_num_queries`
-counts the test thread's own connection only, so it would see none of the send path's queries.
-"""
+tests move by hand, and a provider that streams a script."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from channels.layers import InMemoryChannelLayer
-from django.db.backends.utils import CursorWrapper
 
 from providers import ChatMessage, Completion, GenerationParams, Provider, StreamEvent, TextDelta
 from threads import groups
@@ -119,40 +112,3 @@ class ScriptedProvider(Provider):
         if self.error is not None:
             raise self.error
         yield Completion("stop", input_tokens=3, output_tokens=len(self.chunks))
-
-
-# Every statement of every cursor (Django's debug cursor included) passes here; django-stubs omits it.
-_HOOK = "_execute_with_wrappers"
-
-
-class QueryLog:
-    """Every SQL statement run in any thread while active (see the module docstring)."""
-
-    def __init__(self) -> None:
-        self.statements: list[str] = []
-        self._lock = threading.Lock()
-
-    def mark(self) -> int:
-        """How many statements so far (a point to compare against later)."""
-        with self._lock:
-            return len(self.statements)
-
-    def since(self, mark: int) -> list[str]:
-        with self._lock:
-            return self.statements[mark:]
-
-    @contextmanager
-    def active(self) -> Iterator[QueryLog]:
-        real = getattr(CursorWrapper, _HOOK)
-        log = self
-
-        def recording(self: CursorWrapper, sql: str, params: Any, many: bool, executor: Any) -> Any:
-            with log._lock:
-                log.statements.append(sql)
-            return real(self, sql, params, many, executor)
-
-        setattr(CursorWrapper, _HOOK, recording)
-        try:
-            yield self
-        finally:
-            setattr(CursorWrapper, _HOOK, real)

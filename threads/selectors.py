@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from collections.abc import Collection
+from typing import Any, TypedDict
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connection
@@ -15,6 +16,16 @@ from threads.limits import id_in_range
 from threads.models import Message, Thread
 
 PAGE_SIZE = 50
+
+
+class StreamingRow(TypedDict):
+    """A `streaming` assistant message as the sweeps see it; times are Unix timestamps."""
+
+    id: int
+    request_id: str
+    thread_id: int
+    created: float
+    updated: float
 
 
 def thread_visible_to(*, user: AbstractBaseUser | AnonymousUser, thread_id: int) -> Thread | None:
@@ -125,13 +136,31 @@ def _updated_at_from_db(value: Any) -> datetime.datetime:
     return value
 
 
-def messages_streaming(*, limit: int = 500) -> list[dict[str, Any]]:
-    """Assistant messages still `streaming` (the orphan sweep's candidates; a partial index covers
-    this): `{"id", "request_id", "thread_id", "created"}`, `created` a Unix timestamp."""
-    rows = Message.objects.filter(status=Message.Status.STREAMING).values_list(
-        "id", "request_id", "thread_id", "created_at"
-    )[:limit]
+def messages_streaming(
+    *,
+    after_id: int = 0,
+    exclude: Collection[int] = (),
+    idle_for_s: float | None = None,
+    limit: int = 500,
+) -> list[StreamingRow]:
+    """A page of the assistant messages still `streaming` (the sweeps' candidates; a partial index covers
+    this), oldest first from `after_id`, without `exclude` (the caller's own generations); with
+    `idle_for_s`, only those not updated for that long."""
+    qs = Message.objects.filter(status=Message.Status.STREAMING, id__gt=after_id)
+    if idle_for_s is not None:
+        qs = qs.filter(updated_at__lt=timezone.now() - datetime.timedelta(seconds=idle_for_s))
+    rows = (
+        qs.exclude(id__in=list(exclude))
+        .order_by("id")
+        .values_list("id", "request_id", "thread_id", "created_at", "updated_at")[:limit]
+    )
     return [
-        {"id": pk, "request_id": rid, "thread_id": tid, "created": created.timestamp()}
-        for pk, rid, tid, created in rows
+        {
+            "id": pk,
+            "request_id": rid,
+            "thread_id": tid,
+            "created": created.timestamp(),
+            "updated": updated.timestamp(),
+        }
+        for pk, rid, tid, created, updated in rows
     ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -268,10 +269,12 @@ def message_save_cancelled(
         return events.message_data(Message.objects.get(pk=message_id))
 
 
-def messages_fail_stale(*, older_than_s: float) -> int:
-    """Mark assistant messages stuck in `streaming` (their generator died) as errors."""
+def messages_fail_stale(*, older_than_s: float, spare: Collection[int] = ()) -> int:
+    """Mark assistant messages stuck in `streaming` (their generator died) as errors, except `spare`
+    (rows whose generation still holds its lease: a long reply, retried with fresh deadlines)."""
     cutoff = timezone.now() - datetime.timedelta(seconds=older_than_s)
-    return Message.objects.filter(Q(status=Message.Status.STREAMING) & Q(updated_at__lt=cutoff)).update(
+    stale = Message.objects.filter(Q(status=Message.Status.STREAMING) & Q(updated_at__lt=cutoff))
+    return stale.exclude(pk__in=list(spare)).update(
         status=Message.Status.ERROR,
         error_code="generation_lost",
         error_message="The server generating this reply stopped before it finished.",

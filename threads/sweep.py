@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Collection
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
@@ -16,6 +17,7 @@ from core.dbasync import db_async
 from threads import events, selectors, services
 from threads.coalesce_store import LEASE_S
 from threads.liveness import live_generations
+from threads.selectors import StreamingRow
 from threads.streamstate import stream_state
 
 if TYPE_CHECKING:
@@ -25,9 +27,12 @@ log = logging.getLogger(__name__)
 
 # Half a lease: a dead process's rows are failed within about LEASE_S + 2 sweeps (< 15 s).
 ORPHAN_SWEEP_EVERY_S = LEASE_S / 2
-# No generation outlives the provider's total timeout, so a message still `streaming` well after it is
-# failed whatever the leases say: the backstop if Redis lost a lease that is never renewed again.
+# A row idle this long past the provider's total timeout, with no lease, is failed as `generation_lost`:
+# the backstop behind the orphan sweep. Never a row whose lease lives: each retry of a provider call
+# gets fresh deadlines, and a result waiting for the database keeps its lease, so both may run longer.
 STALE_AFTER_MARGIN_S = 60.0
+# Rows read per query: a pass reads them all, a page at a time (live rows do not hide orphans).
+SWEEP_PAGE = 500
 INTERRUPTED_MESSAGE = (
     "The server process generating this reply stopped (it crashed or was restarted); the text so far is kept."
 )
@@ -38,11 +43,29 @@ async def sweep_forever(svc: GenerationService) -> None:
     while True:
         try:
             suspects = await sweep_orphans(svc, suspects)
-            if swept := await sweep_stale():
+            if swept := await sweep_stale(running=svc.running):
                 log.warning("marked %d abandoned streaming message(s) as errors", swept)
         except Exception:  # the database or Redis may be briefly away; the next sweep retries
             log.warning("stale-message sweep failed", exc_info=True)
         await asyncio.sleep(ORPHAN_SWEEP_EVERY_S)
+
+
+async def streaming_pages(
+    *, exclude: Collection[int] = (), idle_for_s: float | None = None
+) -> AsyncIterator[tuple[list[StreamingRow], set[int]]]:
+    """Every `streaming` row but `exclude`, a page at a time, oldest first, with the ids of the page whose
+    generation holds a live lease: orphans are found however many live rows come before them."""
+    after = 0
+    while True:
+        rows = await db_async(selectors.messages_streaming)(
+            after_id=after, exclude=exclude, idle_for_s=idle_for_s, limit=SWEEP_PAGE
+        )
+        if not rows:
+            return
+        yield rows, await live_generations().alive(r["id"] for r in rows)
+        if len(rows) < SWEEP_PAGE:
+            return
+        after = rows[-1]["id"]
 
 
 async def sweep_orphans(svc: GenerationService, suspects: set[int]) -> set[int]:
@@ -52,17 +75,18 @@ async def sweep_orphans(svc: GenerationService, suspects: set[int]) -> set[int]:
     the leases is healed by the next renewal first), or at once when it is older than this process and
     there is no other process (no Redis). Returns this pass's suspects (missing once)."""
     liveness = live_generations()
-    rows = await db_async(selectors.messages_streaming)()
-    rows = [r for r in rows if r["id"] not in svc.running]
-    alive = await liveness.alive(r["id"] for r in rows)
-    missing = [r for r in rows if r["id"] not in alive]
-    for row in missing:
-        if row["id"] in suspects or liveness.owns_everything_before(row["created"]):
-            await _interrupt(svc, row)
-    return {r["id"] for r in missing}
+    missing: set[int] = set()
+    async for rows, alive in streaming_pages(exclude=list(svc.running)):
+        for row in rows:
+            if row["id"] in alive or row["id"] in svc.running:
+                continue
+            missing.add(row["id"])
+            if row["id"] in suspects or liveness.owns_everything_before(row["created"]):
+                await _interrupt(svc, row)
+    return missing
 
 
-async def _interrupt(svc: GenerationService, row: dict[str, Any]) -> None:
+async def _interrupt(svc: GenerationService, row: StreamingRow) -> None:
     shared = stream_state()
     text = ""
     if shared is not None:
@@ -88,6 +112,15 @@ async def _interrupt(svc: GenerationService, row: dict[str, Any]) -> None:
         log.warning("interrupted event of %s not delivered", row["request_id"], exc_info=True)
 
 
-async def sweep_stale() -> int:
+async def sweep_stale(*, running: Collection[int] = ()) -> int:
+    """The backstop: fail rows idle past any generation's lifetime, but never one whose generation holds
+    its lease or runs here (each retry of a provider call gets fresh deadlines, so a live reply may
+    outlast the total timeout). Returns how many were failed."""
     older_than = settings.PROVIDER_TIMEOUTS["total"] + STALE_AFTER_MARGIN_S
-    return int(await db_async(services.messages_fail_stale)(older_than_s=older_than))
+    spare, doomed = set(running), False
+    async for rows, alive in streaming_pages(exclude=running, idle_for_s=older_than):
+        spare |= alive
+        doomed = doomed or any(r["id"] not in alive for r in rows)
+    if not doomed:
+        return 0
+    return int(await db_async(services.messages_fail_stale)(older_than_s=older_than, spare=spare))

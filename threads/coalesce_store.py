@@ -15,6 +15,8 @@ renews while it generates; if its process dies the lease lapses and waiters noti
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import json
 import time
 import weakref
@@ -108,13 +110,32 @@ class InProcessCoalescer:
     clock: Callable[[], float] = time.monotonic
     _entries: dict[str, _Entry] = field(default_factory=dict)
     _aliases: dict[str, tuple[float, str, Info]] = field(default_factory=dict)
+    # (expires, n, key) of every expiry set, soonest first: each call forgets what has expired, so
+    # nothing waits for its own key to be claimed again (stale items, of a key set again, are skipped).
+    _expiring: list[tuple[float, int, str]] = field(default_factory=list)
+    _expiring_aliases: list[tuple[float, int, str]] = field(default_factory=list)
+    _n: itertools.count[int] = field(default_factory=itertools.count)
+
+    def _expire(self) -> None:
+        now = self.clock()
+        while self._expiring and self._expiring[0][0] <= now:
+            key = heapq.heappop(self._expiring)[2]
+            entry = self._entries.get(key)
+            if entry is not None and entry.expires is not None and entry.expires <= now:
+                del self._entries[key]
+        while self._expiring_aliases and self._expiring_aliases[0][0] <= now:
+            alias = heapq.heappop(self._expiring_aliases)[2]
+            found = self._aliases.get(alias)
+            if found is not None and found[0] <= now:
+                del self._aliases[alias]
+
+    def _expires(self, key: str, entry: _Entry, at: float) -> None:
+        entry.expires = at
+        heapq.heappush(self._expiring, (at, next(self._n), key))
 
     def _live(self, key: str) -> _Entry | None:
-        entry = self._entries.get(key)
-        if entry is not None and entry.expires is not None and entry.expires <= self.clock():
-            del self._entries[key]
-            return None
-        return entry
+        self._expire()
+        return self._entries.get(key)
 
     async def claim(self, key: str) -> Claim:
         entry = self._live(key)
@@ -138,7 +159,7 @@ class InProcessCoalescer:
     async def finish(self, key: str, *, ok: bool) -> None:
         entry = self._entries.get(key)
         if entry is not None:
-            entry.expires = self.clock() + _retention(ok)
+            self._expires(key, entry, self.clock() + _retention(ok))
 
     def release(self, key: str) -> None:
         """No `finish` will come for this key (a leader that replayed rows it did not generate, or a
@@ -146,7 +167,7 @@ class InProcessCoalescer:
         After a `finish`, nothing changes."""
         entry = self._entries.get(key)
         if entry is not None and entry.expires is None:
-            entry.expires = self.clock() + LEASE_S
+            self._expires(key, entry, self.clock() + LEASE_S)
 
     async def wait_info(self, key: str) -> Info:
         entry = self._entries.get(key)
@@ -163,17 +184,15 @@ class InProcessCoalescer:
         return None
 
     async def alias_get(self, alias: str) -> tuple[str, Info] | None:
+        self._expire()
         found = self._aliases.get(alias)
-        if found is None or found[0] <= self.clock():
-            self._aliases.pop(alias, None)
-            return None
-        return found[1], found[2]
+        return None if found is None else (found[1], found[2])
 
     async def alias_set(self, alias: str, fingerprint: str, info: Info) -> None:
-        if len(self._aliases) > 100_000:  # bound memory: drop expired aliases
-            now = self.clock()
-            self._aliases = {k: v for k, v in self._aliases.items() if v[0] > now}
-        self._aliases[alias] = (self.clock() + ALIAS_TTL_S, fingerprint, info)
+        self._expire()
+        expires = self.clock() + ALIAS_TTL_S
+        self._aliases[alias] = (expires, fingerprint, info)
+        heapq.heappush(self._expiring_aliases, (expires, next(self._n), alias))
 
 
 class RedisCoalescer:

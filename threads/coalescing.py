@@ -145,14 +145,18 @@ async def failed(burst: Burst, exc: BaseException) -> None:
 
 async def published(burst: Burst, info: Info, *, generating: asyncio.Future[Any] | None) -> None:
     """The leader's rows exist. While `generating` runs the burst's fast path lasts; a leader that only
-    found rows written earlier (`generating` None) starts no generation that would finish the key."""
-    await coalescer().publish(burst.key, info)
+    found rows written earlier (`generating` None) starts no generation that would finish the key.
+    Both hold even when publishing raises (Redis gone): the prekey would otherwise stay for good."""
     running = _running_bursts()
     if generating is None:
         running.pop(burst.prekey, None)
-        coalescer().release(burst.key)
     else:  # later sends read the head again once the generation ends
         generating.add_done_callback(lambda _: running.pop(burst.prekey, None))
+    try:
+        await coalescer().publish(burst.key, info)
+    finally:
+        if generating is None:
+            coalescer().release(burst.key)
 
 
 # --- the generation's side ----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ Each crosses into sync code once per step (one `db_async` call per service/selec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from core.dbasync import db_async
+from core.outages import DEPENDENCY_DOWN
 from core.singleflight import Singleflight
 from core.ttlcache import TTLCache
 from ops import metrics
@@ -98,7 +100,20 @@ async def _send(
     fp = coalescing.fingerprint(thread_id=thread.pk, req=req)
     known = await coalescing.replayed(user_id=user.pk, req=req, fp=fp)
     if known is not None:
-        return _follower(known, coalesced="follower")
+        return await _replay(known)
+    try:
+        return await _send_new(user=user, thread=thread, req=req, reply_channel=reply_channel, fp=fp)
+    except BaseException:
+        # Its request_id is free again for any body. Redis gone: the hold lapses in ALIAS_PENDING_S.
+        with contextlib.suppress(*DEPENDENCY_DOWN):
+            await coalescing.forget(user_id=user.pk, req=req, fp=fp)
+        raise
+
+
+async def _send_new(
+    *, user: AbstractBaseUser, thread: Thread, req: SendRequest, reply_channel: str | None, fp: str
+) -> SendOutcome:
+    """A send whose request_id is new (or in flight with the same body): lead, follow or bypass."""
     mode = coalescing.mode(req)
     if mode != "coalesce":
         await quotas.send_admit(user_id=user.pk)  # only sends that start a generation count
@@ -138,6 +153,23 @@ def _info(outcome: SendOutcome) -> coalescing.Info:
         "user_message": outcome.user_message,
         "assistant_message": outcome.assistant_message,
     }
+
+
+async def _replay(ref: coalescing.Ref) -> SendOutcome:
+    """A known request_id's answer: its rows as they are now. Raises NotFound if they were deleted."""
+    pair = await _pair_from_db(ref["user_message_id"], ref["assistant_message_id"])
+    if pair is None:
+        raise services.NotFound()
+    info = {"request_id": ref["request_id"], "user_message": pair[0], "assistant_message": pair[1]}
+    return _follower(info, coalesced="follower")
+
+
+@db_async
+def _pair_from_db(user_message_id: int, assistant_message_id: int) -> tuple[Any, Any] | None:
+    rows = {m.pk: m for m in Message.objects.filter(pk__in=(user_message_id, assistant_message_id))}
+    if len(rows) != 2:
+        return None
+    return events.message_data(rows[user_message_id]), events.message_data(rows[assistant_message_id])
 
 
 def _follower(info: coalescing.Info, *, coalesced: str, key: str | None = None) -> SendOutcome:

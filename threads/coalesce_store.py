@@ -22,7 +22,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict
 
 from django.conf import settings
 
@@ -37,6 +37,23 @@ if TYPE_CHECKING:
 
 Info = dict[str, Any]
 ALIAS_TTL_S = 24 * 3600  # request_id idempotency window (Stripe keeps keys 24 h)
+# A send holds its request_id from its first step until its rows exist; a follower waits at most
+# WAIT_INFO_TIMEOUT_S for them, a leader a few seconds: a minute leaves a wide margin.
+ALIAS_PENDING_S = 60
+
+
+class Ref(TypedDict):
+    """What a request_id's record names: the rows a send got (read back from the database on a
+    replay). Never the content: a flood of identical 32,000-character sends with fresh request_ids
+    wrote 192 KB of Redis per send, for 24 h."""
+
+    request_id: str
+    user_message_id: int
+    assistant_message_id: int
+
+
+# A request_id's record: the body's fingerprint, and the rows once the send has them (None while it runs).
+AliasRecord = tuple[str, Ref | None]
 LEASE_S = 5.0  # a dead leader is noticed within about this long
 WAIT_INFO_TIMEOUT_S = 15.0
 _LOST = {"code": "coalesce_lost", "message": "The identical request went away."}
@@ -92,11 +109,18 @@ class CoalesceBackend(Protocol):
     async def renew(self, key: str) -> None:
         """The leader is generating: extend its lease."""
 
-    async def alias_get(self, alias: str) -> tuple[str, Info] | None:
-        """(body fingerprint, info) recorded for a request_id alias."""
+    async def alias_get(self, alias: str) -> AliasRecord | None:
+        """The record of a request_id alias, if any."""
 
-    async def alias_set(self, alias: str, fingerprint: str, info: Info) -> None:
-        """Record a request_id alias for ALIAS_TTL_S."""
+    async def alias_claim(self, alias: str, fingerprint: str) -> AliasRecord | None:
+        """At once: the alias's record if it has one, else None, and the alias is then held by this
+        send (for ALIAS_PENDING_S) so that a concurrent send with another body sees the fingerprint."""
+
+    async def alias_set(self, alias: str, fingerprint: str, ref: Ref) -> None:
+        """Record a request_id alias's rows for ALIAS_TTL_S."""
+
+    async def alias_drop(self, alias: str, fingerprint: str) -> None:
+        """Free an alias held by a send with `fingerprint` that failed before it had rows."""
 
 
 @dataclass(slots=True)
@@ -109,7 +133,7 @@ class _Entry:
 class InProcessCoalescer:
     clock: Callable[[], float] = time.monotonic
     _entries: dict[str, _Entry] = field(default_factory=dict)
-    _aliases: dict[str, tuple[float, str, Info]] = field(default_factory=dict)
+    _aliases: dict[str, tuple[float, str, Ref | None]] = field(default_factory=dict)
     # (expires, n, key) of every expiry set, soonest first: each call forgets what has expired, so
     # nothing waits for its own key to be claimed again (stale items, of a key set again, are skipped).
     _expiring: list[tuple[float, int, str]] = field(default_factory=list)
@@ -183,15 +207,28 @@ class InProcessCoalescer:
     async def renew(self, key: str) -> None:
         return None
 
-    async def alias_get(self, alias: str) -> tuple[str, Info] | None:
+    async def alias_get(self, alias: str) -> AliasRecord | None:
         self._expire()
         found = self._aliases.get(alias)
         return None if found is None else (found[1], found[2])
 
-    async def alias_set(self, alias: str, fingerprint: str, info: Info) -> None:
+    async def alias_claim(self, alias: str, fingerprint: str) -> AliasRecord | None:
+        found = await self.alias_get(alias)
+        if found is None:
+            self._alias_put(alias, fingerprint, None, ALIAS_PENDING_S)
+        return found
+
+    async def alias_set(self, alias: str, fingerprint: str, ref: Ref) -> None:
         self._expire()
-        expires = self.clock() + ALIAS_TTL_S
-        self._aliases[alias] = (expires, fingerprint, info)
+        self._alias_put(alias, fingerprint, ref, ALIAS_TTL_S)
+
+    async def alias_drop(self, alias: str, fingerprint: str) -> None:
+        if self._aliases.get(alias, (0.0, "", None))[1:] == (fingerprint, None):
+            del self._aliases[alias]
+
+    def _alias_put(self, alias: str, fingerprint: str, ref: Ref | None, ttl_s: float) -> None:
+        expires = self.clock() + ttl_s
+        self._aliases[alias] = (expires, fingerprint, ref)
         heapq.heappush(self._expiring_aliases, (expires, next(self._n), alias))
 
 
@@ -204,7 +241,9 @@ class RedisCoalescer:
         self._redis = client
         self._prefix = prefix
         self._info_waits: Singleflight[Info] = Singleflight()
-        self._batch = RedisBatch(client)  # every send's request_id lookup: one MGET per loop turn
+        self._batch = RedisBatch(client)  # followers' request_id records: one pipeline per loop turn
+        self._alias_claims = _ClaimBatch(client)  # every send's request_id claim: likewise
+        self._alias_drop = client.register_script(_DROP_PENDING_LUA)
         # This process's side of a burst: one Redis claim per key at a time (its other senders here
         # share it), and the keys this process leads, until `finish`/`fail`/`release` (their followers
         # here get the leader's info from memory). In a burst of 500 sends per process this saves
@@ -302,16 +341,78 @@ class RedisCoalescer:
     async def alive(self, key: str) -> bool:
         return bool(await self._redis.exists(self._k(key)))
 
-    async def alias_get(self, alias: str) -> tuple[str, Info] | None:
-        raw = await self._batch.get(self._k(alias))
-        if raw is None:
-            return None
-        value = json.loads(raw)
-        return value["fp"], value["info"]
+    async def alias_get(self, alias: str) -> AliasRecord | None:
+        return _alias_record(await self._batch.get(self._k(alias)))
 
-    async def alias_set(self, alias: str, fingerprint: str, info: Info) -> None:
-        value = json.dumps({"fp": fingerprint, "info": info})
+    async def alias_claim(self, alias: str, fingerprint: str) -> AliasRecord | None:
+        return _alias_record(await self._alias_claims.claim(self._k(alias), _pending(fingerprint)))
+
+    async def alias_set(self, alias: str, fingerprint: str, ref: Ref) -> None:
+        value = json.dumps({"fp": fingerprint, "ref": ref}, separators=(",", ":"))
         await self._batch.set_ex(self._k(alias), value, ALIAS_TTL_S)
+
+    async def alias_drop(self, alias: str, fingerprint: str) -> None:
+        await self._alias_drop(keys=[self._k(alias)], args=[_pending(fingerprint)])
+
+
+def _pending(fingerprint: str) -> str:
+    return json.dumps({"fp": fingerprint}, separators=(",", ":"))
+
+
+def _alias_record(raw: bytes | str | None) -> AliasRecord | None:
+    if raw is None:
+        return None
+    value = json.loads(raw)
+    return value["fp"], value.get("ref")
+
+
+# Delete a request_id's record only if it is still the pending one this send wrote: a twin send with
+# the same body may have recorded its rows meanwhile.
+_DROP_PENDING_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class _ClaimBatch:
+    """`SET key value NX GET EX` (Redis 7) of one loop turn in one pipeline: the record already there,
+    or None when this call wrote `value`. In a burst every send claims its request_id in the same turn."""
+
+    def __init__(self, client: Redis) -> None:
+        self._redis = client
+        self._queued: list[tuple[str, str, asyncio.Future[bytes | str | None]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def claim(self, key: str, value: str) -> bytes | str | None:
+        fut: asyncio.Future[bytes | str | None] = asyncio.get_running_loop().create_future()
+        self._queued.append((key, value, fut))
+        if self._flushing is None:  # runs on the next turn, when every caller of this one has queued
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+        return await fut
+
+    async def _flush(self) -> None:
+        queued, self._queued, self._flushing = self._queued, [], None
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key, value, _ in queued:
+                    pipe.set(key, value, nx=True, get=True, ex=ALIAS_PENDING_S)
+                found = await pipe.execute(raise_on_error=False)
+        except Exception as exc:
+            for *_, fut in queued:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        except BaseException:  # cancelled (the loop is closing): no caller may wait forever
+            for *_, fut in queued:
+                fut.cancel()
+            raise
+        for (*_, fut), value in zip(queued, found, strict=True):
+            if fut.done():
+                continue
+            if isinstance(value, Exception):
+                fut.set_exception(value)
+            else:
+                fut.set_result(value)
 
 
 _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CoalesceBackend] = weakref.WeakKeyDictionary()

@@ -1,6 +1,9 @@
 """A coalesce key's whole life, in one place: identical concurrent sends share one provider call.
 
-    replayed / remember   a request_id seen before answers with what it got then (24 h)
+    replayed / remember   a request_id seen before answers with the rows it got then (24 h); from its
+             | forget     first step a send holds its request_id, so a concurrent send with another body
+                          is refused (422) rather than handed this one's rows; a send that fails before
+                          it has rows lets go of it
     join                  derive the burst's key (a running leader's prekey, else the thread's head)
                           and claim it: the first caller leads, the others follow
     follow                a follower's answer: its leader's rows, or the leader's failure
@@ -38,11 +41,11 @@ from threads.coalesce_math import (
     coalesce_key,
     coalesce_mode,
 )
-from threads.coalesce_store import LEASE_S, Claim, CoalesceFailed, Info, coalescer
+from threads.coalesce_store import LEASE_S, Claim, CoalesceFailed, Info, Ref, coalescer
 from threads.models import Thread
 from threads.validation import InvalidInput, SendRequest
 
-__all__ = ["LEASE_S", "Burst", "Info"]
+__all__ = ["LEASE_S", "Burst", "Info", "Ref"]
 
 
 # --- request_id aliases -------------------------------------------------------------------------------
@@ -63,12 +66,14 @@ def _alias(user_id: int, request_id: str) -> str:
     return f"rid:{user_id}:{request_id}"
 
 
-async def replayed(*, user_id: int, req: SendRequest, fp: str) -> Info | None:
-    """What an earlier send with this request_id got, or None. A request_id the server made up (none
-    was given) is new: nothing to look up. Raises InvalidInput (422) when the body differs."""
+async def replayed(*, user_id: int, req: SendRequest, fp: str) -> Ref | None:
+    """The rows an earlier send with this request_id got, or None: this send then holds the request_id
+    until it `remember`s or `forget`s it (a twin with the same body, in flight, goes on: coalescing
+    makes the two one). A request_id the server made up is new: nothing to look up. Raises
+    InvalidInput (422) when the body differs, also from a send still in flight."""
     if not req.request_id_given:
         return None
-    known = await coalescer().alias_get(_alias(user_id, req.request_id))
+    known = await coalescer().alias_claim(_alias(user_id, req.request_id), fp)
     if known is None:
         return None
     if known[0] != fp:
@@ -81,8 +86,20 @@ async def replayed(*, user_id: int, req: SendRequest, fp: str) -> Info | None:
 
 
 async def remember(*, user_id: int, req: SendRequest, fp: str, info: Info) -> None:
-    """A later send with this request_id (and body) answers with `info`."""
-    await coalescer().alias_set(_alias(user_id, req.request_id), fp, info)
+    """A later send with this request_id (and body) answers with `info`'s rows."""
+    ref: Ref = {
+        "request_id": info["request_id"],
+        "user_message_id": info["user_message"]["id"],
+        "assistant_message_id": info["assistant_message"]["id"],
+    }
+    await coalescer().alias_set(_alias(user_id, req.request_id), fp, ref)
+
+
+async def forget(*, user_id: int, req: SendRequest, fp: str) -> None:
+    """The send failed before it had rows: its request_id is free again (unless a twin with the same
+    body has recorded its rows meanwhile)."""
+    if req.request_id_given:
+        await coalescer().alias_drop(_alias(user_id, req.request_id), fp)
 
 
 # --- a burst: claim, follow, lead ---------------------------------------------------------------------

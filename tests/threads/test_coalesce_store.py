@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from threads.coalesce_store import LEASE_S, CoalesceFailed, InProcessCoalescer
+from threads.coalesce_store import LEASE_S, CoalesceFailed, InProcessCoalescer, Ref
 
 
 @dataclass
@@ -84,8 +84,9 @@ async def test_a_released_key_lapses_like_an_unrenewed_lease() -> None:
 async def test_aliases_expire_after_a_day() -> None:
     clock = Clock()
     co = InProcessCoalescer(clock=clock)
-    await co.alias_set("rid:1:a", "fp", {"request_id": "a"})
-    assert await co.alias_get("rid:1:a") == ("fp", {"request_id": "a"})
+    ref: Ref = {"request_id": "a", "user_message_id": 1, "assistant_message_id": 2}
+    await co.alias_set("rid:1:a", "fp", ref)
+    assert await co.alias_get("rid:1:a") == ("fp", ref)
     clock.now += 24 * 3600 + 1
     assert await co.alias_get("rid:1:a") is None
 

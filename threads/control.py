@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import time
 from collections.abc import Callable
 
 from channels.layers import BaseChannelLayer
@@ -20,6 +21,11 @@ log = logging.getLogger(__name__)
 # How long a send waits for the control channel (Redis) before going on without cross-process cancel.
 CONTROL_READY_TIMEOUT_S = 2.0
 CONTROL_RETRY_S = 1.0
+# A cancel heard for a generation this process does not run (yet) is kept this long: the generation may
+# be starting here (its row written, start() waiting for this channel up to CONTROL_READY_TIMEOUT_S).
+# Every process hears every cancel, so the set is capped too; 30 s is 15 such waits.
+HEARD_TTL_S = 30.0
+HEARD_MAX = 10_000
 
 
 async def send_cancel(layer: BaseChannelLayer, message_id: int) -> None:
@@ -27,12 +33,39 @@ async def send_cancel(layer: BaseChannelLayer, message_id: int) -> None:
     await layer.group_send(groups.CONTROL_GROUP, {"type": groups.CONTROL_CANCEL, "message_id": message_id})
 
 
+class RecentCancels:
+    """Message ids cancelled while no generation of theirs ran here, each for HEARD_TTL_S (oldest first)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._at: dict[int, float] = {}  # insertion order is age order
+
+    def add(self, message_id: int) -> None:
+        self._prune()
+        self._at.pop(message_id, None)
+        self._at[message_id] = self._clock()
+
+    def take(self, message_id: int) -> bool:
+        """Whether `message_id` was cancelled lately (forgotten once taken)."""
+        self._prune()
+        return self._at.pop(message_id, None) is not None
+
+    def _prune(self) -> None:
+        now = self._clock()
+        while self._at:
+            oldest, at = next(iter(self._at.items()))
+            if now - at < HEARD_TTL_S and len(self._at) < HEARD_MAX:
+                return
+            del self._at[oldest]
+
+
 class ControlListener:
     """This process's side: a task that hands each cancel it receives to `on_cancel(message_id)`."""
 
-    def __init__(self, layer: BaseChannelLayer, on_cancel: Callable[[int], object]) -> None:
+    def __init__(self, layer: BaseChannelLayer, on_cancel: Callable[[int], bool]) -> None:
         self.layer = layer
-        self._on_cancel = on_cancel
+        self._on_cancel = on_cancel  # False: no such generation here (yet)
+        self.heard = RecentCancels()
         self._ready = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
@@ -82,4 +115,5 @@ class ControlListener:
         while True:
             msg = await self.layer.receive(channel)
             if msg.get("type") == groups.CONTROL_CANCEL and isinstance(msg.get("message_id"), int):
-                self._on_cancel(msg["message_id"])
+                if not self._on_cancel(msg["message_id"]):
+                    self.heard.add(msg["message_id"])

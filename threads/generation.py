@@ -13,6 +13,7 @@ import functools
 import logging
 import time
 import weakref
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from channels.layers import BaseChannelLayer, get_channel_layer
@@ -37,6 +38,16 @@ from threads.services import PreparedSend
 from threads.streamstate import stream_state
 
 log = logging.getLogger(__name__)
+
+# A result the database refused even after finish's retries is saved again every UNSAVED_RETRY_S, for up to
+# UNSAVED_KEEP_S (the stream state keeps its text for ENTRY_TTL_S, an hour: after this, the sweep can
+# still save it as `interrupted`).
+UNSAVED_RETRY_S = 5.0
+UNSAVED_KEEP_S = 1800.0
+
+
+# How a run ended, as a step that saves the result and tells everyone (threads/finish.py).
+Ending = Callable[[], Awaitable[None]]
 
 
 @dataclass(eq=False)
@@ -68,6 +79,10 @@ class Generation:
     cancel_at: float | None = None  # when this process was told to cancel (cancel latency)
     # Set when identical sends may follow this one: the lease is renewed while it runs.
     coalesce_key: str | None = None
+    # The result could not be saved yet: its text stays in the stream state (the sweep's copy).
+    unsaved: bool = False
+    # The stream is over and its result waits for the database: a cancel no longer stops anything.
+    settling: bool = False
 
     def text(self) -> str:
         return "".join(self.sent) + "".join(self.pending)
@@ -101,8 +116,6 @@ class GenerationService:
     async def start(
         self, prepared: PreparedSend, *, reply_channel: str | None = None, coalesce_key: str | None = None
     ) -> Generation:
-        self.ensure_started()
-        await self.control.wait_ready()  # joined before the generation starts: its Stop is not missed
         gen = Generation(
             request_id=prepared.request_id,
             thread_id=prepared.thread_id,
@@ -110,7 +123,14 @@ class GenerationService:
             reply_channel=reply_channel,
             coalesce_key=coalesce_key,
         )
+        # Registered before the wait below: a Stop pressed meanwhile (its row is already written, so
+        # the cancel wins the database and answers 200) finds the generation and stops it.
         self.running[gen.message_id] = gen
+        try:
+            await self._join_control(gen)
+        except BaseException:
+            self.running.pop(gen.message_id, None)
+            raise
         # Sent by the generation's sender, first and before any delta, while the provider call is
         # already under way: with a thousand viewers the fan-out of this event takes a while.
         gen.start_event = events.message_start(
@@ -136,16 +156,25 @@ class GenerationService:
 
     def cancel_local(self, message_id: int) -> bool:
         gen = self.running.get(message_id)
-        if gen is None or gen.task is None or gen.task.done():
+        if gen is None or (gen.task is not None and gen.task.done()):
             return False
-        gen.cancel_at = time.monotonic()
-        gen.task.cancel()
+        if gen.cancel_at is None:
+            gen.cancel_at = time.monotonic()
+        # Still starting: it never asks the provider. Settling: the stream is over and the result's
+        # save is retried; the row's compare-and-set decides, and the text is kept either way.
+        if gen.task is not None and not gen.settling:
+            gen.task.cancel()
         return True
 
     async def cancel_everywhere(self, message_id: int) -> None:
         """Stop the generation of assistant message `message_id` in whichever process runs it."""
         if not self.cancel_local(message_id):
             await control.send_cancel(self.layer, message_id)
+
+    async def cancel_all(self, message_ids: Iterable[int]) -> None:
+        """Stop these generations wherever they run (those of a deleted thread)."""
+        for message_id in message_ids:
+            await self.cancel_everywhere(message_id)
 
     async def broadcast(self, thread_id: int, event: events.ClientEvent, *, only: str | None = None) -> None:
         await fanout.broadcast(self.layer, thread_id, event, only=only)
@@ -161,14 +190,27 @@ class GenerationService:
                 tasks.append(background)
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def _join_control(self, gen: Generation) -> None:
+        """Wait (bounded) until this process hears cancels from the others, then catch a cancel heard
+        for this message before it was registered. (The channel is joined at the process's first
+        health check or socket, so a send rarely waits here.)"""
+        self.ensure_started()
+        await self.control.wait_ready()
+        if self.control.heard.take(gen.message_id):
+            gen.cancel_at = gen.cancel_at or time.monotonic()
+
     # --- the run --------------------------------------------------------------------------------
 
     async def _run(
         self, gen: Generation, provider_name: str, params: GenerationParams, history: list[ChatMessage]
     ) -> None:
         lease = asyncio.create_task(self._keep_lease(gen))
+        # How the run ends, saved and told; what is retried if the database refuses it (a cancel's,
+        # unless the stream ended otherwise).
+        ending: Ending = functools.partial(finish.cancelled, gen, self.layer)
         try:
-            await self._generate(gen, provider_name, params, history)
+            ending = await self._generate(gen, provider_name, params, history)
+            await ending()
         except asyncio.CancelledError:
             # Cancelled after the stream ended, while the result was being drained or saved (a cancel
             # whose compare-and-set won the race against completion): the cancel stands.
@@ -176,14 +218,16 @@ class GenerationService:
                 try:
                     await asyncio.shield(finish.cancelled(gen, self.layer))
                 except DATABASE_DOWN:  # (the sibling clause below does not catch what this one raises)
+                    gen.unsaved = True
                     await asyncio.shield(finish.unsaved(gen, self.layer))
             raise
         except DATABASE_DOWN as exc:
-            # The result could not be saved, even after retries: the sender and the viewers must still
-            # hear the end (nothing may wait forever). The row stays `streaming` with no live
-            # generation: the orphan sweep marks it `interrupted` once the database answers.
+            # Not saved, even after finish's retries: the sender and the viewers hear the end now
+            # (nothing may wait forever), and the text is kept until a write succeeds.
             log.warning("generation %s: result not saved (%s)", gen.request_id, type(exc).__name__)
+            gen.unsaved = True
             await asyncio.shield(finish.unsaved(gen, self.layer))
+            await self._save_later(gen, ending)
         finally:
             lease.cancel()
             self.running.pop(gen.message_id, None)
@@ -195,14 +239,18 @@ class GenerationService:
                 # Shielded: on cancel this still runs, or the entries would linger until their TTLs.
                 await asyncio.shield(live_generations().remove(gen.message_id))
                 shared = stream_state()
-                if shared is not None:
+                # Unsaved (the process stops before the database is back): the sweep saves this text.
+                if shared is not None and not gen.unsaved:
                     await asyncio.shield(shared.remove(message_id=gen.message_id, thread_id=gen.thread_id))
             except Exception:
                 log.warning("stream state of %s not removed", gen.request_id, exc_info=True)
 
     async def _generate(
         self, gen: Generation, provider_name: str, params: GenerationParams, history: list[ChatMessage]
-    ) -> None:
+    ) -> Ending:
+        """Stream the reply; returns how it ended, to be saved and told (a cancel is saved here)."""
+        if gen.cancel_at is not None:  # stopped while start() waited: the provider is never asked
+            raise asyncio.CancelledError
         sender = asyncio.create_task(
             fanout.run_sender(gen, self.layer, flush_s=settings.STREAM_FLUSH_MS / 1000),
             name=f"gen-send:{gen.request_id}",
@@ -220,16 +268,18 @@ class GenerationService:
             if not isinstance(exc, PacerRejected):  # a rejected request never reached the provider
                 metrics.provider_call(provider_name, exc.code)
             await self._drain(gen, sender)
-            await finish.error(gen, self.layer, exc.code, exc.message, retry_after=exc.retry_after)
+            return functools.partial(
+                finish.error, gen, self.layer, exc.code, exc.message, retry_after=exc.retry_after
+            )
         except Exception as exc:  # a bug must not leave the message `streaming` forever
             log.exception("generation %s failed", gen.request_id)
             metrics.provider_call(provider_name, "error")
             await self._drain(gen, sender)
-            await finish.error(gen, self.layer, "internal_error", f"The reply failed: {type(exc).__name__}.")
-        else:
-            metrics.provider_call(provider_name, "ok")
-            await self._drain(gen, sender)
-            await finish.complete(gen, self.layer, completion)
+            failure = f"The reply failed: {type(exc).__name__}."
+            return functools.partial(finish.error, gen, self.layer, "internal_error", failure)
+        metrics.provider_call(provider_name, "ok")
+        await self._drain(gen, sender)
+        return functools.partial(finish.complete, gen, self.layer, completion)
 
     async def _stream(
         self, gen: Generation, provider_name: str, params: GenerationParams, history: list[ChatMessage]
@@ -270,6 +320,27 @@ class GenerationService:
             except Exception:  # Redis blips: the next renewal retries; the lease outlives one miss
                 log.warning("lease renewal of %s failed", gen.request_id, exc_info=True)
             await asyncio.sleep(LEASE_S / 3)
+
+    async def _save_later(self, gen: Generation, ending: Ending) -> None:
+        """Save the result once the database is back: retried every UNSAVED_RETRY_S for up to
+        UNSAVED_KEEP_S, the lease renewed meanwhile (no sweep takes the row). Once saved, the viewers
+        get the real terminal event (message.done with the whole text)."""
+        gen.settling = True
+        deadline = time.monotonic() + UNSAVED_KEEP_S
+        while time.monotonic() < deadline:
+            await asyncio.sleep(UNSAVED_RETRY_S)
+            try:
+                await ending()
+            except DATABASE_DOWN:
+                continue
+            gen.unsaved = False
+            log.warning("generation %s: result saved once the database came back", gen.request_id)
+            return
+        log.error(
+            "generation %s: result not saved in %.0f s; the sweep saves its text",
+            gen.request_id,
+            UNSAVED_KEEP_S,
+        )
 
     async def _drain(self, gen: Generation, sender: asyncio.Task[None]) -> None:
         gen.finished = True

@@ -48,7 +48,8 @@ async def _thread_or_404(request: HttpRequest, thread_id: int) -> Any:
 async def thread_item(request: HttpRequest, thread_id: int) -> HttpResponseBase:
     thread = await _thread_or_404(request, thread_id)
     if request.method == "DELETE":
-        await db_async(services.thread_delete)(thread=thread)
+        running = await db_async(services.thread_delete)(thread=thread)
+        await generation_service().cancel_all(running)  # after commit: nothing else would stop them
         return HttpResponse(status=204)
     return json_response(await db_async(selectors.thread_detail)(thread=thread))
 

@@ -65,8 +65,14 @@ def thread_create(*, owner: User, data: ThreadCreate) -> Thread:
     return Thread.objects.create(owner=owner, title=data.title, provider=provider, model=configured)
 
 
-def thread_delete(*, thread: Thread) -> None:
-    thread.delete()
+def thread_delete(*, thread: Thread) -> list[int]:
+    """Delete the thread with its messages. Returns the ids of its replies still `streaming`: the caller
+    stops their generations once this returns (after commit), or the provider streams them to the end."""
+    with transaction.atomic():
+        running = Message.objects.filter(thread=thread, status=Message.Status.STREAMING)
+        ids = list(running.values_list("id", flat=True))
+        thread.delete()
+    return ids
 
 
 def _history(*, thread_id: int, upto_id: int) -> list[tuple[str, str]]:

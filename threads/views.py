@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -18,6 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from providers import available_providers
 from threads import selectors, services
+from threads.generation import generation_service
 from threads.limits import parse_id
 from threads.markdown import render_markdown
 from threads.models import Message, Thread
@@ -107,5 +109,11 @@ def _message_html_json(thread: Thread, raw_id: str) -> JsonResponse:
 @login_required
 @require_http_methods(["POST"])
 def thread_delete_page(request: HttpRequest, thread_id: int) -> HttpResponse:
-    services.thread_delete(thread=_thread_or_404(request, thread_id))
+    running = services.thread_delete(thread=_thread_or_404(request, thread_id))
+    if running:  # after commit: its replies' generations stop, in whichever process runs them
+        async_to_sync(_cancel_all)(running)
     return redirect("/")
+
+
+async def _cancel_all(message_ids: list[int]) -> None:
+    await generation_service().cancel_all(message_ids)

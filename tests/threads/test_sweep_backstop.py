@@ -76,7 +76,8 @@ async def test_the_backstop_spares_a_long_reply_whose_lease_is_alive(
     provider's total timeout: the window is cut to nothing here, and only the row without a lease fails."""
     settings.PROVIDER_TIMEOUTS = {**settings.PROVIDER_TIMEOUTS, "total": 0.0}
     monkeypatch.setattr(sweep, "STALE_AFTER_MARGIN_S", -1.0)  # every row counts as old
-    provider = ScriptedProvider(hold=asyncio.Event())  # a reasoning model, thinking
+    thinking = asyncio.Event()
+    provider = ScriptedProvider(hold=thinking)  # a reasoning model, thinking
     monkeypatch.setattr("threads.generation.get_provider", lambda name: provider)
     req = parse_send({"content": "Think hard"}, max_chars=100)
     prepared = await db_async(services.send_prepare)(
@@ -90,7 +91,7 @@ async def test_the_backstop_spares_a_long_reply_whose_lease_is_alive(
     assert await _status(gen.message_id) == ("streaming", "")
     assert await _status(elsewhere) == ("streaming", "")
     assert await _status(lost) == ("error", "generation_lost")
-    provider.hold.set()
+    thinking.set()
     final = await asyncio.wait_for(asyncio.shield(gen.done), TIMEOUT)
     assert final["type"] == "message.done" and final["message"]["content"] == "Hello"
 

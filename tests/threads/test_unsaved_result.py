@@ -126,7 +126,7 @@ async def test_a_process_that_stops_before_the_database_is_back_leaves_the_text_
     svc = generation_service()
     gen = await _start(thread, svc)
     told = await asyncio.wait_for(asyncio.shield(gen.done), TIMEOUT)
-    assert told["error"]["code"] == "database_unavailable"
+    assert told["type"] == "message.error" and told["error"]["code"] == "database_unavailable"
     await svc.aclose()  # the process stops (a deploy) while the database is still away
     shared = stream_state()
     assert shared is not None

@@ -133,6 +133,6 @@ def test_a_reply_that_ends_while_the_database_is_down_is_saved_whole_when_it_is_
                 return None if row.status == "streaming" else row
 
             row = wait_until(settled, timeout=TIMEOUT, interval=0.2)
-            assert (row.status, row.content) == ("complete", text)
+            assert row is not None and (row.status, row.content) == ("complete", text)
             log = a.log_path.read_text(errors="replace")
             assert '" 500 ' not in log and "Exception inside application" not in log

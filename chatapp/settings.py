@@ -369,8 +369,9 @@ MAX_TITLE_CHARS: int = env.int("MAX_TITLE_CHARS", default=200)
 if not 1 <= MAX_TITLE_CHARS <= 200:
     raise ImproperlyConfigured(f"MAX_TITLE_CHARS={MAX_TITLE_CHARS}: use 1 to 200 (the title column's size).")
 # Per-user send budget, a token bucket: SEND_RATE_PER_MIN sends a minute sustained, SEND_RATE_BURST at
-# once; 0 per minute = unlimited. Only sends that start a generation count (coalesced followers and
-# replays do not). A person types far slower than 30 a minute; a script gets 429 + Retry-After.
+# once; 0 per minute = unlimited. A send that starts a generation costs one; coalesced followers and
+# replays half of one, from a bucket of their own (threads/limits.py FOLLOWER_SHARE). A person types far
+# slower than 30 a minute; a script gets 429 + Retry-After.
 SEND_RATE_PER_MIN: float = env.float("SEND_RATE_PER_MIN", default=30.0)
 SEND_RATE_BURST: int = env.int("SEND_RATE_BURST", default=10)
 # Open WebSockets per user (every process together with REDIS_URL); the next handshake is closed with

@@ -100,6 +100,7 @@ async def _send(
     fp = coalescing.fingerprint(thread_id=thread.pk, req=req)
     known = await coalescing.replayed(user_id=user.pk, req=req, fp=fp)
     if known is not None:
+        await quotas.follow_admit(user_id=user.pk)
         return await _replay(known)
     try:
         return await _send_new(user=user, thread=thread, req=req, reply_channel=reply_channel, fp=fp)
@@ -122,6 +123,8 @@ async def _send_new(
         return outcome
     burst = await coalescing.join(thread, req)
     if not burst.leads:
+        # Free for the provider, not for us: a wait and a 24 h request_id record (limits.FOLLOWER_SHARE).
+        await quotas.follow_admit(user_id=user.pk)
         info = await coalescing.follow(burst)
         # A follower answers with its leader's request_id: a made-up one of its own stays unknown.
         if req.request_id_given:
@@ -130,7 +133,7 @@ async def _send_new(
         return _follower(info, coalesced="follower", key=burst.key)
     coalescing.leading(burst)
     try:
-        # The leader alone takes from the user's send budget: its followers cost the provider nothing.
+        # The leader takes a whole send from the budget; its followers took a share each above.
         await quotas.send_admit(user_id=user.pk)
         outcome = await _lead(
             thread=thread, req=req, reply_channel=reply_channel, coalesced="leader", key=burst.key

@@ -89,6 +89,19 @@ def send_rate_limit(*, per_min: float, burst: int) -> Limit | None:
     return Limit.per_second(per_min / 60.0, max(1, burst))
 
 
+# A follower or a replay calls no provider and writes no rows, yet holds a wait and writes a 24 h
+# request_id record: half a send, from a bucket of its own (twice the send budget), so a person's double
+# clicks and retries leave their sends alone while a script's flood of them meets 429.
+FOLLOWER_SHARE = 0.5
+
+
+def follow_rate_limit(*, per_min: float, burst: int) -> Limit | None:
+    """The followers' and replays' bucket: the send budget's rate and burst over FOLLOWER_SHARE."""
+    if per_min == 0:
+        return None
+    return Limit.per_second(per_min / FOLLOWER_SHARE / 60.0, math.ceil(max(1, burst) / FOLLOWER_SHARE))
+
+
 # --- open WebSockets per user ----------------------------------------------------------------------
 
 

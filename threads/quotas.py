@@ -1,6 +1,7 @@
 """Per-user quotas: the send budget (a token bucket) and the number of open WebSockets.
 
     await send_admit(user_id=user.pk)        # raises RateLimited (429 + Retry-After) when over budget
+    await follow_admit(user_id=user.pk)      # a follower's or a replay's share, from its own bucket
     if not await socket_open(user_id=..., socket_id=...): close(4429)
     await socket_close(user_id=..., socket_id=...)
 
@@ -8,10 +9,12 @@ Both are shared by every process when REDIS_URL is set, and kept in this process
 decisions are pure (`threads/limits.py`); the send budget uses core's GCRA buckets, as the pacer does
 (`core/gcra_store.py`: a refused reservation with `max_wait=0` is exactly "over budget, retry after").
 
-Only a send that leads a new generation takes from the budget (threads/chat.py calls `send_admit` in
-`_lead`): coalesced followers and replayed request_ids cost the provider nothing, so a burst of 1000
-identical sends is one unit, not 1000 refusals. Keying the bucket by (user, coalesce key) instead would
-give each distinct message its own bucket and limit nothing.
+A send that leads a new generation takes a whole send from the budget. Coalesced followers and
+replayed request_ids cost the provider nothing, but each holds a wait and a follower with a fresh
+request_id writes a 24 h record: they take a share (threads/limits.py FOLLOWER_SHARE) from a bucket of
+their own, so one account cannot flood Redis with them (#16: 300 identical sends grew it by 59 MB).
+Keying the bucket by (user, coalesce key) instead would give each distinct message its own bucket and
+limit nothing.
 
 Open sockets live in Redis as one sorted set per user (socket id -> last heartbeat, Redis server time);
 each process re-stamps its own sockets every SOCKET_HEARTBEAT_S, so the sockets of a process that died
@@ -37,7 +40,7 @@ from core.gcra import Limit
 from core.gcra_store import InProcessBackend, RedisBackend
 from core.outages import REDIS_DOWN
 from core.redisconn import redis_for_loop
-from threads.limits import retry_after_header, send_rate_limit, socket_admit
+from threads.limits import follow_rate_limit, retry_after_header, send_rate_limit, socket_admit
 from threads.validation import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -93,11 +96,20 @@ def _quotas() -> _Quotas:
 
 
 async def send_admit(*, user_id: Any) -> None:
-    """Take one unit of `user_id`'s send budget, or raise RateLimited (changing nothing)."""
-    limit = _current_limit()
+    """Take one send of `user_id`'s budget, or raise RateLimited (changing nothing)."""
+    await _admit(str(user_id), _current_limit())
+
+
+async def follow_admit(*, user_id: Any) -> None:
+    """Take a follower's (or a replay's) share of `user_id`'s budget, or raise RateLimited."""
+    limit = follow_rate_limit(per_min=settings.SEND_RATE_PER_MIN, burst=settings.SEND_RATE_BURST)
+    await _admit(f"{user_id}:follow", limit)
+
+
+async def _admit(key: str, limit: Limit | None) -> None:
     if limit is None:
         return
-    q, key = _quotas(), str(user_id)
+    q = _quotas()
     grant = None
     if q.redis is not None:
         try:

@@ -103,27 +103,58 @@ async def test_http_send_over_budget_is_429_with_retry_after(
     assert await sync_to_async(Message.objects.filter(thread=thread).count)() == 4
 
 
-async def test_replayed_request_id_costs_nothing(thread: Thread, token: str, settings: Any) -> None:
+async def test_a_replay_costs_a_followers_share_not_a_send(thread: Thread, token: str, settings: Any) -> None:
     settings.SEND_RATE_PER_MIN, settings.SEND_RATE_BURST = 6, 1
     first = await _post(thread, token, {"content": "once", "request_id": "rid-1"})
     again = await _post(thread, token, {"content": "once", "request_id": "rid-1"})
     assert (first.status, again.status) == (200, 200)
     assert again.json()["assistant_message"]["id"] == first.json()["assistant_message"]["id"]
+    # Replays and followers draw from a bucket of their own, twice the send budget: the second
+    # replay spends it; the send budget was spent by the first send alone.
+    assert (await _post(thread, token, {"content": "once", "request_id": "rid-1"})).status == 200
+    assert (await _post(thread, token, {"content": "once", "request_id": "rid-1"})).status == 429
+    assert (await _post(thread, token, {"content": "new words"})).status == 429
 
 
-BURST = 1000  # identical concurrent sends, as benchmarks/coalesce_bench.py sends them against daphne
+BURST = 100  # identical concurrent sends of one user
 
 
-async def test_identical_burst_is_one_unit_of_budget(thread: Thread, token: str, settings: Any) -> None:
-    """Coalesced followers are never refused: a burst of identical sends costs one send."""
+async def test_identical_burst_is_one_send_and_a_share_per_follower(
+    thread: Thread, token: str, settings: Any
+) -> None:
+    """A follower costs the provider nothing but holds a wait and a 24 h request_id record: it costs
+    half a send, from its own bucket (twice the send budget). Past that bucket, followers meet 429."""
     settings.SEND_RATE_PER_MIN, settings.SEND_RATE_BURST = 1, 1
-    answers = await asyncio.gather(*(_post(thread, token, {"content": "same words"}) for _ in range(BURST)))
-    assert [a.status for a in answers] == [200] * BURST
-    roles = sorted(a.json()["coalesced"] for a in answers)
-    assert roles == ["follower"] * (BURST - 1) + ["leader"]
-    # The one unit is spent: a different message now waits its turn.
+    answers = await asyncio.gather(
+        *(
+            _post(thread, token, {"content": "same words", "request_id": uuid.uuid4().hex})
+            for _ in range(BURST)
+        )
+    )
+    statuses = [a.status for a in answers]
+    assert statuses.count(200) == 3 and statuses.count(429) == BURST - 3, statuses
+    roles = sorted(a.json()["coalesced"] for a in answers if a.status == 200)
+    assert roles == ["follower", "follower", "leader"]
+    for refused in (a for a in answers if a.status == 429):
+        assert refused.json()["error"]["code"] == "rate_limited" and int(refused.headers["retry-after"]) >= 1
+    # The send budget is spent: a different message now waits its turn.
     refused = await _post(thread, token, {"content": "different words"})
     assert refused.status == 429 and int(refused.headers["retry-after"]) >= 1
+
+
+@pytest.mark.parametrize(
+    ("per_min", "burst", "interval", "follow_burst"),
+    [(30, 10, 1.0, 20), (6, 1, 5.0, 2), (1, 1, 30.0, 2), (45, 3, 2 / 3, 6)],
+)
+def test_follower_bucket_is_twice_the_send_budget(
+    per_min: float, burst: int, interval: float, follow_burst: int
+) -> None:
+    from threads.limits import follow_rate_limit
+
+    limit = follow_rate_limit(per_min=per_min, burst=burst)
+    assert limit is not None
+    assert limit.interval == pytest.approx(interval) and limit.burst == follow_burst
+    assert follow_rate_limit(per_min=0, burst=burst) is None  # unlimited stays unlimited
 
 
 async def test_bypass_sends_count_each(thread: Thread, token: str, settings: Any) -> None:
@@ -170,7 +201,7 @@ async def test_socket_send_over_budget_gets_rate_limited_and_stays_usable(
     event = await comm.receive_json_from(timeout=10)
     assert event["type"] == "error" and event["error"]["code"] == "rate_limited", event
     assert isinstance(event["error"]["retry_after"], int) and event["error"]["retry_after"] >= 1
-    # Still usable: the same words again are a follower of the first, and free.
+    # Still usable.
     await comm.send_json_to({"type": "cancel", "request_id": "never-sent"})
     assert (await comm.receive_json_from(timeout=10))["error"]["code"] == "not_found"
     await comm.disconnect()

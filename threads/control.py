@@ -41,20 +41,21 @@ class RecentCancels:
         self._at: dict[int, float] = {}  # insertion order is age order
 
     def add(self, message_id: int) -> None:
-        self._prune()
         self._at.pop(message_id, None)
+        self._prune(room=1)
         self._at[message_id] = self._clock()
 
     def take(self, message_id: int) -> bool:
         """Whether `message_id` was cancelled lately (forgotten once taken)."""
-        self._prune()
+        self._prune(room=0)
         return self._at.pop(message_id, None) is not None
 
-    def _prune(self) -> None:
+    def _prune(self, *, room: int) -> None:
+        """Forget the expired, and the oldest until `room` more fit under HEARD_MAX."""
         now = self._clock()
         while self._at:
             oldest, at = next(iter(self._at.items()))
-            if now - at < HEARD_TTL_S and len(self._at) < HEARD_MAX:
+            if now - at < HEARD_TTL_S and len(self._at) + room <= HEARD_MAX:
                 return
             del self._at[oldest]
 

@@ -1,5 +1,6 @@
 """The sweep of `streaming` rows that no generation will finish: their process died (killed, crashed,
-restarted) or their result could not be saved. Each process runs it every ORPHAN_SWEEP_EVERY_S from its
+restarted), perhaps while it waited for the database to save a result (whose text it left in the stream
+state, saved here). Each process runs it every ORPHAN_SWEEP_EVERY_S from its
 first health check, socket or send (GenerationService.ensure_started); the compare-and-set on the row
 makes concurrent sweeps of several processes harmless (one wins, only the winner broadcasts).
 """

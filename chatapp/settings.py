@@ -374,7 +374,7 @@ if not 1 <= MAX_TITLE_CHARS <= 200:
 # slower than 30 a minute; a script gets 429 + Retry-After.
 SEND_RATE_PER_MIN: float = env.float("SEND_RATE_PER_MIN", default=30.0)
 SEND_RATE_BURST: int = env.int("SEND_RATE_BURST", default=10)
-# Open WebSockets per user (every process together with REDIS_URL); the next handshake is closed with
-# 4429. 20 covers many tabs and devices; 0 = unlimited.
+# Open WebSockets and SSE streams per user (every process together with REDIS_URL); the next handshake
+# is closed with 4429, the next stream is 429 too_many_streams. 20 covers many tabs and devices; 0 = unlimited.
 MAX_SOCKETS_PER_USER: int = env.int("MAX_SOCKETS_PER_USER", default=20)
 # --- end limits -------------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,7 +15,7 @@ from django.http.response import HttpResponseBase
 from core.dbasync import db_async
 from core.outages import DEPENDENCY_DOWN
 from ops import metrics
-from threads import chat, errors, events, fanout, selectors, services
+from threads import chat, errors, events, fanout, quotas, selectors, services
 from threads.generation import generation_service
 from threads.http import api_view, authed_user, body_json, json_response, sse
 from threads.limits import parse_id
@@ -85,31 +87,72 @@ async def thread_messages(request: HttpRequest, thread_id: int) -> HttpResponseB
 
 
 async def _sse_response(request: HttpRequest, thread: Any, req: Any) -> HttpResponseBase:
-    """Subscribe first, then send, so no event of this request can be missed. A send refused before it
-    starts (rate limited, bad parent, reused request_id) raises here, before any stream: the client
-    gets the same JSON error and status (429 with Retry-After, 400, 422) as without `stream`."""
-    sub = await fanout.subscribe(generation_service().layer, thread.pk)
+    """Take a slot among the user's sockets (a stream is a channel in the thread's group, like a
+    socket), subscribe, then send, so no event of this request can be missed. A stream or send refused
+    before it starts (too many streams, rate limited, bad parent, reused request_id) raises here, before
+    any stream: the client gets the same JSON error and status (429 with Retry-After, 400, 422) as
+    without `stream`."""
+    user = authed_user(request)
+    slot = _StreamSlot(user.pk, await quotas.stream_open(user_id=user.pk))
     try:
-        outcome = await chat.send(
-            user=authed_user(request), thread=thread, req=req, reply_channel=sub.channel
-        )
+        slot.sub = await fanout.subscribe(generation_service().layer, thread.pk)
+        outcome = await chat.send(user=user, thread=thread, req=req, reply_channel=slot.sub.channel)
     except BaseException:
-        await sub.close()
+        await slot.free()
         raise
+    body = _sse_events(outcome, thread.pk, slot.sub.channel, slot)
+    # A body never read (the client left before its first byte) runs no `finally`: free it when dropped.
+    weakref.finalize(body, _free_soon, asyncio.get_running_loop(), slot)
     return StreamingHttpResponse(
-        _sse_events(outcome, thread.pk, sub),
+        body,
         content_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
+class _StreamSlot:
+    """What one SSE stream holds: a slot among its user's sockets and a channel in the thread's group;
+    freed once, by the stream's end, or by its body being dropped unread."""
+
+    def __init__(self, user_id: Any, stream_id: str) -> None:
+        self.user_id, self.stream_id = user_id, stream_id
+        self.sub: fanout.Subscription | None = None
+        self._freed = False
+
+    async def free(self) -> None:
+        if self._freed:
+            return
+        self._freed = True
+        # Redis gone: the group entry expires by itself, the slot once its heartbeat stops.
+        if self.sub is not None:
+            with contextlib.suppress(*DEPENDENCY_DOWN):
+                await self.sub.close()
+        with contextlib.suppress(*DEPENDENCY_DOWN):
+            await quotas.socket_close(user_id=self.user_id, socket_id=self.stream_id)
+
+
+_freeing: set[asyncio.Task[None]] = set()
+
+
+def _free_soon(loop: asyncio.AbstractEventLoop, slot: _StreamSlot) -> None:
+    """`slot.free()` on its loop, from a finalizer (which cannot await)."""
+
+    def start() -> None:
+        task = loop.create_task(slot.free())
+        _freeing.add(task)
+        task.add_done_callback(_freeing.discard)
+
+    with contextlib.suppress(RuntimeError):  # the loop has closed: its registry went with it
+        loop.call_soon_threadsafe(start)
+
+
 async def _sse_events(
-    outcome: chat.SendOutcome, thread_id: int, sub: fanout.Subscription
+    outcome: chat.SendOutcome, thread_id: int, channel: str, slot: _StreamSlot
 ) -> AsyncIterator[bytes]:
-    """The send's events as Server-Sent Events; leaves the thread's group when the stream ends."""
+    """The send's events as Server-Sent Events; frees the stream's slot when the stream ends."""
     metrics.stream_subscriptions.inc()
     try:
-        async for event in chat.stream_events(outcome, thread_id=thread_id, channel=sub.channel):
+        async for event in chat.stream_events(outcome, thread_id=thread_id, channel=channel):
             yield sse(event)
             if event.get("type") in events.TERMINAL_EVENTS:
                 metrics.request(events.request_outcome(event))
@@ -119,8 +162,7 @@ async def _sse_events(
         yield sse(errors.outage_event(exc))
     finally:
         metrics.stream_subscriptions.dec()
-        with contextlib.suppress(*DEPENDENCY_DOWN):  # the group entry expires by itself
-            await sub.close()
+        await slot.free()
 
 
 @api_view({"POST"})

@@ -3,7 +3,8 @@
     await send_admit(user_id=user.pk)        # raises RateLimited (429 + Retry-After) when over budget
     await follow_admit(user_id=user.pk)      # a follower's or a replay's share, from its own bucket
     if not await socket_open(user_id=..., socket_id=...): close(4429)
-    await socket_close(user_id=..., socket_id=...)
+    stream_id = await stream_open(user_id=...)          # an SSE stream; raises TooManyStreams (429)
+    await socket_close(user_id=..., socket_id=...)      # either
 
 Both are shared by every process when REDIS_URL is set, and kept in this process otherwise. The
 decisions are pure (`threads/limits.py`); the send budget uses core's GCRA buckets, as the pacer does
@@ -15,6 +16,8 @@ request_id writes a 24 h record: they take a share (threads/limits.py FOLLOWER_S
 their own, so one account cannot flood Redis with them (#16: 300 identical sends grew it by 59 MB).
 Keying the bucket by (user, coalesce key) instead would give each distinct message its own bucket and
 limit nothing.
+
+An SSE stream (`stream: true`) counts as a socket: each one is a channel in a thread's group.
 
 Open sockets live in Redis as one sorted set per user (socket id -> last heartbeat, Redis server time);
 each process re-stamps its own sockets every SOCKET_HEARTBEAT_S, so the sockets of a process that died
@@ -28,6 +31,7 @@ import asyncio
 import logging
 import math
 import time
+import uuid
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +52,8 @@ log = logging.getLogger(__name__)
 # A socket re-stamps its registry entry this often; three missed stamps (a dead process) free its slot.
 SOCKET_HEARTBEAT_S = 30.0
 SOCKET_TTL_S = 3 * SOCKET_HEARTBEAT_S
+# A stream refused for too many open: most streams end with their reply, within seconds.
+STREAM_RETRY_AFTER_S = 5
 
 
 class RateLimited(InvalidInput):
@@ -60,6 +66,19 @@ class RateLimited(InvalidInput):
             f"You are sending messages too fast; try again in {seconds} s.",
             status=429,
             retry_after=seconds,
+        )
+
+
+class TooManyStreams(InvalidInput):
+    """MAX_SOCKETS_PER_USER sockets and streams open: 429 with Retry-After, before the stream starts."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            "too_many_streams",
+            f"You have {limit} sockets and streams open, the most allowed; close one or let a reply "
+            "finish, then retry.",
+            status=429,
+            retry_after=STREAM_RETRY_AFTER_S,
         )
 
 
@@ -248,6 +267,14 @@ async def socket_open(*, user_id: Any, socket_id: str) -> bool:
     return await socket_registry().open(
         user_id=user_id, socket_id=socket_id, limit=settings.MAX_SOCKETS_PER_USER
     )
+
+
+async def stream_open(*, user_id: Any) -> str:
+    """Count an SSE stream with the user's sockets; its id, for `socket_close`. Raises TooManyStreams."""
+    stream_id = f"sse-{uuid.uuid4().hex}"
+    if not await socket_open(user_id=user_id, socket_id=stream_id):
+        raise TooManyStreams(settings.MAX_SOCKETS_PER_USER)
+    return stream_id
 
 
 async def socket_close(*, user_id: Any, socket_id: str) -> None:

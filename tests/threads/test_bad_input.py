@@ -248,6 +248,38 @@ async def test_bad_http_input_is_a_json_4xx(
     assert_json_error(resp, status, code)
 
 
+# --- per-user limits that refuse only once something is spent (#16 items 1 and 2) ---------------------
+
+
+async def _post_send(token: str, thread_id: int, body: dict[str, Any]) -> Response:
+    headers = {"authorization": f"Bearer {token}", "content-type": J}
+    path = f"/api/threads/{thread_id}/messages"
+    return await asgi_request("POST", path, body=json.dumps(body).encode(), headers=headers)
+
+
+async def test_a_stream_past_the_socket_cap_is_a_json_429(
+    token: str, ids: dict[str, int], settings: Any
+) -> None:
+    settings.MAX_SOCKETS_PER_USER = 1
+    comm = await _socket(ids["tid"], token)
+    resp = await _post_send(token, ids["tid"], {"content": "x", "stream": True})
+    assert_json_error(resp, 429, "too_many_streams")
+    assert int(resp.headers["retry-after"]) >= 1
+    await comm.disconnect()
+
+
+async def test_replays_past_the_follower_budget_are_a_json_429(
+    token: str, ids: dict[str, int], settings: Any
+) -> None:
+    settings.SEND_RATE_PER_MIN, settings.SEND_RATE_BURST = 6, 1  # followers and replays: 2 at once
+    body = {"content": "x", "request_id": "bad-input-replay"}
+    statuses = [(await _post_send(token, ids["tid"], body)).status for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    resp = await _post_send(token, ids["tid"], body)
+    assert_json_error(resp, 429, "rate_limited")
+    assert int(resp.headers["retry-after"]) >= 1
+
+
 @pytest.mark.parametrize(
     ("content_length", "code"),
     [

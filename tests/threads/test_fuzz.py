@@ -241,6 +241,8 @@ def fuzz_env(settings: Any, user: Any, other_user: Any) -> dict[str, Any]:
     settings.MAX_WS_FRAME_BYTES = 2048
     # On, and tight, so that 429s with Retry-After are part of what is fuzzed.
     settings.SEND_RATE_PER_MIN, settings.SEND_RATE_BURST = 6, 2
+    # Streams count with sockets: a second stream (or one beside the fuzzed socket) is 429 too_many_streams.
+    settings.MAX_SOCKETS_PER_USER = 2
     return {"counts": {"http": 0, "ws": 0}, "statuses": {}}
 
 

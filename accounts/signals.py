@@ -1,12 +1,13 @@
-"""Ending access: revoking or deleting an API token, and deactivating or deleting a user, drop this
-process's cached token lookups at once; logging out and revoking or deleting a token announce
-`user_rights_changed`, on which other apps act (threads/signals.py closes the affected WebSockets in every
-process). Connected in AccountsConfig.ready().
+"""Ending access: logging out, revoking or deleting an API token, and deactivating, deleting, demoting
+(losing is_staff or is_superuser) or re-passwording a user announce `user_rights_changed`, on which other
+apps act (threads/signals.py closes the affected WebSockets in every process), and drop this process's
+cached lookups (tokens, accounts.rights) at once. Connected in AccountsConfig.ready().
 
 Other processes' token caches expire within accounts.auth.TOKEN_CACHE_TTL_S (5 s): that is the bound on
 how long a revoked token can still be used on another server process. Django sends user_logged_out just
 before it flushes the session; a closed page waits at least 150 ms before it reconnects, by which time the
-session is gone.
+session is gone. A queryset `.update()` sends no signal: sockets then find out on their next act
+(accounts/rights.py), or at WS_MAX_LIFETIME_S.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_out
 from django.db import transaction
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import Signal, receiver
 
 from accounts.auth import forget_all_tokens, forget_token
 from accounts.models import ApiToken
+from accounts.rights import LOST_ALL, forget_user, rights_lost, rights_of, stored_rights
 
 # A user lost some access: kwargs `user_id` (int), `method` ('session': every session of the user;
-# 'token': the API token whose hash is `token_hash`). Sent after the change commits, never for a
-# rolled-back one; the one seam through which accounts tells the rest of the project.
+# 'token': the API token whose hash is `token_hash`; 'user': everything, the user is deactivated,
+# deleted or demoted). Sent after the change commits, never for a rolled-back one; the one seam through
+# which accounts tells the rest of the project.
 user_rights_changed = Signal()
 
 
@@ -60,11 +63,37 @@ def _on_token_deleted(sender: Any, instance: ApiToken, **kwargs: Any) -> None:
     rights_changed(user_id=instance.user_id, method="token", token_hash=instance.key_hash)
 
 
-def _on_user_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
-    # Which cached tokens belong to this user is not indexed; deactivation is rare, so drop them all.
-    if kwargs.get("signal") is post_delete or not instance.is_active:
+# The row's fields that grant access (accounts/rights.py): a save that names none of them (a log-in
+# stamping last_login) needs no comparison, and no query.
+_RIGHTS_FIELDS = frozenset({"is_active", "is_staff", "is_superuser", "password"})
+_BEFORE = "_rights_before_save"
+
+
+def _on_user_pre_save(sender: Any, instance: Any, raw: bool = False, **kwargs: Any) -> None:
+    update_fields = kwargs.get("update_fields")
+    if raw or instance.pk is None or (update_fields is not None and not _RIGHTS_FIELDS & set(update_fields)):
+        return
+    instance.__dict__[_BEFORE] = stored_rights(instance.pk)
+
+
+def _on_user_saved(sender: Any, instance: Any, **kwargs: Any) -> None:
+    before = instance.__dict__.pop(_BEFORE, None)
+    lost = None if before is None else rights_lost(before, rights_of(instance))
+    if lost is None:
+        return
+    forget_user(instance.pk)
+    if lost == LOST_ALL:
+        # Which cached tokens belong to this user is not indexed; losing rights is rare, so drop them all.
         forget_all_tokens()
+    rights_changed(user_id=instance.pk, method=lost)
 
 
-post_save.connect(_on_user_changed, sender=get_user_model(), dispatch_uid="accounts.user_saved")
-post_delete.connect(_on_user_changed, sender=get_user_model(), dispatch_uid="accounts.user_deleted")
+def _on_user_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    forget_user(instance.pk)
+    forget_all_tokens()
+    rights_changed(user_id=instance.pk, method=LOST_ALL)
+
+
+pre_save.connect(_on_user_pre_save, sender=get_user_model(), dispatch_uid="accounts.user_saving")
+post_save.connect(_on_user_saved, sender=get_user_model(), dispatch_uid="accounts.user_saved")
+post_delete.connect(_on_user_deleted, sender=get_user_model(), dispatch_uid="accounts.user_deleted")

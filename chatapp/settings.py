@@ -377,4 +377,7 @@ SEND_RATE_BURST: int = env.int("SEND_RATE_BURST", default=10)
 # Open WebSockets and SSE streams per user (every process together with REDIS_URL); the next handshake
 # is closed with 4429, the next stream is 429 too_many_streams. 20 covers many tabs and devices; 0 = unlimited.
 MAX_SOCKETS_PER_USER: int = env.int("MAX_SOCKETS_PER_USER", default=20)
+# No WebSocket lives longer than this (seconds): it is closed with 4001 and the page reconnects (and
+# resumes), so every socket's user is authenticated afresh at least this often. 0 = no limit.
+WS_MAX_LIFETIME_S: float = env.float("WS_MAX_LIFETIME_S", default=4 * 3600.0)
 # --- end limits -------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ never in this consumer's task, so a socket that goes away stops nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Mapping
@@ -12,6 +13,8 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from accounts import rights
+from accounts.auth import forget_all_tokens
 from ops import metrics
 from threads import chat, errors, events, fanout, groups, quotas
 from threads.flow import CLOSE_TOO_SLOW, Flow
@@ -20,9 +23,11 @@ from threads.validation import SEND_FRAME_EXTRA, InvalidInput, parse_frame, pars
 
 log = logging.getLogger(__name__)
 
-# Close codes: 4401 not authenticated, 4404 no such thread (or not yours), 4001 the credentials the
-# socket was opened with were withdrawn (its user logged out, or its API token was revoked): a client may
-# reconnect, and the handshake then authenticates afresh (another device's session still works).
+# Close codes: 4401 not authenticated, 4404 no such thread (or not yours), 4001 the socket's
+# authentication ended: the credentials it was opened with were withdrawn (a log-out, a revoked token),
+# its user lost rights (deactivated, deleted, demoted, a new password), or it reached WS_MAX_LIFETIME_S.
+# A client may reconnect, and the handshake then authenticates afresh (another device's session still
+# works).
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
 CLOSE_AUTH_REVOKED = 4001
@@ -40,11 +45,18 @@ class ThreadConsumer(AsyncWebsocketConsumer):
     _flow: Flow
     # Per request_id, the seq reported in the snapshot: later duplicates of earlier deltas are dropped.
     _snapshot_seq: dict[str, int]
+    # The user's rights when the socket opened: a frame that acts checks they still hold.
+    _rights: rights.UserRights
+    _closing = False  # a close was sent: nothing more is (autobahn raises on a closing socket)
+    _lifetime: asyncio.TimerHandle | None = None
 
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        if not await self._rights_fresh(user):
+            await self._close(CLOSE_UNAUTHENTICATED)
             return
         self.thread_id = int(self.scope["url_route"]["kwargs"]["thread_id"])
         thread = await chat.thread_for_send(user=user, thread_id=self.thread_id)
@@ -56,10 +68,11 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             # Accept, then close: a handshake refused outright reaches clients as a bare 403 / 1006,
             # while 4429 tells them why (and that retrying once a tab is closed will work).
             await self.accept()
-            await self.close(code=CLOSE_TOO_MANY_SOCKETS)
+            await self._close(CLOSE_TOO_MANY_SOCKETS)
             return
         self._socket_user = user.pk  # holds a slot until disconnect()
-        # The user's group: logging out or revoking a token closes this socket (threads/signals.py).
+        # The user's group: losing access (a log-out, a revoked token, lost rights) closes this socket
+        # (threads/signals.py).
         self.user_group = groups.user_group(user.pk)
         await self.channel_layer.group_add(self.user_group, self.channel_name)
         # Join before reading the snapshot: every delta after the snapshot's seq then reaches us.
@@ -68,11 +81,44 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         self._flow = Flow()
         self._sent: set[str] = set()  # request_ids this socket sent: counted once they end
         await self.accept()
+        if settings.WS_MAX_LIFETIME_S > 0:
+            self._lifetime = asyncio.get_running_loop().call_later(settings.WS_MAX_LIFETIME_S, self._expire)
         snap = await chat.snapshot(thread_id=self.thread_id)
         self._snapshot_seq = {f["request_id"]: f["seq"] for f in snap["in_flight"]}
         await self._send_json(snap)
 
+    async def _rights_fresh(self, user: Any) -> bool:
+        """The handshake's user has the rights their row has now. A token's user comes from a cache up to
+        accounts.auth.TOKEN_CACHE_TTL_S old: a user deactivated or demoted meanwhile is refused, and this
+        process's token lookups are dropped, so the page's retry is answered from the row."""
+        now = await rights.user_rights_now(user.pk)
+        if now is None or self._withdrawn(rights.rights_lost(rights.rights_of(user), now)):
+            forget_all_tokens()
+            return False
+        self._rights = now
+        return True
+
+    def _withdrawn(self, lost: str | None) -> bool:
+        """Whether what the user lost (accounts.rights.rights_lost) ends this socket: a new password ends
+        sessions, not API tokens."""
+        if lost is None:
+            return False
+        return not (lost == rights.LOST_SESSIONS and self.scope.get("auth_method") == "token")
+
+    def _expire(self) -> None:
+        """WS_MAX_LIFETIME_S reached: the page reconnects, and its user is authenticated afresh."""
+        self._lifetime = None
+        task = asyncio.create_task(self._close(CLOSE_AUTH_REVOKED))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # the client may be gone
+
+    async def _close(self, code: int) -> None:
+        if not self._closing:
+            self._closing = True
+            await self.close(code=code)
+
     async def disconnect(self, code: int) -> None:
+        if self._lifetime is not None:
+            self._lifetime.cancel()
         if getattr(self, "_socket_user", None) is not None:
             await quotas.socket_close(user_id=self._socket_user, socket_id=self.channel_name)
         if getattr(self, "user_group", None):
@@ -82,9 +128,13 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             await self._sub.close()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self._closing:
+            return  # frames that crossed our close frame
         try:
             kind, frame = parse_frame(text_data, bytes_data, max_bytes=settings.MAX_WS_FRAME_BYTES)
-            if kind == "send":
+            if kind != "ack" and not await self._rights_hold():
+                await self._close(CLOSE_AUTH_REVOKED)  # before acting on rights the user no longer has
+            elif kind == "send":
                 await self._on_send(frame)
             elif kind == "cancel":
                 await self._on_cancel(frame)
@@ -114,6 +164,13 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         rid = parse_request_id(frame.get("request_id"))
         await chat.cancel(user=self.scope["user"], request_id=rid)
 
+    async def _rights_hold(self) -> bool:
+        """The user still has the rights the socket opened with (their row, at most
+        accounts.rights.USER_RIGHTS_TTL_S stale): a change no signal announced stops the next act."""
+        return not self._withdrawn(
+            rights.rights_lost(self._rights, await rights.user_rights(self._socket_user))
+        )
+
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels runs aclose_old_connections() (a thread-sensitive hop, all consumers of the process
         # queued on one thread) before every handler. Deltas touch no database: measured, skipping it
@@ -124,13 +181,16 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         await super().dispatch(message)
 
     async def auth_revoked(self, message: dict[str, Any]) -> None:
-        """groups.AUTH_REVOKED: close if this socket authenticated the way that was withdrawn."""
+        """groups.AUTH_REVOKED: close if this socket authenticated the way that was withdrawn (any way,
+        for method 'user': a user deactivated, deleted or demoted)."""
+        method = message.get("method")
         if self.scope.get("auth_method") == "token":
-            if message.get("method") != "token" or message.get("token_hash") != self.scope.get("token_hash"):
-                return
-        elif message.get("method") != "session":
-            return
-        await self.close(code=CLOSE_AUTH_REVOKED)
+            token = message.get("token_hash") == self.scope.get("token_hash")
+            withdrawn = method == "user" or (method == "token" and token)
+        else:
+            withdrawn = method in ("user", "session")
+        if withdrawn:
+            await self._close(CLOSE_AUTH_REVOKED)
 
     async def thread_event(self, message: dict[str, Any]) -> None:
         event = message["event"]
@@ -147,8 +207,10 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         await self._send_json(event)
 
     async def _send_json(self, data: Mapping[str, Any]) -> None:
+        if self._closing:
+            return
         if self._flow.on_send():
             # Too far behind: stop buffering for it; the page reconnects and resumes from a snapshot.
-            await self.close(code=CLOSE_TOO_SLOW)
+            await self._close(CLOSE_TOO_SLOW)
             return
         await self.send(text_data=json.dumps(data, separators=(",", ":")))

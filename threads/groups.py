@@ -11,7 +11,8 @@ from collections.abc import Mapping
 CONTROL_GROUP = "chatapp.control"
 THREAD_EVENT = "thread.event"
 CONTROL_CANCEL = "control.cancel"
-# Sent to a user's group when a session logs out or an API token is revoked (consumer: `auth_revoked`).
+# Sent to a user's group when a session logs out, an API token is revoked, or the user loses rights
+# (deactivated, deleted, demoted, a new password; consumer: `auth_revoked`).
 AUTH_REVOKED = "auth.revoked"
 
 
@@ -22,7 +23,7 @@ def thread_group(thread_id: int) -> str:
 
 
 def user_group(user_id: int) -> str:
-    """Every socket of one user, in every process: logging out or revoking a token closes them."""
+    """Every socket of one user, in every process: losing access (accounts/signals.py) closes them."""
     if not isinstance(user_id, int) or isinstance(user_id, bool) or user_id < 1:
         raise ValueError(f"user ids are positive integers, not {user_id!r}")
     return f"user.{user_id}"
@@ -30,9 +31,10 @@ def user_group(user_id: int) -> str:
 
 def auth_revoked_message(*, method: str, token_hash: str = "") -> dict[str, str]:
     """Close the user's sockets authenticated by `method`: 'session' (every socket that authenticated
-    with a session cookie), or 'token' (those that used the token whose hash is `token_hash`)."""
-    if method not in ("session", "token") or (method == "token") != bool(token_hash):
-        raise ValueError("method is 'session', or 'token' with the token's hash")
+    with a session cookie), 'token' (those that used the token whose hash is `token_hash`), or 'user'
+    (every socket of the user)."""
+    if method not in ("session", "token", "user") or (method == "token") != bool(token_hash):
+        raise ValueError("method is 'session', 'user', or 'token' with the token's hash")
     return {"type": AUTH_REVOKED, "method": method, "token_hash": token_hash}
 
 

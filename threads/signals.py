@@ -1,5 +1,6 @@
 """A user's lost access reaches their open sockets: on accounts' user_rights_changed, the sockets that
-authenticated the withdrawn way close with 4001, in every process (through the user's channel-layer
+authenticated the withdrawn way (or all of them, for a user deactivated, deleted or demoted) close with
+4001, in every process (through the user's channel-layer
 group, `user.<id>`; threads/consumers.py closes them). Connected in ThreadsConfig.ready()."""
 
 from __future__ import annotations

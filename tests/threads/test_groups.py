@@ -16,6 +16,8 @@ from threads import groups
         ({"method": "token", "token_hash": "ab" * 32}, True),
         ({"method": "token"}, False),
         ({"method": "session", "token_hash": "ab"}, False),
+        ({"method": "user"}, True),
+        ({"method": "user", "token_hash": "ab"}, False),
         ({"method": "password"}, False),
     ],
 )

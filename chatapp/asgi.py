@@ -33,6 +33,7 @@ from chatapp.dependencies import WebsocketDependencyGuard  # noqa: E402
 from chatapp.gctuning import tune_gc  # noqa: E402
 from chatapp.middleware import API_MIDDLEWARE, API_PREFIX  # noqa: E402
 from chatapp.origin import SameOriginValidator  # noqa: E402
+from core.writebuffer import WriteBufferProbe  # noqa: E402
 from threads.consumers import ThreadConsumer  # noqa: E402
 
 
@@ -143,8 +144,11 @@ application = ProtocolTypeRouter(
     {
         # Bodies over MAX_BODY_BYTES are refused while they arrive, before Django reads them.
         "http": BodyLimitMiddleware(http_app),
-        "websocket": WebsocketDependencyGuard(
-            SameOriginValidator(WebsocketAuthStack(URLRouter(websocket_urlpatterns)))
+        # Outermost: the consumer measures its connection's unsent bytes through daphne's own `send`.
+        "websocket": WriteBufferProbe(
+            WebsocketDependencyGuard(
+                SameOriginValidator(WebsocketAuthStack(URLRouter(websocket_urlpatterns)))
+            )
         ),
     }
 )

@@ -380,4 +380,13 @@ MAX_SOCKETS_PER_USER: int = env.int("MAX_SOCKETS_PER_USER", default=20)
 # No WebSocket lives longer than this (seconds): it is closed with 4001 and the page reconnects (and
 # resumes), so every socket's user is authenticated afresh at least this often. 0 = no limit.
 WS_MAX_LIFETIME_S: float = env.float("WS_MAX_LIFETIME_S", default=4 * 3600.0)
+# Bytes one WebSocket may have waiting to be written (daphne buffers without limit for a client that
+# stops reading); past it the socket is closed with 4008. 2 MiB is several times the largest history
+# page (threads/selectors.py) a healthy client takes at once. 0 = no limit.
+WS_MAX_BUFFER_BYTES: int = env.int("WS_MAX_BUFFER_BYTES", default=2 * 1024 * 1024)
+# Messages in the WebSocket snapshot, the thread page and GET /api/threads/{id}; older ones come a page
+# at a time on request (`history` frames, `?before=`).
+HISTORY_PAGE_SIZE: int = env.int("HISTORY_PAGE_SIZE", default=50)
+if not 1 <= HISTORY_PAGE_SIZE <= 200:
+    raise ImproperlyConfigured(f"HISTORY_PAGE_SIZE={HISTORY_PAGE_SIZE}: use 1 to 200 (the largest ?limit=).")
 # --- end limits -------------------------------------------------------------------------------------------

@@ -20,7 +20,14 @@ from threads.generation import generation_service
 from threads.http import api_view, authed_user, body_json, json_response, sse
 from threads.limits import parse_id
 from threads.services import NotFound
-from threads.validation import InvalidInput, parse_request_id, parse_send, parse_thread_create
+from threads.validation import (
+    InvalidInput,
+    parse_message_cursor,
+    parse_page_limit,
+    parse_request_id,
+    parse_send,
+    parse_thread_create,
+)
 
 
 @api_view({"GET", "POST"})
@@ -53,7 +60,16 @@ async def thread_item(request: HttpRequest, thread_id: int) -> HttpResponseBase:
         running = await db_async(services.thread_delete)(thread=thread)
         await generation_service().cancel_all(running)  # after commit: nothing else would stop them
         return HttpResponse(status=204)
-    return json_response(await db_async(selectors.thread_detail)(thread=thread))
+    before, limit = _history_page_query(request)
+    return json_response(await db_async(selectors.thread_detail)(thread=thread, before=before, limit=limit))
+
+
+def _history_page_query(request: HttpRequest) -> tuple[int | None, int | None]:
+    """`?before=<message id>&limit=`: which page of the thread's messages (the newest when absent)."""
+    raw_before, raw_limit = request.GET.get("before"), request.GET.get("limit")
+    before = None if raw_before is None else parse_message_cursor(parse_id(raw_before))
+    limit = None if raw_limit is None else parse_page_limit(raw_limit, most=selectors.MAX_HISTORY_LIMIT)
+    return before, limit
 
 
 @api_view({"POST"})

@@ -375,13 +375,15 @@ async def cancel(*, user: AbstractBaseUser, request_id: str) -> events.MessageDa
 
 
 @db_async
-def _snapshot_messages(thread_id: int) -> list[events.MessageData]:
-    return selectors.message_list(thread_id=thread_id)
+def _snapshot_page(thread_id: int) -> events.MessagePage:
+    return selectors.message_page(thread_id=thread_id)
 
 
 async def snapshot(*, thread_id: int) -> events.SnapshotEvent:
-    """Everything a viewer needs to show the thread now, including text streamed so far."""
+    """What a viewer needs to show the thread now: its newest page of messages, and the text streamed
+    so far."""
     svc = generation_service()
     svc.ensure_started()  # a restarted process starts sweeping its predecessor's orphans now
     in_flight = await svc.in_flight(thread_id)
-    return events.snapshot(await _snapshot_messages(thread_id), in_flight)
+    page = await _snapshot_page(thread_id)
+    return events.snapshot(page["messages"], in_flight, has_more=page["has_more"])

@@ -15,11 +15,20 @@ from django.conf import settings
 
 from accounts import rights
 from accounts.auth import forget_all_tokens
+from core.dbasync import db_async
+from core.writebuffer import SCOPE_KEY as WRITE_BUFFER
 from ops import metrics
-from threads import chat, errors, events, fanout, groups, quotas
+from threads import chat, errors, events, fanout, groups, quotas, selectors
 from threads.flow import CLOSE_TOO_SLOW, Flow
 from threads.models import Thread
-from threads.validation import SEND_FRAME_EXTRA, InvalidInput, parse_frame, parse_request_id, parse_send
+from threads.validation import (
+    SEND_FRAME_EXTRA,
+    InvalidInput,
+    parse_frame,
+    parse_message_cursor,
+    parse_request_id,
+    parse_send,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +36,7 @@ log = logging.getLogger(__name__)
 # authentication ended: the credentials it was opened with were withdrawn (a log-out, a revoked token),
 # its user lost rights (deactivated, deleted, demoted, a new password), or it reached WS_MAX_LIFETIME_S.
 # A client may reconnect, and the handshake then authenticates afresh (another device's session still
-# works).
+# works). 4008 (threads/flow.py): too far behind, in frames or in unsent bytes.
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
 CLOSE_AUTH_REVOKED = 4001
@@ -78,7 +87,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         # Join before reading the snapshot: every delta after the snapshot's seq then reaches us.
         self._sub = await fanout.subscribe(self.channel_layer, self.thread_id, channel=self.channel_name)
         metrics.stream_subscriptions.inc()
-        self._flow = Flow()
+        self._flow = Flow(max_unsent_bytes=settings.WS_MAX_BUFFER_BYTES)
         self._sent: set[str] = set()  # request_ids this socket sent: counted once they end
         await self.accept()
         if settings.WS_MAX_LIFETIME_S > 0:
@@ -138,6 +147,8 @@ class ThreadConsumer(AsyncWebsocketConsumer):
                 await self._on_send(frame)
             elif kind == "cancel":
                 await self._on_cancel(frame)
+            elif kind == "history":
+                await self._on_history(frame)
             elif not self._flow.on_ack(frame.get("count")):
                 raise InvalidInput("invalid_ack", "'count' must be the number of frames received so far.")
         except Exception as exc:
@@ -163,6 +174,11 @@ class ThreadConsumer(AsyncWebsocketConsumer):
     async def _on_cancel(self, frame: dict[str, Any]) -> None:
         rid = parse_request_id(frame.get("request_id"))
         await chat.cancel(user=self.scope["user"], request_id=rid)
+
+    async def _on_history(self, frame: dict[str, Any]) -> None:
+        before = parse_message_cursor(frame.get("before"))
+        page = await db_async(selectors.message_page)(thread_id=self.thread_id, before=before)
+        await self._send_json(events.history(before=before, page=page))
 
     async def _rights_hold(self) -> bool:
         """The user still has the rights the socket opened with (their row, at most
@@ -209,8 +225,16 @@ class ThreadConsumer(AsyncWebsocketConsumer):
     async def _send_json(self, data: Mapping[str, Any]) -> None:
         if self._closing:
             return
-        if self._flow.on_send():
+        probe = self.scope.get(WRITE_BUFFER)  # core/writebuffer.py: daphne's unsent bytes, if known
+        unsent = probe() if probe is not None else None
+        if self._flow.on_send(unsent):
             # Too far behind: stop buffering for it; the page reconnects and resumes from a snapshot.
+            log.warning(
+                "closing a socket that fell behind (%s): %s bytes unsent (WS_MAX_BUFFER_BYTES=%d)",
+                CLOSE_TOO_SLOW,
+                unsent,
+                settings.WS_MAX_BUFFER_BYTES,
+            )
             await self._close(CLOSE_TOO_SLOW)
             return
         await self.send(text_data=json.dumps(data, separators=(",", ":")))

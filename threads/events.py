@@ -52,10 +52,27 @@ class InFlight(TypedDict):
     seq: int
 
 
+class MessagePage(TypedDict):
+    """Some of a thread's messages, oldest first; `has_more`: older ones remain."""
+
+    messages: list[MessageData]
+    has_more: bool
+
+
 class SnapshotEvent(TypedDict):
     type: Literal["snapshot"]
-    messages: list[MessageData]
+    messages: list[MessageData]  # the newest page
+    has_more: bool
     in_flight: list[InFlight]
+
+
+class HistoryEvent(TypedDict):
+    """An older page, answering a client's `history` frame (`before`: the id it asked before)."""
+
+    type: Literal["history"]
+    before: int
+    messages: list[MessageData]
+    has_more: bool
 
 
 class MessageStartEvent(TypedDict):
@@ -105,7 +122,7 @@ class ErrorBody(TypedDict):
 
 TerminalEvent = MessageDoneEvent | MessageCancelledEvent | MessageErrorEvent
 StreamEvent = MessageStartEvent | MessageDeltaEvent | TerminalEvent
-ClientEvent = StreamEvent | SnapshotEvent | SocketErrorEvent
+ClientEvent = StreamEvent | SnapshotEvent | HistoryEvent | SocketErrorEvent
 
 
 def iso(dt: Any) -> str | None:
@@ -147,8 +164,14 @@ def error_body(code: str, message: str) -> ErrorBody:
     return {"error": {"code": code, "message": message}}
 
 
-def snapshot(messages: list[MessageData], in_flight: list[InFlight]) -> SnapshotEvent:
-    return {"type": "snapshot", "messages": messages, "in_flight": in_flight}
+def snapshot(
+    messages: list[MessageData], in_flight: list[InFlight], *, has_more: bool = False
+) -> SnapshotEvent:
+    return {"type": "snapshot", "messages": messages, "has_more": has_more, "in_flight": in_flight}
+
+
+def history(*, before: int, page: MessagePage) -> HistoryEvent:
+    return {"type": "history", "before": before, "messages": page["messages"], "has_more": page["has_more"]}
 
 
 def message_start(*, request_id: str, user_message: MessageData, message_id: int) -> MessageStartEvent:

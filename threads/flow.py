@@ -4,8 +4,10 @@ daphne has no write backpressure: a viewer that stops reading (a phone in a tunn
 the server buffer every frame for it without limit. A browser page acknowledges what it has received
 (`{"type": "ack", "count": N}` every ACK_EVERY frames); once a viewer has acknowledged at least once,
 falling more than MAX_UNACKED frames behind closes its socket with CLOSE_TOO_SLOW, which tells the page
-to reconnect and resume from a fresh snapshot. Clients that never acknowledge (API scripts) are not
-tracked. The stream itself never waits for anyone: delivery to each socket is independent.
+to reconnect and resume from a fresh snapshot. Every client, acknowledging or not, is also bounded in
+bytes: the consumer measures what its connection still has to write (core/writebuffer.py) and past
+`max_unsent_bytes` (WS_MAX_BUFFER_BYTES) the socket closes with CLOSE_TOO_SLOW too. The stream itself
+never waits for anyone: delivery to each socket is independent.
 """
 
 from __future__ import annotations
@@ -21,12 +23,16 @@ MAX_UNACKED = 200
 
 @dataclass(slots=True)
 class Flow:
+    max_unsent_bytes: int = 0  # 0: not bounded in bytes
     sent: int = 0
     acked: int | None = None  # None until the client's first ack: not tracked
 
-    def on_send(self) -> bool:
-        """Count one frame about to be sent; True if the viewer is too far behind to send it."""
+    def on_send(self, unsent_bytes: int | None = None) -> bool:
+        """Count one frame about to be sent, `unsent_bytes` still waiting before it (None: unknown);
+        True if the viewer is too far behind to send it."""
         self.sent += 1
+        if self.max_unsent_bytes and unsent_bytes is not None and unsent_bytes > self.max_unsent_bytes:
+            return True
         return self.acked is not None and self.sent - self.acked > MAX_UNACKED
 
     def on_ack(self, count: object) -> bool:

@@ -6,6 +6,7 @@ import datetime
 from collections.abc import Collection
 from typing import Any, TypedDict
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connection
 from django.db.models import Case, IntegerField, Value, When
@@ -16,6 +17,12 @@ from threads.limits import id_in_range
 from threads.models import Message, Thread
 
 PAGE_SIZE = 50
+# The largest `?limit=` of a thread's messages (HISTORY_PAGE_SIZE is the default).
+MAX_HISTORY_LIMIT = 200
+# A history page stops growing past this many characters of content (its newest message always comes):
+# even fully JSON-escaped (6 bytes a character) that is about 600 KB, well under WS_MAX_BUFFER_BYTES, so
+# a healthy client is never closed for the size of a snapshot.
+PAGE_MAX_CHARS = 100_000
 
 
 class StreamingRow(TypedDict):
@@ -64,12 +71,31 @@ def thread_list_for_user(
     }
 
 
-def message_list(*, thread_id: int) -> list[events.MessageData]:
-    return [events.message_data(m) for m in Message.objects.filter(thread_id=thread_id).order_by("id")]
+def message_page(
+    *, thread_id: int, before: int | None = None, limit: int | None = None
+) -> events.MessagePage:
+    """The newest `limit` (HISTORY_PAGE_SIZE) messages of the thread with ids below `before` (any, when
+    None), at most PAGE_MAX_CHARS of content, oldest first. One query on the (thread, id) index."""
+    limit = settings.HISTORY_PAGE_SIZE if limit is None else limit
+    qs = Message.objects.filter(thread_id=thread_id)
+    if before is not None:
+        qs = qs.filter(id__lt=before)
+    rows = list(qs.order_by("-id")[: limit + 1])
+    has_more = len(rows) > limit
+    page: list[Message] = []
+    chars = 0
+    for m in rows[:limit]:  # newest first
+        chars += len(m.content)
+        if page and chars > PAGE_MAX_CHARS:
+            has_more = True
+            break
+        page.append(m)
+    return {"messages": [events.message_data(m) for m in reversed(page)], "has_more": has_more}
 
 
-def thread_detail(*, thread: Thread) -> dict[str, Any]:
-    return {**events.thread_data(thread), "messages": message_list(thread_id=thread.pk)}
+def thread_detail(*, thread: Thread, before: int | None = None, limit: int | None = None) -> dict[str, Any]:
+    """The thread with one page of its messages (message_page)."""
+    return {**events.thread_data(thread), **message_page(thread_id=thread.pk, before=before, limit=limit)}
 
 
 def message_by_id(*, message_id: int) -> events.MessageData | None:

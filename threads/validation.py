@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from threads.limits import frame_size, id_in_range
+from threads.limits import frame_size, id_in_range, parse_id
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
 
@@ -169,19 +169,36 @@ def parse_request_id(value: object) -> str:
     return value
 
 
+def parse_message_cursor(value: object) -> int:
+    """A history page's `before`: a message id (a JSON integer; a query string's goes through parse_id)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not id_in_range(value):
+        raise InvalidInput("invalid_cursor", "'before' must be the id of a message.")
+    return value
+
+
+def parse_page_limit(raw: str, *, most: int) -> int:
+    """A history page's `?limit=`: 1 to `most` messages."""
+    limit = parse_id(raw)
+    if limit is None or limit > most:
+        raise InvalidInput("invalid_limit", f"'limit' must be a number of messages from 1 to {most}.")
+    return limit
+
+
 # --- WebSocket frames -----------------------------------------------------------------------------
 
-FRAME_TYPES = ("send", "cancel", "ack")
+FRAME_TYPES = ("send", "cancel", "ack", "history")
 # Per frame type, the fields besides those parse_send checks (sends) or the ones listed (others).
 SEND_FRAME_EXTRA = frozenset({"type"})
 CANCEL_FRAME_FIELDS = frozenset({"type", "request_id"})
 ACK_FRAME_FIELDS = frozenset({"type", "count"})
+HISTORY_FRAME_FIELDS = frozenset({"type", "before"})
 
 
 def parse_frame(text: str | None, data: bytes | None, *, max_bytes: int) -> tuple[str, dict[str, Any]]:
     """A client frame's type and object. Raises InvalidInput (sent back as an `error` event; the socket
     stays open) for a frame over `max_bytes` (`too_large`), a binary frame, non-JSON or non-object
-    JSON, an unknown `type`, or unknown fields of a cancel or ack (a send's are checked by parse_send)."""
+    JSON, an unknown `type`, or unknown fields of a cancel, ack or history frame (a send's are checked by
+    parse_send)."""
     if frame_size(text, data) > max_bytes:
         raise InvalidInput("too_large", f"Frames are limited to {max_bytes} bytes.", status=413)
     if data is not None:
@@ -194,9 +211,11 @@ def parse_frame(text: str | None, data: bytes | None, *, max_bytes: int) -> tupl
         raise InvalidInput("invalid_json", "Frames must be JSON objects.")
     kind = frame.get("type")
     if not isinstance(kind, str) or kind not in FRAME_TYPES:
-        raise InvalidInput("unknown_type", "'type' must be 'send', 'cancel' or 'ack'.")
+        raise InvalidInput("unknown_type", "'type' must be 'send', 'cancel', 'ack' or 'history'.")
     if kind == "cancel":
         reject_unknown(frame, CANCEL_FRAME_FIELDS)
     elif kind == "ack":
         reject_unknown(frame, ACK_FRAME_FIELDS)
+    elif kind == "history":
+        reject_unknown(frame, HISTORY_FRAME_FIELDS)
     return kind, frame

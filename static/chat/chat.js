@@ -1,6 +1,7 @@
 // The thread page. One WebSocket per tab (protocol: docs/api.md): a snapshot on connect, live deltas shown as
 // plain text, finished replies swapped for the server's sanitized Markdown HTML, Stop, inline errors with
-// Retry, and reconnect + resume (the snapshot carries the text streamed so far).
+// Retry, reconnect + resume (the snapshot carries the text streamed so far), and "Load earlier messages"
+// (the snapshot holds the newest page; older pages come with `history` frames).
 (() => {
   "use strict";
   const $ = (id) => document.getElementById(id);
@@ -15,6 +16,7 @@
   const conn = $("conn");
   const live = $("live");
   const composerError = $("composer-error");
+  const earlier = $("earlier");
   const streams = new Map(); // request_id -> {id, seq, li, text: Text}
   let ws = null;
   let retries = 0;
@@ -23,6 +25,7 @@
   let pending = null; // {rid, content}: sent by this tab, not started yet
   let failed = ""; // content of the last send that failed before it started (composer Retry)
   let spoken = ""; // streamed text not yet handed to the live region
+  let loadingEarlier = false; // a `history` request is on its way
 
   const el = (tag, cls, text) => {
     const n = document.createElement(tag);
@@ -85,13 +88,13 @@
     setTimeout(() => { btn.textContent = "Copy"; }, 2000);
   }
 
-  function messageLi(m) {
+  function messageLi(m, before = null) {
     let li = list.querySelector(`:scope > li[data-id="${m.id}"]`);
     if (!li) {
       li = el("li");
       li.dataset.id = m.id;
       li.append(el("p", "role", m.role === "user" ? "You" : "Assistant"), el("div", "body plain"));
-      list.append(li);
+      list.insertBefore(li, before); // null: at the end
     }
     return li;
   }
@@ -111,8 +114,8 @@
   }
 
   // Show a message as the server describes it; a finished reply's text is replaced by its HTML.
-  function render(m) {
-    const li = messageLi(m);
+  function render(m, before = null) {
+    const li = messageLi(m, before);
     const same = li.dataset.status === m.status;
     li.className = `msg ${m.role}`;
     li.dataset.status = m.status;
@@ -157,10 +160,12 @@
   }
 
   function onSnapshot(ev) {
+    // The newest page only: earlier pages loaded before a reconnect go (messages may have come between).
     const ids = new Set(ev.messages.map((m) => String(m.id)));
     for (const li of list.querySelectorAll(":scope > li")) if (!ids.has(li.dataset.id)) li.remove();
     streams.clear();
-    ev.messages.forEach(render);
+    ev.messages.forEach((m) => render(m));
+    setEarlier(!!ev.has_more);
     for (const f of ev.in_flight) {
       const s = startStream(f.request_id, f.message_id);
       s.seq = f.seq || 0;
@@ -170,6 +175,47 @@
       // Sent while the socket was down, or lost with it: the same request_id is safe to send again.
       if (ev.messages.some((m) => m.request_id === pending.rid)) pending = null;
       else transmit(pending);
+    }
+  }
+
+  // The oldest message shown: the next `history` page ends before it.
+  function oldestId() {
+    for (const li of list.querySelectorAll(":scope > li")) if (/^\d+$/.test(li.dataset.id)) return Number(li.dataset.id);
+    return null;
+  }
+
+  // Not disabled while loading: a disabled button would drop a keyboard user's focus.
+  function setEarlier(more) {
+    loadingEarlier = false;
+    earlier.hidden = !more;
+    earlier.removeAttribute("aria-busy");
+    earlier.textContent = "Load earlier messages";
+  }
+
+  function loadEarlier() {
+    const before = oldestId();
+    if (loadingEarlier || before === null || !ws || ws.readyState !== WebSocket.OPEN) return;
+    loadingEarlier = true;
+    earlier.setAttribute("aria-busy", "true");
+    earlier.textContent = "Loading…";
+    ws.send(JSON.stringify({type: "history", before}));
+  }
+
+  // An older page goes above what is shown; the view stays on what the reader was looking at.
+  function onHistory(ev) {
+    const first = list.querySelector(":scope > li");
+    if (ev.before !== oldestId()) return; // answers a request from before a snapshot reset the list
+    const height = document.documentElement.scrollHeight;
+    ev.messages.forEach((m) => render(m, first));
+    scrollBy(0, document.documentElement.scrollHeight - height);
+    const focused = document.activeElement === earlier;
+    setEarlier(!!ev.has_more);
+    const n = ev.messages.length;
+    speak(`${n} earlier message${n === 1 ? "" : "s"} loaded.`, true);
+    // Keyboard users keep their place: on the control, or, once it is gone, on the oldest message.
+    if (earlier.hidden && focused && list.firstElementChild) {
+      list.firstElementChild.tabIndex = -1;
+      list.firstElementChild.focus();
     }
   }
 
@@ -198,6 +244,9 @@
       case "snapshot":
         onSnapshot(ev);
         break;
+      case "history":
+        onHistory(ev);
+        return; // older messages: the view keeps its place, never jumps to the bottom
       case "message.start":
         if (pending && pending.rid === ev.request_id) pending = null;
         render(ev.user_message);
@@ -218,6 +267,7 @@
         finish(ev);
         break;
       case "error":
+        if (loadingEarlier) setEarlier(true); // a refused history request: offer it again
         if (pending) { // the server refused our send: keep the text, offer Retry
           failed = pending.content;
           if (!input.value) input.value = failed;
@@ -313,6 +363,7 @@
       if (parent) send(parent.textContent, true);
     }
   });
+  earlier.addEventListener("click", loadEarlier);
   composerError.querySelector("button").addEventListener("click", () => {
     if (send(failed, true)) input.value = "";
   });

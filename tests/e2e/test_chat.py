@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
@@ -185,4 +186,41 @@ def test_reconnects_and_resumes_the_stream(browser: Browser, slow_server: AppSer
         page.locator(".chat").get_attribute("data-thread-id"),
     )
     assert streamed is None or saved.startswith(streamed), "no text lost or repeated while reconnecting"
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def paged_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
+    """Pages of 4 messages and instant replies: a thread longer than one page in a few sends."""
+    from tests.e2e.conftest import _serve
+
+    yield from _serve(
+        tmp_path_factory.mktemp("paged"), HISTORY_PAGE_SIZE="4", DEMO_TTFT_MS="0", DEMO_TOKENS_PER_S="2000"
+    )
+
+
+def test_load_earlier_messages_by_keyboard(browser: Browser, paged_server: AppServer) -> None:
+    context = browser.new_context(base_url=paged_server.url)
+    page = context.new_page()
+    sign_up(page)
+    new_thread(page, "A long talk")
+    box = page.get_by_role("textbox", name="Message")
+    for i in range(3):
+        box.fill(f"question {i}")
+        box.press("Enter")
+        expect(page.locator("li.msg.assistant")).to_have_count(i + 1)
+        expect(last_reply(page)).to_have_attribute("data-status", "complete")
+    earlier = page.get_by_role("button", name="Load earlier messages")
+    expect(earlier).to_be_hidden()  # everything shown: the page's own sends
+
+    page.reload()  # the server renders the newest page; so does the snapshot
+    expect(page.locator("#conn")).to_have_text("Live")
+    expect(page.locator("#messages > li")).to_have_count(4)
+    expect(page.locator("li.msg.user").first).to_have_text(re.compile("question 1"))
+    earlier.focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#messages > li")).to_have_count(6)
+    expect(page.locator("li.msg.user").first).to_have_text(re.compile("question 0"))
+    expect(earlier).to_be_hidden()  # nothing older
+    expect(page.locator("#messages > li").first).to_be_focused()  # the keyboard user's place
     context.close()

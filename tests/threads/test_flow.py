@@ -32,3 +32,17 @@ def test_malformed_acks_are_refused(count: object) -> None:
     flow.on_send()
     flow.on_send()
     assert not flow.on_ack(count)
+
+
+@pytest.mark.parametrize(
+    ("limit", "unsent", "closed"),
+    [
+        (1000, None, False),  # not measured (no daphne): not bounded
+        (1000, 0, False),
+        (1000, 1000, False),
+        (1000, 1001, True),
+        (0, 10**9, False),  # 0: no limit
+    ],
+)
+def test_bytes_bound_every_client_acknowledging_or_not(limit: int, unsent: int | None, closed: bool) -> None:
+    assert Flow(max_unsent_bytes=limit).on_send(unsent) is closed

@@ -153,5 +153,11 @@ application = ProtocolTypeRouter(
     }
 )
 
+# A wrong FIELD_ENCRYPTION_KEY stops the server here; the environment's providers become connections.
+if settings.CONNECTIONS_BOOTSTRAP:
+    from providers.bootstrap import start_up as _connections_start_up
+
+    _connections_start_up()
+
 # Last: everything start-up creates exists now (chatapp/gctuning.py).
 tune_gc(freeze=settings.GC_FREEZE, gen0_threshold=settings.GC_GEN0_THRESHOLD)

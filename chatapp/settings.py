@@ -390,3 +390,32 @@ HISTORY_PAGE_SIZE: int = env.int("HISTORY_PAGE_SIZE", default=50)
 if not 1 <= HISTORY_PAGE_SIZE <= 200:
     raise ImproperlyConfigured(f"HISTORY_PAGE_SIZE={HISTORY_PAGE_SIZE}: use 1 to 200 (the largest ?limit=).")
 # --- end limits -------------------------------------------------------------------------------------------
+
+# --- Models and connections (providers/models.py, providers/catalog.py; README "Models and connections") --
+# Fernet key(s) for the API keys stored in the database, comma-separated: the first encrypts, all
+# decrypt (rotation: README). Required with DEBUG off; development derives one from SECRET_KEY.
+_FIELD_KEYS_RAW: str = env.str("FIELD_ENCRYPTION_KEY", default="")
+if not _FIELD_KEYS_RAW:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "FIELD_ENCRYPTION_KEY is not set. With DEBUG off it must hold the Fernet key that encrypts "
+            "connection API keys (make one with: python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())'), and keep it: without it stored API keys are lost."
+        )
+    from core.crypto import derive_key as _derive_key
+
+    _FIELD_KEYS_RAW = _derive_key(SECRET_KEY)
+try:
+    from core.crypto import parse_keys as _parse_keys
+
+    FIELD_ENCRYPTION_KEYS: list[str] = _parse_keys(_FIELD_KEYS_RAW)
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"FIELD_ENCRYPTION_KEY: {_exc}.") from _exc
+# How long a process serves the model catalog (connections, offers, access) from memory before reading
+# it again; a change made in admin in this process applies at once, in the others within this.
+MODEL_CATALOG_TTL_S: float = env.float("MODEL_CATALOG_TTL_S", default=5.0)
+# At server start (chatapp/asgi.py): check the stored keys open, write the environment's connections.
+CONNECTIONS_BOOTSTRAP: bool = env.bool("CONNECTIONS_BOOTSTRAP", default=True)
+# Longest per-thread system prompt, in characters.
+MAX_SYSTEM_PROMPT_CHARS: int = env.int("MAX_SYSTEM_PROMPT_CHARS", default=8000)
+# --- end models and connections ---------------------------------------------------------------------------

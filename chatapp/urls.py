@@ -14,6 +14,7 @@ urlpatterns = [
     path("", views.thread_list_page, name="thread-list"),
     path("threads/<int:thread_id>/", views.thread_page, name="thread"),
     path("threads/<int:thread_id>/delete", views.thread_delete_page, name="thread-delete"),
+    path("settings/chat/", views.chat_settings_page, name="chat-settings"),
     path("accounts/", include("accounts.urls")),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
@@ -21,6 +22,7 @@ urlpatterns = [
     path("api/threads/cancel/<str:request_id>", api.cancel),
     path("api/threads/<int:thread_id>", api.thread_item),
     path("api/threads/<int:thread_id>/messages", api.thread_messages),
+    path("api/models", api.models_collection),
     # Metrics summary and the staff dashboard (ops/views.py).
     path("api/metrics", metrics_views.api_metrics, name="api-metrics"),
     path("staff/dashboard/", metrics_views.dashboard, name="staff-dashboard"),

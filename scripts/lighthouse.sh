@@ -50,6 +50,7 @@ BASE="http://127.0.0.1:$PORT"
 # DEBUG, the thread page's WebSocket Origin (http, a non-default port) must be trusted by name.
 export DEBUG=false SECRET_KEY="lighthouse-$RANDOM-$RANDOM-$RANDOM-not-a-real-secret-key-0123456789" \
   ALLOWED_HOSTS=127.0.0.1,localhost SECURE_SSL_REDIRECT=false \
+  FIELD_ENCRYPTION_KEY="$("$PY" -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')" \
   CSRF_TRUSTED_ORIGINS="$BASE,http://localhost:$PORT" \
   DATABASE_URL="sqlite:///$WORK/db.sqlite3" DJANGO_SETTINGS_MODULE=chatapp.settings
 unset REDIS_URL

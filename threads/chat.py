@@ -23,7 +23,7 @@ from core.singleflight import Singleflight
 from core.ttlcache import TTLCache
 from ops import metrics
 from ops.flags import flag_enabled
-from threads import coalescing, events, fanout, quotas, selectors, services
+from threads import coalescing, events, fanout, modelaccess, quotas, selectors, services
 from threads.coalescing import LEASE_S
 from threads.generation import Generation, generation_service
 from threads.models import Message, Thread
@@ -66,6 +66,11 @@ async def thread_for_send(*, user: AbstractBaseUser, thread_id: int) -> Thread |
     return thread if thread is not None and selectors.may_see(user, thread) else None
 
 
+def forget(thread_id: int) -> None:
+    """The thread changed elsewhere (a model switch): the next send reads it again."""
+    _threads.discard(thread_id)
+
+
 def remember_created(thread: Thread) -> None:
     """A thread just created: its first send needs no query to find it."""
     _threads.put(thread.pk, thread)
@@ -97,6 +102,13 @@ async def send(
 async def _send(
     *, user: AbstractBaseUser, thread: Thread, req: SendRequest, reply_channel: str | None = None
 ) -> SendOutcome:
+    # The caller's copy may predate a model switch (a socket keeps the thread it connected to).
+    thread = (
+        await _threads.get_or_load(thread.pk, lambda: db_async(selectors.thread_by_id)(thread_id=thread.pk))
+        or thread
+    )
+    # Every send: a model withdrawn, or whose group the user left, since the thread was created.
+    await modelaccess.acheck(user, provider=thread.provider, model=thread.model)
     fp = coalescing.fingerprint(thread_id=thread.pk, req=req)
     known = await coalescing.replayed(user_id=user.pk, req=req, fp=fp)
     if known is not None:

@@ -220,6 +220,8 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             if rid in self._sent:
                 self._sent.discard(rid)
                 metrics.request(events.request_outcome(event))
+        elif event.get("type") == "thread.updated":
+            chat.forget(self.thread_id)  # this process's copy predates the switch (it may be another's PATCH)
         await self._send_json(event)
 
     async def _send_json(self, data: Mapping[str, Any]) -> None:

@@ -16,6 +16,9 @@ class ThreadData(TypedDict):
     title: str
     provider: str
     model: str
+    # "<connection>/<model>", as GET /api/models names it.
+    model_id: str
+    system_prompt: str
     created_at: str | None
     updated_at: str | None
 
@@ -41,6 +44,8 @@ class MessageData(TypedDict):
     output_tokens: NotRequired[int | None]
     finish_reason: NotRequired[str | None]
     error: NotRequired[ErrorData]
+    # The model that answered ("<connection>/<model>").
+    model_id: NotRequired[str]
 
 
 class InFlight(TypedDict):
@@ -122,7 +127,16 @@ class ErrorBody(TypedDict):
 
 TerminalEvent = MessageDoneEvent | MessageCancelledEvent | MessageErrorEvent
 StreamEvent = MessageStartEvent | MessageDeltaEvent | TerminalEvent
-ClientEvent = StreamEvent | SnapshotEvent | HistoryEvent | SocketErrorEvent
+
+
+class ThreadUpdatedEvent(TypedDict):
+    """The thread's title, model or system prompt changed (PATCH): every open tab follows."""
+
+    type: Literal["thread.updated"]
+    thread: ThreadData
+
+
+ClientEvent = StreamEvent | SnapshotEvent | HistoryEvent | SocketErrorEvent | ThreadUpdatedEvent
 
 
 def iso(dt: Any) -> str | None:
@@ -135,6 +149,8 @@ def thread_data(t: Any) -> ThreadData:
         "title": t.title,
         "provider": t.provider,
         "model": t.model,
+        "model_id": f"{t.provider}/{t.model}",
+        "system_prompt": t.system_prompt,
         "created_at": iso(t.created_at),
         "updated_at": iso(t.updated_at),
     }
@@ -155,6 +171,7 @@ def message_data(m: Any) -> MessageData:
         data["input_tokens"] = m.input_tokens
         data["output_tokens"] = m.output_tokens
         data["finish_reason"] = m.finish_reason
+        data["model_id"] = m.model_id
         if m.error_code:
             data["error"] = {"code": m.error_code, "message": m.error_message}
     return data
@@ -168,6 +185,10 @@ def snapshot(
     messages: list[MessageData], in_flight: list[InFlight], *, has_more: bool = False
 ) -> SnapshotEvent:
     return {"type": "snapshot", "messages": messages, "has_more": has_more, "in_flight": in_flight}
+
+
+def thread_updated(thread: ThreadData) -> ThreadUpdatedEvent:
+    return {"type": "thread.updated", "thread": thread}
 
 
 def history(*, before: int, page: MessagePage) -> HistoryEvent:

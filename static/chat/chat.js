@@ -120,6 +120,7 @@
     li.className = `msg ${m.role}`;
     li.dataset.status = m.status;
     if (m.parent_id) li.dataset.parent = m.parent_id;
+    if (m.model_id) li.dataset.model = m.model_id; // models.js shows it under the reply
     // Already final on the page (server-rendered text is taken as current).
     if (same && m.status !== "streaming" && (li.content === undefined || li.content === m.content)) return li;
     li.content = m.content;

@@ -1,0 +1,73 @@
+// The thread page's model picker: switching model PATCHes the thread (the next send uses it), and
+// every reply shows, in small type, the model that answered it (from its data-model, set by the
+// server-rendered page or by chat.js when a reply finishes).
+(() => {
+  "use strict";
+  const picker = document.getElementById("model-picker");
+  const root = document.querySelector("[data-thread-id]");
+  const list = document.getElementById("messages");
+  if (!picker || !root || !list) return;
+  const note = document.getElementById("model-note");
+  const live = document.getElementById("live");
+  const input = document.getElementById("content");
+  const labels = new Map();
+  try {
+    for (const m of JSON.parse(document.getElementById("model-list").textContent)) labels.set(m.id, m.label);
+  } catch (e) { /* no list: tags show model ids */ }
+  const label = (id) => labels.get(id) || id;
+
+  function tag(li) {
+    const id = li.dataset.model;
+    if (!id || !li.classList.contains("assistant")) return;
+    let p = li.querySelector(".model-tag");
+    if (!p) {
+      p = document.createElement("p");
+      p.className = "model-tag";
+      li.querySelector(".body")?.after(p);
+    }
+    if (p.textContent !== label(id)) p.textContent = label(id);
+  }
+
+  new MutationObserver((records) => {
+    for (const r of records) {
+      if (r.type === "attributes") tag(r.target);
+      else for (const n of r.addedNodes) if (n.nodeType === 1 && n.matches("li.msg")) tag(n);
+    }
+  }).observe(list, {subtree: true, childList: true, attributes: true, attributeFilter: ["data-model"]});
+  for (const li of list.querySelectorAll(":scope > li[data-model]")) tag(li);
+
+  function say(text, problem) {
+    if (note) { note.textContent = text; note.hidden = !text; note.classList.toggle("error", !!problem); }
+  }
+
+  function csrf() {
+    const field = document.querySelector("input[name=csrfmiddlewaretoken]");
+    return field ? field.value : "";
+  }
+
+  picker.addEventListener("change", async () => {
+    const wanted = picker.value;
+    picker.disabled = true;
+    try {
+      const r = await fetch(`/api/threads/${root.dataset.threadId}`, {
+        method: "PATCH",
+        headers: {"Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrf()},
+        body: JSON.stringify({model: wanted}),
+        credentials: "same-origin",
+      });
+      const data = await r.json().catch(() => ({}));
+      if (!r.ok) throw new Error((data.error && data.error.message) || `The switch failed (HTTP ${r.status}).`);
+      picker.dataset.current = data.model_id;
+      for (const o of picker.querySelectorAll("option[disabled]")) o.remove(); // the withdrawn one
+      if (input) input.placeholder = `Message ${label(data.model_id)}`;
+      say("", false);
+      if (live) live.textContent = `Model: ${label(data.model_id)}. The next reply uses it.`;
+    } catch (e) {
+      picker.value = picker.dataset.current;
+      say(e.message, true);
+    } finally {
+      picker.disabled = false;
+      picker.focus();
+    }
+  });
+})();

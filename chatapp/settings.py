@@ -274,6 +274,11 @@ PROVIDERS: dict[str, dict[str, Any]] = {
         "api_key": env.str("ANTHROPIC_API_KEY", default=""),
         "model": env.str("ANTHROPIC_MODEL", default="claude-sonnet-4-5"),
     },
+    "gemini": {
+        "base_url": env.str("GEMINI_BASE_URL", default="https://generativelanguage.googleapis.com"),
+        "api_key": env.str("GEMINI_API_KEY", default=""),
+        "model": env.str("GEMINI_MODEL", default="gemini-2.5-flash"),
+    },
 }
 # Timeouts applied to every HTTP provider (seconds).
 PROVIDER_TIMEOUTS: dict[str, float] = {

@@ -6,57 +6,156 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
-        ('providers', '0002_featureflag_moved_to_ops'),
+        ("auth", "0012_alter_user_first_name_max_length"),
+        ("providers", "0002_featureflag_moved_to_ops"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Connection',
+            name="Connection",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=32, unique=True, validators=[django.core.validators.RegexValidator('^[a-z0-9][a-z0-9_-]*\\Z', "Lower-case letters, digits, '-' and '_'.")])),
-                ('kind', models.CharField(choices=[('openai', 'OpenAI-compatible (OpenAI, vLLM, Ollama, llama.cpp…)'), ('anthropic', 'Anthropic Messages API'), ('gemini', 'Google Gemini API'), ('demo', 'Built-in demo model')], max_length=16)),
-                ('base_url', models.CharField(blank=True, default='', max_length=300, validators=[django.core.validators.URLValidator(schemes=['http', 'https'])])),
-                ('api_key_encrypted', models.TextField(blank=True, default='', editable=False)),
-                ('enabled', models.BooleanField(default=True)),
-                ('connect_timeout_s', models.FloatField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(0.1)])),
-                ('first_byte_timeout_s', models.FloatField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(0.1)])),
-                ('idle_timeout_s', models.FloatField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(0.1)])),
-                ('total_timeout_s', models.FloatField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(0.1)])),
-                ('rps', models.FloatField(default=50.0, validators=[django.core.validators.MinValueValidator(0.0)])),
-                ('burst', models.PositiveIntegerField(default=10, validators=[django.core.validators.MinValueValidator(1)])),
-                ('bucket', models.CharField(blank=True, default='', max_length=32)),
-                ('from_env', models.BooleanField(default=False, editable=False)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(
+                        max_length=32,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[a-z0-9][a-z0-9_-]*\\Z", "Lower-case letters, digits, '-' and '_'."
+                            )
+                        ],
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("openai", "OpenAI-compatible (OpenAI, vLLM, Ollama, llama.cpp…)"),
+                            ("anthropic", "Anthropic Messages API"),
+                            ("gemini", "Google Gemini API"),
+                            ("demo", "Built-in demo model"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "base_url",
+                    models.CharField(
+                        blank=True,
+                        default="",
+                        max_length=300,
+                        validators=[django.core.validators.URLValidator(schemes=["http", "https"])],
+                    ),
+                ),
+                ("api_key_encrypted", models.TextField(blank=True, default="", editable=False)),
+                ("enabled", models.BooleanField(default=True)),
+                (
+                    "connect_timeout_s",
+                    models.FloatField(
+                        blank=True, null=True, validators=[django.core.validators.MinValueValidator(0.1)]
+                    ),
+                ),
+                (
+                    "first_byte_timeout_s",
+                    models.FloatField(
+                        blank=True, null=True, validators=[django.core.validators.MinValueValidator(0.1)]
+                    ),
+                ),
+                (
+                    "idle_timeout_s",
+                    models.FloatField(
+                        blank=True, null=True, validators=[django.core.validators.MinValueValidator(0.1)]
+                    ),
+                ),
+                (
+                    "total_timeout_s",
+                    models.FloatField(
+                        blank=True, null=True, validators=[django.core.validators.MinValueValidator(0.1)]
+                    ),
+                ),
+                (
+                    "rps",
+                    models.FloatField(
+                        default=50.0, validators=[django.core.validators.MinValueValidator(0.0)]
+                    ),
+                ),
+                (
+                    "burst",
+                    models.PositiveIntegerField(
+                        default=10, validators=[django.core.validators.MinValueValidator(1)]
+                    ),
+                ),
+                ("bucket", models.CharField(blank=True, default="", max_length=32)),
+                ("from_env", models.BooleanField(default=False, editable=False)),
             ],
             options={
-                'ordering': ['name'],
-                'constraints': [models.CheckConstraint(condition=models.Q(('kind__in', ['openai', 'anthropic', 'gemini', 'demo'])), name='connection_kind_valid')],
+                "ordering": ["name"],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("kind__in", ["openai", "anthropic", "gemini", "demo"])),
+                        name="connection_kind_valid",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='ModelOffer',
+            name="ModelOffer",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('model', models.CharField(max_length=128)),
-                ('label', models.CharField(blank=True, default='', max_length=100)),
-                ('offered', models.BooleanField(default=True)),
-                ('is_default', models.BooleanField(default=False)),
-                ('everyone', models.BooleanField(default=True, help_text='Offered to every user; else only to the groups.')),
-                ('context_tokens', models.PositiveIntegerField(blank=True, null=True)),
-                ('price_input_usd_per_mtok', models.DecimalField(blank=True, decimal_places=6, max_digits=12, null=True)),
-                ('price_output_usd_per_mtok', models.DecimalField(blank=True, decimal_places=6, max_digits=12, null=True)),
-                ('position', models.PositiveIntegerField(default=0, help_text='Order in the pickers (smallest first).')),
-                ('connection', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='offers', to='providers.connection')),
-                ('groups', models.ManyToManyField(blank=True, related_name='model_offers', to='auth.group')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("model", models.CharField(max_length=128)),
+                ("label", models.CharField(blank=True, default="", max_length=100)),
+                ("offered", models.BooleanField(default=True)),
+                ("is_default", models.BooleanField(default=False)),
+                (
+                    "everyone",
+                    models.BooleanField(
+                        default=True, help_text="Offered to every user; else only to the groups."
+                    ),
+                ),
+                ("context_tokens", models.PositiveIntegerField(blank=True, null=True)),
+                (
+                    "price_input_usd_per_mtok",
+                    models.DecimalField(blank=True, decimal_places=6, max_digits=12, null=True),
+                ),
+                (
+                    "price_output_usd_per_mtok",
+                    models.DecimalField(blank=True, decimal_places=6, max_digits=12, null=True),
+                ),
+                (
+                    "position",
+                    models.PositiveIntegerField(
+                        default=0, help_text="Order in the pickers (smallest first)."
+                    ),
+                ),
+                (
+                    "connection",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="offers",
+                        to="providers.connection",
+                    ),
+                ),
+                ("groups", models.ManyToManyField(blank=True, related_name="model_offers", to="auth.group")),
             ],
             options={
-                'ordering': ['position', 'connection__name', 'model'],
-                'constraints': [models.UniqueConstraint(fields=('connection', 'model'), name='offer_one_per_model')],
+                "ordering": ["position", "connection__name", "model"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("connection", "model"), name="offer_one_per_model")
+                ],
             },
         ),
     ]

@@ -109,6 +109,15 @@ class GeminiStreamParser:
         return Completion(reason, self.input_tokens, self.output_tokens)
 
 
+def _daily_quota(error: dict[str, Any]) -> bool:
+    """A 429 whose google.rpc.QuotaFailure names a per-day quota (e.g. GenerateRequestsPerDayPerProject...)."""
+    for detail in map(_object, error.get("details") or ()):
+        for violation in map(_object, detail.get("violations") or ()):
+            if "PerDay" in str(violation.get("quotaId", "")):
+                return True
+    return False
+
+
 def gemini_contents(messages: Sequence[ChatMessage]) -> tuple[str, list[dict[str, Any]]]:
     """(system instruction, contents): system messages joined; `assistant` -> `model`; consecutive
     same-role turns merged (Gemini expects them to alternate)."""
@@ -152,4 +161,6 @@ class GeminiProvider(HTTPProvider):
         # {"error": {"code": 429, "message": "...", "status": "RESOURCE_EXHAUSTED"}}
         error = _object(_object(body).get("error"))
         status = error.get("status")
+        if status == "RESOURCE_EXHAUSTED" and _daily_quota(error):
+            status = "insufficient_quota"  # a daily (or billing) quota: waiting seconds will not help
         return (str(status) if status else None), str(error.get("message") or "")

@@ -176,6 +176,13 @@ def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]
 
 
 @pytest.fixture(scope="session")
+def models_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
+    """The app with a second connection made in the database ("lab", the demo under another name), and
+    the catalog read afresh on every request (no MODEL_CATALOG_TTL_S wait after the test adds it)."""
+    yield from _serve(tmp_path_factory.mktemp("models"), MODEL_CATALOG_TTL_S="0", DEMO_TOKENS_PER_S="120")
+
+
+@pytest.fixture(scope="session")
 def base_url(app_server: AppServer) -> str:
     return app_server.url
 

@@ -27,9 +27,9 @@ def sign_up(page: Page, base: str = "") -> str:
     return username
 
 
-def new_thread(page: Page, title: str, provider: str = "demo") -> None:
+def new_thread(page: Page, title: str, model: str = "demo/demo-1") -> None:
     page.get_by_label("Title").fill(title)
-    page.get_by_label("Model").select_option(provider)
+    page.get_by_label("Model").select_option(model)  # an option's value: "<connection>/<model>"
     page.get_by_role("button", name="New thread").click()
     expect(page).to_have_url(re.compile(r"/threads/\d+/$"))
     expect(page.get_by_role("heading", level=1, name=title)).to_be_visible()
@@ -117,7 +117,7 @@ def test_second_tab_sees_the_same_stream_stop_and_reload(browser: Browser, slow_
 
 def test_error_shown_inline_with_retry(page: Page) -> None:
     sign_up(page)
-    new_thread(page, "Broken provider", provider="openai")
+    new_thread(page, "Broken provider", model="openai/gpt-4o-mini")
     page.get_by_role("textbox", name="Message").fill("hello?")
     page.get_by_role("textbox", name="Message").press("Enter")
     failed = last_reply(page)

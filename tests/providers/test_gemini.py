@@ -87,3 +87,28 @@ async def test_safety_blocks_and_faults() -> None:
         await _run(json.dumps(err).encode(), status=429)
     with pytest.raises(ProviderAuthError):
         await _run(b'{"error": {"code": 403, "status": "PERMISSION_DENIED"}}', status=403)
+
+
+async def test_against_the_fake_servers_wire_format() -> None:
+    from providers.fake.server import FakeProviderServer
+
+    from .conftest import HELLO, collect, make_provider
+
+    async with FakeProviderServer(ttft_ms=0, tps=0, tokens=5) as server:
+        provider = make_provider("gemini", server)
+        texts, completion, error = await collect(
+            provider, HELLO, GenerationParams(model="g-1", max_tokens=64)
+        )
+        short = await collect(provider, HELLO, GenerationParams(model="g-1", max_tokens=2))
+        await provider.aclose()
+        assert error is None and len(texts) == 5
+        assert completion == Completion("stop", input_tokens=4, output_tokens=5)
+        assert short[1] == Completion("length", 4, 2)
+        request = server.stats.requests[0]
+        assert request["path"] == "/v1beta/models/g-1:streamGenerateContent"
+        assert request["headers"]["x-goog-api-key"] == "g-test"
+        assert request["body"] == {
+            "contents": [{"role": "user", "parts": [{"text": "Say hello"}]}],
+            "generationConfig": {"maxOutputTokens": 64},
+            "systemInstruction": {"parts": [{"text": "Be brief."}]},
+        }

@@ -62,6 +62,8 @@ def thread_list_page(request: HttpRequest) -> HttpResponse:
                     "title": request.POST.get("title") or None,
                     "provider": request.POST.get("provider") or None,
                     "model": request.POST.get("model") or None,
+                    # Left empty: the user's default (chat settings).
+                    "system_prompt": request.POST.get("system_prompt") or None,
                 },
                 max_title_chars=settings.MAX_TITLE_CHARS,
                 max_system_prompt_chars=settings.MAX_SYSTEM_PROMPT_CHARS,
@@ -109,6 +111,7 @@ def thread_page(request: HttpRequest, thread_id: int) -> HttpResponse:
         # A model withdrawn since: shown as the current choice, marked, so the picker can leave it.
         "model_withdrawn": all(m["id"] != detail["model_id"] for m in models),
         "model_label": _label(detail["model_id"]),
+        "max_system_prompt_chars": settings.MAX_SYSTEM_PROMPT_CHARS,
     }
     return render(request, "threads/thread.html", context)
 

@@ -267,6 +267,9 @@
       case "message.error":
         finish(ev);
         break;
+      case "thread.updated": // another tab switched model or prompt: models.js follows
+        document.dispatchEvent(new CustomEvent("chat:thread-updated", {detail: ev.thread}));
+        return;
       case "error":
         if (loadingEarlier) setEarlier(true); // a refused history request: offer it again
         if (pending) { // the server refused our send: keep the text, offer Retry

@@ -45,23 +45,50 @@
     return field ? field.value : "";
   }
 
+  async function patch(fields) {
+    const r = await fetch(`/api/threads/${root.dataset.threadId}`, {
+      method: "PATCH",
+      headers: {"Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrf()},
+      body: JSON.stringify(fields),
+      credentials: "same-origin",
+    });
+    const data = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error((data.error && data.error.message) || `The change failed (HTTP ${r.status}).`);
+    return data;
+  }
+
+  // The thread as the server now has it (after our PATCH, or another tab's: chat.js's hook).
+  function follow(thread) {
+    if (picker.value !== thread.model_id && picker.querySelector(`option[value="${CSS.escape(thread.model_id)}"]`)) {
+      picker.value = thread.model_id;
+    }
+    picker.dataset.current = thread.model_id;
+    for (const o of picker.querySelectorAll("option[disabled]")) if (o.value !== thread.model_id) o.remove();
+    if (input) input.placeholder = `Message ${label(thread.model_id)}`;
+    const prompt = document.getElementById("system-prompt");
+    if (prompt && document.activeElement !== prompt) prompt.value = thread.system_prompt || "";
+  }
+  document.addEventListener("chat:thread-updated", (e) => follow(e.detail));
+
+  const systemForm = document.getElementById("system-form");
+  systemForm?.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const saved = document.getElementById("system-saved");
+    try {
+      follow(await patch({system_prompt: systemForm.elements.system_prompt.value}));
+      saved.textContent = "Saved: the next reply uses it.";
+    } catch (err) {
+      saved.textContent = err.message;
+    }
+  });
+
   picker.addEventListener("change", async () => {
     const wanted = picker.value;
     picker.disabled = true;
     try {
-      const r = await fetch(`/api/threads/${root.dataset.threadId}`, {
-        method: "PATCH",
-        headers: {"Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrf()},
-        body: JSON.stringify({model: wanted}),
-        credentials: "same-origin",
-      });
-      const data = await r.json().catch(() => ({}));
-      if (!r.ok) throw new Error((data.error && data.error.message) || `The switch failed (HTTP ${r.status}).`);
-      picker.dataset.current = data.model_id;
-      for (const o of picker.querySelectorAll("option[disabled]")) o.remove(); // the withdrawn one
-      if (input) input.placeholder = `Message ${label(data.model_id)}`;
+      follow(await patch({model: wanted}));
       say("", false);
-      if (live) live.textContent = `Model: ${label(data.model_id)}. The next reply uses it.`;
+      if (live) live.textContent = `Model: ${label(picker.dataset.current)}. The next reply uses it.`;
     } catch (e) {
       picker.value = picker.dataset.current;
       say(e.message, true);

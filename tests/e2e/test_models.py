@@ -52,7 +52,13 @@ def test_pick_send_switch_send_each_reply_shows_its_model(browser: Browser, mode
     expect(second.locator(".model-tag")).to_have_text("demo-1")
     expect(first.locator(".model-tag")).to_have_text("Lab quick")
 
+    page.locator("summary", has_text="System prompt").click()
+    page.get_by_role("textbox", name="System prompt").fill("Answer briefly.")
+    page.get_by_role("button", name="Save prompt").click()
+    expect(page.locator("#system-saved")).to_have_text("Saved: the next reply uses it.")
+
     page.reload()
+    expect(page.locator("#system-prompt")).to_have_value("Answer briefly.")  # in the closed <details>
     tags = page.locator("li.msg.assistant .model-tag")
     expect(tags).to_have_text(["Lab quick", "demo-1"])
     expect(page.get_by_label("Model", exact=True)).to_have_value("demo/demo-1")

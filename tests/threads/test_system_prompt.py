@@ -64,16 +64,19 @@ async def test_each_provider_gets_the_prompt_its_own_way(
 
 
 def test_the_prompt_and_the_model_are_part_of_the_coalesce_key() -> None:
-    base = {"thread_id": 1, "anchor_id": 5, "content": "hi", "provider": "demo", "model": "demo-1"}
-    keys = {
-        coalesce_key(**base),
-        coalesce_key(**{**base, "model": "other"}),
-        coalesce_key(**{**base, "provider": "lab"}),
-        coalesce_key(**base, params="sys:abc"),
-    }
-    assert len(keys) == 4
-    pre = {"thread_id": 1, "parent_id": None, "content": "hi", "provider": "demo", "model": "demo-1"}
-    assert burst_prekey(**pre) != burst_prekey(**pre, params="sys:abc")
+    def key(provider: str = "demo", model: str = "demo-1", params: str = "") -> str:
+        return coalesce_key(
+            thread_id=1, anchor_id=5, content="hi", provider=provider, model=model, params=params
+        )
+
+    assert len({key(), key(model="other"), key(provider="lab"), key(params="sys:abc")}) == 4
+
+    def pre(params: str = "") -> str:
+        return burst_prekey(
+            thread_id=1, parent_id=None, content="hi", provider="demo", model="demo-1", params=params
+        )
+
+    assert pre() != pre(params="sys:abc")
 
 
 def test_the_users_default_prompt_applies_to_new_threads(user: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,7 +67,7 @@ def test_burst_writes_its_figures(token: str, tmp_path: Path, capsys: pytest.Cap
     assert "generator floor" in printed and "provider calls" in printed
 
 
-async def test_the_row_count_reads_every_page_of_a_long_thread(token: str, user: object) -> None:
+async def test_the_row_count_reads_every_page_of_a_long_thread(token: str, user: Any) -> None:
     """The burst's "DB rows" figure: GET /api/threads/{id} answers the newest page only, so a burst with
     coalescing off (2 rows a send) was counted as 50 rows whatever its size."""
     from asgiref.sync import sync_to_async

@@ -14,8 +14,12 @@ pytestmark = pytest.mark.django_db
 
 
 def test_connections_naming_one_bucket_share_it() -> None:
-    Connection.objects.create(name="team-a", kind="openai", base_url="http://x/v1", rps=2, burst=1, bucket="acct")
-    Connection.objects.create(name="team-b", kind="openai", base_url="http://x/v1", rps=2, burst=1, bucket="acct")
+    Connection.objects.create(
+        name="team-a", kind="openai", base_url="http://x/v1", rps=2, burst=1, bucket="acct"
+    )
+    Connection.objects.create(
+        name="team-b", kind="openai", base_url="http://x/v1", rps=2, burst=1, bucket="acct"
+    )
     Connection.objects.create(name="solo", kind="openai", base_url="http://x/v1", rps=0, burst=3)
     catalog.catalog()
     assert _pacing("team-a") == _pacing("team-b") == ("acct", Limit.per_second(2, 1))

@@ -6,6 +6,8 @@ from django.db import migrations
 from django.db.models import CharField, OuterRef, Subquery, Value
 from django.db.models.functions import Concat
 
+from core.crypto import SecretBox
+
 KINDS = {"openai", "anthropic", "gemini", "demo"}
 PUBLIC_OPENAI_URL = "https://api.openai.com/v1"
 
@@ -34,7 +36,10 @@ def forwards(apps, schema_editor):
             defaults={
                 "kind": kind,
                 "base_url": str(config.get("base_url", "")),
-                # Its key comes from the environment at start-up (providers/bootstrap.py), encrypted.
+                # The environment's key, encrypted (start-up updates it: providers/bootstrap.py).
+                "api_key_encrypted": SecretBox(settings.FIELD_ENCRYPTION_KEYS).encrypt(
+                    str(config.get("api_key") or "")
+                ),
                 "enabled": bool(config) and _usable(kind, config),
                 "from_env": bool(config),
                 "rps": 0.0 if kind == "demo" else 50.0,

@@ -170,3 +170,13 @@ async def test_switching_to_a_model_not_allowed_is_refused(api: AsyncClient, lab
         assert (resp.status_code, resp.json()["error"]["code"]) == (400, "model_not_allowed"), model
     thread = await Thread.objects.aget(pk=tid)
     assert (thread.provider, thread.model) == ("demo", "demo-1")
+
+
+def test_the_new_thread_menu_offers_only_configured_providers(user: Any) -> None:
+    """#22 item 8: the menu offered OpenAI without a key, which failed only after Send."""
+    client = Client()
+    client.force_login(user)
+    page = client.get("/").content.decode()
+    menu = page[page.index('<select id="new-model"') : page.index("</select>")]
+    assert 'value="demo/demo-1"' in menu
+    assert "openai" not in menu and "anthropic" not in menu and "gemini" not in menu

@@ -242,11 +242,13 @@ def peek() -> Catalog | None:
     return entry[2] if entry is not None and entry[1] is settings.PROVIDERS else None
 
 
-def reset() -> None:
-    """Forget the catalog: the next use reads it again."""
+def reset(*, drop: bool = False) -> None:
+    """Read the catalog again at its next use. Until then `peek` still answers the old one (a generation
+    starting meanwhile keeps its connection's pacer bucket); `drop` forgets it (tests: a flushed database)."""
     global _cached
     with _lock:
-        _cached = None
+        entry = _cached
+        _cached = None if drop or entry is None else (float("-inf"), entry[1], entry[2])
 
 
 def _changed(*args: Any, **kwargs: Any) -> None:

@@ -63,7 +63,7 @@ def _model_caches_reset() -> None:
     from providers import catalog
     from threads import modelaccess
 
-    catalog.reset()
+    catalog.reset(drop=True)
     modelaccess.reset()
 
 

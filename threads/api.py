@@ -79,10 +79,8 @@ async def thread_item(request: HttpRequest, thread_id: int) -> HttpResponseBase:
         updated = await db_async(services.thread_update)(
             thread=thread, user=authed_user(request), patch=patch
         )
-        chat.remember_created(updated)
-        data = events.thread_data(updated)
-        await generation_service().broadcast(updated.pk, events.thread_updated(data))
-        return json_response(data)
+        await chat.thread_changed(updated)
+        return json_response(events.thread_data(updated))
     if request.method == "DELETE":
         running = await db_async(services.thread_delete)(thread=thread)
         await generation_service().cancel_all(running)  # after commit: nothing else would stop them

@@ -23,7 +23,7 @@ from core.singleflight import Singleflight
 from core.ttlcache import TTLCache
 from ops import metrics
 from ops.flags import flag_enabled
-from threads import coalescing, events, fanout, modelaccess, quotas, selectors, services
+from threads import coalescing, control, events, fanout, modelaccess, quotas, selectors, services
 from threads.coalescing import LEASE_S
 from threads.generation import Generation, generation_service
 from threads.models import Message, Thread
@@ -69,6 +69,20 @@ async def thread_for_send(*, user: AbstractBaseUser, thread_id: int) -> Thread |
 def forget(thread_id: int) -> None:
     """The thread changed elsewhere (a model switch): the next send reads it again."""
     _threads.discard(thread_id)
+
+
+control.on_thread_changed = forget  # another process's PATCH (threads/control.py)
+
+
+async def thread_changed(thread: Thread) -> None:
+    """After a PATCH: this process keeps the new copy; the others drop theirs (control group), and every
+    open tab follows (thread.updated)."""
+    remember_created(thread)
+    svc = generation_service()
+    svc.ensure_started()
+    with contextlib.suppress(*DEPENDENCY_DOWN):  # Redis away: the others' copies expire in THREAD_TTL_S
+        await control.send_thread_changed(svc.layer, thread.pk)
+    await svc.broadcast(thread.pk, events.thread_updated(events.thread_data(thread)))
 
 
 def remember_created(thread: Thread) -> None:

@@ -60,13 +60,18 @@ class ConnectionInfo:
 class Catalog:
     connections: Mapping[str, ConnectionInfo] = field(default_factory=dict)
     offers: tuple[Offer, ...] = ()
+    # Every send looks its model up: by id, not by a scan of the offers.
+    _by_id: dict[str, Offer] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._by_id.update((o.id, o) for o in reversed(self.offers))  # the first of an id wins
 
     def allowed(self, group_ids: Iterable[int]) -> list[Offer]:
         groups = frozenset(group_ids)
         return [o for o in self.offers if o.connection in self.connections and o.open_to(groups)]
 
     def find(self, model_id: str) -> Offer | None:
-        return next((o for o in self.offers if o.id == model_id), None)
+        return self._by_id.get(model_id)
 
     def may_use(self, model_id: str, group_ids: Iterable[int]) -> bool:
         offer = self.find(model_id)

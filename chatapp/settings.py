@@ -390,3 +390,9 @@ HISTORY_PAGE_SIZE: int = env.int("HISTORY_PAGE_SIZE", default=50)
 if not 1 <= HISTORY_PAGE_SIZE <= 200:
     raise ImproperlyConfigured(f"HISTORY_PAGE_SIZE={HISTORY_PAGE_SIZE}: use 1 to 200 (the largest ?limit=).")
 # --- end limits -------------------------------------------------------------------------------------------
+
+# --- graceful shutdown (chatapp/shutdown.py) ---------------------------------------------------------------
+# On SIGTERM a server process stops listening, closes its sockets with 1012 and lets its running
+# generations finish for at most this long (seconds); one still running then is saved as `interrupted`.
+# 30 s covers most replies; a supervisor's stop timeout must be longer (deploy/ adds 15 s).
+SHUTDOWN_GRACE_S: float = env.float("SHUTDOWN_GRACE_S", default=30.0)

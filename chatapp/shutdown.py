@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import sys
@@ -32,6 +33,19 @@ log = logging.getLogger(__name__)
 CLOSE_SERVICE_RESTART = 1012
 # After the deadline, how long the requests whose generation was just interrupted get to send its end.
 FLUSH_S = 2.0
+
+
+async def close_websocket(send: Any, code: int) -> None:
+    """Close a WebSocket with `code`. autobahn (daphne's WebSocket layer) lets an application close only
+    with 1000 or 3000-4999, so for daphne's `send` (`functools.partial(server.handle_reply, protocol)`)
+    the close frame goes through the protocol's own sendCloseFrame, which takes any code and then runs
+    the close handshake as usual (the application hears websocket.disconnect). Elsewhere: ASGI's close."""
+    protocol = send.args[0] if isinstance(send, functools.partial) and send.args else None
+    send_close_frame = getattr(protocol, "sendCloseFrame", None)
+    if callable(send_close_frame) and getattr(protocol, "state", None) == getattr(protocol, "STATE_OPEN", 0):
+        send_close_frame(code=code, isReply=False)
+        return
+    await send({"type": "websocket.close", "code": code})
 
 
 @dataclass(eq=False)
@@ -85,10 +99,10 @@ class ConnectionTracker:
                 continue
             conn.closed = True
             try:
-                await conn.send({"type": "websocket.close", "code": code})
+                await close_websocket(conn.send, code)
                 closed += 1
             except Exception:  # already gone
-                log.debug("closing a socket failed", exc_info=True)
+                log.warning("closing a socket failed", exc_info=True)
         return closed
 
     def count(self, kind: str | None = None) -> int:

@@ -67,6 +67,8 @@ http {{
         listen {host}:{port};
         location / {{
             include {PROXY_SNIPPET};
+            # Which process answered (the tests find the one running a generation by it).
+            add_header X-Upstream $upstream_addr always;
         }}
     }}
 }}

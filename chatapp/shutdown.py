@@ -10,7 +10,8 @@ this module's handler instead, which drains on the event loop:
 3. wait, at most SHUTDOWN_GRACE_S, for the generations and the HTTP requests (a send waiting for its
    reply, an SSE stream) to end; a generation still running then is saved with its text as
    `interrupted` (threads/drain.py), which the page offers to Retry;
-4. close the loop's resources and stop the reactor: daphne returns, the process exits 0.
+4. stop the generation service's background tasks and the reactor: daphne cancels what is left of the
+   connections and returns; the process exits 0.
 
 A second SIGTERM (or SIGINT) during the drain ends the grace period at once.
 """
@@ -147,8 +148,17 @@ class Drain:
         return self.deadline
 
     async def run(self) -> None:
-        from core import loopres
+        try:
+            await self._drain()
+        except BaseException:  # whatever happens, the process must still stop
+            log.exception("SIGTERM: the drain failed; stopping now")
+            raise
+        finally:
+            self.stop_reactor()
+
+    async def _drain(self) -> None:
         from threads.drain import generations_finish
+        from threads.generation import generation_service
 
         ports = self.stop_listening()
         sockets = await self.tracker.close_websockets()
@@ -162,14 +172,20 @@ class Drain:
         interrupted = await generations_finish(deadline=self.current_deadline, clock=self.clock)
         # The requests whose generation ran elsewhere, or was just interrupted, get to send its end.
         until = max(self.current_deadline(), self.clock() + FLUSH_S)
-        await self.tracker.wait_idle(kind="http", deadline=until, clock=self.clock)
-        await self.tracker.wait_idle(kind=None, deadline=self.clock() + FLUSH_S, clock=self.clock)
-        try:
-            await loopres.aclose_all()
-        except Exception:
-            log.warning("closing the loop's resources failed", exc_info=True)
-        log.warning("SIGTERM: drained (%d generation(s) interrupted); stopping", interrupted)
-        self.stop_reactor()
+        idle = await self.tracker.wait_idle(kind="http", deadline=until, clock=self.clock)
+        # The sockets' consumers leave their groups (through Redis) as their close handshakes end.
+        idle = (
+            await self.tracker.wait_idle(kind=None, deadline=self.clock() + FLUSH_S, clock=self.clock)
+            and idle
+        )
+        # The service's background tasks (sweep, cancel listener) end here; daphne cancels what is left
+        # of the connections once the reactor stops.
+        await generation_service().aclose()
+        log.warning(
+            "SIGTERM: drained (%d generation(s) interrupted%s); stopping",
+            interrupted,
+            "" if idle else f", {self.tracker.count()} connection(s) still open",
+        )
 
 
 def install_graceful_shutdown(tracker: ConnectionTracker, *, grace_s: float) -> bool:

@@ -18,7 +18,11 @@ WS_MAX_BYTES ?= 1048576
 # Every daphne process of one deployment writes its metrics here; /metrics and /api/metrics merge them.
 PROMETHEUS_MULTIPROC_DIR ?= $(CURDIR)/.run/prometheus
 
-.PHONY: run test install install-dev migrate lint check clean bench
+# `make serve`: PROCESSES daphne processes behind Debian's nginx on SERVE_PORT (deploy/serve.py).
+PROCESSES ?= 2
+SERVE_PORT ?= 8080
+
+.PHONY: run serve test install install-dev migrate lint check clean bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -42,6 +46,9 @@ run: migrate
 	@echo "chatapp on http://$(HOST):$(PORT)/  (sign up at /accounts/signup/)"
 	rm -rf "$(PROMETHEUS_MULTIPROC_DIR)" && mkdir -p "$(PROMETHEUS_MULTIPROC_DIR)"
 	DEBUG=$(DEBUG) PROMETHEUS_MULTIPROC_DIR="$(PROMETHEUS_MULTIPROC_DIR)" $(BIN)/daphne -e tcp:port=$(PORT):interface=$(HOST):backlog=$(BACKLOG) --websocket-max-message-size $(WS_MAX_BYTES) --websocket-max-frame-size $(WS_MAX_BYTES) chatapp.asgi:application
+
+serve: migrate
+	DEBUG=$(DEBUG) $(BIN)/python -m deploy.serve --processes $(PROCESSES) --host $(HOST) --port $(SERVE_PORT)
 
 lint: install-dev
 	$(BIN)/ruff check .

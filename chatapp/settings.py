@@ -424,3 +424,8 @@ CONNECTIONS_BOOTSTRAP: bool = env.bool("CONNECTIONS_BOOTSTRAP", default=True)
 # Longest per-thread system prompt, in characters.
 MAX_SYSTEM_PROMPT_CHARS: int = env.int("MAX_SYSTEM_PROMPT_CHARS", default=8000)
 # --- end models and connections ---------------------------------------------------------------------------
+# --- graceful shutdown (chatapp/shutdown.py) ---------------------------------------------------------------
+# On SIGTERM a server process stops listening, closes its sockets with 1012 and lets its running
+# generations finish for at most this long (seconds); one still running then is saved as `interrupted`.
+# 30 s covers most replies; a supervisor's stop timeout must be longer (deploy/ adds 15 s).
+SHUTDOWN_GRACE_S: float = env.float("SHUTDOWN_GRACE_S", default=30.0)

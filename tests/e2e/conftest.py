@@ -126,6 +126,8 @@ def _serve(tmp: Path, **settings: str) -> Iterator[AppServer]:
             "DEMO_TTFT_MS": "300",
             "DEMO_TOKENS_PER_S": "40",
             "DEMO_MAX_TOKENS": "120",
+            # SIGTERM at teardown drains (chatapp/shutdown.py): within the 10 s it is given.
+            "SHUTDOWN_GRACE_S": "5",
             **settings,
         }
     )

@@ -38,10 +38,14 @@ install-dev: $(VENV)/.installed-dev
 migrate: install
 	DEBUG=$(DEBUG) $(BIN)/python manage.py migrate --noinput
 
-run: migrate
+# scripts/devrun.py: a port already taken (another `make run`) stops it before anything is touched; the
+# first run writes a git-ignored .env (DEBUG=true, a generated SECRET_KEY) so manage.py works here too;
+# HOST=0.0.0.0 admits this machine's LAN names and addresses (ALLOWED_HOSTS unset) for a phone to use.
+run: install
+	$(BIN)/python scripts/devrun.py prepare --host $(HOST) --port $(PORT)
+	DEBUG=$(DEBUG) $(BIN)/python manage.py migrate --noinput
 	@echo "chatapp on http://$(HOST):$(PORT)/  (sign up at /accounts/signup/)"
-	rm -rf "$(PROMETHEUS_MULTIPROC_DIR)" && mkdir -p "$(PROMETHEUS_MULTIPROC_DIR)"
-	DEBUG=$(DEBUG) PROMETHEUS_MULTIPROC_DIR="$(PROMETHEUS_MULTIPROC_DIR)" $(BIN)/daphne -e tcp:port=$(PORT):interface=$(HOST):backlog=$(BACKLOG) --websocket-max-message-size $(WS_MAX_BYTES) --websocket-max-frame-size $(WS_MAX_BYTES) chatapp.asgi:application
+	DEBUG=$(DEBUG) $(BIN)/python scripts/devrun.py serve --host $(HOST) --port $(PORT) --backlog $(BACKLOG) --ws-max-bytes $(WS_MAX_BYTES) --metrics-dir "$(PROMETHEUS_MULTIPROC_DIR)"
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -262,7 +262,11 @@ PROVIDERS: dict[str, dict[str, Any]] = {
         # Time to first token and tokens per second of the simulated model.
         "ttft_ms": env.float("DEMO_TTFT_MS", default=300.0),
         "tokens_per_s": env.float("DEMO_TOKENS_PER_S", default=40.0),
-        "max_tokens": env.int("DEMO_MAX_TOKENS", default=120),
+        "max_tokens": env.int("DEMO_MAX_TOKENS", default=1000),
+        # A reply of about this many tokens (10 s at 40 tokens/s: time to try Stop and a reload), led
+        # by a line saying it is the demo and how to connect a real model (DEMO_NOTE=false: without).
+        "reply_tokens": env.int("DEMO_REPLY_TOKENS", default=400),
+        "note": env.bool("DEMO_NOTE", default=True),
     },
     "openai": {
         "base_url": env.str("OPENAI_BASE_URL", default="https://api.openai.com/v1"),

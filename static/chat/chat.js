@@ -17,6 +17,11 @@
   const live = $("live");
   const composerError = $("composer-error");
   const earlier = $("earlier");
+  const connNote = $("composer-conn"); // where the connection stands, by the composer
+  const relogin = $("relogin");
+  const jump = $("jump");
+  // A phone's on-screen keyboard: Enter adds a line (its own key), the Send button sends.
+  const touch = matchMedia("(hover: none) and (pointer: coarse)").matches;
   const streams = new Map(); // request_id -> {id, seq, li, text: Text}
   let ws = null;
   let retries = 0;
@@ -26,6 +31,7 @@
   let failed = ""; // content of the last send that failed before it started (composer Retry)
   let spoken = ""; // streamed text not yet handed to the live region
   let loadingEarlier = false; // a `history` request is on its way
+  let everOpened = false; // the first "Connecting…" is not worth a note by the composer
 
   const el = (tag, cls, text) => {
     const n = document.createElement(tag);
@@ -49,12 +55,50 @@
     while (live.childElementCount > 4) live.firstElementChild.remove();
   }
 
-  function setConn(text) { if (conn.textContent !== text) conn.textContent = text; }
+  // The state in the header, and by the composer whenever the socket is not live (after the first open):
+  // `login` offers "Log in again", `final` says reconnecting will not help.
+  function setConn(text, {login = false} = {}) {
+    if (conn.textContent !== text) conn.textContent = text;
+    const live = text === "Live";
+    connNote.hidden = live || (!everOpened && !login && text === "Connecting…");
+    if (connNote.firstElementChild.textContent !== text) connNote.firstElementChild.textContent = text;
+    connNote.classList.toggle("bad", login);
+    relogin.hidden = !login;
+  }
+
+  function signedOut() {
+    clearTimeout(timer);
+    setConn("You are signed out.", {login: true});
+  }
+
+  // A handshake refused before the socket opened reaches the page as a bare 1006, like a server that is
+  // down: ask the server why (GET /api/socket-check, docs/api.md). True when the page should stop retrying.
+  async function refused() {
+    let data;
+    try {
+      const q = new URLSearchParams({origin: location.origin, thread: threadId});
+      const r = await fetch(`/api/socket-check?${q}`, {headers: {Accept: "application/json"}, cache: "no-store"});
+      if (!r.ok) return false;
+      data = await r.json();
+    } catch { return false; } // the server is down: keep retrying
+    if (!data || data.ok || !data.reason) return false;
+    if (data.reason.code === "unauthenticated") signedOut();
+    else setConn(`Cannot connect: ${data.reason.message}`);
+    speak(conn.textContent, true);
+    return true;
+  }
+
+  // "Jump to latest" while the newest message is out of sight.
+  function showJump() { jump.hidden = nearBottom(); }
 
   function refresh() {
     const open = ws && ws.readyState === WebSocket.OPEN;
     sendBtn.disabled = !open || !!pending || streams.size > 0;
+    // Stop takes Send's place while a reply streams (no extra row pushing the composer up).
+    const active = document.activeElement;
     stopBtn.hidden = streams.size === 0;
+    sendBtn.hidden = !stopBtn.hidden;
+    if ((active === sendBtn && sendBtn.hidden) || (active === stopBtn && stopBtn.hidden)) input.focus({preventScroll: true});
     if (stopBtn.hidden) { stopBtn.disabled = false; stopBtn.textContent = "Stop"; }
     form.setAttribute("aria-busy", String(!!pending || streams.size > 0));
     $("empty").hidden = list.childElementCount > 0;
@@ -280,6 +324,7 @@
     }
     refresh();
     if (pin) toBottom();
+    showJump();
   }
 
   function resync() { if (ws) ws.close(4000, "resync"); }
@@ -292,7 +337,7 @@
     // The backoff resets on a snapshot, not on open: a server that accepts and at once closes (1013,
     // Redis or the database down) is retried ever more slowly rather than hammered.
     let opened = false;
-    sock.onopen = () => { opened = true; revoked = false; setConn("Live"); refresh(); };
+    sock.onopen = () => { opened = true; everOpened = true; revoked = false; setConn("Live"); refresh(); };
     let received = 0;
     sock.onmessage = (e) => {
       // Acknowledge what arrived: a tab that falls far behind is closed (4008) and resumes afresh.
@@ -302,17 +347,20 @@
       if (ev.type === "snapshot") retries = 0;
       onEvent(ev);
     };
-    sock.onclose = (e) => {
+    sock.onclose = async (e) => {
       if (ws !== sock) return;
       ws = null;
       refresh();
+      everOpened = everOpened || opened;
       // A refused handshake reaches the page as 1006, not 4401: after a 4001 it means signed out.
-      if (e.code === 4401 || (revoked && !opened)) return setConn("Signed out: reload the page to log in again");
+      if (e.code === 4401 || (revoked && !opened)) return signedOut();
       if (e.code === 4001) revoked = true; // reconnect: another browser's session still works
-      if (e.code === 4404) return setConn("This thread no longer exists");
+      if (e.code === 4404) return setConn("This thread no longer exists.");
       if (navigator.onLine === false) return setConn("Offline: waiting for the network…"); // see "online"
       // 4429: this user has too many sockets open; keep retrying (slower and slower) until one closes.
       setConn(e.code === 4429 ? "Too many open tabs: close one to reconnect…" : "Reconnecting…");
+      if (!opened && e.code === 1006 && await refused()) return; // told why: retrying would not help
+      if (ws || navigator.onLine === false) return; // reconnected meanwhile (online), or went offline
       const delay = Math.min(8000, 300 * 2 ** retries++) * (0.5 + Math.random() / 2);
       timer = setTimeout(connect, delay);
     };
@@ -341,7 +389,7 @@
     input.focus();
   });
   input.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" && !e.shiftKey && !e.isComposing && !e.altKey && !e.ctrlKey && !e.metaKey) {
+    if (e.key === "Enter" && !touch && !e.shiftKey && !e.isComposing && !e.altKey && !e.ctrlKey && !e.metaKey) {
       e.preventDefault();
       form.requestSubmit();
     }
@@ -364,6 +412,8 @@
     }
   });
   earlier.addEventListener("click", loadEarlier);
+  jump.addEventListener("click", () => { toBottom(); jump.hidden = true; input.focus({preventScroll: true}); });
+  addEventListener("scroll", showJump, {passive: true});
   composerError.querySelector("button").addEventListener("click", () => {
     if (send(failed, true)) input.value = "";
   });
@@ -387,6 +437,11 @@
   addEventListener("pagehide", () => { clearTimeout(timer); const s = ws; ws = null; if (s) s.close(1000); });
   addEventListener("pageshow", (e) => { if (e.persisted) connect(); });
 
+  if (touch) {
+    input.enterKeyHint = "enter";
+    input.removeAttribute("aria-describedby"); // the hint is about a hardware keyboard
+  }
+  relogin.href = `${relogin.pathname}?${new URLSearchParams({next: location.pathname})}`;
   enhance(list);
   toBottom();
   refresh();

@@ -18,7 +18,7 @@ WS_MAX_BYTES ?= 1048576
 # Every daphne process of one deployment writes its metrics here; /metrics and /api/metrics merge them.
 PROMETHEUS_MULTIPROC_DIR ?= $(CURDIR)/.run/prometheus
 
-.PHONY: run test install install-dev migrate lint check clean bench
+.PHONY: run test install install-dev migrate lint check clean bench vendor
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -67,3 +67,13 @@ bench: install-dev
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
+
+# The thread page's Markdown renderer and sanitiser, from the versions tools/package-lock.json pins
+# (npm ci --prefix tools), copied to static/vendor/ (served like any static file; no CDN). The source
+# map comment goes: collectstatic's manifest would look for the .map. tests/test_vendor.py checks the copies.
+vendor:
+	mkdir -p static/vendor
+	sed '/^\/\/# sourceMappingURL=/d' tools/node_modules/markdown-it/dist/browser/markdown-it.umd.min.js > static/vendor/markdown-it.min.js
+	sed '/^\/\/# sourceMappingURL=/d' tools/node_modules/dompurify/dist/purify.min.js > static/vendor/purify.min.js
+	cp tools/node_modules/markdown-it/LICENSE static/vendor/markdown-it.LICENSE.txt
+	cp tools/node_modules/dompurify/LICENSE static/vendor/purify.LICENSE.txt

@@ -307,6 +307,8 @@ GC_GEN0_THRESHOLD: int = env.int("GC_GEN0_THRESHOLD", default=10_000)
 # from METRICS_ALLOWED_IPS (addresses or networks, matched against the TCP peer, never a forwarded
 # header: behind a proxy on the same host every request would come from its address).
 METRICS_TOKEN: str = env.str("METRICS_TOKEN", default="")
+# The staff dashboard's server-side history: one point per this many seconds, for an hour (ops/history.py).
+DASHBOARD_HISTORY_INTERVAL_S: float = env.float("DASHBOARD_HISTORY_INTERVAL_S", default=30.0)
 METRICS_ALLOWED_IPS: list[str] = env.list("METRICS_ALLOWED_IPS", default=[])
 for _entry in METRICS_ALLOWED_IPS:
     try:

@@ -1,5 +1,6 @@
 // The thread page. One WebSocket per tab (protocol: docs/api.md): a snapshot on connect, live deltas shown as
-// plain text, finished replies swapped for the server's sanitized Markdown HTML, Stop, inline errors with
+// formatted Markdown as they stream (static/chat/markdown.js, the server's rules), finished replies swapped
+// for the server's sanitized Markdown HTML, Stop, inline errors with
 // Retry, reconnect + resume (the snapshot carries the text streamed so far), and "Load earlier messages"
 // (the snapshot holds the newest page; older pages come with `history` frames).
 (() => {
@@ -22,7 +23,7 @@
   const jump = $("jump");
   // A phone's on-screen keyboard: Enter adds a line (its own key), the Send button sends.
   const touch = matchMedia("(hover: none) and (pointer: coarse)").matches;
-  const streams = new Map(); // request_id -> {id, seq, li, text: Text}
+  const streams = new Map(); // request_id -> {id, seq, li, raw: the text so far, frame: a paint is due}
   let ws = null;
   let retries = 0;
   let timer = 0;
@@ -168,8 +169,13 @@
     if (same && m.status !== "streaming" && (li.content === undefined || li.content === m.content)) return li;
     li.content = m.content;
     const body = li.querySelector(".body");
-    body.className = "body plain";
-    body.textContent = m.content;
+    // A finished reply is formatted here at once (no flash of raw Markdown), then replaced by the
+    // server's HTML, which takes the same room; a stopped one has its unfinished Markdown closed.
+    const final = m.role === "assistant" && m.status !== "streaming" && m.content;
+    if (!(final && formatted(body, m.content, m.status !== "complete"))) {
+      body.className = "body plain";
+      body.textContent = m.content;
+    }
     setStatus(li, m.status, m.error);
     if (m.role === "assistant" && m.status !== "streaming" && m.content) loadHtml(li, m);
     return li;
@@ -193,13 +199,39 @@
     if (pin) toBottom();
   }
 
+  // Markdown -> the body's formatted content; false while markdown.js has not loaded its libraries.
+  function formatted(body, text, partial) {
+    const frag = window.chatMarkdown ? window.chatMarkdown.render(text, partial) : null;
+    if (!frag) return false;
+    body.className = "body md";
+    body.replaceChildren(frag);
+    enhance(body);
+    return true;
+  }
+
+  // The streamed text so far, formatted, at most once a frame (plain text until the libraries load).
+  function paint(s) {
+    if (s.frame) return;
+    s.frame = requestAnimationFrame(() => {
+      s.frame = 0;
+      if (!s.li.isConnected || s.li.dataset.status !== "streaming") return;
+      const pin = nearBottom();
+      const body = s.li.querySelector(".body");
+      if (!formatted(body, s.raw, true)) {
+        body.className = "body plain";
+        body.textContent = s.raw;
+      }
+      if (pin) toBottom();
+    });
+  }
+
   function startStream(rid, messageId) {
     const li = render({id: messageId, role: "assistant", content: "", status: "streaming"});
-    const body = li.querySelector(".body");
-    const text = document.createTextNode("");
-    body.replaceChildren(text);
-    const s = {id: messageId, seq: 0, li, text};
+    li.querySelector(".body").replaceChildren();
+    const s = {id: messageId, seq: 0, li, raw: "", frame: 0};
+    li.stream = s; // the Markdown so far (what the page shows formatted)
     streams.set(rid, s);
+    if (window.chatMarkdown) window.chatMarkdown.ready().then(() => paint(s), () => {});
     return s;
   }
 
@@ -213,7 +245,8 @@
     for (const f of ev.in_flight) {
       const s = startStream(f.request_id, f.message_id);
       s.seq = f.seq || 0;
-      s.text.data = f.text;
+      s.raw = f.text;
+      paint(s);
     }
     if (pending) {
       // Sent while the socket was down, or lost with it: the same request_id is safe to send again.
@@ -301,7 +334,8 @@
         if (s && ev.seq <= s.seq) return; // already shown
         if (!s || ev.seq !== s.seq + 1) return resync(); // a gap: the channel layer dropped a delta
         s.seq = ev.seq;
-        s.text.appendData(ev.text);
+        s.raw += ev.text;
+        paint(s);
         speak(ev.text);
         break;
       }

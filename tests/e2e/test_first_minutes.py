@@ -175,3 +175,49 @@ def test_screenshots_while_streaming_and_after_stop(
     page.screenshot(path=str(screenshots / f"thread-stopped-{name}.png"))
     assert page.evaluate("document.documentElement.scrollWidth") <= page.viewport_size["width"]  # type: ignore[index]
     context.close()
+
+
+HEIGHTS = """li => {
+  window.__heights = [];
+  const body = () => li.querySelector('.body');
+  new MutationObserver(() => window.__heights.push(
+    {status: li.dataset.status, md: body().classList.contains('md'), h: body().getBoundingClientRect().height}
+  )).observe(li, {subtree: true, childList: true, attributes: true, characterData: true});
+}"""
+
+
+def test_a_reply_is_formatted_while_it_streams_and_keeps_its_height_at_the_end(page: Page) -> None:
+    """Item 4: while streaming, the reply was raw Markdown (`**demo model**` with its stars), then
+    switched to formatted text at the end (fails on the old code: no `strong` while streaming)."""
+    sign_up(page)
+    new_thread(page, "Formatted")
+    _send(page, "What is the capital of France?")
+    reply = last_reply(page)
+    expect(reply).to_have_attribute("data-status", "streaming")
+    body = reply.locator(".body")
+    expect(body.locator("strong").first).to_have_text("demo model")  # formatted as it streams
+    expect(reply).to_have_attribute("data-status", "streaming")
+    assert "**" not in (body.inner_text()), "no raw Markdown while streaming"
+    reply.evaluate(HEIGHTS)
+    with page.expect_response(lambda r: "?html=" in r.url):  # the server's HTML replaces the page's own
+        expect(reply).to_have_attribute("data-status", "complete", timeout=30_000)
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    heights = page.evaluate("window.__heights")
+    final = [h["h"] for h in heights if h["status"] == "complete" and h["md"]]
+    assert final and max(final) - min(final) < 1, f"the reply jumped when the server's HTML came: {heights}"
+    assert all(h["md"] for h in heights if h["h"] > 0), "never shown as raw text"
+
+
+def test_a_stopped_reply_keeps_no_stray_markdown(page: Page, slow_server: AppServer) -> None:
+    page.goto(slow_server.url)
+    sign_up(page, slow_server.url)
+    new_thread(page, "Stopped formatting")
+    _send(page, "Write a python function that sorts a list")
+    reply = last_reply(page)
+    expect(reply.locator(".body strong").first).to_have_text("demo model")
+    page.get_by_role("button", name="Stop").click()
+    expect(reply).to_have_attribute("data-status", "cancelled")
+    assert "**" not in reply.locator(".body").inner_text()
+    page.reload()
+    expect(last_reply(page).locator(".body.md")).to_be_visible()
+    assert "**" not in last_reply(page).locator(".body").inner_text()

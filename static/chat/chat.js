@@ -357,8 +357,10 @@
         break;
     }
     refresh();
-    if (pin) toBottom();
-    showJump();
+    if (pin) {
+      toBottom();
+      jump.hidden = true;
+    } else showJump();
   }
 
   function resync() { if (ws) ws.close(4000, "resync"); }
@@ -476,6 +478,7 @@
     input.removeAttribute("aria-describedby"); // the hint is about a hardware keyboard
   }
   relogin.href = `${relogin.pathname}?${new URLSearchParams({next: location.pathname})}`;
+  document.documentElement.classList.add("chat-page"); // scroll-padding under the pinned header (app.css)
   enhance(list);
   toBottom();
   refresh();

@@ -83,21 +83,23 @@
     return td;
   }
 
-  function render(s) {
+  // `initial`: the page's own figures, drawn at load without changing its text (no layout shift).
+  function render(s, initial) {
     for (const el of root.querySelectorAll("[data-k]")) el.textContent = fmt(get(s, el.dataset.k), el.dataset.f);
     for (const name of NAMES) draw(name);
     flagTable(s);
+    if (initial) return;
     const n = Object.keys(s.flags_by_process || {}).length;
     const scope = s.aggregation === "multiprocess" ? `all ${n} process${n === 1 ? "" : "es"}` : "this process only";
     status.textContent = `Updated ${new Date().toLocaleTimeString()}: ${scope}.`;
   }
 
-  function add(s) {
+  function add(s, initial) {
     history.push({ t: Date.now(), s });
     if (history.length > windowPolls + 1) history.shift();
     points.push(point(history[history.length - 1]));
     while (points.length > maxPoints || (points.length && points[0].t < Date.now() - spanMs)) points.shift();
-    render(s);
+    render(s, initial);
   }
 
   async function poll() {
@@ -113,6 +115,6 @@
     }
   }
 
-  add(JSON.parse(document.getElementById("initial").textContent));
+  add(JSON.parse(document.getElementById("initial").textContent), true);
   setTimeout(poll, pollMs);
 })();

@@ -262,7 +262,11 @@ PROVIDERS: dict[str, dict[str, Any]] = {
         # Time to first token and tokens per second of the simulated model.
         "ttft_ms": env.float("DEMO_TTFT_MS", default=300.0),
         "tokens_per_s": env.float("DEMO_TOKENS_PER_S", default=40.0),
-        "max_tokens": env.int("DEMO_MAX_TOKENS", default=120),
+        "max_tokens": env.int("DEMO_MAX_TOKENS", default=1000),
+        # A reply of about this many tokens (10 s at 40 tokens/s: time to try Stop and a reload), led
+        # by a line saying it is the demo and how to connect a real model (DEMO_NOTE=false: without).
+        "reply_tokens": env.int("DEMO_REPLY_TOKENS", default=400),
+        "note": env.bool("DEMO_NOTE", default=True),
     },
     "openai": {
         "base_url": env.str("OPENAI_BASE_URL", default="https://api.openai.com/v1"),
@@ -308,6 +312,8 @@ GC_GEN0_THRESHOLD: int = env.int("GC_GEN0_THRESHOLD", default=10_000)
 # from METRICS_ALLOWED_IPS (addresses or networks, matched against the TCP peer, never a forwarded
 # header: behind a proxy on the same host every request would come from its address).
 METRICS_TOKEN: str = env.str("METRICS_TOKEN", default="")
+# The staff dashboard's server-side history: one point per this many seconds, for an hour (ops/history.py).
+DASHBOARD_HISTORY_INTERVAL_S: float = env.float("DASHBOARD_HISTORY_INTERVAL_S", default=30.0)
 METRICS_ALLOWED_IPS: list[str] = env.list("METRICS_ALLOWED_IPS", default=[])
 for _entry in METRICS_ALLOWED_IPS:
     try:

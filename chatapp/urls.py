@@ -3,6 +3,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from chatapp.health import healthz
+from chatapp.socketcheck import socket_check
 from ops import views as metrics_views
 from threads import api, views
 
@@ -28,5 +29,7 @@ urlpatterns = [
     path("staff/dashboard/", metrics_views.dashboard, name="staff-dashboard"),
     # Prometheus text for the same callers as /api/metrics (django_prometheus.urls would answer anyone).
     path("metrics", metrics_views.prometheus_metrics, name="prometheus-django-metrics"),
+    # Why the page's WebSocket would be refused (chatapp/socketcheck.py), asked after a failed handshake.
+    path("api/socket-check", socket_check, name="socket-check"),
     path("favicon.ico", RedirectView.as_view(url="/static/favicon.svg", permanent=True)),
 ]

@@ -158,4 +158,8 @@ audit login "/accounts/login/"  # logged out: a session would redirect it to the
 log_in
 audit list "/"
 audit thread "/threads/$THREAD_ID/"
+# The staff dashboard (#22 item 9), as the same user made staff (an update: no signal, the session stays).
+USERNAME="$(node -p 'JSON.parse(process.argv[1]).username' "$SEED")"
+"$PY" manage.py shell -c "from django.contrib.auth.models import User; User.objects.filter(username='$USERNAME').update(is_staff=True)"
+audit dashboard "/staff/dashboard/"
 exit "$FAILED"

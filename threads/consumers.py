@@ -62,6 +62,9 @@ class ThreadConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
+            # Refused before accept: the browser sees 1006, so the log says why (chatapp/socketcheck.py
+            # tells the page).
+            log.warning("WebSocket handshake refused (unauthenticated): %s", self.scope.get("path"))
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         if not await self._rights_fresh(user):

@@ -21,7 +21,7 @@ from providers.catalog import catalog
 from threads import modelaccess, selectors, services
 from threads.generation import generation_service
 from threads.limits import parse_id
-from threads.markdown import render_markdown
+from threads.markdown import close_unfinished, render_markdown
 from threads.models import ChatPreferences, Message, Thread
 from threads.validation import InvalidInput, parse_thread_create, text_problem
 
@@ -40,7 +40,9 @@ def _message_html(message: dict[str, Any]) -> str | None:
     """Sanitized HTML of an assistant message whose text is final; None while it streams (plain text)."""
     if message["role"] != "assistant" or message["status"] == "streaming" or not message["content"]:
         return None
-    return render_markdown(message["content"])
+    content = message["content"]
+    # A stopped or failed reply ends mid-text: its unfinished Markdown is closed (no stray `**`).
+    return render_markdown(content if message["status"] == "complete" else close_unfinished(content))
 
 
 def _page_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "threads",
     "providers",
     "ops",
+    "billing",
 ]
 
 MIDDLEWARE = [
@@ -390,3 +391,12 @@ HISTORY_PAGE_SIZE: int = env.int("HISTORY_PAGE_SIZE", default=50)
 if not 1 <= HISTORY_PAGE_SIZE <= 200:
     raise ImproperlyConfigured(f"HISTORY_PAGE_SIZE={HISTORY_PAGE_SIZE}: use 1 to 200 (the largest ?limit=).")
 # --- end limits -------------------------------------------------------------------------------------------
+
+# --- usage and budgets (billing/) -------------------------------------------------------------------------
+# Prices in USD per million input and output tokens, as JSON: {"openai/gpt-4o-mini": ["0.15", "0.60"],
+# "anthropic": ["3", "15"]} (a model's own entry first, then its provider's); unlisted models cost 0.
+# billing.prices.prices_for is the one reader (the models issue moves prices onto model rows).
+MODEL_PRICES: dict[str, list[str]] = env.json("MODEL_PRICES", default={})
+# What a generation reserves of a budget before it starts: the prompt plus this many output tokens (the
+# request's max_tokens: a call cannot cost more, so a budget is over-run by one call at most).
+BUDGET_RESERVE_OUTPUT_TOKENS: int = env.int("BUDGET_RESERVE_OUTPUT_TOKENS", default=1024)

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from billing import views as usage_views
 from chatapp.health import healthz
 from ops import views as metrics_views
 from threads import api, views
@@ -26,5 +27,8 @@ urlpatterns = [
     path("staff/dashboard/", metrics_views.dashboard, name="staff-dashboard"),
     # Prometheus text for the same callers as /api/metrics (django_prometheus.urls would answer anyone).
     path("metrics", metrics_views.prometheus_metrics, name="prometheus-django-metrics"),
+    # Usage and budgets (billing/views.py).
+    path("api/usage", usage_views.api_usage, name="api-usage"),
+    path("usage/", usage_views.usage_page, name="usage"),
     path("favicon.ico", RedirectView.as_view(url="/static/favicon.svg", permanent=True)),
 ]

@@ -217,6 +217,8 @@ async def _lead_paid(
         raise
     if outcome.generation is None or outcome.generation.reservation is not reservation:
         await charging.release(reservation)  # a replay: rows written earlier, no new call
+        if outcome.request_id != req.request_id:  # another send's rows (its burst, raced in the database)
+            charging.note_saved(user_id=user.pk, info=_info(outcome), thread=thread)
     return outcome
 
 

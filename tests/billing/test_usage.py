@@ -53,6 +53,15 @@ async def _send(api: AsyncClient, thread_id: int, content: str, **extra: Any) ->
     )
 
 
+async def settled() -> None:
+    """Every generation of this loop has ended and its usage is written (a run is charged after its
+    terminal event, in its cleanup)."""
+    async with asyncio.timeout(10):
+        while generation_service().running:  # noqa: ASYNC110 - the service has no event for this
+            await asyncio.sleep(0.01)
+    await charging.drain()
+
+
 def _records(**filters: Any) -> list[UsageRecord]:
     return list(UsageRecord.objects.filter(**filters).order_by("id"))
 
@@ -64,7 +73,7 @@ async def test_a_send_is_charged_to_its_user_with_the_providers_counts(api: Asyn
     thread_id = await _thread(api)
     resp = await _send(api, thread_id, "Tell me about tea")
     assert resp.status_code == 200, resp.content
-    await charging.drain()
+    await settled()
     (charge,) = await records(kind="charge")
     reply = resp.json()["assistant_message"]
     assert (charge.user_id, charge.message_id, charge.provider, charge.model) == (
@@ -90,7 +99,7 @@ async def test_without_a_usage_report_the_counts_are_estimated(
     thread_id = await _thread(api, provider="openai", model="fake-model")
     resp = await _send(api, thread_id, "Say something")
     assert resp.status_code == 200, resp.content
-    await charging.drain()
+    await settled()
     (charge,) = await records(kind="charge")
     text = resp.json()["assistant_message"]["content"]
     assert charge.estimated and charge.output_tokens >= len(text.split()) > 0 and charge.input_tokens > 0
@@ -104,7 +113,7 @@ async def test_with_a_report_the_providers_counts_are_used(
 ) -> None:
     thread_id = await _thread(api, provider="openai", model="fake-model")
     assert (await _send(api, thread_id, "Say something")).status_code == 200
-    await charging.drain()
+    await settled()
     (charge,) = await records(kind="charge")
     assert not charge.estimated and charge.output_tokens == 8
     assert charge.cost_usd == cost_usd(
@@ -124,7 +133,7 @@ async def test_a_cancelled_generation_is_charged_for_what_it_generated(
             await asyncio.sleep(0.01)
     await chat.cancel(user=user, request_id="r-cancel")
     resp = await send
-    await charging.drain()
+    await settled()
     (charge,) = await records(kind="charge")
     assert charge.status == "cancelled" and charge.estimated
     text = resp.json()["assistant_message"]["content"]
@@ -137,7 +146,7 @@ async def test_identical_sends_are_charged_once_and_followers_record_their_savin
     thread_id = await _thread(api)
     answers = await asyncio.gather(*(_send(api, thread_id, "Same question") for _ in range(5)))
     assert sorted(a.json()["coalesced"] for a in answers) == ["follower"] * 4 + ["leader"]
-    await charging.drain()
+    await settled()
     (charge,) = await records(kind="charge")
     saved = await records(kind="saved")
     assert len(saved) == 4 and {s.message_id for s in saved} == {charge.message_id}
@@ -158,7 +167,7 @@ async def test_a_budget_refuses_the_next_generation_until_its_period_resets(
     thread_id = await _thread(api)
     first = await _send(api, thread_id, "One")
     assert first.status_code == 200  # nothing spent yet: below the budget
-    await charging.drain()
+    await settled()
     second = await _send(api, thread_id, "Two")
     assert second.status_code == 429
     assert second.json()["error"]["code"] == "budget_exceeded"
@@ -247,7 +256,7 @@ async def test_followers_of_another_users_call_are_not_refused_by_their_budget(
     )
     roles = {lead.json()["coalesced"], follow.json()["coalesced"]}
     assert lead.status_code == follow.status_code == 200 and roles == {"leader", "follower"}
-    await charging.drain()
+    await settled()
     (charge,) = await records(kind="charge")
     (saved,) = await records(kind="saved")
     leader, follower = (user, other_user) if lead.json()["coalesced"] == "leader" else (other_user, user)
@@ -257,7 +266,7 @@ async def test_followers_of_another_users_call_are_not_refused_by_their_budget(
 async def test_api_usage_own_staff_and_errors(api: AsyncClient, user: Any, other_user: Any) -> None:
     thread_id = await _thread(api)
     assert (await _send(api, thread_id, "Hello")).status_code == 200
-    await charging.drain()
+    await settled()
     today = datetime.datetime.now(datetime.UTC).date().isoformat()
     body = (await api.get(f"/api/usage?from={today}&to={today}")).json()
     assert set(body) >= {"totals", "by_model", "by_day", "saved"}

@@ -5,6 +5,7 @@ the measured figure against the bar (benchmarks.verdict). A step that crashed le
 from __future__ import annotations
 
 import statistics
+from decimal import Decimal
 from typing import Any
 
 from benchmarks.verdict import Row, row
@@ -156,7 +157,7 @@ def rows_from(results: dict[str, Any], plan: Any, opts: Any) -> list[Row]:
     )
     label = f"same burst ({n} sends) with COALESCE_ENABLED off, for contrast"
     out.append(row(label, "calls = N", "==", n, _num(calls), shown))
-    return out + front_rows(results, plan, opts)
+    return out + front_rows(results, plan, opts) + _usage_rows(results, plan)
 
 
 def front_rows(results: dict[str, Any], plan: Any, opts: Any) -> list[Row]:
@@ -216,6 +217,50 @@ def front_rows(results: dict[str, Any], plan: Any, opts: Any) -> list[Row]:
         )
     )
     return out
+
+
+def _usage_rows(results: dict[str, Any], plan: Any) -> list[Row]:
+    """Issue 19: the cost of a burst with coalescing on vs off, and the budget over-run."""
+    on, off = results.get("cost_on") or {}, results.get("cost_off") or {}
+    cost_on, cost_off = _num(_float(on.get("cost_usd"))), _num(_float(off.get("cost_usd")))
+    # In Decimal: one call of 200 identical ones is exactly 1/200 of their cost, which floats miss.
+    measured = (
+        float(Decimal(on["cost_usd"]) / Decimal(off["cost_usd"])) if cost_on == cost_on and cost_off else NAN
+    )
+    shown = (
+        f"on ${cost_on:.6f} ({on['provider_calls']} call, {on['saved_calls']} saved, ${_float(on['saved_cost_usd']):.6f} saved) "
+        f"vs off ${cost_off:.6f} ({off['provider_calls']} calls): {measured * 100:.2f} %"
+        if measured == measured
+        else "not measured"
+    )
+    label = f"cost of a {plan.mid_n}-send burst, coalescing on vs off"
+    out = [row(label, f"<= 1/{plan.mid_n} of off", "<=", 1 / plan.mid_n, measured, shown)]
+    b = results.get("budget") or {}
+    over = _num(b.get("overrun_calls"))
+    shown = (
+        f"{over:.2f} calls ({b['started']} of {b['sends']} started, {b['refused']} refused; "
+        f"{b['spent_tokens']} tokens spent of {b['budget_tokens']})"
+        if over == over
+        else "not measured"
+    )
+    out.append(
+        row(
+            "budget over-run under 400 concurrent sends (budget: 50 calls)",
+            "<= 1 call",
+            "<=",
+            1.0,
+            over,
+            shown,
+        )
+    )
+    return out
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def summary_lines(results: dict[str, Any]) -> list[str]:

@@ -37,7 +37,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # runnable as `python benchmarks/run.py` too
     sys.path.insert(0, str(ROOT))
-from benchmarks import burst, fanout_bench, pacer_bench, restart_bench  # noqa: E402
+from benchmarks import burst, fanout_bench, pacer_bench, restart_bench, usage_bench  # noqa: E402
 from benchmarks._common import TOKENS, TPS, TTFT_MS, machine, pct  # noqa: E402
 from benchmarks.deploy import Deployment, SubprocessFakeServer, bench_env, redis_clean, temporary_database  # noqa: E402
 from benchmarks.report import rows_from, summary_lines  # noqa: E402
@@ -82,7 +82,9 @@ QUICK = Plan(
 def app_env(fake_url: str, db_url: str, redis_url: str) -> dict[str, str]:
     """The deployment's environment (deploy.bench_env) with the fake, the database and Redis."""
     env = bench_env(prefix=PREFIX, metrics_token=METRICS_TOKEN)
-    return env | {"OPENAI_BASE_URL": fake_url, "DATABASE_URL": db_url, "REDIS_URL": redis_url}
+    env |= {"OPENAI_BASE_URL": fake_url, "DATABASE_URL": db_url, "REDIS_URL": redis_url}
+    # Usage rows: gpt-4o-mini's list prices, and a budget reservation as long as the fake's replies.
+    return env | {"MODEL_PRICES": '{"openai": ["0.15", "0.60"]}', "BUDGET_RESERVE_OUTPUT_TOKENS": str(TOKENS)}
 
 
 @contextlib.contextmanager
@@ -191,6 +193,16 @@ class Suite:
         quiet = {"floor": False, "measure_provider": False, "baseline_s": base}
         return {"flag_applied_s": took, "contrast": self.burst(dep.urls, "contrast", n, 0, **quiet)}
 
+    def cost(self, dep: Deployment) -> dict[str, Any]:
+        """What a mid-size burst costs (and saves) with the deployment's COALESCE_ENABLED as it is."""
+        label = f"cost-{dep.label}-{len(self.results)}"
+        return usage_bench.cost_burst(
+            dep.urls, self.token, self.fake.openai_base_url, n=self.plan.mid_n, label=label
+        )
+
+    def budget(self, dep: Deployment) -> dict[str, Any]:
+        return usage_bench.budget_overrun(dep, dep.urls, self.token, self.fake.openai_base_url)
+
     def provider(self) -> dict[str, Any]:
         """The provider's own latency: k sequential streams straight to it, after a warm-up."""
         cfg = burst.BurstConfig(urls=[], token="", n=0, provider_url=self.fake.openai_base_url, k=self.plan.k)
@@ -250,8 +262,11 @@ class Suite:
             return
         steps = [
             ("coalesce_on", self.bursts_on),
+            ("cost_on", self.cost),
             ("streaming", self.streaming),
             ("coalesce_off", self.bursts_off),
+            ("cost_off", self.cost),
+            ("budget", self.budget),
         ]
         self.on_deployment(True, steps)
         self.on_front()

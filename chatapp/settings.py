@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "threads",
     "providers",
     "ops",
+    "billing",
 ]
 
 MIDDLEWARE = [
@@ -435,3 +436,11 @@ MAX_SYSTEM_PROMPT_CHARS: int = env.int("MAX_SYSTEM_PROMPT_CHARS", default=8000)
 # generations finish for at most this long (seconds); one still running then is saved as `interrupted`.
 # 30 s covers most replies; a supervisor's stop timeout must be longer (deploy/ adds 15 s).
 SHUTDOWN_GRACE_S: float = env.float("SHUTDOWN_GRACE_S", default=30.0)
+# --- usage and budgets (billing/) -------------------------------------------------------------------------
+# Prices in USD per million input and output tokens, as JSON: {"openai/gpt-4o-mini": ["0.15", "0.60"],
+# "anthropic": ["3", "15"]} (a model's own entry first, then its provider's); unlisted models cost 0.
+# A model offer's own prices (set in admin) come first; billing.prices.prices_for is the one reader.
+MODEL_PRICES: dict[str, list[str]] = env.json("MODEL_PRICES", default={})
+# What a generation reserves of a budget before it starts: the prompt plus this many output tokens (the
+# request's max_tokens: a call cannot cost more, so a budget is over-run by one call at most).
+BUDGET_RESERVE_OUTPUT_TOKENS: int = env.int("BUDGET_RESERVE_OUTPUT_TOKENS", default=1024)

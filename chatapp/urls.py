@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from billing import views as usage_views
 from chatapp.health import healthz
 from chatapp.socketcheck import socket_check
 from ops import views as metrics_views
@@ -31,5 +32,8 @@ urlpatterns = [
     path("metrics", metrics_views.prometheus_metrics, name="prometheus-django-metrics"),
     # Why the page's WebSocket would be refused (chatapp/socketcheck.py), asked after a failed handshake.
     path("api/socket-check", socket_check, name="socket-check"),
+    # Usage and budgets (billing/views.py).
+    path("api/usage", usage_views.api_usage, name="api-usage"),
+    path("usage/", usage_views.usage_page, name="usage"),
     path("favicon.ico", RedirectView.as_view(url="/static/favicon.svg", permanent=True)),
 ]

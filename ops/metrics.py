@@ -176,6 +176,43 @@ def flag_states(values: Mapping[str, bool]) -> None:
         FLAG_STATE.labels(name).set(1 if on else 0)
 
 
+# --- usage and cost (billing/) ----------------------------------------------------------------------
+
+TOKENS = Counter(
+    PREFIX + "tokens", "Tokens of provider calls by connection, model and kind (input, output).",
+    ["connection", "model", "kind"],
+)  # fmt: skip
+COST_USD = Counter(
+    PREFIX + "cost_usd", "Cost of provider calls in USD by connection and model.", ["connection", "model"]
+)
+SAVED_CALLS = Counter(PREFIX + "coalesce_saved_calls", "Provider calls coalescing saved (one per follower).")
+SAVED_COST_USD = Counter(PREFIX + "coalesce_saved_cost_usd", "USD coalescing saved (the calls followed).")
+
+
+# Every configured connection's model at 0 from the first scrape (rate() and the dashboards work before
+# the first call).
+for _name, _config in settings.PROVIDERS.items():
+    _model = str(_config.get("model", ""))
+    COST_USD.labels(_name, _model)
+    for _kind in ("input", "output"):
+        TOKENS.labels(_name, _model, _kind)
+
+
+def usage(connection: str, model: str, *, input_tokens: int, output_tokens: int, cost_usd: float) -> None:
+    """Count one charged call's tokens and cost (models are the operator's, a bounded set)."""
+    TOKENS.labels(connection, model, "input").inc(input_tokens)
+    TOKENS.labels(connection, model, "output").inc(output_tokens)
+    COST_USD.labels(connection, model).inc(cost_usd)
+
+
+def coalesce_saved(*, calls: int = 0, cost_usd: float = 0.0) -> None:
+    """Count calls saved by coalescing (when a follower joins) and their cost (once the call's is known)."""
+    if calls:
+        SAVED_CALLS.inc(calls)
+    if cost_usd:
+        SAVED_COST_USD.inc(cost_usd)
+
+
 # --- reading ---------------------------------------------------------------------------------------
 
 

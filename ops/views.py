@@ -13,7 +13,7 @@ import functools
 import hmac
 import ipaddress
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -122,6 +122,11 @@ async def prometheus_metrics(request: HttpRequest) -> HttpResponse:
     return resp
 
 
+# Sections other apps add to the dashboard (billing: who hit a budget): async callables returning HTML
+# already escaped (rendered from a template). Registered in their AppConfig.ready().
+DASHBOARD_SECTIONS: list[Callable[[], Awaitable[str]]] = []
+
+
 def _is_staff(user: AbstractBaseUser | AnonymousUser) -> bool:
     return bool(user.is_active and getattr(user, "is_staff", False))
 
@@ -145,6 +150,7 @@ async def dashboard(request: HttpRequest) -> HttpResponse:
             "points": DASHBOARD_POINTS,
             "history": history.HISTORY.as_list(),
             "history_s": int(history.HISTORY_S),
+            "sections": [await section() for section in DASHBOARD_SECTIONS],
         },
     )
     resp = HttpResponse(html)

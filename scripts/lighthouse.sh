@@ -3,8 +3,8 @@
 #
 # Serves the app as in production (DEBUG=false, collectstatic: hashed file names, long cache headers,
 # compressed) on a temporary SQLite database seeded with demo data (`manage.py seed_demo`), then runs
-# Lighthouse 12.2.3 (pinned by tools/package-lock.json) with Debian's chromium on three pages: the
-# log-in page, the thread list and a thread with a long conversation. Prints the four category scores
+# Lighthouse 12.2.3 (pinned by tools/package-lock.json) with Debian's chromium on four pages: the
+# log-in page, the thread list, a thread with a long conversation and the usage page. Prints the four category scores
 # per page and exits 1 if any is below LH_MIN.
 #
 # Needs: chromium (apt-get install -y chromium), node >= 18 and the dev venv (`make install-dev`: websockets
@@ -59,6 +59,13 @@ unset REDIS_URL
 "$PY" manage.py migrate --noinput -v0
 SEED="$("$PY" manage.py seed_demo --session | tail -n 1)"
 THREAD_ID="$(node -p 'JSON.parse(process.argv[1]).thread_id' "$SEED")"
+# Usage for the seeded user's replies, so the usage page has its chart and table to audit.
+"$PY" manage.py shell -c "
+from billing.models import UsageRecord; from threads.models import Message, Thread
+t = Thread.objects.get(pk=$THREAD_ID)
+for m in Message.objects.filter(thread=t, role='assistant'):
+    UsageRecord.objects.get_or_create(kind='charge', message_id=m.pk, defaults=dict(user=t.owner, provider=t.provider, model=t.model, input_tokens=40 + m.pk, output_tokens=len(m.content.split()), cost_usd=0.0001))
+"
 SESSION="$(node -p 'JSON.parse(process.argv[1]).sessionid' "$SEED")"
 
 "$ROOT/.venv/bin/daphne" -e "tcp:port=$PORT:interface=127.0.0.1" chatapp.asgi:application >"$WORK/server.log" 2>&1 &
@@ -158,6 +165,7 @@ audit login "/accounts/login/"  # logged out: a session would redirect it to the
 log_in
 audit list "/"
 audit thread "/threads/$THREAD_ID/"
+audit usage "/usage/"
 # The staff dashboard (#22 item 9), as the same user made staff (an update: no signal, the session stays).
 USERNAME="$(node -p 'JSON.parse(process.argv[1]).username' "$SEED")"
 "$PY" manage.py shell -c "from django.contrib.auth.models import User; User.objects.filter(username='$USERNAME').update(is_staff=True)"

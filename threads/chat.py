@@ -23,7 +23,7 @@ from core.singleflight import Singleflight
 from core.ttlcache import TTLCache
 from ops import metrics
 from ops.flags import flag_enabled
-from threads import coalescing, control, events, fanout, modelaccess, quotas, selectors, services
+from threads import charging, coalescing, control, events, fanout, modelaccess, quotas, selectors, services
 from threads.coalescing import LEASE_S
 from threads.generation import Generation, generation_service
 from threads.models import Message, Thread
@@ -144,7 +144,9 @@ async def _send_new(
     mode = coalescing.mode(req)
     if mode != "coalesce":
         await quotas.send_admit(user_id=user.pk)  # only sends that start a generation count
-        outcome = await _lead(thread=thread, req=req, reply_channel=reply_channel, coalesced=_MODE_ROLE[mode])
+        outcome = await _lead_paid(
+            user=user, thread=thread, req=req, reply_channel=reply_channel, coalesced=_MODE_ROLE[mode]
+        )
         await coalescing.remember(user_id=user.pk, req=req, fp=fp, info=_info(outcome))
         return outcome
     burst = await coalescing.join(thread, req)
@@ -156,13 +158,15 @@ async def _send_new(
         if req.request_id_given:
             await coalescing.remember(user_id=user.pk, req=req, fp=fp, info=info)
         metrics.coalesce("follower")
+        # Not checked against the follower's budget: it costs nothing (its leader's user pays).
+        charging.note_saved(user_id=user.pk, info=info, thread=thread)
         return _follower(info, coalesced="follower", key=burst.key)
     coalescing.leading(burst)
     try:
         # The leader takes a whole send from the budget; its followers took a share each above.
         await quotas.send_admit(user_id=user.pk)
-        outcome = await _lead(
-            thread=thread, req=req, reply_channel=reply_channel, coalesced="leader", key=burst.key
+        outcome = await _lead_paid(
+            user=user, thread=thread, req=req, reply_channel=reply_channel, coalesced="leader", key=burst.key
         )
     except BaseException as exc:
         await coalescing.failed(burst, exc)
@@ -212,8 +216,47 @@ def _follower(info: coalescing.Info, *, coalesced: str, key: str | None = None) 
     )
 
 
+async def _lead_paid(
+    *,
+    user: AbstractBaseUser,
+    thread: Thread,
+    req: SendRequest,
+    reply_channel: str | None,
+    coalesced: str,
+    key: str | None = None,
+) -> SendOutcome:
+    """`_lead`, paid by `user`: a call's worth of their budgets is reserved first (429 budget_exceeded
+    past one), and settled by the generation's end, or given back if none starts."""
+    reservation = await charging.admit(user_id=user.pk, thread=thread, req=req)
+    try:
+        outcome = await _lead(
+            thread=thread,
+            req=req,
+            reply_channel=reply_channel,
+            coalesced=coalesced,
+            key=key,
+            payer_id=user.pk,
+            reservation=reservation,
+        )
+    except BaseException:
+        await asyncio.shield(charging.release(reservation))
+        raise
+    if outcome.generation is None or outcome.generation.reservation is not reservation:
+        await charging.release(reservation)  # a replay: rows written earlier, no new call
+        if outcome.request_id != req.request_id:  # another send's rows (its burst, raced in the database)
+            charging.note_saved(user_id=user.pk, info=_info(outcome), thread=thread)
+    return outcome
+
+
 async def _lead(
-    *, thread: Thread, req: SendRequest, reply_channel: str | None, coalesced: str, key: str | None = None
+    *,
+    thread: Thread,
+    req: SendRequest,
+    reply_channel: str | None,
+    coalesced: str,
+    key: str | None = None,
+    payer_id: int | None = None,
+    reservation: charging.Reservation | None = None,
 ) -> SendOutcome:
     prepared = await db_async(services.send_prepare)(
         thread_id=thread.pk,
@@ -235,7 +278,9 @@ async def _lead(
     metrics.coalesce(coalesced)
     # With fan-out off only the requesting connection streams; other viewers get the final message.
     only = None if flag_enabled("STREAM_FANOUT_ENABLED") else reply_channel
-    gen = await svc.start(prepared, reply_channel=only, coalesce_key=key)
+    gen = await svc.start(
+        prepared, reply_channel=only, coalesce_key=key, payer_id=payer_id, reservation=reservation
+    )
     return SendOutcome(
         request_id=req.request_id,
         coalesced=coalesced,

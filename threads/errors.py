@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
+from billing.budgets import BudgetExceeded
 from core.outages import unavailable
 from providers import ProviderError
 from threads import events
@@ -45,6 +46,9 @@ def client_error(exc: BaseException) -> ClientError | None:
         return ClientError(
             exc.code, exc.message, exc.status, exc.retry_after, socket_retry_after=exc.retry_after
         )
+    if isinstance(exc, BudgetExceeded):
+        seconds = math.ceil(exc.retry_after)
+        return ClientError(exc.code, exc.message, exc.status, seconds, socket_retry_after=seconds)
     if isinstance(exc, NotFound):
         # On a socket the only NotFound a client meets is a cancel naming a request it does not have.
         return ClientError("not_found", NotFound.message, 404, socket_message="No such request.")
@@ -109,6 +113,10 @@ def follower_failure(exc: BaseException) -> FollowerFailure:
     if isinstance(exc, InvalidInput):
         return FollowerFailure(
             code=exc.code, message=exc.message, status=exc.status, retry_after=exc.retry_after
+        )
+    if isinstance(exc, BudgetExceeded):  # the burst's sends are one user's, as a thread is
+        return FollowerFailure(
+            code=exc.code, message=exc.message, status=exc.status, retry_after=math.ceil(exc.retry_after)
         )
     if isinstance(exc, NotFound):  # deleted in another process, whose copy this one still had
         return FollowerFailure(code="not_found", message=NotFound.message, status=404)

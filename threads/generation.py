@@ -33,7 +33,7 @@ from providers import (
     stream_with_retries,
 )
 from providers.pacer import PacerRejected, pacer_for_loop
-from threads import coalescing, control, events, fanout, finish, sweep
+from threads import charging, coalescing, control, events, fanout, finish, sweep
 from threads.coalescing import LEASE_S
 from threads.liveness import live_generations
 from threads.services import PreparedSend
@@ -85,6 +85,14 @@ class Generation:
     unsaved: bool = False
     # The stream is over and its result waits for the database: a cancel no longer stops anything.
     settling: bool = False
+    # Usage (threads/charging.py): who pays, the budget reservation to settle, what the call was.
+    payer_id: int | None = None
+    reservation: charging.Reservation | None = None
+    provider: str = ""
+    model: str = ""
+    history: list[tuple[str, str]] = field(default_factory=list)
+    completion: Completion | None = None
+    called: bool = False  # the provider was asked (past the pacer)
 
     def text(self) -> str:
         return "".join(self.sent) + "".join(self.pending)
@@ -116,7 +124,13 @@ class GenerationService:
     # --- public ---------------------------------------------------------------------------------
 
     async def start(
-        self, prepared: PreparedSend, *, reply_channel: str | None = None, coalesce_key: str | None = None
+        self,
+        prepared: PreparedSend,
+        *,
+        reply_channel: str | None = None,
+        coalesce_key: str | None = None,
+        payer_id: int | None = None,
+        reservation: charging.Reservation | None = None,
     ) -> Generation:
         gen = Generation(
             request_id=prepared.request_id,
@@ -124,6 +138,11 @@ class GenerationService:
             message_id=prepared.assistant_message["id"],
             reply_channel=reply_channel,
             coalesce_key=coalesce_key,
+            payer_id=payer_id,
+            reservation=reservation,
+            provider=prepared.provider,
+            model=prepared.model,
+            history=prepared.history,
         )
         # Registered before the wait below: a Stop pressed meanwhile (its row is already written, so
         # the cancel wins the database and answers 200) finds the generation and stops it.
@@ -132,6 +151,7 @@ class GenerationService:
             await self._join_control(gen)
         except BaseException:
             self.running.pop(gen.message_id, None)
+            await charging.release(reservation)
             raise
         # Sent by the generation's sender, first and before any delta, while the provider call is
         # already under way: with a thousand viewers the fan-out of this event takes a while.
@@ -233,6 +253,8 @@ class GenerationService:
             await asyncio.shield(finish.unsaved(gen, self.layer))
             await self._save_later(gen, ending)
         finally:
+            # In a task of its own: a cancelled run is charged too (what was generated until the cancel).
+            charging.charge_soon(gen)
             lease.cancel()
             self.running.pop(gen.message_id, None)
             if gen.coalesce_key is not None:
@@ -295,6 +317,7 @@ class GenerationService:
         pacer = pacer_for_loop()
         bucket, limit = _pacing(provider_name)
         gen.queue_wait_ms = await pacer.acquire(bucket, limit)
+        gen.called = True
         metrics.observe_queue_wait_ms(gen.queue_wait_ms)
         completion: Completion | None = None
         async for ev in stream_with_retries(
@@ -305,7 +328,7 @@ class GenerationService:
             on_rate_limited=functools.partial(pacer.pause, bucket),
         ):
             if isinstance(ev, Completion):
-                completion = ev
+                completion = gen.completion = ev
             elif ev.text:
                 if gen.ttft_ms is None:
                     gen.ttft_ms = (time.monotonic() - gen.started) * 1000

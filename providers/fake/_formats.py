@@ -207,6 +207,7 @@ class AnthropicWire:
     def __init__(self, model: str, call_id: int, include_usage: bool = True) -> None:
         self.model = model
         self.call_id = call_id
+        self.include_usage = include_usage
 
     def prologue(self, input_tokens: int) -> bytes:
         message: dict[str, Any] = {
@@ -219,6 +220,8 @@ class AnthropicWire:
             "stop_sequence": None,
             "usage": {"input_tokens": input_tokens, "output_tokens": 1},
         }
+        if not self.include_usage:  # as a gateway that strips usage would send it
+            del message["usage"]
         return (
             _event("message_start", _dumps({"type": "message_start", "message": message}))
             + _event(
@@ -241,6 +244,8 @@ class AnthropicWire:
             },
             "usage": {"output_tokens": output_tokens},
         }
+        if not self.include_usage:
+            del delta["usage"]
         return (
             _event("content_block_stop", '{"type":"content_block_stop","index":0}')
             + _event("message_delta", _dumps(delta))

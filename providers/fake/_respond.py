@@ -59,6 +59,8 @@ def build_plan(request: Request, body: dict[str, Any], state: FakeState, call_id
     limit = count if not isinstance(max_tokens, int) else min(count, max_tokens)
     prompt = prompt_text(body)
     model = str(body.get("model") or "fake-model")
+    # X-Fake-Usage: omit (or the config's usage: false) leaves usage out of every wire format.
+    usage = headers.get("x-fake-usage", "report" if config.usage else "omit") != "omit"
     wire: Wire
     stream = bool(body.get("stream"))
     if gemini is not None:
@@ -67,9 +69,9 @@ def build_plan(request: Request, body: dict[str, Any], state: FakeState, call_id
         stream = gemini["method"] == "streamGenerateContent"
     elif request.path in OPENAI_PATHS:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        wire = OpenAIWire(model, call_id, include_usage)
+        wire = OpenAIWire(model, call_id, include_usage and usage)
     else:
-        wire = AnthropicWire(model, call_id)
+        wire = AnthropicWire(model, call_id, usage)
     return Plan(
         wire=wire,
         stream=stream,

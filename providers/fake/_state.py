@@ -18,10 +18,11 @@ class FakeConfig:
     tps: float = 50.0  # tokens per second; <= 0 sends every token at once
     tokens: int = 60  # reply length (capped by the request's max_tokens, which then ends in "length")
     fault: Fault | None = None  # applied to every model call (a queued fault or header wins)
+    usage: bool = True  # report token usage (OpenAI: when the request asks for it); False omits it
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply the JSON fields of POST /_fake/config (validated; raises ValueError)."""
-        unknown = set(changes) - {"ttft_ms", "tps", "tokens", "fault", "next_faults", "clear_faults"}
+        unknown = set(changes) - {"ttft_ms", "tps", "tokens", "fault", "usage", "next_faults", "clear_faults"}
         if unknown:
             raise ValueError(f"unknown config fields: {', '.join(sorted(unknown))}")
         if "ttft_ms" in changes:
@@ -32,6 +33,10 @@ class FakeConfig:
             self.tokens = int(changes["tokens"])
         if "fault" in changes:
             self.fault = parse_fault(changes["fault"])
+        if "usage" in changes:
+            if not isinstance(changes["usage"], bool):
+                raise ValueError("usage must be true or false")
+            self.usage = changes["usage"]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -39,6 +44,7 @@ class FakeConfig:
             "tps": self.tps,
             "tokens": self.tokens,
             "fault": str(self.fault) if self.fault else None,
+            "usage": self.usage,
         }
 
 
@@ -93,20 +99,24 @@ class FakeState:
     def __init__(self, defaults: FakeConfig, *, max_requests: int = 50) -> None:
         self._defaults = defaults
         self._max_requests = max_requests
-        self.config = FakeConfig(defaults.ttft_ms, defaults.tps, defaults.tokens, defaults.fault)
+        self.config = FakeConfig(
+            defaults.ttft_ms, defaults.tps, defaults.tokens, defaults.fault, defaults.usage
+        )
         self.next_faults: deque[Fault | None] = deque()
         self.stats = FakeStats(max_requests=max_requests)
 
     def reset(self) -> None:
         d = self._defaults
-        self.config = FakeConfig(d.ttft_ms, d.tps, d.tokens, d.fault)
+        self.config = FakeConfig(d.ttft_ms, d.tps, d.tokens, d.fault, d.usage)
         self.next_faults.clear()
         self.stats = FakeStats(max_requests=self._max_requests)
 
     def configure(self, changes: dict[str, Any]) -> dict[str, Any]:
         """POST /_fake/config: validate everything first, so a bad field changes nothing."""
         queued = [parse_fault(spec) for spec in changes.get("next_faults") or ()]
-        config = FakeConfig(self.config.ttft_ms, self.config.tps, self.config.tokens, self.config.fault)
+        config = FakeConfig(
+            self.config.ttft_ms, self.config.tps, self.config.tokens, self.config.fault, self.config.usage
+        )
         config.update(changes)
         self.config = config
         if changes.get("clear_faults"):

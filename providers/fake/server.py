@@ -70,10 +70,11 @@ class FakeProviderServer:
         tokens: int = 60,
         fault: str | None = None,
         max_requests: int = 50,
+        usage: bool = True,
     ) -> None:
         self.host, self.port = host, port
         self.state = FakeState(
-            FakeConfig(ttft_ms, tps, tokens, parse_fault(fault)), max_requests=max_requests
+            FakeConfig(ttft_ms, tps, tokens, parse_fault(fault), usage), max_requests=max_requests
         )
         self._runner: web.AppRunner | None = None
         self._stopping = False
@@ -293,6 +294,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tps", type=float, default=50.0, help="tokens per second (<= 0: all at once)")
     parser.add_argument("--tokens", type=int, default=60, help="reply length in tokens")
     parser.add_argument("--fault", default=None, help="fault for every call, e.g. http:503 (see docs)")
+    parser.add_argument("--no-usage", action="store_true", help="report no token usage in any wire format")
     return parser.parse_args(argv)
 
 
@@ -304,6 +306,7 @@ async def _serve(args: argparse.Namespace) -> None:
         tps=args.tps,
         tokens=args.tokens,
         fault=args.fault,
+        usage=not args.no_usage,
     )
     async with server:
         print(f"fake provider server listening on {server.base_url}", flush=True)

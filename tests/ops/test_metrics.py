@@ -313,12 +313,14 @@ def _families() -> list[str]:
         for m in vars(metrics).values()
         if hasattr(m, "_name") and str(getattr(m, "_name", "")).startswith(metrics.PREFIX)
     ]
-    return sorted(
-        {
-            n + "_total" if n in {"chatapp_requests", "chatapp_coalesce", "chatapp_provider_calls"} else n
-            for n in names
-        }
-    )
+    counters = {"chatapp_requests", "chatapp_coalesce", "chatapp_provider_calls"}
+    counters |= {
+        "chatapp_tokens",
+        "chatapp_cost_usd",
+        "chatapp_coalesce_saved_calls",
+        "chatapp_coalesce_saved_cost_usd",
+    }
+    return sorted({n + "_total" if n in counters else n for n in names})
 
 
 @pytest.mark.parametrize("name", _families())

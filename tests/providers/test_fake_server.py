@@ -131,6 +131,7 @@ async def test_config_queue_and_headers(client: httpx.AsyncClient, fake_server: 
         "tps": 0.0,
         "tokens": 2,
         "fault": None,
+        "usage": True,
         "next_faults": ["http:503", None, "quota"],
     }
     header_fault = await client.post("/v1/messages", json=CHAT, headers={"X-Fake-Fault": "http:401"})

@@ -197,6 +197,7 @@ async def test_a_send_to_a_remembered_thread_runs_only_its_head_read_and_its_wri
 ) -> None:
     """chat.THREAD_TTL_S's promise: a thread the send path remembers is not read again before the
     provider call; what runs is the burst key's head read and send_prepare's writes."""
+    from billing import budgets
     from ops.flags import flags_ready
 
     async def no_sweep(svc: Any) -> None:  # the orphan sweep's reads run beside the send, not in it
@@ -207,6 +208,7 @@ async def test_a_send_to_a_remembered_thread_runs_only_its_head_read_and_its_wri
     # Nor are the model catalog's and the user's groups (per process, MODEL_CATALOG_TTL_S).
     await acatalog()
     await modelaccess.agroup_ids(user)
+    await budgets.rules_for(user.pk)  # so is the budget rules' (once per user per BUDGET_RULES_TTL_S)
     provider.hold = asyncio.Event()  # the stream waits after its first chunk: no finishing writes yet
     # The head read; then send_prepare's transaction (SQLite logs its BEGIN IMMEDIATE and COMMIT): the
     # thread's UPDATE (title, updated_at), two INSERTs and the history's SELECT. No read of the thread.

@@ -1,0 +1,329 @@
+"""Usage through the whole stack: who is charged, what followers saved, estimates, cancels, budgets,
+GET /api/usage, the usage page and the staff report."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.contrib.auth.models import Group
+from django.test import AsyncClient, Client
+
+from billing import budgets
+from billing.models import Budget, BudgetHit, UsageRecord
+from billing.rules import Prices, cost_usd
+from billing.store import InProcessStore
+from providers.fake.server import FakeProviderServer
+from threads import charging, chat
+from threads.generation import generation_service
+from threads.models import Message, Thread
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.both]
+
+
+@pytest.fixture
+def api(token: str) -> AsyncClient:
+    return AsyncClient(AUTHORIZATION=f"Bearer {token}")
+
+
+@pytest.fixture
+async def fake(settings: Any) -> Any:
+    async with FakeProviderServer(ttft_ms=0, tps=0, tokens=8) as server:
+        settings.PROVIDERS = {
+            **settings.PROVIDERS,
+            "openai": {"base_url": server.openai_base_url, "api_key": "sk-test", "model": "fake-model"},
+        }
+        settings.PROVIDER_MAX_RETRIES = 0
+        yield server
+
+
+async def _thread(api: AsyncClient, **body: Any) -> int:
+    resp = await api.post("/api/threads", body, content_type="application/json")
+    assert resp.status_code == 201, resp.content
+    return int(resp.json()["id"])
+
+
+async def _send(api: AsyncClient, thread_id: int, content: str, **extra: Any) -> Any:
+    return await api.post(
+        f"/api/threads/{thread_id}/messages", {"content": content, **extra}, content_type="application/json"
+    )
+
+
+async def settled() -> None:
+    """Every generation of this loop has ended and its usage is written (a run is charged after its
+    terminal event, in its cleanup)."""
+    async with asyncio.timeout(10):
+        while generation_service().running:  # noqa: ASYNC110 - the service has no event for this
+            await asyncio.sleep(0.01)
+    await charging.drain()
+
+
+def _records(**filters: Any) -> list[UsageRecord]:
+    return list(UsageRecord.objects.filter(**filters).order_by("id"))
+
+
+records = sync_to_async(_records)
+
+
+async def test_a_send_is_charged_to_its_user_with_the_providers_counts(api: AsyncClient, user: Any) -> None:
+    thread_id = await _thread(api)
+    resp = await _send(api, thread_id, "Tell me about tea")
+    assert resp.status_code == 200, resp.content
+    await settled()
+    (charge,) = await records(kind="charge")
+    reply = resp.json()["assistant_message"]
+    assert (charge.user_id, charge.message_id, charge.provider, charge.model) == (
+        user.pk,
+        reply["id"],
+        "demo",
+        "demo-1",
+    )
+    row = await sync_to_async(Message.objects.get)(pk=reply["id"])
+    # The demo reports its own counts (Completion), which the message row keeps too.
+    assert (charge.input_tokens, charge.output_tokens) == (row.input_tokens, row.output_tokens)
+    assert charge.output_tokens > 0 and not charge.estimated and charge.status == "complete"
+    prices = Prices(Decimal("0.15"), Decimal("0.60"))
+    assert charge.cost_usd == cost_usd(
+        input_tokens=charge.input_tokens, output_tokens=charge.output_tokens, prices=prices
+    )
+
+
+async def test_without_a_usage_report_the_counts_are_estimated(
+    api: AsyncClient, fake: FakeProviderServer
+) -> None:
+    fake.configure(usage=False)
+    thread_id = await _thread(api, provider="openai", model="fake-model")
+    resp = await _send(api, thread_id, "Say something")
+    assert resp.status_code == 200, resp.content
+    await settled()
+    (charge,) = await records(kind="charge")
+    text = resp.json()["assistant_message"]["content"]
+    assert charge.estimated and charge.output_tokens >= len(text.split()) > 0 and charge.input_tokens > 0
+    assert charge.cost_usd > 0  # openai's price: 3 and 15 USD per million
+    usage = (await api.get("/api/usage")).json()
+    assert usage["totals"]["estimated_calls"] == 1
+
+
+async def test_with_a_report_the_providers_counts_are_used(
+    api: AsyncClient, fake: FakeProviderServer
+) -> None:
+    thread_id = await _thread(api, provider="openai", model="fake-model")
+    assert (await _send(api, thread_id, "Say something")).status_code == 200
+    await settled()
+    (charge,) = await records(kind="charge")
+    assert not charge.estimated and charge.output_tokens == 8
+    assert charge.cost_usd == cost_usd(
+        input_tokens=charge.input_tokens, output_tokens=8, prices=Prices(Decimal(3), Decimal(15))
+    )
+
+
+async def test_a_cancelled_generation_is_charged_for_what_it_generated(
+    api: AsyncClient, fake: FakeProviderServer, user: Any
+) -> None:
+    fake.configure(tps=20, tokens=400)
+    thread_id = await _thread(api, provider="openai", model="fake-model")
+    send = asyncio.create_task(_send(api, thread_id, "A long one", request_id="r-cancel"))
+    async with asyncio.timeout(5):  # a few tokens arrive (20 a second)
+        # Polled: the generation's text has no event of its own a test could wait on.
+        while sum(len(g.text()) for g in generation_service().running.values()) < 10:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    await chat.cancel(user=user, request_id="r-cancel")
+    resp = await send
+    await settled()
+    (charge,) = await records(kind="charge")
+    assert charge.status == "cancelled" and charge.estimated
+    text = resp.json()["assistant_message"]["content"]
+    assert 0 < charge.output_tokens < 400 and text
+
+
+async def test_identical_sends_are_charged_once_and_followers_record_their_saving(
+    api: AsyncClient, user: Any
+) -> None:
+    thread_id = await _thread(api)
+    answers = await asyncio.gather(*(_send(api, thread_id, "Same question") for _ in range(5)))
+    assert sorted(a.json()["coalesced"] for a in answers) == ["follower"] * 4 + ["leader"]
+    await settled()
+    (charge,) = await records(kind="charge")
+    saved = await records(kind="saved")
+    assert len(saved) == 4 and {s.message_id for s in saved} == {charge.message_id}
+    usage = (await api.get("/api/usage")).json()
+    assert usage["totals"]["calls"] == 1
+    assert usage["saved"] == {
+        "calls": 4,
+        "input_tokens": 4 * charge.input_tokens,
+        "output_tokens": 4 * charge.output_tokens,
+        "cost_usd": str(4 * charge.cost_usd),
+    }
+
+
+async def test_a_budget_refuses_the_next_generation_until_its_period_resets(
+    api: AsyncClient, user: Any
+) -> None:
+    await sync_to_async(Budget.objects.create)(user=user, unit="tokens", period="day", limit=Decimal(1))
+    thread_id = await _thread(api)
+    first = await _send(api, thread_id, "One")
+    assert first.status_code == 200  # nothing spent yet: below the budget
+    await settled()
+    second = await _send(api, thread_id, "Two")
+    assert second.status_code == 429
+    assert second.json()["error"]["code"] == "budget_exceeded"
+    assert "budget" in second.json()["error"]["message"]
+    now = datetime.datetime.now(datetime.UTC)
+    midnight = datetime.datetime.combine(
+        now.date() + datetime.timedelta(days=1), datetime.time(), tzinfo=datetime.UTC
+    )
+    assert abs(int(second["Retry-After"]) - (midnight - now).total_seconds()) <= 2
+    # Nothing was written for the refused send, and staff see who hit it.
+    assert await sync_to_async(Message.objects.filter(content="Two").count)() == 0
+    hit = await sync_to_async(BudgetHit.objects.get)(user=user)
+    assert (hit.unit, hit.period, hit.refusals) == ("tokens", "day", 1)
+
+
+async def test_a_budget_resets_with_its_period(user: Any) -> None:
+    await sync_to_async(Budget.objects.create)(user=user, unit="tokens", period="day", limit=Decimal(100))
+    day1 = datetime.datetime(2026, 5, 3, 23, 0, tzinfo=datetime.UTC)
+    day2 = day1 + datetime.timedelta(hours=2)
+    admit = budgets.admit
+    first = await admit(user_id=user.pk, provider="demo", model="demo-1", prompt_tokens=10, now=lambda: day1)
+    assert first is not None
+    with pytest.raises(budgets.BudgetExceeded) as refused:
+        await admit(user_id=user.pk, provider="demo", model="demo-1", prompt_tokens=10, now=lambda: day1)
+    assert refused.value.retry_after == 3600
+    # The next UTC day has a counter of its own.
+    assert await admit(user_id=user.pk, provider="demo", model="demo-1", prompt_tokens=10, now=lambda: day2)
+
+
+async def test_group_and_default_budgets(user: Any, other_user: Any, settings: Any) -> None:
+    settings.BUDGET_RESERVE_OUTPUT_TOKENS = 10
+
+    def setup() -> None:
+        group = Group.objects.create(name="power")
+        group.user_set.add(user)
+        Budget.objects.create(group=group, unit="tokens", period="month", limit=Decimal(1000))
+        Budget.objects.create(unit="tokens", period="month", limit=Decimal(15))
+
+    await sync_to_async(setup)()
+
+    async def admit(user_id: int) -> budgets.Reservation | None:
+        return await budgets.admit(user_id=user_id, provider="demo", model="demo-1", prompt_tokens=5)
+
+    assert await admit(other_user.pk)  # 15 tokens of the default's 15
+    with pytest.raises(budgets.BudgetExceeded):
+        await admit(other_user.pk)
+    for _ in range(10):  # the group's 1000
+        assert await admit(user.pk)
+
+
+async def test_a_reservation_is_settled_with_the_real_usage() -> None:
+    from billing.store import Check
+
+    store = InProcessStore()
+    assert await store.reserve([Check("k", limit=100, reserve=60, ttl_s=10, start=0)]) == (1, 0)
+    assert await store.reserve([Check("k", limit=100, reserve=60, ttl_s=10)]) == (1, 0)  # 60 < 100
+    assert await store.reserve([Check("k", limit=100, reserve=60, ttl_s=10)]) == (0, 1)  # 120: refused
+    await store.settle([("k", -50), ("k", -50)])  # both calls cost 10
+    assert store.counters["k"] == 20
+    assert await store.reserve([Check("gone", limit=1, reserve=1, ttl_s=10)]) == (-1, 1)
+
+
+async def test_followers_of_another_users_call_are_not_refused_by_their_budget(
+    user: Any, other_user: Any, token: str
+) -> None:
+    from accounts.tokens import api_token_create
+
+    def setup() -> tuple[str, int]:
+        other_user.is_staff = True  # staff may send in another user's thread
+        other_user.save()
+        Budget.objects.create(user=other_user, unit="tokens", period="day", limit=Decimal(0))
+        thread = Thread.objects.create(owner=user, provider="demo", model="demo-1")
+        return api_token_create(user=other_user)[1], thread.pk
+
+    other_token, thread_id = await sync_to_async(setup)()
+    alice, bob = (
+        AsyncClient(AUTHORIZATION=f"Bearer {token}"),
+        AsyncClient(AUTHORIZATION=f"Bearer {other_token}"),
+    )
+    # Bob alone is refused (a zero budget)...
+    alone = await _send(bob, thread_id, "Bob alone")
+    assert alone.status_code == 429 and alone.json()["error"]["code"] == "budget_exceeded"
+    # ...but following Alice's call costs him nothing.
+    lead, follow = await asyncio.gather(
+        _send(alice, thread_id, "Shared question"), _send(bob, thread_id, "Shared question")
+    )
+    roles = {lead.json()["coalesced"], follow.json()["coalesced"]}
+    assert lead.status_code == follow.status_code == 200 and roles == {"leader", "follower"}
+    await settled()
+    (charge,) = await records(kind="charge")
+    (saved,) = await records(kind="saved")
+    leader, follower = (user, other_user) if lead.json()["coalesced"] == "leader" else (other_user, user)
+    assert charge.user_id == leader.pk and saved.user_id == follower.pk
+
+
+async def test_api_usage_own_staff_and_errors(api: AsyncClient, user: Any, other_user: Any) -> None:
+    thread_id = await _thread(api)
+    assert (await _send(api, thread_id, "Hello")).status_code == 200
+    await settled()
+    today = datetime.datetime.now(datetime.UTC).date().isoformat()
+    body = (await api.get(f"/api/usage?from={today}&to={today}")).json()
+    assert set(body) >= {"totals", "by_model", "by_day", "saved"}
+    assert body["totals"]["calls"] == 1 and list(body["by_model"]) == ["demo/demo-1"]
+    assert [d["date"] for d in body["by_day"]] == [today]
+    assert set(body["totals"]) >= {"input_tokens", "output_tokens", "cost_usd"}
+    # Someone else's: staff only.
+    assert (await api.get(f"/api/usage?user={other_user.pk}")).status_code == 403
+
+    def make_staff() -> str:
+        from accounts.tokens import api_token_create
+
+        other_user.is_staff = True
+        other_user.save()
+        return api_token_create(user=other_user)[1]
+
+    staff = AsyncClient(AUTHORIZATION=f"Bearer {await sync_to_async(make_staff)()}")
+    theirs = (await staff.get("/api/usage?user=alice")).json()
+    assert theirs["user_id"] == user.pk and theirs["totals"]["calls"] == 1
+    assert (await staff.get("/api/usage?user=nobody")).status_code == 404
+    for query, code in [
+        ("from=2026-13-01", "invalid_date"),
+        ("from=2026-05-02&to=2026-05-01", "invalid_range"),
+        ("from=2020-01-01&to=2026-01-01", "invalid_range"),
+        ("bogus=1", "unknown_field"),
+    ]:
+        resp = await api.get(f"/api/usage?{query}")
+        assert resp.status_code == 400 and resp.json()["error"]["code"] == code, query
+    assert (await AsyncClient().get("/api/usage")).status_code == 401
+    assert (await api.post("/api/usage")).status_code == 405
+
+
+def test_usage_page_and_staff_report(user: Any, admin_user: Any) -> None:
+    for i, (u, inp) in enumerate([(user, 100), (user, 50), (admin_user, 7)]):
+        UsageRecord.objects.create(
+            user=u, kind="charge", message_id=i + 1, provider="demo", model="demo-1",
+            input_tokens=inp, output_tokens=10, cost_usd=Decimal("0.0001"),
+        )  # fmt: skip
+    UsageRecord.objects.create(user=admin_user, kind="saved", message_id=1, provider="demo", model="demo-1")
+    client = Client()
+    client.force_login(user)
+    page = client.get("/usage/")
+    html = page.content.decode()
+    assert page.status_code == 200 and "<svg" in html and 'id="u-calls">2<' in html
+    assert 'id="u-input">150<' in html and "demo/demo-1" in html
+    client.force_login(admin_user)
+    report = client.get("/admin/billing/usagerecord/report/")
+    text = report.content.decode()
+    assert report.status_code == 200 and "alice" in text and 'id="usage-report"' in text
+    csv = client.get("/admin/billing/usagerecord/report/?format=csv")
+    lines = csv.content.decode().strip().splitlines()
+    assert csv["Content-Type"].startswith("text/csv") and lines[0].startswith("date,user,user_id,model")
+    assert len(lines) == 3 and any(",alice," in line and ",150," in line for line in lines)
+    # The dashboard lists who reached a budget.
+    BudgetHit.objects.create(
+        user=user, unit="usd", period="month", period_start=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
+        limit=Decimal(5),
+    )  # fmt: skip
+    dash = client.get("/staff/dashboard/").content.decode()
+    assert "Budgets reached" in dash and "alice" in dash

@@ -25,7 +25,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from billing import selectors, services
-from billing.prices import prices_for
+from billing.prices import aprices_for
 from billing.rules import Rule, amount, applicable, cost_usd, limit_amount, period_bounds, seconds_until_reset
 from billing.store import MISSING, Check, budget_store
 from core.dbasync import db_async
@@ -96,7 +96,7 @@ async def admit(
     reserve_cost = cost_usd(
         input_tokens=prompt_tokens,
         output_tokens=settings.BUDGET_RESERVE_OUTPUT_TOKENS,
-        prices=prices_for(provider, model),
+        prices=await aprices_for(provider, model),
     )
     starts = [period_bounds(r.period, at)[0] for r in rules]
     checks = [

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from billing import budgets, services
 from billing.budgets import Reservation
-from billing.prices import prices_for
+from billing.prices import aprices_for
 from billing.rules import cost_usd, estimate_prompt_tokens, estimate_tokens
 from core import loopres
 from core.dbasync import db_async
@@ -97,7 +97,7 @@ async def _charge(gen: Generation) -> None:
         await release(gen.reservation)
         return
     inp, out, estimated = call_usage(gen.completion, text, gen.history)
-    cost = cost_usd(input_tokens=inp, output_tokens=out, prices=prices_for(gen.provider, gen.model))
+    cost = cost_usd(input_tokens=inp, output_tokens=out, prices=await aprices_for(gen.provider, gen.model))
     await budgets.settle(gen.reservation, tokens=inp + out, cost=cost)
     payer = gen.payer_id
     if payer is None:

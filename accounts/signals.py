@@ -97,3 +97,16 @@ def _on_user_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
 pre_save.connect(_on_user_pre_save, sender=get_user_model(), dispatch_uid="accounts.user_saving")
 post_save.connect(_on_user_saved, sender=get_user_model(), dispatch_uid="accounts.user_saved")
 post_delete.connect(_on_user_deleted, sender=get_user_model(), dispatch_uid="accounts.user_deleted")
+
+
+def connect_allauth_receivers() -> None:
+    """A sign-up spends the invitation it came with (SIGNUP_MODE=closed)."""
+    from allauth.account.signals import user_signed_up
+
+    from accounts.invitations import invitation_use
+
+    def on_signed_up(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:
+        if request is not None and user is not None:
+            invitation_use(request=request, user=user)
+
+    user_signed_up.connect(on_signed_up, dispatch_uid="accounts.invitation_on_signup", weak=False)

@@ -4,7 +4,7 @@ from django.views.generic import RedirectView
 
 from chatapp.health import healthz
 from ops import views as metrics_views
-from threads import api, views
+from threads import api, token_api, views
 
 handler400 = "chatapp.errors.bad_request"
 handler404 = "chatapp.errors.page_not_found"
@@ -21,6 +21,8 @@ urlpatterns = [
     path("api/threads/cancel/<str:request_id>", api.cancel),
     path("api/threads/<int:thread_id>", api.thread_item),
     path("api/threads/<int:thread_id>/messages", api.thread_messages),
+    path("api/tokens", token_api.tokens_collection),
+    path("api/tokens/<str:token_id>", token_api.token_item),
     # Metrics summary and the staff dashboard (ops/views.py).
     path("api/metrics", metrics_views.api_metrics, name="api-metrics"),
     path("staff/dashboard/", metrics_views.dashboard, name="staff-dashboard"),

@@ -25,6 +25,11 @@ def starts_active(*, mode: str) -> bool:
     return mode != "approval"
 
 
+def login_attempts_key(credentials: dict[str, Any]) -> str:
+    """The name failed log-ins are counted under, whatever host the request named (pure)."""
+    return "login:" + str(credentials.get("email") or credentials.get("username") or "").lower()
+
+
 class AccountAdapter(DefaultAccountAdapter):
     def is_open_for_signup(self, request: HttpRequest) -> bool:
         return signup_allowed(mode=settings.SIGNUP_MODE, invited=invitation_in_session(request) is not None)
@@ -33,6 +38,12 @@ class AccountAdapter(DefaultAccountAdapter):
         user = super().new_user(request)
         user.is_active = starts_active(mode=settings.SIGNUP_MODE)
         return user
+
+    def _get_login_attempts_cache_key(self, request: HttpRequest, **credentials: Any) -> str:
+        # allauth keys an account's failures by site domain too, which without django.contrib.sites
+        # is the request's Host: each allowed host name (or port, found by the 2-process test) would
+        # get its own count. One account, one count.
+        return login_attempts_key(credentials)
 
     def pre_authenticate(self, request: HttpRequest, **credentials: Any) -> None:
         try:

@@ -46,6 +46,7 @@ def _login(client: Client, username: str, password: str) -> Any:
     return client.post("/accounts/login/", {"login": username, "password": password})
 
 
+@pytest.mark.both
 def test_throttling_refuses_the_right_password_then_lets_it_in_after_the_window(
     client: Client, user: Any, settings: Any, monkeypatch: Any
 ) -> None:
@@ -63,6 +64,7 @@ def test_throttling_refuses_the_right_password_then_lets_it_in_after_the_window(
     assert client.session["_auth_user_id"] == str(user.pk)
 
 
+@pytest.mark.both
 def test_throttling_per_address_covers_every_account(client: Client, user: Any, settings: Any) -> None:
     settings.ACCOUNT_RATE_LIMITS = {"login_failed": "2/5m/ip"}
     _login(client, "nobody-1", "x" * 12)
@@ -308,3 +310,16 @@ def test_existing_session_keeps_working(client: Client, user: Any) -> None:
     """A session made before allauth (Django's ModelBackend in the session) still authenticates."""
     client.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
     assert client.get("/").status_code == 200
+
+
+def test_failed_logins_count_per_account_whatever_the_host(client: Client, user: Any, settings: Any) -> None:
+    """Fails on allauth's own key (site domain = the Host header without django.contrib.sites)."""
+    settings.ACCOUNT_RATE_LIMITS = {"login_failed": "2/5m/key"}
+    for host in ("localhost", "127.0.0.1"):
+        client.post(
+            "/accounts/login/", {"login": "alice", "password": "wrong-guess-1"}, headers={"host": host}
+        )
+    refused = client.post(
+        "/accounts/login/", {"login": "Alice", "password": "pw-alice-123!"}, headers={"host": "testserver"}
+    )
+    assert b"Too many failed login attempts" in refused.content

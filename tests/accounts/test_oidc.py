@@ -101,8 +101,12 @@ def test_oidc_round_trip_signs_up_and_logs_in(client: Client, oidc_settings: Non
     assert User.objects.count() == 1
 
 
-def test_oidc_sign_up_follows_closed_mode(client: Client, oidc_settings: None, issuer: str, settings: Any) -> None:
+def test_oidc_sign_up_follows_closed_mode(
+    client: Client, oidc_settings: None, issuer: str, settings: Any
+) -> None:
     settings.SIGNUP_MODE = "closed"
     done = _round_trip(client, issuer, "oidc-dave")
-    assert b"by invitation" in done.content or done.status_code == 302 and "_auth_user_id" not in client.session
+    assert (
+        b"by invitation" in done.content or done.status_code == 302 and "_auth_user_id" not in client.session
+    )
     assert not User.objects.exists()

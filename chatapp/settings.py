@@ -423,6 +423,7 @@ AUTHENTICATION_BACKENDS = [
 ]
 ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
 SOCIALACCOUNT_ADAPTER = "accounts.adapter.SocialAccountAdapter"
+ACCOUNT_FORMS = {"signup": "accounts.forms.SignupForm"}
 ACCOUNT_LOGIN_METHODS = {"username"}
 # E-mail is optional: a user may add one (for password reset) on the e-mail page.
 ACCOUNT_SIGNUP_FIELDS = ["username*", "email", "password1*", "password2*"]

@@ -44,6 +44,7 @@ def _settings_context(request: HttpRequest) -> dict[str, Any]:
         "emails": list(EmailAddress.objects.filter(user=user)),
         "has_totp": Authenticator.Type.TOTP in kinds,
         "has_recovery_codes": Authenticator.Type.RECOVERY_CODES in kinds,
+        "has_webauthn": Authenticator.Type.WEBAUTHN in kinds,
         "social_accounts": list(SocialAccount.objects.filter(user=user)),
         "tokens": api_token_list_for_user(user=user),
         "sessions": sessions,

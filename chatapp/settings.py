@@ -446,8 +446,11 @@ SIGNUP_MODE: str = env.str("SIGNUP_MODE", default="open")
 if SIGNUP_MODE not in {"open", "approval", "closed"}:
     raise ImproperlyConfigured(f"SIGNUP_MODE={SIGNUP_MODE!r}: use open, approval or closed.")
 INVITATION_DAYS: int = env.int("INVITATION_DAYS", default=7)
-# Two-factor: TOTP apps and recovery codes; staff must have one before admin opens.
-MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+# Two-factor: TOTP apps, security keys (WebAuthn; allauth's scripts are files and JSON data blocks, so
+# the CSP holds) and recovery codes; staff must have one before admin opens.
+MFA_SUPPORTED_TYPES = ["totp", "webauthn", "recovery_codes"]
+# WebAuthn needs https, except on localhost; `make run` serves http.
+MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN = DEBUG
 MFA_TOTP_ISSUER: str = env.str("MFA_TOTP_ISSUER", default="chatapp")
 USERSESSIONS_ADAPTER = "accounts.adapter.UserSessionsAdapter"
 USERSESSIONS_TRACK_ACTIVITY = True

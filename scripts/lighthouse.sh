@@ -3,8 +3,9 @@
 #
 # Serves the app as in production (DEBUG=false, collectstatic: hashed file names, long cache headers,
 # compressed) on a temporary SQLite database seeded with demo data (`manage.py seed_demo`), then runs
-# Lighthouse 12.2.3 (pinned by tools/package-lock.json) with Debian's chromium on three pages: the
-# log-in page, the thread list and a thread with a long conversation. Prints the four category scores
+# Lighthouse 12.2.3 (pinned by tools/package-lock.json) with Debian's chromium on six pages: the
+# log-in, sign-up and password-reset pages, the thread list, a thread with a long conversation and the
+# account settings page. Prints the four category scores
 # per page and exits 1 if any is below LH_MIN.
 #
 # Needs: chromium (apt-get install -y chromium), node >= 18 and the dev venv (`make install-dev`: websockets
@@ -154,7 +155,10 @@ audit() {
 
 echo "Lighthouse $("$LIGHTHOUSE" --version), mobile, median of $LH_RUNS run(s), bar $LH_MIN; reports in $REPORT_DIR"
 audit login "/accounts/login/"  # logged out: a session would redirect it to the thread list
+audit signup "/accounts/signup/"
+audit reset "/accounts/password/reset/"
 log_in
 audit list "/"
 audit thread "/threads/$THREAD_ID/"
+audit settings "/accounts/settings/"
 exit "$FAILED"

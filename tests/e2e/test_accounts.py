@@ -70,3 +70,44 @@ def test_create_and_revoke_an_api_token_on_the_settings_page(page: Page) -> None
     expect(page.locator("#tokens")).to_contain_text("No tokens.")
     answer = page.request.get("/api/tokens", headers={"Authorization": f"Bearer {raw}"})
     assert answer.status == 401
+
+
+def test_security_key_with_a_virtual_authenticator(page: Page, base_url: str) -> None:
+    """WebAuthn under our Content-Security-Policy: allauth's scripts run (files and JSON data blocks, no
+    inline script), Chromium's virtual authenticator plays the key. On localhost: WebAuthn needs a
+    secure context and a domain, not an address."""
+    local = base_url.replace("127.0.0.1", "localhost")
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("WebAuthn.enable")
+    cdp.send(
+        "WebAuthn.addVirtualAuthenticator",
+        {
+            "options": {
+                "protocol": "ctap2",
+                "transport": "usb",
+                "hasResidentKey": True,
+                "hasUserVerification": True,
+                "isUserVerified": True,
+                "automaticPresenceSimulation": True,
+            }
+        },
+    )
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    username = sign_up(page, local)
+    page.goto(f"{local}/accounts/2fa/webauthn/add/")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Confirm").click()
+    page.get_by_label("Name").fill("my key")
+    page.get_by_role("button", name="Add").click()
+    expect(page.locator(".messages")).to_contain_text("added")
+    page.goto(f"{local}/accounts/settings/")
+    expect(page.locator("#mfa-status")).to_contain_text("security keys")
+
+    page.get_by_role("button", name="Log out").click()
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("button", name="Use a security key").click()
+    expect(page.get_by_role("heading", name="Your threads")).to_be_visible()
+    assert not [e for e in errors if "Content Security Policy" in e], errors

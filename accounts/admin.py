@@ -37,6 +37,17 @@ class ApiTokenAdmin(admin.ModelAdmin):
             obj.prefix, obj.key_hash = raw[:12], token_hash(raw)
             _new_secret.set(raw)
         super().save_model(request, obj, form, change)
+        if not change:
+            from accounts.audit import audit_record
+            from accounts.models import AuditEvent
+
+            audit_record(
+                kind=AuditEvent.TOKEN_CREATED,
+                user=obj.user,
+                actor=request.user,
+                request=request,
+                detail={"token": obj.pk, "name": obj.name},
+            )
 
     def response_add(
         self, request: HttpRequest, obj: ApiToken, post_url_continue: str | None = None

@@ -323,3 +323,54 @@ def test_failed_logins_count_per_account_whatever_the_host(client: Client, user:
         "/accounts/login/", {"login": "Alice", "password": "pw-alice-123!"}, headers={"host": "testserver"}
     )
     assert b"Too many failed login attempts" in refused.content
+
+
+@pytest.mark.parametrize(
+    ("ua", "label"),
+    [
+        (
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
+            "Chrome on Linux",
+        ),
+        ("Mozilla/5.0 (Android 14; Mobile; rv:133.0) Gecko/133.0 Firefox/133.0", "Firefox on Android"),
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+            "Version/18.1 Mobile/15E148 Safari/604.1",
+            "Safari on iPhone",
+        ),
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 "
+            "Safari/537.36 Edg/131.0",
+            "Edge on Windows",
+        ),
+        ("python-httpx/0.28.1", "python-httpx/0.28.1"),
+        ("", "Unknown device"),
+    ],
+)
+def test_device_label(ua: str, label: str) -> None:
+    from accounts.devices import device_label
+
+    assert device_label(ua) == label
+
+
+def test_password_reset_by_email_ends_every_session(client: Client, user: Any, mailoutbox: Any) -> None:
+    import re
+
+    user.email = "alice@example.com"
+    user.save()
+    from allauth.account.models import EmailAddress
+
+    EmailAddress.objects.create(user=user, email="alice@example.com", primary=True, verified=True)
+    elsewhere = Client()
+    _login(elsewhere, "alice", "pw-alice-123!")
+    assert client.post("/accounts/password/reset/", {"email": "alice@example.com"}).status_code == 302
+    assert len(mailoutbox) == 1
+    link = re.search(r"http://testserver(/accounts/password/reset/key/\S+)", mailoutbox[0].body)
+    assert link is not None
+    form = client.get(link.group(1), follow=True)
+    assert form.status_code == 200
+    resp = client.post(form.redirect_chain[-1][0], {"password1": GOOD, "password2": GOOD})
+    assert resp.status_code == 302
+    assert _login(Client(), "alice", GOOD).status_code == 302
+    assert elsewhere.get("/").status_code == 302
+    assert AuditEvent.objects.filter(kind=AuditEvent.PASSWORD_RESET, user=user).exists()

@@ -51,6 +51,13 @@ def _no_user_quotas(settings: Any) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _no_account_rate_limits(settings: Any) -> None:
+    """Tests log in and sign up far faster than people, from one address: allauth's rate limits are off,
+    except in the tests of them (tests/accounts/test_allauth.py sets them)."""
+    settings.ACCOUNT_RATE_LIMITS = False
+
+
+@pytest.fixture(autouse=True)
 def _fast_demo(settings: Any) -> None:
     settings.PROVIDERS = {
         **settings.PROVIDERS,

@@ -4,6 +4,7 @@ second factor, TOTP, the audit log, sessions."""
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -11,7 +12,6 @@ from allauth.core.internal import ratelimit as allauth_ratelimit
 from allauth.mfa.models import Authenticator
 from allauth.mfa.totp.internal import auth as totp_auth
 from django.contrib.auth.models import User
-from django.core.cache import cache
 from django.test import Client
 
 from accounts.adapter import signup_allowed, starts_active
@@ -25,10 +25,20 @@ GOOD = "correct-horse-battery-9"
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache() -> Any:
-    cache.clear()  # the log-in counters live in the cache
-    yield
-    cache.clear()
+def _fresh_cache(settings: Any) -> None:
+    """The log-in counters live in the cache: each test gets a cache of its own (a new key prefix; a new
+    store for the in-process cache), never a flush of a Redis other tests share."""
+    unique = f"t{uuid.uuid4().hex[:12]}"
+    settings.CACHES = {
+        **settings.CACHES,
+        "default": {
+            **settings.CACHES["default"],
+            "KEY_PREFIX": unique,
+            "LOCATION": unique
+            if "LocMem" in settings.CACHES["default"]["BACKEND"]
+            else settings.CACHES["default"].get("LOCATION", ""),
+        },
+    }
 
 
 class FakeClock:

@@ -15,7 +15,6 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from django.contrib.auth.models import User
-from django.core.cache import cache
 from django.test import Client
 
 from accounts.models import AuditEvent
@@ -53,7 +52,6 @@ def issuer() -> Iterator[str]:
 
 @pytest.fixture
 def oidc_settings(settings: Any, issuer: str) -> None:
-    cache.clear()
     settings.SOCIALACCOUNT_PROVIDERS = {
         "openid_connect": {
             "OAUTH_PKCE_ENABLED": True,

@@ -384,3 +384,13 @@ def test_password_reset_by_email_ends_every_session(client: Client, user: Any, m
     assert _login(Client(), "alice", GOOD).status_code == 302
     assert elsewhere.get("/").status_code == 302
     assert AuditEvent.objects.filter(kind=AuditEvent.PASSWORD_RESET, user=user).exists()
+
+
+def test_staff_create_an_invitation_in_admin(admin_client: Client, admin_user: Any) -> None:
+    resp = admin_client.post("/admin/accounts/invitation/add/", {"note": "for carol"}, follow=True)
+    assert resp.status_code == 200
+    invitation = Invitation.objects.get()
+    assert invitation.created_by == admin_user and invitation.used_at is None
+    assert f"/accounts/invite/{invitation.key}/" in resp.content.decode()
+    assert admin_client.get("/admin/accounts/auditevent/").status_code == 200
+    assert admin_client.get("/admin/accounts/auditevent/add/").status_code == 403

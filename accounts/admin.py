@@ -37,6 +37,17 @@ class ApiTokenAdmin(admin.ModelAdmin):
             obj.prefix, obj.key_hash = raw[:12], token_hash(raw)
             _new_secret.set(raw)
         super().save_model(request, obj, form, change)
+        if not change:
+            from accounts.audit import audit_record
+            from accounts.models import AuditEvent
+
+            audit_record(
+                kind=AuditEvent.TOKEN_CREATED,
+                user=obj.user,
+                actor=request.user,
+                request=request,
+                detail={"token": obj.pk, "name": obj.name},
+            )
 
     def response_add(
         self, request: HttpRequest, obj: ApiToken, post_url_continue: str | None = None
@@ -61,5 +72,84 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def revoke(self, request: HttpRequest, queryset: Any) -> None:
         # Row by row through the service, not queryset.update(): saving each one drops it from the
         # token cache and closes its WebSockets (accounts/signals.py).
-        n = api_token_revoke(tokens=queryset)
+        n = api_token_revoke(tokens=queryset, request=request, actor=request.user)
         messages.info(request, f"Revoked {n} token(s).")
+
+
+# --- Accounts (#20): log-in through allauth, audit log, invitations, approval ---------------------------
+
+from allauth.account.decorators import secure_admin_login  # noqa: E402
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.contrib.auth.admin import UserAdmin  # noqa: E402
+from django.db import transaction  # noqa: E402
+from django.urls import reverse  # noqa: E402
+from django.utils.html import format_html  # noqa: E402
+
+from accounts.audit import audit_record  # noqa: E402
+from accounts.invitations import invitation_create  # noqa: E402
+from accounts.models import AuditEvent, Invitation  # noqa: E402
+
+# Admin's own log-in form would skip allauth's throttling and second factor: send it to allauth's.
+admin.site.login = secure_admin_login(admin.site.login)  # type: ignore[method-assign]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    list_display = ["at", "kind", "username", "address", "actor"]
+    list_filter = ["kind"]
+    search_fields = ["username", "address"]
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # only retention (manage.py prune_audit) deletes rows
+
+
+@admin.register(Invitation)
+class InvitationAdmin(admin.ModelAdmin):
+    list_display = ["note", "link", "created_by", "created_at", "expires_at", "used_by", "used_at"]
+    fields = ["note"]
+    readonly_fields = ["link"]
+
+    @admin.display(description="Link")
+    def link(self, obj: Invitation) -> str:
+        if obj.used_at is not None:
+            return "used"
+        return format_html("<code>{}</code>", reverse("account_invitation", args=[obj.key]))
+
+    def save_model(self, request: HttpRequest, obj: Invitation, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        made = invitation_create(created_by=request.user, note=obj.note)
+        obj.pk, obj.key, obj.expires_at = made.pk, made.key, made.expires_at
+        url = request.build_absolute_uri(reverse("account_invitation", args=[made.key]))
+        messages.info(request, f"Send this link: {url}")
+
+
+User = get_user_model()
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class ChatUserAdmin(UserAdmin):
+    """Django's user admin, with approval of accounts waiting under SIGNUP_MODE=approval."""
+
+    actions = ["approve"]
+    list_display = ["username", "email", "is_active", "is_staff", "date_joined", "last_login"]
+
+    @admin.action(description="Approve selected accounts (activate them)")
+    def approve(self, request: HttpRequest, queryset: Any) -> None:
+        n = 0
+        with transaction.atomic():
+            for user in queryset.filter(is_active=False):
+                user.is_active = True
+                user.save(update_fields=["is_active"])
+                audit_record(kind=AuditEvent.APPROVED, user=user, actor=request.user, request=request)
+                n += 1
+        messages.info(request, f"Approved {n} account(s).")

@@ -85,6 +85,9 @@ def _on_user_saved(sender: Any, instance: Any, **kwargs: Any) -> None:
     if lost == LOST_ALL:
         # Which cached tokens belong to this user is not indexed; losing rights is rare, so drop them all.
         forget_all_tokens()
+        # A demoted (or deactivated) user logs in again: their sessions end, not only their sockets.
+        user_id = instance.pk
+        transaction.on_commit(lambda: end_sessions(user_id=user_id), robust=True)
     rights_changed(user_id=instance.pk, method=lost)
 
 
@@ -97,3 +100,40 @@ def _on_user_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
 pre_save.connect(_on_user_pre_save, sender=get_user_model(), dispatch_uid="accounts.user_saving")
 post_save.connect(_on_user_saved, sender=get_user_model(), dispatch_uid="accounts.user_saved")
 post_delete.connect(_on_user_deleted, sender=get_user_model(), dispatch_uid="accounts.user_deleted")
+
+
+def end_sessions(*, user_id: int, keep: str | None = None) -> int:
+    """End the user's sessions that allauth tracks (every log-in, and every session that opened a page
+    since), but `keep` (a session key); returns how many."""
+    from allauth.usersessions.models import UserSession
+
+    ended = 0
+    for session in UserSession.objects.filter(user_id=user_id).exclude(session_key=keep or ""):
+        session.end()  # the session row in the store, then the tracking row
+        ended += 1
+    return ended
+
+
+def connect_allauth_receivers() -> None:
+    """A sign-up spends the invitation it came with (SIGNUP_MODE=closed); a new password ends the user's
+    other sessions (a reset: all of them), which Django's session hash would only refuse on their next
+    request, leaving them listed on the settings page."""
+    from allauth.account.signals import password_changed, password_reset, password_set, user_signed_up
+
+    from accounts.invitations import invitation_use
+
+    def on_signed_up(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:
+        if request is not None and user is not None:
+            invitation_use(request=request, user=user)
+
+    def on_new_password(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:
+        if user is not None:
+            session = getattr(request, "session", None)
+            keep = session.session_key if session is not None and request.user == user else None
+            end_sessions(user_id=user.pk, keep=keep)
+
+    user_signed_up.connect(on_signed_up, dispatch_uid="accounts.invitation_on_signup", weak=False)
+    for signal in (password_changed, password_set, password_reset):
+        signal.connect(
+            on_new_password, dispatch_uid=f"accounts.sessions_on_password_{id(signal)}", weak=False
+        )

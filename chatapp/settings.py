@@ -193,7 +193,8 @@ else:
 # --- Auth -----------------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    # 12 characters at least (OWASP ASVS 2.1.1); existing shorter passwords still log in.
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
@@ -444,3 +445,107 @@ MODEL_PRICES: dict[str, list[str]] = env.json("MODEL_PRICES", default={})
 # What a generation reserves of a budget before it starts: the prompt plus this many output tokens (the
 # request's max_tokens: a call cannot cost more, so a budget is over-run by one call at most).
 BUDGET_RESERVE_OUTPUT_TOKENS: int = env.int("BUDGET_RESERVE_OUTPUT_TOKENS", default=1024)
+# --- Accounts (#20: django-allauth; README "Accounts") ---------------------------------------------------
+INSTALLED_APPS += [
+    "allauth",
+    "allauth.account",
+    "allauth.mfa",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.openid_connect",
+    "allauth.usersessions",
+    "django.contrib.humanize",  # allauth's session list
+]
+# allauth's middleware after Django's authentication; then the session tracker (device, address, last
+# seen) and the gate that sends staff without a second factor to set one up before admin opens.
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1,
+    "allauth.account.middleware.AccountMiddleware",
+)
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("allauth.account.middleware.AccountMiddleware") + 1,
+    "allauth.usersessions.middleware.UserSessionsMiddleware",
+)
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.contrib.messages.middleware.MessageMiddleware") + 1,
+    "accounts.middleware.StaffMfaMiddleware",
+)
+# ModelBackend first: sessions made before allauth name it, and keep working.
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
+SOCIALACCOUNT_ADAPTER = "accounts.adapter.SocialAccountAdapter"
+ACCOUNT_FORMS = {"signup": "accounts.forms.SignupForm"}
+ACCOUNT_LOGIN_METHODS = {"username"}
+# E-mail is optional: a user may add one (for password reset) on the e-mail page.
+ACCOUNT_SIGNUP_FIELDS = ["username*", "email", "password1*", "password2*"]
+ACCOUNT_EMAIL_VERIFICATION: str = env.str("ACCOUNT_EMAIL_VERIFICATION", default="none")
+if ACCOUNT_EMAIL_VERIFICATION not in {"none", "optional", "mandatory"}:
+    raise ImproperlyConfigured("ACCOUNT_EMAIL_VERIFICATION: use none, optional or mandatory.")
+ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False  # the user stays logged in here; their other sessions end
+ACCOUNT_PASSWORD_RESET_BY_CODE_ENABLED = False
+ACCOUNT_LOGIN_ON_PASSWORD_RESET = False
+ACCOUNT_SESSION_REMEMBER = None  # the log-in form's "remember me" box decides
+# Failed log-ins per address and per account (username): past either, every attempt is refused, the
+# right password included, until the window has passed. 10 per 15 minutes per account stops guessing
+# and costs a person who mistypes nothing; an address may carry several people (an office), so 30.
+ACCOUNT_LOGIN_FAILED_RATE: str = env.str("ACCOUNT_LOGIN_FAILED_RATE", default="30/15m/ip,10/15m/key")
+ACCOUNT_RATE_LIMITS = {"login_failed": ACCOUNT_LOGIN_FAILED_RATE}
+ACCOUNT_RATE_LIMITS_ENABLED = True
+# open (anyone signs up), approval (new accounts wait, inactive, until staff approve them in admin) or
+# closed (only through an invitation link staff create in admin).
+SIGNUP_MODE: str = env.str("SIGNUP_MODE", default="open")
+if SIGNUP_MODE not in {"open", "approval", "closed"}:
+    raise ImproperlyConfigured(f"SIGNUP_MODE={SIGNUP_MODE!r}: use open, approval or closed.")
+INVITATION_DAYS: int = env.int("INVITATION_DAYS", default=7)
+# Two-factor: TOTP apps, security keys (WebAuthn; allauth's scripts are files and JSON data blocks, so
+# the CSP holds) and recovery codes; staff must have one before admin opens.
+MFA_SUPPORTED_TYPES = ["totp", "webauthn", "recovery_codes"]
+# WebAuthn needs https, except on localhost; `make run` serves http.
+MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN = DEBUG
+MFA_TOTP_ISSUER: str = env.str("MFA_TOTP_ISSUER", default="chatapp")
+USERSESSIONS_ADAPTER = "accounts.adapter.UserSessionsAdapter"
+USERSESSIONS_TRACK_ACTIVITY = True
+# Behind N proxies that append to X-Forwarded-For, the client's address (rate limits, audit) is the
+# N-th from the right; 0: the TCP peer.
+ALLAUTH_TRUSTED_PROXY_COUNT: int = env.int("ALLAUTH_TRUSTED_PROXY_COUNT", default=0)
+# Log-in throttling counts in the cache: with REDIS_URL every process counts together.
+if REDIS_URL:
+    CACHES["default"] = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": f"{REDIS_KEY_PREFIX}:cache",
+    }
+# Audit rows older than this many days are deleted by `manage.py prune_audit` (daily from cron).
+AUDIT_RETENTION_DAYS: int = env.int("AUDIT_RETENTION_DAYS", default=365)
+
+# Single sign-on: OIDC_PROVIDERS=corp,other and for each OIDC_<ID>_ISSUER, OIDC_<ID>_CLIENT_ID,
+# OIDC_<ID>_SECRET and optionally OIDC_<ID>_NAME (the button's label).
+SOCIALACCOUNT_PROVIDERS: dict[str, Any] = {"openid_connect": {"OAUTH_PKCE_ENABLED": True, "APPS": []}}
+for _oidc in env.list("OIDC_PROVIDERS", default=[]):
+    _var = _oidc.upper().replace("-", "_")
+    try:
+        SOCIALACCOUNT_PROVIDERS["openid_connect"]["APPS"].append(
+            {
+                "provider_id": _oidc,
+                "name": env.str(f"OIDC_{_var}_NAME", default=_oidc),
+                "client_id": env.str(f"OIDC_{_var}_CLIENT_ID"),
+                "secret": env.str(f"OIDC_{_var}_SECRET"),
+                "settings": {"server_url": env.str(f"OIDC_{_var}_ISSUER")},
+            }
+        )
+    except ImproperlyConfigured as _exc:
+        raise ImproperlyConfigured(f"OIDC provider {_oidc!r}: {_exc}") from _exc
+SOCIALACCOUNT_LOGIN_ON_GET = False  # a provider button POSTs (no log-in started by a link)
+SOCIALACCOUNT_AUTO_SIGNUP = True
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = False  # an OIDC e-mail never logs into an existing local account
+
+# E-mail (password reset): the console on `make run`; EMAIL_URL (smtp://user:pass@host:587,
+# smtp+tls://…) in production.
+if env.str("EMAIL_URL", default=""):
+    globals().update(env.email_url("EMAIL_URL"))
+elif DEBUG:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+DEFAULT_FROM_EMAIL: str = env.str("DEFAULT_FROM_EMAIL", default="chatapp <noreply@localhost>")
+# --- end accounts -----------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from billing import views as usage_views
 from chatapp.health import healthz
 from chatapp.socketcheck import socket_check
 from ops import views as metrics_views
-from threads import api, views
+from threads import api, token_api, views
 
 handler400 = "chatapp.errors.bad_request"
 handler404 = "chatapp.errors.page_not_found"
@@ -25,6 +25,8 @@ urlpatterns = [
     path("api/threads/<int:thread_id>", api.thread_item),
     path("api/threads/<int:thread_id>/messages", api.thread_messages),
     path("api/models", api.models_collection),
+    path("api/tokens", token_api.tokens_collection),
+    path("api/tokens/<str:token_id>", token_api.token_item),
     # Metrics summary and the staff dashboard (ops/views.py).
     path("api/metrics", metrics_views.api_metrics, name="api-metrics"),
     path("staff/dashboard/", metrics_views.dashboard, name="staff-dashboard"),

@@ -3,8 +3,9 @@
 #
 # Serves the app as in production (DEBUG=false, collectstatic: hashed file names, long cache headers,
 # compressed) on a temporary SQLite database seeded with demo data (`manage.py seed_demo`), then runs
-# Lighthouse 12.2.3 (pinned by tools/package-lock.json) with Debian's chromium on four pages: the
-# log-in page, the thread list, a thread with a long conversation and the usage page. Prints the four category scores
+# Lighthouse 12.2.3 (pinned by tools/package-lock.json) with Debian's chromium on nine pages: the
+# log-in, sign-up and password-reset pages, the thread list, a thread with a long conversation, the
+# account settings page, the usage page and the staff dashboard. Prints the four category scores
 # per page and exits 1 if any is below LH_MIN.
 #
 # Needs: chromium (apt-get install -y chromium), node >= 18 and the dev venv (`make install-dev`: websockets
@@ -162,9 +163,12 @@ audit() {
 
 echo "Lighthouse $("$LIGHTHOUSE" --version), mobile, median of $LH_RUNS run(s), bar $LH_MIN; reports in $REPORT_DIR"
 audit login "/accounts/login/"  # logged out: a session would redirect it to the thread list
+audit signup "/accounts/signup/"
+audit reset "/accounts/password/reset/"
 log_in
 audit list "/"
 audit thread "/threads/$THREAD_ID/"
+audit settings "/accounts/settings/"
 audit usage "/usage/"
 # The staff dashboard (#22 item 9), as the same user made staff (an update: no signal, the session stays).
 USERNAME="$(node -p 'JSON.parse(process.argv[1]).username' "$SEED")"

@@ -51,6 +51,13 @@ def _no_user_quotas(settings: Any) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _no_account_rate_limits(settings: Any) -> None:
+    """Tests log in and sign up far faster than people, from one address: allauth's rate limits are off,
+    except in the tests of them (tests/accounts/test_allauth.py sets them)."""
+    settings.ACCOUNT_RATE_LIMITS = False
+
+
+@pytest.fixture(autouse=True)
 def _fast_demo(settings: Any) -> None:
     settings.PROVIDERS = {
         **settings.PROVIDERS,
@@ -131,3 +138,13 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
     open (it disconnects close_old_connections from request_finished), so pooled connections would
     never be returned and the pool would run dry. The daphne processes that tests start keep it."""
     settings.DATABASES["default"].get("OPTIONS", {}).pop("pool", None)
+
+
+@pytest.fixture
+def admin_user(admin_user: Any) -> Any:
+    """Staff need a second factor before admin opens (accounts/middleware.py): pytest-django's
+    admin_user (and so admin_client) has one."""
+    from allauth.mfa.models import Authenticator
+
+    Authenticator.objects.create(user=admin_user, type=Authenticator.Type.TOTP, data={"secret": "unused"})
+    return admin_user

@@ -38,8 +38,9 @@ def _walk(patterns: Iterable[URLPattern | URLResolver], prefix: str = "") -> Ite
 
 def _documented(route: str, doc: str) -> bool:
     """Is `/route` in the docs, with any `{name}` standing for each parameter?"""
-    parts = _PARAM.split(route.lstrip("^").rstrip("$"))
-    pattern = r"\{[a-z_]+\}".join(re.escape(p) for p in parts)
+    # Regex routes inside an included URLconf (allauth's) carry their own ^ and $ mid-route.
+    parts = _PARAM.split(route.replace("^", "").replace("$", ""))
+    pattern = r"\{[a-z0-9_]+\}".join(re.escape(p) for p in parts)
     return re.search(r"`(?:[A-Z/]+ )?/" + pattern + r"(?:[`? ])", doc) is not None
 
 

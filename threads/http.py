@@ -90,6 +90,7 @@ def api_view(methods: set[str]) -> Callable[[ApiView], Any]:
                     "csrf_failed", "CSRF check failed: send the csrftoken cookie's value in X-CSRFToken.", 403
                 )
             request.user = user  # type: ignore[assignment]
+            request.auth_method = how  # type: ignore[attr-defined]  # 'token' or 'session'
             try:
                 return await view(request, *args, **kwargs)
             except Exception as exc:

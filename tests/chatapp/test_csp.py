@@ -63,7 +63,9 @@ def thread(user: Any) -> Thread:
     [
         ("anonymous", "/accounts/login/", 200),
         ("anonymous", "/accounts/signup/", 200),
-        ("anonymous", "/admin/login/", 200),
+        ("anonymous", "/accounts/password/reset/", 200),
+        ("user", "/accounts/settings/", 200),
+        ("user", "/accounts/2fa/", 200),
         ("anonymous", "/no-such-page/", 404),
         ("user", "/", 200),
         ("user", "/threads/{thread}/", 200),

@@ -55,19 +55,33 @@ def _csrf(html: str) -> str:
 
 def _staff_client(server: DaphneServer, django_user_model: Any) -> httpx.Client:
     """An httpx client logged in to admin as staff (cookies are per host: valid on both servers)."""
-    django_user_model.objects.create_user(
+    from allauth.mfa.totp.internal.auth import TOTP, format_hotp_value, generate_totp_secret, hotp_value
+
+    staffer = django_user_model.objects.create_user(
         "staffer", password="pw-staff-123!", is_staff=True, is_superuser=True
     )
+    # Staff need a second factor before admin opens (accounts/middleware.py), and log in through
+    # allauth (admin's own log-in page sends there): the password, then an authenticator code.
+    secret = generate_totp_secret()
+    TOTP.activate(staffer, secret)
     client = httpx.Client(base_url=server.base_url, timeout=10)
-    form = client.get("/admin/login/")
+    form = client.get("/accounts/login/?next=/admin/")
     resp = client.post(
-        "/admin/login/?next=/admin/",
+        "/accounts/login/?next=/admin/",
         data={
             "csrfmiddlewaretoken": _csrf(form.text),
-            "username": "staffer",
+            "login": "staffer",
             "password": "pw-staff-123!",
             "next": "/admin/",
         },
+    )
+    assert resp.status_code == 302 and resp.headers["location"] == "/accounts/2fa/authenticate/", resp.text[
+        :500
+    ]
+    code = format_hotp_value(hotp_value(secret, int(time.time()) // 30))
+    stage = client.get("/accounts/2fa/authenticate/")
+    resp = client.post(
+        "/accounts/2fa/authenticate/", data={"csrfmiddlewaretoken": _csrf(stage.text), "code": code}
     )
     assert resp.status_code == 302 and resp.headers["location"] == "/admin/", resp.text[:500]
     return client

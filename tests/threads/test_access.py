@@ -220,7 +220,7 @@ async def test_csrf_on_api_writes(user: Any, token: str, auth: str) -> None:
         ("/", {"provider": "demo"}),
         ("/threads/{mine}/delete", {}),
         ("/accounts/logout/", {}),
-        ("/accounts/login/", {"username": "alice", "password": "pw-alice-123!"}),
+        ("/accounts/login/", {"login": "alice", "password": "pw-alice-123!"}),
         ("/accounts/signup/", {}),
     ],
 )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
+from allauth.mfa.totp.internal.auth import format_hotp_value, generate_totp_secret, hotp_value
 from playwright.sync_api import Browser, Page, expect
 
 from tests.e2e.conftest import AppServer, _serve
@@ -67,17 +69,23 @@ def test_usage_page_budget_refusal_and_staff_report(
     expect(error).to_contain_text("resets tomorrow")
 
     # Staff: the report by user, model and day, and its CSV.
+    # Staff need a second factor before admin opens (accounts/middleware.py): an authenticator app.
+    secret = generate_totp_secret()
     priced_server.manage(
         "shell",
         "-c",
         "from django.contrib.auth import get_user_model; "
-        f"get_user_model().objects.create_superuser('boss', 'boss@example.com', {PASSWORD!r})",
+        "from allauth.mfa.totp.internal.auth import TOTP; "
+        f"TOTP.activate(get_user_model().objects.create_superuser('boss', 'boss@example.com', {PASSWORD!r}), "
+        f"{secret!r})",
     )
     staff = browser.new_page()
     staff.goto(f"{base}/admin/login/")
     staff.get_by_label("Username").fill("boss")
     staff.get_by_label("Password").fill(PASSWORD)
     staff.get_by_role("button", name="Log in").click()
+    staff.get_by_label("Code").fill(format_hotp_value(hotp_value(secret, int(time.time()) // 30)))
+    staff.get_by_role("button", name="Sign In").click()
     staff.goto(f"{base}/admin/billing/usagerecord/")
     staff.get_by_role("link", name="Usage report").click()
     report = staff.locator("#usage-report")

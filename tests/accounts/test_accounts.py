@@ -74,7 +74,7 @@ def test_create_api_token_with_password_lets_the_user_log_in(
     call_command("create_api_token", "gina", "--password", stdout=out, stderr=err)
     assert out.getvalue().strip().splitlines()[-1].startswith("cht_")
     assert "cannot log in" not in err.getvalue()
-    resp = client.post("/accounts/login/", {"username": "gina", "password": "a-Long-pass-phrase-42"})
+    resp = client.post("/accounts/login/", {"login": "gina", "password": "a-Long-pass-phrase-42"})
     assert resp.status_code == 302
 
 

@@ -4,7 +4,7 @@ from django.views.generic import RedirectView
 
 from chatapp.health import healthz
 from ops import views as metrics_views
-from threads import api, views
+from threads import api, tree_api, views
 
 handler400 = "chatapp.errors.bad_request"
 handler404 = "chatapp.errors.page_not_found"
@@ -21,6 +21,7 @@ urlpatterns = [
     path("api/threads/cancel/<str:request_id>", api.cancel),
     path("api/threads/<int:thread_id>", api.thread_item),
     path("api/threads/<int:thread_id>/messages", api.thread_messages),
+    path("api/threads/<int:thread_id>/messages/<int:message_id>/regenerate", tree_api.regenerate_message),
     # Metrics summary and the staff dashboard (ops/views.py).
     path("api/metrics", metrics_views.api_metrics, name="api-metrics"),
     path("staff/dashboard/", metrics_views.dashboard, name="staff-dashboard"),

@@ -23,7 +23,7 @@ from core.singleflight import Singleflight
 from core.ttlcache import TTLCache
 from ops import metrics
 from ops.flags import flag_enabled
-from threads import coalescing, events, fanout, quotas, selectors, services
+from threads import branches, coalescing, events, fanout, quotas, selectors, services
 from threads.coalescing import LEASE_S
 from threads.generation import Generation, generation_service
 from threads.models import Message, Thread
@@ -210,6 +210,10 @@ async def _lead(
     # With fan-out off only the requesting connection streams; other viewers get the final message.
     only = None if flag_enabled("STREAM_FANOUT_ENABLED") else reply_channel
     gen = await svc.start(prepared, reply_channel=only, coalesce_key=key)
+    if req.parent_id is not None or req.new_root:  # an edit: a new branch, which every tab now shows
+        from threads.regenerate import announce  # (it builds on this module)
+
+        await announce(thread.pk)
     return SendOutcome(
         request_id=req.request_id,
         coalesced=coalesced,
@@ -375,8 +379,8 @@ async def cancel(*, user: AbstractBaseUser, request_id: str) -> events.MessageDa
 
 
 @db_async
-def _snapshot_page(thread_id: int) -> events.MessagePage:
-    return selectors.message_page(thread_id=thread_id)
+def _snapshot_page(thread_id: int) -> dict[str, Any]:
+    return branches.branch_page(thread=thread_id)  # the branch shown (#18)
 
 
 async def snapshot(*, thread_id: int) -> events.SnapshotEvent:
@@ -386,4 +390,4 @@ async def snapshot(*, thread_id: int) -> events.SnapshotEvent:
     svc.ensure_started()  # a restarted process starts sweeping its predecessor's orphans now
     in_flight = await svc.in_flight(thread_id)
     page = await _snapshot_page(thread_id)
-    return events.snapshot(page["messages"], in_flight, has_more=page["has_more"])
+    return events.snapshot(page["messages"], in_flight, has_more=page["has_more"], tree=page)

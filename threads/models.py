@@ -18,9 +18,18 @@ class Thread(models.Model):
     model = models.CharField(max_length=128)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # The conversation tree (#18): the end of the branch shown and continued; null before any message.
+    current_leaf = models.ForeignKey(
+        "Message", null=True, blank=True, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False
+    )
+    # Archived threads leave the list and stay searchable.
+    archived = models.BooleanField(default=False)
 
     class Meta:
-        indexes = [models.Index(fields=["owner", "-updated_at", "-id"], name="thread_owner_recent")]
+        indexes = [
+            models.Index(fields=["owner", "-updated_at", "-id"], name="thread_owner_recent"),
+            models.Index(fields=["owner", "archived", "-updated_at", "-id"], name="thread_owner_listed"),
+        ]
 
     def __str__(self) -> str:
         return self.title or f"Thread {self.pk}"

@@ -1,0 +1,39 @@
+"""The JSON API of the conversation tree (#18, docs/api.md): regenerate a reply, change a thread."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
+
+from threads import api, chat, regenerate, tree
+from threads.http import api_view, authed_user, body_json, json_response
+from threads.services import NotFound
+from threads.validation import REGENERATE_FIELDS, parse_regenerate, parse_thread_change
+
+
+@api_view({"POST"})
+async def regenerate_message(request: HttpRequest, thread_id: int, message_id: int) -> HttpResponseBase:
+    """POST /api/threads/{id}/messages/{message_id}/regenerate: a new reply in place of `message_id`."""
+    parsed = parse_regenerate(body_json(request), message_id=message_id, allowed=REGENERATE_FIELDS)
+    user = authed_user(request)
+    thread = await chat.thread_for_send(user=user, thread_id=thread_id)
+    if thread is None:
+        raise NotFound()
+    req = regenerate.RegenerateRequest(**parsed)
+
+    async def start(channel: str | None = None) -> chat.SendOutcome:
+        return await regenerate.regenerate(user=user, thread=thread, req=req, reply_channel=channel)
+
+    if req.stream:
+        return await api._sse_response(request, thread, req, start=start)
+    return await api.final_response(await start(), thread)
+
+
+async def thread_patch(request: HttpRequest, thread: Any) -> HttpResponseBase:
+    """PATCH /api/threads/{id}: rename, archive or unarchive, switch branch (every open tab follows)."""
+    fields = parse_thread_change(body_json(request), max_title_chars=settings.MAX_TITLE_CHARS)
+    data = await regenerate.change(thread=thread, change=tree.ThreadChange(**fields))
+    return json_response(data)

@@ -4,7 +4,7 @@ from django.views.generic import RedirectView
 
 from chatapp.health import healthz
 from ops import views as metrics_views
-from threads import api, tree_api, views
+from threads import api, tree_api, tree_views, views
 
 handler400 = "chatapp.errors.bad_request"
 handler404 = "chatapp.errors.page_not_found"
@@ -14,6 +14,7 @@ urlpatterns = [
     path("", views.thread_list_page, name="thread-list"),
     path("threads/<int:thread_id>/", views.thread_page, name="thread"),
     path("threads/<int:thread_id>/delete", views.thread_delete_page, name="thread-delete"),
+    path("threads/<int:thread_id>/archive", tree_views.thread_archive_page, name="thread-archive"),
     path("accounts/", include("accounts.urls")),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),

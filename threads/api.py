@@ -42,8 +42,9 @@ async def threads_collection(request: HttpRequest) -> HttpResponseBase:
     before = parse_id(raw) if raw is not None else None
     if raw is not None and before is None:
         raise InvalidInput("invalid_cursor", "'before' must be a thread id.")
-    page = await db_async(selectors.thread_list_for_user)(user=user, before=before)
-    return json_response(page)
+    from threads.tree_api import thread_list  # ?archived=, ?q= (#18)
+
+    return await thread_list(request, user=user, before=before)
 
 
 async def _thread_or_404(request: HttpRequest, thread_id: int) -> Any:

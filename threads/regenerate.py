@@ -10,12 +10,14 @@ finished result. Both go through the pacer, like every generation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
 
 from core.dbasync import db_async
+from core.outages import DEPENDENCY_DOWN
 from ops import metrics
 from ops.flags import flag_enabled
 from threads import coalescing, events, quotas, tree
@@ -86,6 +88,9 @@ async def _regenerate(
         outcome = await _lead(thread=thread, req=req, reply_channel=reply_channel, key=key)
     except BaseException as exc:
         await coalescing.failed(burst, exc)
+        # Its followers are told; a later regenerate is not (a send's failure is kept for the error TTL).
+        with contextlib.suppress(*DEPENDENCY_DOWN):
+            await coalescer().finish(key, ok=False, keep=False)
         raise
     generating = outcome.generation.done if outcome.generation is not None else None
     published: coalescing.Info = {

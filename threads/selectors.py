@@ -53,10 +53,11 @@ def may_see(user: AbstractBaseUser | AnonymousUser, thread: Thread) -> bool:
 
 
 def thread_list_for_user(
-    *, user: AbstractBaseUser, before: int | None = None, limit: int = PAGE_SIZE
+    *, user: AbstractBaseUser, before: int | None = None, limit: int = PAGE_SIZE, archived: bool = False
 ) -> dict[str, Any]:
-    """Newest first, keyset-paginated on (updated_at, id) via the id of the last thread of the previous page."""
-    qs = Thread.objects.filter(owner_id=user.pk).order_by("-updated_at", "-id")
+    """Newest first, keyset-paginated on (updated_at, id) via the id of the last thread of the previous page;
+    the archived threads, or (by default) the others."""
+    qs = Thread.objects.filter(owner_id=user.pk, archived=archived).order_by("-updated_at", "-id")
     if before is not None:
         anchor = Thread.objects.filter(owner_id=user.pk, pk=before).values("updated_at", "id").first()
         if anchor is not None:

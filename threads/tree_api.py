@@ -8,10 +8,11 @@ from django.conf import settings
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
-from threads import api, chat, regenerate, tree
+from core.dbasync import db_async
+from threads import api, chat, regenerate, selectors, tree
 from threads.http import api_view, authed_user, body_json, json_response
 from threads.services import NotFound
-from threads.validation import REGENERATE_FIELDS, parse_regenerate, parse_thread_change
+from threads.validation import REGENERATE_FIELDS, InvalidInput, parse_regenerate, parse_thread_change
 
 
 @api_view({"POST"})
@@ -37,3 +38,19 @@ async def thread_patch(request: HttpRequest, thread: Any) -> HttpResponseBase:
     fields = parse_thread_change(body_json(request), max_title_chars=settings.MAX_TITLE_CHARS)
     data = await regenerate.change(thread=thread, change=tree.ThreadChange(**fields))
     return json_response(data)
+
+
+def _flag(request: HttpRequest, name: str) -> bool:
+    raw = request.GET.get(name)
+    if raw is None or raw in ("false", "0"):
+        return False
+    if raw in ("true", "1"):
+        return True
+    raise InvalidInput(f"invalid_{name}", f"'{name}' must be true or false.")
+
+
+async def thread_list(request: HttpRequest, *, user: Any, before: int | None) -> HttpResponseBase:
+    """GET /api/threads: a page of the caller's threads (`?archived=true`: the archived ones)."""
+    archived = _flag(request, "archived")
+    page = await db_async(selectors.thread_list_for_user)(user=user, before=before, archived=archived)
+    return json_response(page)

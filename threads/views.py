@@ -18,7 +18,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from providers import available_providers
-from threads import selectors, services
+from threads import branches, events, selectors, services
 from threads.generation import generation_service
 from threads.limits import parse_id
 from threads.markdown import render_markdown
@@ -88,10 +88,14 @@ def thread_page(request: HttpRequest, thread_id: int) -> HttpResponse:
     thread = _thread_or_404(request, thread_id)
     if "html" in request.GET:
         return _message_html_json(thread, request.GET["html"])
-    detail = selectors.thread_detail(thread=thread)
+    # The branch shown (#18), a page of it; its versions go to static/chat/tree.js as JSON.
+    detail = {**events.thread_data(thread), **branches.branch_page(thread=thread)}
     detail["messages"] = _page_messages(detail["messages"])
     threads = selectors.thread_list_for_user(user=request.user, limit=30)["threads"]  # type: ignore[arg-type]
-    return render(request, "threads/thread.html", {"thread": detail, "threads": threads})
+    tree_data = {"siblings": detail["siblings"]}
+    return render(
+        request, "threads/thread.html", {"thread": detail, "threads": threads, "tree_data": tree_data}
+    )
 
 
 def _message_html_json(thread: Thread, raw_id: str) -> JsonResponse:

@@ -42,7 +42,16 @@ async def test_create_list_get_delete(api: AsyncClient) -> None:
     t1 = await _new_thread(api, title="First")
     t2 = await _new_thread(api)
     assert (t1["title"], t1["provider"], t1["model"]) == ("First", "demo", "demo-1")
-    assert set(t1) == {"id", "title", "provider", "model", "created_at", "updated_at", "current_leaf_id", "archived"}
+    assert set(t1) == {
+        "id",
+        "title",
+        "provider",
+        "model",
+        "created_at",
+        "updated_at",
+        "current_leaf_id",
+        "archived",
+    }
     listing = (await api.get("/api/threads")).json()
     assert [t["id"] for t in listing["threads"]] == [t2["id"], t1["id"]]
     detail = (await api.get(f"/api/threads/{t1['id']}")).json()

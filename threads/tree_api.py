@@ -9,7 +9,7 @@ from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
 from core.dbasync import db_async
-from threads import api, chat, regenerate, selectors, tree
+from threads import api, chat, regenerate, search, selectors, tree
 from threads.http import api_view, authed_user, body_json, json_response
 from threads.services import NotFound
 from threads.validation import REGENERATE_FIELDS, InvalidInput, parse_regenerate, parse_thread_change
@@ -40,6 +40,9 @@ async def thread_patch(request: HttpRequest, thread: Any) -> HttpResponseBase:
     return json_response(data)
 
 
+MAX_QUERY_CHARS = 200
+
+
 def _flag(request: HttpRequest, name: str) -> bool:
     raw = request.GET.get(name)
     if raw is None or raw in ("false", "0"):
@@ -50,7 +53,14 @@ def _flag(request: HttpRequest, name: str) -> bool:
 
 
 async def thread_list(request: HttpRequest, *, user: Any, before: int | None) -> HttpResponseBase:
-    """GET /api/threads: a page of the caller's threads (`?archived=true`: the archived ones)."""
+    """GET /api/threads: a page of the caller's threads (`?archived=true`: the archived ones; `?q=words`:
+    the best matches of a search, archived ones included, each with a `snippet`)."""
     archived = _flag(request, "archived")
+    query = request.GET.get("q")
+    if query is not None:
+        if len(query) > MAX_QUERY_CHARS:
+            raise InvalidInput("invalid_query", f"'q' is longer than {MAX_QUERY_CHARS} characters.")
+        found = await db_async(search.search_threads)(user=user, query=query)
+        return json_response({"threads": found, "next_before": None})
     page = await db_async(selectors.thread_list_for_user)(user=user, before=before, archived=archived)
     return json_response(page)

@@ -1,6 +1,10 @@
-"""Pages of the conversation tree (#18): archive from the thread page without JavaScript."""
+"""Pages of the conversation tree (#18): the list's search, archive and paging, and archive from the
+thread page, all without JavaScript."""
 
 from __future__ import annotations
+
+import datetime
+from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.contrib.auth.decorators import login_required
@@ -8,7 +12,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.views.decorators.http import require_http_methods
 
-from threads import regenerate, tree
+from threads import regenerate, search, selectors, tree
+from threads.limits import parse_id
 from threads.views import _thread_or_404
 
 
@@ -20,3 +25,23 @@ def thread_archive_page(request: HttpRequest, thread_id: int) -> HttpResponse:
     archived = request.POST.get("archived", "true") != "false"
     async_to_sync(regenerate.change)(thread=thread, change=tree.ThreadChange(archived=archived))
     return redirect("/" if archived else f"/threads/{thread.pk}/")
+
+
+def _when(iso: str | None) -> datetime.datetime | None:
+    return datetime.datetime.fromisoformat(iso.replace("Z", "+00:00")) if iso else None
+
+
+def list_context(request: HttpRequest) -> dict[str, Any]:
+    """The thread list page: a page of threads (`?before=`, `?archived=1`) or a search's results (`?q=`),
+    each with its model and last activity."""
+    query = (request.GET.get("q") or "").strip()[:200]
+    archived = request.GET.get("archived") in ("1", "true")
+    before = parse_id(request.GET.get("before") or "")
+    if query:
+        threads, next_before = search.search_threads(user=request.user, query=query), None
+    else:
+        page = selectors.thread_list_for_user(user=request.user, before=before, archived=archived)  # type: ignore[arg-type]
+        threads, next_before = page["threads"], page["next_before"]
+    for t in threads:
+        t["last_activity"] = _when(t["updated_at"])
+    return {"threads": threads, "q": query, "archived": archived, "next_before": next_before}

@@ -61,12 +61,13 @@ def thread_list_page(request: HttpRequest) -> HttpResponse:
             error = exc.message
         else:
             return redirect(f"/threads/{thread.pk}/")
-    page = selectors.thread_list_for_user(user=request.user)  # type: ignore[arg-type]
+    from threads.tree_views import list_context  # search, archived, paging (#18)
+
     return render(
         request,
         "threads/list.html",
         {
-            "threads": page["threads"],
+            **list_context(request),
             "providers": _providers(),
             "default_provider": settings.DEFAULT_PROVIDER,
             "error": error,

@@ -94,9 +94,10 @@ def test_regenerate_edit_and_switch_versions_with_a_second_tab_following(
     context.close()
 
 
-def test_rename_in_place_and_archive(page: Page) -> None:
+def test_rename_in_place_archive_and_search(page: Page) -> None:
     sign_up(page)
     new_thread(page, "Old name")
+    send(page, "zebra stripes, why?")
     page.get_by_role("button", name="Rename").click()
     field = page.get_by_role("textbox", name="Thread title")
     field.fill("New name")
@@ -109,3 +110,13 @@ def test_rename_in_place_and_archive(page: Page) -> None:
     page.get_by_role("button", name="Archive").click()
     expect(page.get_by_role("heading", name="Your threads")).to_be_visible()
     expect(page.get_by_role("link", name=re.compile("New name"))).to_have_count(0)
+
+    # Archived threads leave the list and stay searchable (a GET form: no JavaScript needed).
+    page.get_by_role("searchbox", name="Search your threads").fill("ZEBRA")
+    page.get_by_role("searchbox", name="Search your threads").press("Enter")
+    expect(page).to_have_url(re.compile(r"\?q=ZEBRA"))
+    result = page.get_by_role("link", name=re.compile("New name"))
+    expect(result).to_be_visible()
+    expect(result.locator("mark")).to_have_text(re.compile("zebra", re.I))
+    page.goto("/?archived=1")
+    expect(page.get_by_role("link", name=re.compile("New name"))).to_be_visible()

@@ -23,6 +23,9 @@ urlpatterns = [
     path("api/threads/<int:thread_id>", api.thread_item),
     path("api/threads/<int:thread_id>/messages", api.thread_messages),
     path("api/threads/<int:thread_id>/messages/<int:message_id>/regenerate", tree_api.regenerate_message),
+    path("api/threads/<int:thread_id>/export", tree_api.thread_export),
+    path("api/threads/import", tree_api.thread_import),
+    path("threads/import", tree_views.thread_import_page, name="thread-import"),
     # Metrics summary and the staff dashboard (ops/views.py).
     path("api/metrics", metrics_views.api_metrics, name="api-metrics"),
     path("staff/dashboard/", metrics_views.dashboard, name="staff-dashboard"),

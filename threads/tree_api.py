@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 
 from core.dbasync import db_async
-from threads import api, chat, regenerate, search, selectors, tree
+from threads import api, chat, events, regenerate, search, selectors, transfer, tree
 from threads.http import api_view, authed_user, body_json, json_response
 from threads.services import NotFound
 from threads.validation import REGENERATE_FIELDS, InvalidInput, parse_regenerate, parse_thread_change
@@ -64,3 +66,50 @@ async def thread_list(request: HttpRequest, *, user: Any, before: int | None) ->
         return json_response({"threads": found, "next_before": None})
     page = await db_async(selectors.thread_list_for_user)(user=user, before=before, archived=archived)
     return json_response(page)
+
+
+@api_view({"GET"})
+async def thread_export(request: HttpRequest, thread_id: int) -> HttpResponseBase:
+    """GET /api/threads/{id}/export?format=json|md: a download of the thread (the tree, or the branch)."""
+    thread = await api._thread_or_404(request, thread_id)
+    kind = request.GET.get("format", "json")
+    if kind not in ("json", "md"):
+        raise InvalidInput("invalid_format", "'format' must be json or md.")
+    if kind == "json":
+        body = json.dumps(await db_async(transfer.export_json)(thread=thread), ensure_ascii=False, indent=1)
+        resp = HttpResponse(body, content_type="application/json; charset=utf-8")
+    else:
+        text = await db_async(transfer.export_markdown)(thread=thread)
+        resp = HttpResponse(text, content_type="text/markdown; charset=utf-8")
+    resp["Content-Disposition"] = f'attachment; filename="{transfer.filename(thread, kind)}"'
+    resp["Cache-Control"] = "private, no-store"
+    return resp
+
+
+@api_view({"POST"})
+async def thread_import(request: HttpRequest) -> HttpResponseBase:
+    """POST /api/threads/import: our JSON export or a ChatGPT conversations.json; 201 with the threads."""
+    user = authed_user(request)
+    drafts = transfer.parse_import(_json_any(request))
+    made = await db_async(transfer.import_threads)(owner=user, drafts=drafts)
+    return json_response({"threads": [events.thread_data(t) for t in made]}, status=201)
+
+
+def _json_any(request: HttpRequest) -> Any:
+    """The body as JSON of any shape (a ChatGPT export is a list), with body_json's checks."""
+    try:
+        raw = request.body
+    except RequestDataTooBig as exc:
+        raise InvalidInput(
+            "body_too_large", f"The body is larger than {settings.MAX_BODY_BYTES} bytes.", status=413
+        ) from exc
+    return parse_upload(raw)
+
+
+def parse_upload(raw: bytes) -> Any:
+    if not raw:
+        raise InvalidInput("invalid_import", "The file cannot be imported: it is empty.")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise InvalidInput("invalid_import", "The file cannot be imported: it is not JSON.") from exc

@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.views.decorators.http import require_http_methods
 
-from threads import regenerate, search, selectors, tree
+from threads import regenerate, search, selectors, transfer, tree
 from threads.limits import parse_id
 from threads.views import _thread_or_404
 
@@ -45,3 +45,33 @@ def list_context(request: HttpRequest) -> dict[str, Any]:
     for t in threads:
         t["last_activity"] = _when(t["updated_at"])
     return {"threads": threads, "q": query, "archived": archived, "next_before": next_before}
+
+
+@login_required
+@require_http_methods(["POST"])
+def thread_import_page(request: HttpRequest) -> HttpResponse:
+    """The list page's import form: a file (our JSON export or a ChatGPT conversations.json)."""
+    from django.shortcuts import render
+
+    from threads.tree_api import parse_upload
+    from threads.validation import InvalidInput
+
+    upload = request.FILES.get("file")
+    try:
+        if upload is None:
+            raise InvalidInput("invalid_import", "Choose a file to import.")
+        drafts = transfer.parse_import(parse_upload(upload.read()))
+        made = transfer.import_threads(owner=request.user, drafts=drafts)
+    except InvalidInput as exc:
+        from django.conf import settings
+
+        from threads.views import _providers
+
+        context = {
+            **list_context(request),
+            "import_error": exc.message,
+            "providers": _providers(),
+            "default_provider": settings.DEFAULT_PROVIDER,
+        }
+        return render(request, "threads/list.html", context, status=400)
+    return redirect(f"/threads/{made[0].pk}/" if len(made) == 1 else "/")

@@ -5,6 +5,7 @@ rename in place, archive."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
@@ -120,3 +121,31 @@ def test_rename_in_place_archive_and_search(page: Page) -> None:
     expect(result.locator("mark")).to_have_text(re.compile("zebra", re.I))
     page.goto("/?archived=1")
     expect(page.get_by_role("link", name=re.compile("New name"))).to_be_visible()
+
+
+def test_export_download_and_import(page: Page, tmp_path: Path) -> None:
+    sign_up(page)
+    new_thread(page, "Carry me over")
+    send(page, "pack a suitcase")
+    with page.expect_download() as md:
+        page.get_by_role("link", name="Export Markdown").click()
+    assert md.value.suggested_filename.endswith(".md")
+    assert "pack a suitcase" in Path(md.value.path()).read_text()
+    with page.expect_download() as js:
+        page.get_by_role("link", name="Export JSON").click()
+    saved = tmp_path / js.value.suggested_filename
+    js.value.save_as(saved)
+
+    page.goto("/")
+    page.get_by_label(re.compile("Import a conversation")).set_input_files(saved)
+    page.get_by_role("button", name="Import", exact=True).click()
+    expect(page).to_have_url(re.compile(r"/threads/\d+/$"))
+    expect(page.get_by_role("heading", level=1)).to_have_text("Carry me over")
+    expect(page.locator("li.msg.user .body")).to_have_text("pack a suitcase")
+    # A broken file: the reason, by the form, and nothing imported.
+    bad = tmp_path / "bad.json"
+    bad.write_text("{nope")
+    page.goto("/")
+    page.get_by_label(re.compile("Import a conversation")).set_input_files(bad)
+    page.get_by_role("button", name="Import", exact=True).click()
+    expect(page.get_by_role("alert")).to_contain_text("not JSON")

@@ -4,7 +4,7 @@ from django.views.generic import RedirectView
 
 from chatapp.health import healthz
 from ops import views as metrics_views
-from threads import api, tree_api, tree_views, views
+from threads import api, share, tree_api, tree_views, views
 
 handler400 = "chatapp.errors.bad_request"
 handler404 = "chatapp.errors.page_not_found"
@@ -25,6 +25,9 @@ urlpatterns = [
     path("api/threads/<int:thread_id>/messages/<int:message_id>/regenerate", tree_api.regenerate_message),
     path("api/threads/<int:thread_id>/export", tree_api.thread_export),
     path("api/threads/import", tree_api.thread_import),
+    path("api/threads/<int:thread_id>/share", tree_api.thread_share),
+    path("threads/<int:thread_id>/share", tree_views.thread_share_page, name="thread-share"),
+    path("s/<str:token>", share.share_page, name="share"),
     path("threads/import", tree_views.thread_import_page, name="thread-import"),
     # Metrics summary and the staff dashboard (ops/views.py).
     path("api/metrics", metrics_views.api_metrics, name="api-metrics"),

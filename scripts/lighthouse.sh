@@ -3,8 +3,8 @@
 #
 # Serves the app as in production (DEBUG=false, collectstatic: hashed file names, long cache headers,
 # compressed) on a temporary SQLite database seeded with demo data (`manage.py seed_demo`), then runs
-# Lighthouse 12.2.3 (pinned by tools/package-lock.json) with Debian's chromium on three pages: the
-# log-in page, the thread list and a thread with a long conversation. Prints the four category scores
+# Lighthouse 12.2.3 (pinned by tools/package-lock.json) with Debian's chromium on four pages: the
+# log-in page, the thread list, a thread with a long conversation and its share link's page. Prints the four category scores
 # per page and exits 1 if any is below LH_MIN.
 #
 # Needs: chromium (apt-get install -y chromium), node >= 18 and the dev venv (`make install-dev`: websockets
@@ -59,6 +59,8 @@ unset REDIS_URL
 SEED="$("$PY" manage.py seed_demo --session | tail -n 1)"
 THREAD_ID="$(node -p 'JSON.parse(process.argv[1]).thread_id' "$SEED")"
 SESSION="$(node -p 'JSON.parse(process.argv[1]).sessionid' "$SEED")"
+# The seeded thread's share link (#18): its read-only page, for anyone with the link.
+SHARE_TOKEN="$("$PY" manage.py shell -c "from threads.models import Thread; from threads.share import share_create; print(share_create(thread=Thread.objects.get(pk=$THREAD_ID)).token)" | tail -n 1)"
 
 "$ROOT/.venv/bin/daphne" -e "tcp:port=$PORT:interface=127.0.0.1" chatapp.asgi:application >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
@@ -157,4 +159,5 @@ audit login "/accounts/login/"  # logged out: a session would redirect it to the
 log_in
 audit list "/"
 audit thread "/threads/$THREAD_ID/"
+audit share "/s/$SHARE_TOKEN"
 exit "$FAILED"

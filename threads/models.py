@@ -99,3 +99,19 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role} #{self.pk} ({self.status})"
+
+
+class ShareLink(models.Model):
+    """A read-only snapshot of a thread anyone with the link can open at /s/<token> (#18): the branch
+    that was current when shared (its leaf then; messages are never edited, so the path up from it is
+    the thread as it was). Deleting the row revokes the link."""
+
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="share_links")
+    # secrets.token_urlsafe(24): 192 random bits, unguessable.
+    token = models.CharField(max_length=64, unique=True)
+    leaf = models.ForeignKey(Message, null=True, on_delete=models.CASCADE, related_name="+")
+    title = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"share of thread {self.thread_id}"

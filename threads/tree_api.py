@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 
 from core.dbasync import db_async
-from threads import api, chat, events, regenerate, search, selectors, transfer, tree
+from threads import api, chat, events, regenerate, search, selectors, share, transfer, tree
 from threads.http import api_view, authed_user, body_json, json_response
 from threads.services import NotFound
 from threads.validation import REGENERATE_FIELDS, InvalidInput, parse_regenerate, parse_thread_change
@@ -113,3 +113,14 @@ def parse_upload(raw: bytes) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidInput("invalid_import", "The file cannot be imported: it is not JSON.") from exc
+
+
+@api_view({"POST", "DELETE"})
+async def thread_share(request: HttpRequest, thread_id: int) -> HttpResponseBase:
+    """POST /api/threads/{id}/share: a new read-only link (an earlier one stops working); DELETE revokes."""
+    thread = await api._thread_or_404(request, thread_id)
+    if request.method == "DELETE":
+        await db_async(share.share_revoke)(thread=thread)
+        return HttpResponse(status=204)
+    link = await db_async(share.share_create)(thread=thread)
+    return json_response({"token": link.token, "url": share.url_of(link)}, status=201)

@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.views.decorators.http import require_http_methods
 
-from threads import regenerate, search, selectors, transfer, tree
+from threads import regenerate, search, selectors, share, transfer, tree
 from threads.limits import parse_id
 from threads.views import _thread_or_404
 
@@ -75,3 +75,15 @@ def thread_import_page(request: HttpRequest) -> HttpResponse:
         }
         return render(request, "threads/list.html", context, status=400)
     return redirect(f"/threads/{made[0].pk}/" if len(made) == 1 else "/")
+
+
+@login_required
+@require_http_methods(["POST"])
+def thread_share_page(request: HttpRequest, thread_id: int) -> HttpResponse:
+    """The thread page's Share (a new link, shown on the page) and Stop sharing buttons."""
+    thread = _thread_or_404(request, thread_id)
+    if request.POST.get("action") == "revoke":
+        share.share_revoke(thread=thread)
+    else:
+        share.share_create(thread=thread)
+    return redirect(f"/threads/{thread.pk}/#sharing")

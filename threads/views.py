@@ -94,6 +94,10 @@ def thread_page(request: HttpRequest, thread_id: int) -> HttpResponse:
     detail["messages"] = _page_messages(detail["messages"])
     threads = selectors.thread_list_for_user(user=request.user, limit=30)["threads"]  # type: ignore[arg-type]
     tree_data = {"siblings": detail["siblings"]}
+    from threads.share import share_current, url_of  # share links (#18)
+
+    link = share_current(thread=thread)
+    detail["share_url"] = request.build_absolute_uri(url_of(link)) if link else None
     return render(
         request, "threads/thread.html", {"thread": detail, "threads": threads, "tree_data": tree_data}
     )

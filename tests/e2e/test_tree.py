@@ -149,3 +149,29 @@ def test_export_download_and_import(page: Page, tmp_path: Path) -> None:
     page.get_by_label(re.compile("Import a conversation")).set_input_files(bad)
     page.get_by_role("button", name="Import", exact=True).click()
     expect(page.get_by_role("alert")).to_contain_text("not JSON")
+
+
+def test_share_link_opens_logged_out_and_revoke_makes_it_404(browser: Browser, app_server: AppServer) -> None:
+    context = browser.new_context(base_url=app_server.url)
+    page = context.new_page()
+    sign_up(page)
+    new_thread(page, "Worth sharing")
+    send(page, "write a python function")
+    page.get_by_role("button", name="Share").click()
+    link = page.locator("#share-link")
+    expect(link).to_be_visible()
+    url = link.get_attribute("href") or ""
+
+    stranger = browser.new_context(base_url=app_server.url)  # no session: logged out
+    reader = stranger.new_page()
+    reader.goto(url)
+    expect(reader.get_by_role("heading", level=1)).to_have_text("Worth sharing")
+    expect(reader.locator("li.msg.assistant .body.md .code pre code")).to_contain_text("def ")
+    expect(reader.locator('meta[name="robots"]')).to_have_attribute("content", "noindex, nofollow")
+    expect(reader.get_by_role("link", name="Log in")).to_be_visible()
+
+    page.get_by_role("button", name="Stop sharing").click()
+    expect(page.locator("#share-link")).to_have_count(0)
+    assert reader.goto(url).status == 404  # type: ignore[union-attr]
+    stranger.close()
+    context.close()

@@ -202,8 +202,7 @@ async def app_burst(cfg: BurstConfig) -> dict[str, Any]:
         calls1 = await _provider_calls(client, cfg)
         rows = 0
         for tid in tids:
-            detail = await _get_json(client, f"{cfg.urls[0]}/api/threads/{tid}", cfg.token)
-            rows += len(detail["messages"]) if detail else 0
+            rows += await loadgen.count_messages(client, f"{cfg.urls[0]}/api/threads/{tid}", cfg.token) or 0
     return _burst_figures(cfg, replies, wall, calls0, calls1, rows)
 
 

@@ -131,13 +131,12 @@ async def burst(
         cpu0, t0 = cpu_seconds(pids), time.monotonic()
         samples = await asyncio.gather(*(_send(client, urls[i % len(urls)], tid, CONTENT) for i in range(n)))
         cpu1, stats = cpu_seconds(pids), fake.stats()
-        async with client.get(f"{urls[0]}/api/threads/{tid}") as resp:
-            detail = await resp.json()
+        rows = await loadgen.count_messages(client, f"{urls[0]}/api/threads/{tid}")
     lat = [s.latency for s in samples]
     fol = [s.latency for s in samples if s.role == "follower"]
     out: dict[str, Any] = {
         "provider_calls": stats["calls"],
-        "rows_written": len(detail.get("messages", [])),
+        "rows_written": rows or 0,
         "errors": sum(s.status != 200 for s in samples),
         "statuses": dict(Counter(s.status for s in samples)),
         "roles": dict(Counter(s.role or "error" for s in samples)),

@@ -58,6 +58,26 @@ async def prewarm(client: aiohttp.ClientSession, url: str, count: int) -> int:
     return sum(await asyncio.gather(*(one() for _ in range(count))))
 
 
+async def count_messages(client: aiohttp.ClientSession, thread_url: str, token: str = "") -> int | None:
+    """How many messages the thread holds: GET /api/threads/{id} answers one page (the newest 50), so
+    this follows `?before=` to the oldest. None when the thread cannot be read."""
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    total, before = 0, ""
+    while True:
+        try:
+            async with client.get(f"{thread_url}?limit=200{before}", headers=headers) as resp:
+                if resp.status != 200:
+                    return None
+                page = await resp.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+        messages = page.get("messages") or []
+        total += len(messages)
+        if not page.get("has_more") or not messages:
+            return total
+        before = f"&before={messages[0]['id']}"
+
+
 async def post_json(client: aiohttp.ClientSession, url: str, payload: dict[str, Any]) -> Reply:
     """POST a JSON body and read a JSON answer; transport errors become status 0."""
     t = time.monotonic()

@@ -12,19 +12,16 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import Client
 
 from accounts.tokens import api_token_create
 from chatapp.asgi import application
+from tests.accounts.sockets import TIMEOUT, closed_with, demo_thread, logged_in, open_socket, still_open
 from threads.consumers import CLOSE_AUTH_REVOKED
 from threads.models import Message, Thread
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.both]
-
-TIMEOUT = 10
-ORIGIN = "https://app.example.com"
 
 
 @pytest.fixture(autouse=True)
@@ -37,99 +34,63 @@ def staff(django_user_model: Any) -> Any:
     return django_user_model.objects.create_user(username="carol", password="pw-carol-123!", is_staff=True)
 
 
-def _logged_in(user: Any) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-async def _socket(thread: Thread, *, client: Client | None = None, token: str = "") -> WebsocketCommunicator:
-    headers = [(b"origin", ORIGIN.encode())]
-    if client is not None:
-        cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
-        headers.append((b"cookie", cookie.encode()))
-    if token:
-        headers.append((b"authorization", f"Bearer {token}".encode()))
-    comm = WebsocketCommunicator(application, f"/ws/threads/{thread.pk}/", headers=headers)
-    assert (await comm.connect(timeout=TIMEOUT))[0]
-    assert (await comm.receive_json_from(timeout=TIMEOUT))["type"] == "snapshot"
-    return comm
-
-
-async def _closed_with(comm: WebsocketCommunicator) -> int:
-    out = await comm.receive_output(timeout=TIMEOUT)
-    assert out["type"] == "websocket.close", out
-    return int(out["code"])
-
-
-async def _still_open(comm: WebsocketCommunicator) -> None:
-    """Open and served: a frame gets its answer (an error frame, the socket stays open)."""
-    await comm.send_to(text_data=json.dumps({"type": "ping?"}))
-    ev = await comm.receive_json_from(timeout=TIMEOUT)
-    assert ev["type"] == "error" and ev["error"]["code"] == "unknown_type"
-
-
-async def _thread(owner: Any) -> Thread:
-    return await sync_to_async(Thread.objects.create)(owner=owner, provider="demo", model="demo-1")
-
-
 async def _token(user: Any) -> str:
     return (await sync_to_async(api_token_create)(user=user))[1]
 
 
 async def test_deactivating_a_user_closes_every_socket_of_theirs(user: Any, other_user: Any) -> None:
-    mine, theirs = await _thread(user), await _thread(other_user)
-    by_token = await _socket(mine, token=await _token(user))
-    by_session = await _socket(mine, client=await sync_to_async(_logged_in)(user))
-    bobs = await _socket(theirs, token=await _token(other_user))
+    mine, theirs = await demo_thread(user), await demo_thread(other_user)
+    by_token = await open_socket(mine, token=await _token(user))
+    by_session = await open_socket(mine, client=await sync_to_async(logged_in)(user))
+    bobs = await open_socket(theirs, token=await _token(other_user))
 
     user.is_active = False
     await sync_to_async(user.save)()
 
-    assert [await _closed_with(c) for c in (by_token, by_session)] == [CLOSE_AUTH_REVOKED] * 2
-    await _still_open(bobs)
+    assert [await closed_with(c) for c in (by_token, by_session)] == [CLOSE_AUTH_REVOKED] * 2
+    await still_open(bobs)
     await bobs.disconnect()
 
 
 async def test_deleting_a_user_closes_their_session_sockets(user: Any) -> None:
-    mine = await _thread(user)
-    by_session = await _socket(mine, client=await sync_to_async(_logged_in)(user))
+    mine = await demo_thread(user)
+    by_session = await open_socket(mine, client=await sync_to_async(logged_in)(user))
     await sync_to_async(user.delete)()
-    assert await _closed_with(by_session) == CLOSE_AUTH_REVOKED
+    assert await closed_with(by_session) == CLOSE_AUTH_REVOKED
 
 
 async def test_a_password_change_closes_session_sockets_not_token_ones(user: Any) -> None:
-    mine = await _thread(user)
-    by_session = await _socket(mine, client=await sync_to_async(_logged_in)(user))
-    by_token = await _socket(mine, token=await _token(user))
+    mine = await demo_thread(user)
+    by_session = await open_socket(mine, client=await sync_to_async(logged_in)(user))
+    by_token = await open_socket(mine, token=await _token(user))
 
     user.set_password("a-new-secret-456")
     await sync_to_async(user.save)()
 
-    assert await _closed_with(by_session) == CLOSE_AUTH_REVOKED
-    await _still_open(by_token)  # an API token is not a password: it stays valid
+    assert await closed_with(by_session) == CLOSE_AUTH_REVOKED
+    await still_open(by_token)  # an API token is not a password: it stays valid
     await by_token.disconnect()
 
 
 async def test_saving_a_user_without_losing_anything_closes_nothing(user: Any) -> None:
-    mine = await _thread(user)
-    comm = await _socket(mine, client=await sync_to_async(_logged_in)(user))
+    mine = await demo_thread(user)
+    comm = await open_socket(mine, client=await sync_to_async(logged_in)(user))
     user.first_name = "Alice"
     user.is_staff = True  # gaining rights takes nothing away
     await sync_to_async(user.save)()
-    await _still_open(comm)
+    await still_open(comm)
     await comm.disconnect()
 
 
 async def test_a_demoted_staff_member_stops_watching_other_users_threads(user: Any, staff: Any) -> None:
-    alices = await _thread(user)
+    alices = await demo_thread(user)
     raw = await _token(staff)
-    watching = await _socket(alices, token=raw)
+    watching = await open_socket(alices, token=raw)
 
     staff.is_staff = False
     await sync_to_async(staff.save)()
 
-    assert await _closed_with(watching) == CLOSE_AUTH_REVOKED
+    assert await closed_with(watching) == CLOSE_AUTH_REVOKED
     again = WebsocketCommunicator(
         application, f"/ws/threads/{alices.pk}/", headers=[(b"authorization", f"Bearer {raw}".encode())]
     )
@@ -144,7 +105,7 @@ def test_deactivating_in_admin_closes_the_users_sockets(user: Any, admin_client:
     raw = api_token_create(user=user)[1]
 
     async def scenario() -> None:
-        comm = await _socket(mine, token=raw)
+        comm = await open_socket(mine, token=raw)
         resp = await sync_to_async(admin_client.post)(
             f"/admin/auth/user/{user.pk}/change/",
             {
@@ -155,7 +116,7 @@ def test_deactivating_in_admin_closes_the_users_sockets(user: Any, admin_client:
             },
         )
         assert resp.status_code == 302, resp.content.decode()[:2000]
-        assert await _closed_with(comm) == CLOSE_AUTH_REVOKED
+        assert await closed_with(comm) == CLOSE_AUTH_REVOKED
 
     async_to_sync(scenario)()
     assert not get_user_model().objects.get(pk=user.pk).is_active
@@ -168,14 +129,14 @@ async def test_a_send_rechecks_the_user_a_queryset_update_deactivated(user: Any)
 
     now = [1000.0]
     rights.user_rights_cache.clock = lambda: now[0]
-    mine = await _thread(user)
-    comm = await _socket(mine, token=await _token(user))
+    mine = await demo_thread(user)
+    comm = await open_socket(mine, token=await _token(user))
     await sync_to_async(get_user_model().objects.filter(pk=user.pk).update)(is_active=False)
     now[0] += rights.USER_RIGHTS_TTL_S + 0.01
 
     await comm.send_to(text_data=json.dumps({"type": "send", "content": "spend more", "request_id": "r-1"}))
 
-    assert await _closed_with(comm) == CLOSE_AUTH_REVOKED
+    assert await closed_with(comm) == CLOSE_AUTH_REVOKED
     assert not await sync_to_async(Message.objects.filter(thread=mine).exists)()
 
 
@@ -186,17 +147,17 @@ async def test_a_cancel_rechecks_staff(user: Any, staff: Any) -> None:
 
     now = [1000.0]
     rights.user_rights_cache.clock = lambda: now[0]
-    alices = await _thread(user)
-    watching = await _socket(alices, token=await _token(staff))
+    alices = await demo_thread(user)
+    watching = await open_socket(alices, token=await _token(staff))
     await sync_to_async(get_user_model().objects.filter(pk=staff.pk).update)(is_staff=False)
     now[0] += rights.USER_RIGHTS_TTL_S + 0.01
 
     await watching.send_to(text_data=json.dumps({"type": "cancel", "request_id": "any-request"}))
 
-    assert await _closed_with(watching) == CLOSE_AUTH_REVOKED
+    assert await closed_with(watching) == CLOSE_AUTH_REVOKED
 
 
 async def test_a_socket_closes_at_its_maximum_lifetime(user: Any, settings: Any) -> None:
     settings.WS_MAX_LIFETIME_S = 0.2
-    comm = await _socket(await _thread(user), token=await _token(user))
-    assert await _closed_with(comm) == CLOSE_AUTH_REVOKED  # the page reconnects and resumes
+    comm = await open_socket(await demo_thread(user), token=await _token(user))
+    assert await closed_with(comm) == CLOSE_AUTH_REVOKED  # the page reconnects and resumes

@@ -5,7 +5,6 @@ a revoked token stops authenticating at once in this process (its cached lookup 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -20,14 +19,19 @@ from accounts.models import ApiToken
 from accounts.signals import user_rights_changed
 from accounts.tokens import api_token_create, api_token_revoke, token_hash
 from chatapp.asgi import application
+from tests.accounts.sockets import (
+    ORIGIN,
+    TIMEOUT,
+    closed_with,
+    demo_thread,
+    logged_in,
+    open_socket,
+    still_open,
+)
 from threads import signals
 from threads.consumers import CLOSE_AUTH_REVOKED
-from threads.models import Thread
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.both]
-
-TIMEOUT = 10
-ORIGIN = "https://app.example.com"
 
 
 @pytest.fixture(autouse=True)
@@ -35,62 +39,26 @@ def _production_origin(settings: Any) -> None:
     settings.ALLOWED_HOSTS = ["app.example.com", "testserver"]
 
 
-def _logged_in(user: Any) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-async def _socket(thread: Thread, *, client: Client | None = None, token: str = "") -> WebsocketCommunicator:
-    headers = [(b"origin", ORIGIN.encode())]
-    if client is not None:
-        cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
-        headers.append((b"cookie", cookie.encode()))
-    if token:
-        headers.append((b"authorization", f"Bearer {token}".encode()))
-    comm = WebsocketCommunicator(application, f"/ws/threads/{thread.pk}/", headers=headers)
-    assert (await comm.connect(timeout=TIMEOUT))[0]
-    assert (await comm.receive_json_from(timeout=TIMEOUT))["type"] == "snapshot"
-    return comm
-
-
-async def _closed_with(comm: WebsocketCommunicator) -> int:
-    out = await comm.receive_output(timeout=TIMEOUT)
-    assert out["type"] == "websocket.close", out
-    return int(out["code"])
-
-
-async def _still_open(comm: WebsocketCommunicator) -> None:
-    """Open and served: a frame gets its answer (an error frame, the socket stays open)."""
-    await comm.send_to(text_data=json.dumps({"type": "ping?"}))
-    ev = await comm.receive_json_from(timeout=TIMEOUT)
-    assert ev["type"] == "error" and ev["error"]["code"] == "unknown_type"
-
-
-async def _thread(owner: Any) -> Thread:
-    return await sync_to_async(Thread.objects.create)(owner=owner, provider="demo", model="demo-1")
-
-
 async def test_logout_closes_that_users_session_sockets_only(user: Any, other_user: Any, token: str) -> None:
     alice_a, alice_b, bob = (
-        await sync_to_async(_logged_in)(user),
-        await sync_to_async(_logged_in)(user),  # another browser: its own session
-        await sync_to_async(_logged_in)(other_user),
+        await sync_to_async(logged_in)(user),
+        await sync_to_async(logged_in)(user),  # another browser: its own session
+        await sync_to_async(logged_in)(other_user),
     )
-    mine, theirs = await _thread(user), await _thread(other_user)
-    tab1, tab2 = await _socket(mine, client=alice_a), await _socket(mine, client=alice_a)
-    other_browser = await _socket(mine, client=alice_b)
-    by_token = await _socket(mine, token=token)  # an API client of alice's: not a session
-    bobs = await _socket(theirs, client=bob)
+    mine, theirs = await demo_thread(user), await demo_thread(other_user)
+    tab1, tab2 = await open_socket(mine, client=alice_a), await open_socket(mine, client=alice_a)
+    other_browser = await open_socket(mine, client=alice_b)
+    by_token = await open_socket(mine, token=token)  # an API client of alice's: not a session
+    bobs = await open_socket(theirs, client=bob)
 
     # The real log-out view (POST, CSRF checked by Django), as the page's "Log out" button does it.
     resp = await sync_to_async(alice_a.post)("/accounts/logout/")
     assert resp.status_code == 302
 
     # Every session socket of alice closes (other browsers reconnect and authenticate afresh).
-    assert [await _closed_with(c) for c in (tab1, tab2, other_browser)] == [CLOSE_AUTH_REVOKED] * 3
-    await _still_open(by_token)
-    await _still_open(bobs)
+    assert [await closed_with(c) for c in (tab1, tab2, other_browser)] == [CLOSE_AUTH_REVOKED] * 3
+    await still_open(by_token)
+    await still_open(bobs)
     # The logged-out browser's reconnect is refused; the other browser's is accepted.
     refused = WebsocketCommunicator(
         application,
@@ -104,7 +72,7 @@ async def test_logout_closes_that_users_session_sockets_only(user: Any, other_us
         ],
     )
     assert await refused.connect(timeout=TIMEOUT) == (False, 4401)
-    again = await _socket(mine, client=alice_b)
+    again = await open_socket(mine, client=alice_b)
     for comm in (by_token, bobs, again):
         await comm.disconnect()
 
@@ -114,16 +82,16 @@ async def test_revoking_a_token_closes_its_sockets_and_stops_it_at_once(user: An
         await sync_to_async(api_token_create)(user=user),
         await sync_to_async(api_token_create)(user=user),
     )
-    mine = await _thread(user)
+    mine = await demo_thread(user)
     assert await token_user(raw) is not None  # cached now, for TOKEN_CACHE_TTL_S
-    with_it, with_other = await _socket(mine, token=raw), await _socket(mine, token=other_raw)
-    by_session = await _socket(mine, client=await sync_to_async(_logged_in)(user))
+    with_it, with_other = await open_socket(mine, token=raw), await open_socket(mine, token=other_raw)
+    by_session = await open_socket(mine, client=await sync_to_async(logged_in)(user))
 
     assert await sync_to_async(api_token_revoke)(tokens=ApiToken.objects.filter(pk=row.pk)) == 1
 
-    assert await _closed_with(with_it) == CLOSE_AUTH_REVOKED
-    await _still_open(with_other)
-    await _still_open(by_session)  # a token's revocation is not a log-out
+    assert await closed_with(with_it) == CLOSE_AUTH_REVOKED
+    await still_open(with_other)
+    await still_open(by_session)  # a token's revocation is not a log-out
     assert token_hash(raw) not in _token_users._items  # dropped, not left to expire
     assert await token_user(raw) is None
     comm = WebsocketCommunicator(
@@ -138,11 +106,11 @@ async def test_revoking_a_token_closes_its_sockets_and_stops_it_at_once(user: An
 
 async def test_deleting_a_token_closes_its_sockets_and_stops_it_at_once(user: Any) -> None:
     row, raw = await sync_to_async(api_token_create)(user=user)
-    mine = await _thread(user)
+    mine = await demo_thread(user)
     assert await token_user(raw) is not None
-    comm = await _socket(mine, token=raw)
+    comm = await open_socket(mine, token=raw)
     await sync_to_async(row.delete)()
-    assert await _closed_with(comm) == CLOSE_AUTH_REVOKED
+    assert await closed_with(comm) == CLOSE_AUTH_REVOKED
     assert await token_user(raw) is None
 
 
@@ -174,7 +142,7 @@ def test_logout_works_with_the_channel_layer_down(
             raise ConnectionError("redis is down")
 
     monkeypatch.setattr(signals, "get_channel_layer", lambda: DownLayer())
-    client = _logged_in(user)
+    client = logged_in(user)
     assert client.post("/accounts/logout/").status_code == 302
     assert client.get("/").status_code == 302  # logged out all the same
     assert "redis is down" in caplog.text  # logged by Django's robust on_commit

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,3 +65,26 @@ def test_burst_writes_its_figures(token: str, tmp_path: Path, capsys: pytest.Cap
                     assert burst["ttft_p50_s"] >= 0.2, mode  # the fake's 200 ms before the first token
     printed = capsys.readouterr().out
     assert "generator floor" in printed and "provider calls" in printed
+
+
+async def test_the_row_count_reads_every_page_of_a_long_thread(token: str, user: Any) -> None:
+    """The burst's "DB rows" figure: GET /api/threads/{id} answers the newest page only, so a burst with
+    coalescing off (2 rows a send) was counted as 50 rows whatever its size."""
+    from asgiref.sync import sync_to_async
+
+    from benchmarks import loadgen
+    from threads.models import Message, Thread
+
+    def seed() -> int:
+        thread = Thread.objects.create(owner=user, provider="demo", model="demo-1")
+        Message.objects.bulk_create(
+            Message(thread=thread, role="user", content=f"m{i}", status="complete", request_id=f"r{i}")
+            for i in range(130)
+        )
+        return int(thread.pk)
+
+    tid = await sync_to_async(seed)()
+    with daphne_servers(1) as (server,):
+        async with loadgen.session(token) as client:
+            assert await loadgen.count_messages(client, server.url(f"/api/threads/{tid}")) == 130
+            assert await loadgen.count_messages(client, server.url("/api/threads/999999")) is None

@@ -205,11 +205,16 @@ async def test_metrics_endpoints_share_one_access_rule(
     address only, on both endpoints."""
     settings.METRICS_TOKEN = METRICS_TOKEN
     settings.METRICS_ALLOWED_IPS = ["10.0.0.0/8"]
+    # /metrics refuses everyone else with 403 (API.md, Operations); /api/metrics says 401 to the anonymous.
+    anonymous = 403 if path == "/metrics" else 401
     anon = await AsyncClient().get(path)  # the test client's address is 127.0.0.1
-    assert anon.status_code == 401 and anon.json()["error"]["code"] == "unauthenticated"
-    assert (await AsyncClient(AUTHORIZATION="Bearer wrong-token").get(path)).status_code == 401
+    code = "forbidden" if path == "/metrics" else "unauthenticated"
+    assert anon.status_code == anonymous and anon.json()["error"]["code"] == code
+    wrong = await AsyncClient(AUTHORIZATION="Bearer wrong-token").get(path)
+    assert wrong.status_code == anonymous
     # A forwarded header is not the connection's address.
-    assert (await AsyncClient().get(path, headers={"X-Forwarded-For": "10.1.2.3"})).status_code == 401
+    forwarded = await AsyncClient().get(path, headers={"X-Forwarded-For": "10.1.2.3"})
+    assert forwarded.status_code == anonymous
     session = AsyncClient()
     await session.aforce_login(user)
     assert (await session.get(path)).status_code == 403

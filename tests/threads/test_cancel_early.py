@@ -55,12 +55,6 @@ def provider(monkeypatch: pytest.MonkeyPatch) -> ScriptedProvider:
     return scripted
 
 
-@pytest.fixture
-async def thread(user: Any) -> Thread:
-    found: Thread = await sync_to_async(Thread.objects.create)(owner=user, provider="demo", model="demo-1")
-    return found
-
-
 async def _saved(message_id: int) -> tuple[str, str]:
     row = await sync_to_async(Message.objects.get)(pk=message_id)
     return row.status, row.content

@@ -14,11 +14,9 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from tests.threads.recording import (
-    LAYER_SETTING,
     FakeClock,
     RecordingChannelLayer,
     ScriptedProvider,
-    in_process_coalescer,
 )
 from threads import chat, groups, quotas, sweep
 from threads.coalesce_store import LEASE_S, CoalesceFailed, InProcessCoalescer
@@ -28,16 +26,6 @@ from threads.validation import InvalidInput, parse_send
 pytestmark = pytest.mark.django_db(transaction=True)
 
 TIMEOUT = 10.0
-
-
-@pytest.fixture
-def layer(settings: Any) -> RecordingChannelLayer:
-    settings.CHANNEL_LAYERS = LAYER_SETTING
-    from channels.layers import get_channel_layer
-
-    found = get_channel_layer()
-    assert isinstance(found, RecordingChannelLayer)
-    return found
 
 
 @pytest.fixture
@@ -52,16 +40,6 @@ async def thread(user: Any) -> Thread:
     found: Thread = await sync_to_async(Thread.objects.create)(owner=user, provider="demo", model="demo-1")
     chat.remember_created(found)
     return found
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def co(clock: FakeClock) -> InProcessCoalescer:
-    return in_process_coalescer(clock)
 
 
 def _req(content: str = "Same words", **extra: Any) -> Any:

@@ -12,7 +12,8 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.redisutil import scratch_redis
-from threads.coalesce_store import CoalesceFailed, RedisCoalescer
+from threads.coalesce_redis import RedisCoalescer
+from threads.coalesce_store import CoalesceFailed
 
 pytestmark = pytest.mark.services
 

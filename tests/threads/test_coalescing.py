@@ -105,7 +105,8 @@ async def _let_time_pass(seconds: float, clock: FakeClock) -> None:
     """What `seconds` passing does to a burst, without waiting for it: the coalescer's entries age (its
     clock moves in process; in Redis, whose TTLs run on its own clock, each key's TTL is cut by as
     much), and so do the rows the database compares with its own now()."""
-    from threads.coalesce_store import RedisCoalescer, coalescer
+    from threads.coalesce_redis import RedisCoalescer
+    from threads.coalesce_store import coalescer
 
     clock.advance(seconds)
     co = coalescer()
@@ -132,7 +133,9 @@ async def test_error_reused_within_error_ttl_then_new_call(
     api: AsyncClient, fake: FakeProviderServer, settings: Any
 ) -> None:
     settings.PROVIDER_MAX_RETRIES = 0
-    settings.COALESCE_ERROR_TTL_S = 2.0
+    # Redis's TTLs run on its own clock: what is left of one after _let_time_pass must outlast the
+    # next request on a loaded machine (2 s less 1.9 left 100 ms, and a slow send saw the key gone).
+    settings.COALESCE_ERROR_TTL_S = 20.0  # under COALESCE_RESULT_TTL_S (30), which bounds a burst's anchor
     clock = FakeClock()
     if not settings.REDIS_URL:
         in_process_coalescer(clock)
@@ -142,14 +145,14 @@ async def test_error_reused_within_error_ttl_then_new_call(
     first = failed.json()
     assert failed.status_code == 502 and first["error"]["code"] == "provider_overloaded"
     assert first["assistant_message"]["status"] == "error"
-    await _let_time_pass(1.9, clock)  # within the error TTL: the failure answers
+    await _let_time_pass(15.0, clock)  # within the error TTL: the failure answers
     reused = (await _send(api, tid, content="fail please")).json()
     assert (
         reused["coalesced"] == "follower"
         and reused["assistant_message"]["id"] == first["assistant_message"]["id"]
     )
     assert fake.stats.calls == 1
-    await _let_time_pass(0.2, clock)  # past it
+    await _let_time_pass(5.5, clock)  # past it
     fresh = (await _send(api, tid, content="fail please")).json()
     assert fresh["coalesced"] == "leader" and fresh["assistant_message"]["status"] == "complete"
     assert fake.stats.calls == 2
@@ -231,7 +234,8 @@ async def test_a_generation_cut_short_by_a_bug_stops_answering_its_burst_from_me
     fake: FakeProviderServer, user: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from threads import chat, finish
-    from threads.coalesce_store import InProcessCoalescer, RedisCoalescer, coalescer
+    from threads.coalesce_redis import RedisCoalescer
+    from threads.coalesce_store import InProcessCoalescer, coalescer
     from threads.validation import parse_send
 
     async def broken(gen: Any, layer: Any, completion: Any) -> None:

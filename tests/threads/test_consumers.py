@@ -18,11 +18,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.both]
 TIMEOUT = 10
 
 
-@pytest.fixture
-async def thread(user: Any) -> Thread:
-    return await sync_to_async(Thread.objects.create)(owner=user, provider="demo", model="demo-1")
-
-
 def _ws(path: str, *, token: str | None = None, origin: str | None = None) -> WebsocketCommunicator:
     headers = []
     if token:

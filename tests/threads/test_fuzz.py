@@ -68,6 +68,7 @@ FIELDS = [
     "tools",
     "type",
     "count",
+    "before",
 ]
 scalars = st.one_of(
     st.none(),
@@ -340,12 +341,13 @@ def test_fuzz_http_api_ran_enough_requests() -> None:
     assert _REPORT.get("http", 0) >= HTTP_MIN_REQUESTS
 
 
-FRAME_TYPES = ["send", "cancel", "ack", "nope", ""]
+FRAME_TYPES = ["send", "cancel", "ack", "history", "nope", ""]
 frame_objects = st.one_of(
     st.fixed_dictionaries(
         {"type": st.sampled_from(FRAME_TYPES)}, optional={k: json_values for k in FIELDS if k != "type"}
     ),
     st.fixed_dictionaries({"type": st.just("send"), "content": st.sampled_from(["hello", "same words"])}),
+    st.fixed_dictionaries({"type": st.just("history"), "before": ids | json_values}),
     shaped,
 )
 frames = st.one_of(
@@ -362,6 +364,7 @@ KNOWN_EVENTS = {
     "message.done",
     "message.cancelled",
     "message.error",
+    "history",
     "error",
 }
 

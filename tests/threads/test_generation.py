@@ -12,11 +12,9 @@ from asgiref.sync import sync_to_async
 from core.dbasync import db_async
 from providers import ProviderOverloaded
 from tests.threads.recording import (
-    LAYER_SETTING,
     FakeClock,
     RecordingChannelLayer,
     ScriptedProvider,
-    in_process_coalescer,
 )
 from threads import groups, services
 from threads.coalesce_store import InProcessCoalescer
@@ -31,36 +29,10 @@ KEY = "coal:test-generation"
 
 
 @pytest.fixture
-def layer(settings: Any) -> RecordingChannelLayer:
-    settings.CHANNEL_LAYERS = LAYER_SETTING
-    from channels.layers import get_channel_layer
-
-    found = get_channel_layer()
-    assert isinstance(found, RecordingChannelLayer)
-    return found
-
-
-@pytest.fixture
 def provider(monkeypatch: pytest.MonkeyPatch) -> ScriptedProvider:
     scripted = ScriptedProvider()
     monkeypatch.setattr("threads.generation.get_provider", lambda name: scripted)
     return scripted
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def co(clock: FakeClock) -> InProcessCoalescer:
-    return in_process_coalescer(clock)
-
-
-@pytest.fixture
-async def thread(user: Any) -> Thread:
-    found: Thread = await sync_to_async(Thread.objects.create)(owner=user, provider="demo", model="demo-1")
-    return found
 
 
 async def _start(thread: Thread, co: InProcessCoalescer) -> Generation:

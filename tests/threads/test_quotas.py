@@ -29,11 +29,6 @@ def user(django_user_model: Any) -> Any:
 
 
 @pytest.fixture
-async def thread(user: Any) -> Thread:
-    return await sync_to_async(Thread.objects.create)(owner=user, provider="demo", model="demo-1")
-
-
-@pytest.fixture
 def slow_budget(settings: Any) -> None:
     """Two sends at once, then one every 10 s."""
     settings.SEND_RATE_PER_MIN = 6

@@ -3,33 +3,15 @@ truth): a channel layer that records broadcasts, the process's start time moved 
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from asgiref.sync import sync_to_async
 
-from tests.threads.recording import LAYER_SETTING, RecordingChannelLayer
+from tests.threads.recording import RecordingChannelLayer
 from threads import groups, liveness, sweep
 from threads.generation import Generation, generation_service
 from threads.models import Message, Thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def layer(settings: Any) -> RecordingChannelLayer:
-    settings.CHANNEL_LAYERS = LAYER_SETTING
-    from channels.layers import get_channel_layer
-
-    found = get_channel_layer()
-    assert isinstance(found, RecordingChannelLayer)
-    return found
-
-
-@pytest.fixture
-async def thread(user: Any) -> Thread:
-    found: Thread = await sync_to_async(Thread.objects.create)(owner=user, provider="demo", model="demo-1")
-    return found
 
 
 async def _streaming(thread: Thread, rid: str) -> Message:

@@ -11,42 +11,20 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from core.dbasync import db_async
-from tests.threads.recording import LAYER_SETTING, RecordingChannelLayer, ScriptedProvider
+from tests.threads.recording import RecordingChannelLayer, ScriptedProvider
 from threads import liveness, services, sweep
 from threads.generation import generation_service
 from threads.liveness import live_generations
 from threads.models import Message, Thread
 from threads.validation import parse_send
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.both]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.both,
+    pytest.mark.usefixtures("no_background_sweeps"),
+]
 
 TIMEOUT = 10.0
-
-
-@pytest.fixture
-def layer(settings: Any) -> RecordingChannelLayer:
-    settings.CHANNEL_LAYERS = LAYER_SETTING
-    from channels.layers import get_channel_layer
-
-    found = get_channel_layer()
-    assert isinstance(found, RecordingChannelLayer)
-    return found
-
-
-@pytest.fixture(autouse=True)
-def _no_background_sweeps(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The test runs each pass itself; the service's own sweeper would race it."""
-
-    async def idle(svc: Any) -> None:
-        await asyncio.Event().wait()
-
-    monkeypatch.setattr(sweep, "sweep_forever", idle)
-
-
-@pytest.fixture
-async def thread(user: Any) -> Thread:
-    found: Thread = await sync_to_async(Thread.objects.create)(owner=user, provider="demo", model="demo-1")
-    return found
 
 
 @sync_to_async

@@ -15,14 +15,14 @@ from asgiref.sync import sync_to_async
 from django.db import OperationalError
 
 from core.dbasync import db_async
-from tests.threads.recording import LAYER_SETTING, RecordingChannelLayer, ScriptedProvider
+from tests.threads.recording import RecordingChannelLayer, ScriptedProvider
 from threads import groups, services, sweep
 from threads.generation import Generation, GenerationService, generation_service
 from threads.models import Message, Thread
 from threads.streamstate import stream_state
 from threads.validation import parse_send
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_background_sweeps")]
 
 TIMEOUT = 10.0
 
@@ -43,16 +43,6 @@ class FinalWriteOutage:
 
 
 @pytest.fixture
-def layer(settings: Any) -> RecordingChannelLayer:
-    settings.CHANNEL_LAYERS = LAYER_SETTING
-    from channels.layers import get_channel_layer
-
-    found = get_channel_layer()
-    assert isinstance(found, RecordingChannelLayer)
-    return found
-
-
-@pytest.fixture
 def provider(monkeypatch: pytest.MonkeyPatch) -> ScriptedProvider:
     scripted = ScriptedProvider(chunks=("Hel", "lo, ", "world"))
     monkeypatch.setattr("threads.generation.get_provider", lambda name: scripted)
@@ -67,22 +57,6 @@ def outage(monkeypatch: pytest.MonkeyPatch) -> FinalWriteOutage:
     monkeypatch.setattr("threads.finish.SAVE_RETRY_DELAYS_S", (0.01, 0.01))
     monkeypatch.setattr("threads.generation.UNSAVED_RETRY_S", 0.01, raising=False)
     return down
-
-
-@pytest.fixture(autouse=True)
-def _no_background_sweeps(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The test runs the sweep itself when it wants one."""
-
-    async def idle(svc: Any) -> None:
-        await asyncio.Event().wait()
-
-    monkeypatch.setattr(sweep, "sweep_forever", idle)
-
-
-@pytest.fixture
-async def thread(user: Any) -> Thread:
-    found: Thread = await sync_to_async(Thread.objects.create)(owner=user, provider="demo", model="demo-1")
-    return found
 
 
 async def _start(thread: Thread, svc: GenerationService) -> Generation:

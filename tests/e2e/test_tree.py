@@ -12,6 +12,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.e2e.conftest import AppServer
 from tests.e2e.test_chat import last_reply, new_thread, sign_up
+from tests.e2e.test_screens import AXE, _check_page
 
 pytestmark = pytest.mark.browser
 
@@ -175,3 +176,33 @@ def test_share_link_opens_logged_out_and_revoke_makes_it_404(browser: Browser, a
     assert reader.goto(url).status == 404  # type: ignore[union-attr]
     stranger.close()
     context.close()
+
+
+def test_the_tree_controls_and_the_share_page_have_no_axe_violations(
+    browser: Browser, app_server: AppServer
+) -> None:
+    """Versions, Edit, Regenerate, rename, search, import and the share page: labelled and reachable
+    (axe-core: 0 violations, light and dark)."""
+    if not AXE.exists():
+        pytest.skip(f"{AXE} is missing: run `npm ci --prefix tools`")
+    axe_source = AXE.read_text()
+    for scheme in ("light", "dark"):
+        context = browser.new_context(base_url=app_server.url, color_scheme=scheme, bypass_csp=True)  # type: ignore[arg-type]
+        page = context.new_page()
+        sign_up(page)
+        new_thread(page, "Accessible")
+        send(page, "hello")
+        last_reply(page).get_by_role("button", name="Regenerate this reply").click()
+        expect(page.get_by_role("group", name="Version 2 of 2")).to_be_visible()
+        expect(last_reply(page)).to_have_attribute("data-status", "complete", timeout=20_000)
+        page.get_by_role("button", name="Share").click()
+        _check_page(page, 1280, scheme, axe_source)
+        url = page.locator("#share-link").get_attribute("href") or ""
+        page.goto("/?q=hello")
+        _check_page(page, 1280, scheme, axe_source)
+        reader = browser.new_context(base_url=app_server.url, color_scheme=scheme, bypass_csp=True)  # type: ignore[arg-type]
+        shared = reader.new_page()
+        shared.goto(url)
+        _check_page(shared, 1280, scheme, axe_source)
+        reader.close()
+        context.close()

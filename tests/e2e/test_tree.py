@@ -196,13 +196,17 @@ def test_the_tree_controls_and_the_share_page_have_no_axe_violations(
         expect(page.get_by_role("group", name="Version 2 of 2")).to_be_visible()
         expect(last_reply(page)).to_have_attribute("data-status", "complete", timeout=20_000)
         page.get_by_role("button", name="Share").click()
+        expect(page.locator("#share-link")).to_be_visible()
+        page.wait_for_load_state()
         _check_page(page, 1280, scheme, axe_source)
         url = page.locator("#share-link").get_attribute("href") or ""
         page.goto("/?q=hello")
+        page.wait_for_load_state()
         _check_page(page, 1280, scheme, axe_source)
         reader = browser.new_context(base_url=app_server.url, color_scheme=scheme, bypass_csp=True)  # type: ignore[arg-type]
         shared = reader.new_page()
         shared.goto(url)
+        shared.wait_for_load_state()
         _check_page(shared, 1280, scheme, axe_source)
         reader.close()
         context.close()

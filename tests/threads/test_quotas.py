@@ -119,7 +119,9 @@ async def test_identical_burst_is_one_send_and_a_share_per_follower(
 ) -> None:
     """A follower costs the provider nothing but holds a wait and a 24 h request_id record: it costs
     half a send, from its own bucket (twice the send budget). Past that bucket, followers meet 429."""
-    settings.SEND_RATE_PER_MIN, settings.SEND_RATE_BURST = 1, 1
+    # One send a day: the buckets must not refill while 100 sends are served (a loaded machine took
+    # over 30 s at one a minute, and two more followers got in).
+    settings.SEND_RATE_PER_MIN, settings.SEND_RATE_BURST = 1 / 1440, 1
     answers = await asyncio.gather(
         *(
             _post(thread, token, {"content": "same words", "request_id": uuid.uuid4().hex})

@@ -95,7 +95,10 @@ def thread_page(request: HttpRequest, thread_id: int) -> HttpResponse:
     threads = selectors.thread_list_for_user(user=request.user, limit=30)["threads"]  # type: ignore[arg-type]
     tree_data = {"siblings": detail["siblings"]}
     from threads.share import share_current, url_of  # share links (#18)
+    from threads.tree_views import message_tools
 
+    for m in detail["messages"]:
+        m["tools"] = message_tools(m, detail["siblings"])
     link = share_current(thread=thread)
     detail["share_url"] = request.build_absolute_uri(url_of(link)) if link else None
     return render(

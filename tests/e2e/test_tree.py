@@ -187,7 +187,7 @@ def test_the_tree_controls_and_the_share_page_have_no_axe_violations(
         pytest.skip(f"{AXE} is missing: run `npm ci --prefix tools`")
     axe_source = AXE.read_text()
     for scheme in ("light", "dark"):
-        context = browser.new_context(base_url=app_server.url, color_scheme=scheme, bypass_csp=True)  # type: ignore[arg-type]
+        context = browser.new_context(base_url=app_server.url, color_scheme=scheme, bypass_csp=True)
         page = context.new_page()
         sign_up(page)
         new_thread(page, "Accessible")
@@ -203,7 +203,7 @@ def test_the_tree_controls_and_the_share_page_have_no_axe_violations(
         page.goto("/?q=hello")
         page.wait_for_load_state()
         _check_page(page, 1280, scheme, axe_source)
-        reader = browser.new_context(base_url=app_server.url, color_scheme=scheme, bypass_csp=True)  # type: ignore[arg-type]
+        reader = browser.new_context(base_url=app_server.url, color_scheme=scheme, bypass_csp=True)
         shared = reader.new_page()
         shared.goto(url)
         shared.wait_for_load_state()

@@ -18,7 +18,11 @@ WS_MAX_BYTES ?= 1048576
 # Every daphne process of one deployment writes its metrics here; /metrics and /api/metrics merge them.
 PROMETHEUS_MULTIPROC_DIR ?= $(CURDIR)/.run/prometheus
 
-.PHONY: run test install install-dev migrate lint check clean bench
+# `make serve`: PROCESSES daphne processes behind Debian's nginx on SERVE_PORT (deploy/serve.py).
+PROCESSES ?= 2
+SERVE_PORT ?= 8080
+
+.PHONY: run serve test install install-dev migrate lint check clean bench vendor
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -38,10 +42,17 @@ install-dev: $(VENV)/.installed-dev
 migrate: install
 	DEBUG=$(DEBUG) $(BIN)/python manage.py migrate --noinput
 
-run: migrate
+# scripts/devrun.py: a port already taken (another `make run`) stops it before anything is touched; the
+# first run writes a git-ignored .env (DEBUG=true, a generated SECRET_KEY) so manage.py works here too;
+# HOST=0.0.0.0 admits this machine's LAN names and addresses (ALLOWED_HOSTS unset) for a phone to use.
+run: install
+	$(BIN)/python scripts/devrun.py prepare --host $(HOST) --port $(PORT)
+	DEBUG=$(DEBUG) $(BIN)/python manage.py migrate --noinput
 	@echo "chatapp on http://$(HOST):$(PORT)/  (sign up at /accounts/signup/)"
-	rm -rf "$(PROMETHEUS_MULTIPROC_DIR)" && mkdir -p "$(PROMETHEUS_MULTIPROC_DIR)"
-	DEBUG=$(DEBUG) PROMETHEUS_MULTIPROC_DIR="$(PROMETHEUS_MULTIPROC_DIR)" $(BIN)/daphne -e tcp:port=$(PORT):interface=$(HOST):backlog=$(BACKLOG) --websocket-max-message-size $(WS_MAX_BYTES) --websocket-max-frame-size $(WS_MAX_BYTES) chatapp.asgi:application
+	DEBUG=$(DEBUG) $(BIN)/python scripts/devrun.py serve --host $(HOST) --port $(PORT) --backlog $(BACKLOG) --ws-max-bytes $(WS_MAX_BYTES) --metrics-dir "$(PROMETHEUS_MULTIPROC_DIR)"
+
+serve: migrate
+	DEBUG=$(DEBUG) $(BIN)/python -m deploy.serve --processes $(PROCESSES) --host $(HOST) --port $(SERVE_PORT)
 
 lint: install-dev
 	$(BIN)/ruff check .
@@ -63,3 +74,13 @@ bench: install-dev
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
+
+# The thread page's Markdown renderer and sanitiser, from the versions tools/package-lock.json pins
+# (npm ci --prefix tools), copied to static/vendor/ (served like any static file; no CDN). The source
+# map comment goes: collectstatic's manifest would look for the .map. tests/test_vendor.py checks the copies.
+vendor:
+	mkdir -p static/vendor
+	sed '/^\/\/# sourceMappingURL=/d' tools/node_modules/markdown-it/dist/browser/markdown-it.umd.min.js > static/vendor/markdown-it.min.js
+	sed '/^\/\/# sourceMappingURL=/d' tools/node_modules/dompurify/dist/purify.min.js > static/vendor/purify.min.js
+	cp tools/node_modules/markdown-it/LICENSE static/vendor/markdown-it.LICENSE.txt
+	cp tools/node_modules/dompurify/LICENSE static/vendor/purify.LICENSE.txt

@@ -6,6 +6,7 @@ Every class here stops what it started, also on errors (context managers, `stop(
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import secrets
@@ -109,6 +110,7 @@ def bench_env(*, prefix: str, metrics_token: str) -> dict[str, str]:
     return env | {
         "DEBUG": "false",
         "SECRET_KEY": secrets.token_urlsafe(40),
+        "FIELD_ENCRYPTION_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         "SECURE_SSL_REDIRECT": "false",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "LOG_LEVEL": "WARNING",

@@ -166,6 +166,65 @@ def rows_from(results: dict[str, Any], plan: Any, opts: Any) -> list[Row]:
     )
     label = f"same burst ({n} sends) with COALESCE_ENABLED off, for contrast"
     out.append(row(label, "calls = N", "==", n, _num(calls), shown))
+    return out + front_rows(results, plan, opts)
+
+
+def front_rows(results: dict[str, Any], plan: Any, opts: Any) -> list[Row]:
+    """#21's deployment rows: the burst and the fan-out through nginx, and the rolling restart."""
+    from benchmarks.restart_bench import restart_row_figure
+
+    out: list[Row] = []
+    where = f"through nginx, {opts.processes} processes"
+    prov = _get(results, "provider", "sequential_median_s")
+    for name, n in (("mid", plan.mid_n), ("big", plan.big_n)):
+        b = _get(results, "front_bursts", name, "burst") or {}
+        ratio = _num(b.get("p95_follower_ratio"))
+        ok = b.get("ok") == b.get("n") and b.get("provider_calls") == 1
+        shown = (
+            f"{ratio:.3f}x ({b['p95_follower_s']:.3f} s / {prov:.3f} s); {b['ok']}/{b['n']} ok, "
+            f"{b.get('provider_calls')} call"
+            if prov and ratio == ratio
+            else "not measured"
+        )
+        what = f"end-to-end p95, followers, over the provider's own latency ({n} identical sends, {where})"
+        out.append(row(what, "<= 1.05 x", "<=", 1.05, ratio, shown, complete=ok))
+    fan = _get(results, "front_fanout") or {}
+    lag = _num(fan.get("lag_p99_ms"))
+    complete = (
+        bool(fan) and fan.get("delivered") == fan.get("expected") and fan.get("connected") == plan.fanout_k
+    )
+    shown = (
+        f"{lag:.1f} ms ({fan.get('connected')} connected, {fan.get('delivered')}/{fan.get('expected')} deltas)"
+        if lag == lag
+        else "not measured"
+    )
+    out.append(
+        row(
+            f"fan-out {plan.fanout_k} clients, p99 lag ({where})",
+            "<= 250 ms",
+            "<=",
+            250.0,
+            lag,
+            shown,
+            complete=complete,
+        )
+    )
+    res = _get(results, "rolling_restart")
+    if res and "crashed" not in res:
+        bad, shown = restart_row_figure(res)
+        n_viewers = res["viewers"]
+    else:
+        bad, shown, n_viewers = NAN, "not measured", 100
+    out.append(
+        row(
+            f"rolling restart ({n_viewers} viewers, each process restarted in turn {where})",
+            "0 lost, 0 repeated, all equal",
+            "==",
+            0,
+            bad,
+            shown,
+        )
+    )
     return out
 
 

@@ -37,7 +37,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # runnable as `python benchmarks/run.py` too
     sys.path.insert(0, str(ROOT))
-from benchmarks import burst, fanout_bench, pacer_bench  # noqa: E402
+from benchmarks import burst, fanout_bench, pacer_bench, restart_bench  # noqa: E402
 from benchmarks._common import TOKENS, TPS, TTFT_MS, machine, pct  # noqa: E402
 from benchmarks.deploy import Deployment, SubprocessFakeServer, bench_env, redis_clean, temporary_database  # noqa: E402
 from benchmarks.report import rows_from, summary_lines  # noqa: E402
@@ -209,9 +209,8 @@ class Suite:
         with environ(DEBUG="true", DJANGO_SETTINGS_MODULE="chatapp.settings"):
             return pacer_bench.run_scenario("redis", 2, 0.5, ns)
 
-    def streaming(self, dep: Deployment) -> dict[str, Any]:
-        """fanout_bench's measurements on the deployment: K-viewer fan-out, TTFT, cancel."""
-        ns = argparse.Namespace(
+    def fanout_opts(self) -> argparse.Namespace:
+        return argparse.Namespace(
             app="chatapp.asgi:application",
             ks=[self.plan.fanout_k],
             ttft_ms=TTFT_MS,
@@ -223,6 +222,10 @@ class Suite:
             ttft_sends=self.plan.ttft_sends,
             cancels=self.plan.cancels,
         )
+
+    def streaming(self, dep: Deployment) -> dict[str, Any]:
+        """fanout_bench's measurements on the deployment: K-viewer fan-out, TTFT, cancel."""
+        ns = self.fanout_opts()
         # The provider's own TTFT, as the app's probes see it (short replies: only the first token counts).
         self.fake.configure(ttft_ms=TTFT_MS, tps=0, tokens=20)
         direct = asyncio.run(fanout_bench.direct_ttft(self.fake, self.plan.ttft_sends))
@@ -251,6 +254,7 @@ class Suite:
             ("coalesce_off", self.bursts_off),
         ]
         self.on_deployment(True, steps)
+        self.on_front()
         self.step("pacer", self.pacer)
         self.step("search", self.search, db_url)
 
@@ -271,6 +275,65 @@ class Suite:
         result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"   search: {result}", flush=True)
         return result
+
+    # --- through nginx (#21) ------------------------------------------------------------------------------
+
+    def on_front(self) -> None:
+        """The deployment rows: nginx in front of the processes (benchmarks/restart_bench.py)."""
+        front = restart_bench.Front(self.env, self.tmp, processes=self.opts.processes)
+        try:
+            self.step("front_start", self.start_front, front)
+            if front.nginx.process is not None:
+                self.step("front_bursts", self.bursts_front, front)
+                self.step("front_fanout", self.fanout_front, front)
+                self.step("rolling_restart", self.rolling_restart, front)
+        finally:
+            front.stop()
+
+    def start_front(self, front: restart_bench.Front) -> list[str]:
+        # The contrast step switched coalescing off in the database: on again before the processes start.
+        code = (
+            "from ops.models import FeatureFlag; FeatureFlag.objects.filter(name='COALESCE_ENABLED').delete()"
+        )
+        Deployment(self.env, self.tmp).manage("shell", "-c", code)
+        urls = front.start(COALESCE_ENABLED="true")
+        self.fake.configure(tps=0, tokens=5)
+        try:
+            for _ in front.apps:  # nginx spreads them: each process connects once
+                self.burst(urls, "warm-up", 2, 0, identical=False, floor=False, measure_provider=False)
+        finally:
+            self.fake.reset()
+        return urls
+
+    def bursts_front(self, front: restart_bench.Front) -> dict[str, Any]:
+        base = self.results["provider"]["sequential_s"]
+        quiet = {"floor": False, "measure_provider": False, "baseline_s": base}
+        return {
+            "mid": self.burst(front.urls, "nginx-mid", self.plan.mid_n, 0, **quiet),
+            "big": self.burst(front.urls, "nginx-big", self.plan.big_n, 0, **quiet),
+        }
+
+    def fanout_front(self, front: restart_bench.Front) -> dict[str, Any]:
+        fanout_bench.raise_nofile()
+        try:
+            app: Any = front  # looks like a Deployment where fanout_run looks (urls, pids)
+            run = fanout_bench.fanout_run(app, self.fake, self.token, self.plan.fanout_k, self.fanout_opts())
+        finally:
+            self.fake.reset()
+        for send in run["sends"]:
+            send["lag_ms_count"] = len(send.pop("lag_ms"))
+            send["e2e_ms_count"] = len(send.pop("e2e_ms"))
+        return run
+
+    def rolling_restart(self, front: restart_bench.Front) -> dict[str, Any]:
+        # A reply long enough to outlast two restarts (12 s at 50 tokens/s).
+        self.fake.configure(tokens=600)
+        try:
+            res = asyncio.run(restart_bench.rolling_restart(front, self.token))
+        finally:
+            self.fake.reset()
+        print(f"   rolling restart: {restart_bench.restart_row_figure(res)[1]}", flush=True)
+        return res
 
 
 def keep_logs(tmp: Path, dest: Path) -> None:

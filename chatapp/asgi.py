@@ -33,6 +33,7 @@ from chatapp.dependencies import WebsocketDependencyGuard  # noqa: E402
 from chatapp.gctuning import tune_gc  # noqa: E402
 from chatapp.middleware import API_MIDDLEWARE, API_PREFIX  # noqa: E402
 from chatapp.origin import SameOriginValidator  # noqa: E402
+from chatapp.shutdown import ConnectionTracker, install_graceful_shutdown  # noqa: E402
 from core.writebuffer import WriteBufferProbe  # noqa: E402
 from threads.consumers import ThreadConsumer  # noqa: E402
 
@@ -140,18 +141,26 @@ async def http_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 websocket_urlpatterns = [path("ws/threads/<int:thread_id>/", ThreadConsumer.as_asgi())]
 
-application = ProtocolTypeRouter(
+routes = ProtocolTypeRouter(
     {
         # Bodies over MAX_BODY_BYTES are refused while they arrive, before Django reads them.
         "http": BodyLimitMiddleware(http_app),
-        # Outermost: the consumer measures its connection's unsent bytes through daphne's own `send`.
-        "websocket": WriteBufferProbe(
-            WebsocketDependencyGuard(
-                SameOriginValidator(WebsocketAuthStack(URLRouter(websocket_urlpatterns)))
-            )
+        "websocket": WebsocketDependencyGuard(
+            SameOriginValidator(WebsocketAuthStack(URLRouter(websocket_urlpatterns)))
         ),
     }
 )
+# The process's open connections, for the drain on SIGTERM (chatapp/shutdown.py). Outermost: the
+# consumer measures its connection's unsent bytes through daphne's own `send`.
+connections = ConnectionTracker(routes)
+application = WriteBufferProbe(connections)
+install_graceful_shutdown(connections, grace_s=settings.SHUTDOWN_GRACE_S)
+
+# A wrong FIELD_ENCRYPTION_KEY stops the server here; the environment's providers become connections.
+if settings.CONNECTIONS_BOOTSTRAP:
+    from providers.bootstrap import start_up as _connections_start_up
+
+    _connections_start_up()
 
 # Last: everything start-up creates exists now (chatapp/gctuning.py).
 tune_gc(freeze=settings.GC_FREEZE, gen0_threshold=settings.GC_GEN0_THRESHOLD)

@@ -26,6 +26,7 @@ by a cookie alone, so it is refused. The validator reads settings on every hands
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,6 +37,7 @@ from django.utils.http import is_same_domain
 
 from accounts.tokens import bearer_from_header
 
+log = logging.getLogger(__name__)
 DEFAULT_PORTS = {"http": 80, "https": 443}
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
 Origin = tuple[str, str, int]  # scheme, host, port
@@ -130,6 +132,51 @@ def origin_allowed(
     return any(_host_allowed(origin_host, port, scheme, p.lower(), debug=debug) for p in hosts)
 
 
+# Why a handshake was refused, for the server's log and the page (GET /api/socket-check): what to fix.
+REFUSALS = {
+    "origin_missing": "A client without Origin must send its API token (Authorization: Bearer).",
+    "origin_invalid": "This page's address cannot open live connections (a sandboxed or file: page).",
+    "https_required": "This page is served over plain http, and the server accepts live connections over "
+    "https only: open it over https, or run the server with DEBUG=true for development.",
+    "host_not_allowed": "The server does not answer to this address: add it to ALLOWED_HOSTS.",
+    "origin_mismatch": "The page and its live connection are on different addresses: open the app at "
+    "one address, or list this page's origin in CSRF_TRUSTED_ORIGINS.",
+}
+
+
+def origin_refusal(
+    origin: str | None,
+    *,
+    bearer: bool,
+    host: str | None = None,
+    allowed_hosts: list[str],
+    trusted_origins: list[str],
+    debug: bool,
+) -> str | None:
+    """Which rule `origin_allowed` refuses this handshake by (a REFUSALS key); None when it accepts."""
+    if origin_allowed(
+        origin,
+        bearer=bearer,
+        host=host,
+        allowed_hosts=allowed_hosts,
+        trusted_origins=trusted_origins,
+        debug=debug,
+    ):
+        return None
+    if origin is None:
+        return "origin_missing"
+    parsed = _parse_origin(origin.lower())
+    if parsed is None:
+        return "origin_invalid"
+    if parsed[0] != "https" and not debug:
+        return "https_required"
+    domain = split_domain_port(host.lower())[0] if host else ""
+    hosts = allowed_hosts or ([".localhost", "127.0.0.1", "[::1]"] if debug else [])
+    if host is not None and not (domain and validate_host(domain, hosts)):
+        return "host_not_allowed"
+    return "origin_mismatch"
+
+
 class SameOriginValidator:
     """ASGI middleware for WebSocket scopes: refuses (403 at the handshake) what `origin_allowed` refuses."""
 
@@ -155,4 +202,20 @@ class SameOriginValidator:
         )
         if allowed:
             return await self.application(scope, receive, send)
+        reason = origin_refusal(
+            origin,
+            bearer=bearer_from_header(authorization) is not None,
+            host=host,
+            allowed_hosts=settings.ALLOWED_HOSTS,
+            trusted_origins=settings.CSRF_TRUSTED_ORIGINS,
+            debug=settings.DEBUG,
+        )
+        # A refused handshake reaches the browser as a bare 1006: the log is where an operator sees why.
+        log.warning(
+            "WebSocket handshake refused (%s): Origin %r, Host %r. %s",
+            reason,
+            origin,
+            host,
+            REFUSALS.get(reason or "", ""),
+        )
         return await WebsocketDenier()(scope, receive, send)

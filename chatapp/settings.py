@@ -262,7 +262,11 @@ PROVIDERS: dict[str, dict[str, Any]] = {
         # Time to first token and tokens per second of the simulated model.
         "ttft_ms": env.float("DEMO_TTFT_MS", default=300.0),
         "tokens_per_s": env.float("DEMO_TOKENS_PER_S", default=40.0),
-        "max_tokens": env.int("DEMO_MAX_TOKENS", default=120),
+        "max_tokens": env.int("DEMO_MAX_TOKENS", default=1000),
+        # A reply of about this many tokens (10 s at 40 tokens/s: time to try Stop and a reload), led
+        # by a line saying it is the demo and how to connect a real model (DEMO_NOTE=false: without).
+        "reply_tokens": env.int("DEMO_REPLY_TOKENS", default=400),
+        "note": env.bool("DEMO_NOTE", default=True),
     },
     "openai": {
         "base_url": env.str("OPENAI_BASE_URL", default="https://api.openai.com/v1"),
@@ -273,6 +277,11 @@ PROVIDERS: dict[str, dict[str, Any]] = {
         "base_url": env.str("ANTHROPIC_BASE_URL", default="https://api.anthropic.com"),
         "api_key": env.str("ANTHROPIC_API_KEY", default=""),
         "model": env.str("ANTHROPIC_MODEL", default="claude-sonnet-4-5"),
+    },
+    "gemini": {
+        "base_url": env.str("GEMINI_BASE_URL", default="https://generativelanguage.googleapis.com"),
+        "api_key": env.str("GEMINI_API_KEY", default=""),
+        "model": env.str("GEMINI_MODEL", default="gemini-2.5-flash"),
     },
 }
 # Timeouts applied to every HTTP provider (seconds).
@@ -303,6 +312,8 @@ GC_GEN0_THRESHOLD: int = env.int("GC_GEN0_THRESHOLD", default=10_000)
 # from METRICS_ALLOWED_IPS (addresses or networks, matched against the TCP peer, never a forwarded
 # header: behind a proxy on the same host every request would come from its address).
 METRICS_TOKEN: str = env.str("METRICS_TOKEN", default="")
+# The staff dashboard's server-side history: one point per this many seconds, for an hour (ops/history.py).
+DASHBOARD_HISTORY_INTERVAL_S: float = env.float("DASHBOARD_HISTORY_INTERVAL_S", default=30.0)
 METRICS_ALLOWED_IPS: list[str] = env.list("METRICS_ALLOWED_IPS", default=[])
 for _entry in METRICS_ALLOWED_IPS:
     try:
@@ -390,3 +401,37 @@ HISTORY_PAGE_SIZE: int = env.int("HISTORY_PAGE_SIZE", default=50)
 if not 1 <= HISTORY_PAGE_SIZE <= 200:
     raise ImproperlyConfigured(f"HISTORY_PAGE_SIZE={HISTORY_PAGE_SIZE}: use 1 to 200 (the largest ?limit=).")
 # --- end limits -------------------------------------------------------------------------------------------
+
+# --- Models and connections (providers/models.py, providers/catalog.py; README "Models and connections") --
+# Fernet key(s) for the API keys stored in the database, comma-separated: the first encrypts, all
+# decrypt (rotation: README). Required with DEBUG off; development derives one from SECRET_KEY.
+_FIELD_KEYS_RAW: str = env.str("FIELD_ENCRYPTION_KEY", default="")
+if not _FIELD_KEYS_RAW:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "FIELD_ENCRYPTION_KEY is not set. With DEBUG off it must hold the Fernet key that encrypts "
+            "connection API keys (make one with: python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())'), and keep it: without it stored API keys are lost."
+        )
+    from core.crypto import derive_key as _derive_key
+
+    _FIELD_KEYS_RAW = _derive_key(SECRET_KEY)
+try:
+    from core.crypto import parse_keys as _parse_keys
+
+    FIELD_ENCRYPTION_KEYS: list[str] = _parse_keys(_FIELD_KEYS_RAW)
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"FIELD_ENCRYPTION_KEY: {_exc}.") from _exc
+# How long a process serves the model catalog (connections, offers, access) from memory before reading
+# it again; a change made in admin in this process applies at once, in the others within this.
+MODEL_CATALOG_TTL_S: float = env.float("MODEL_CATALOG_TTL_S", default=5.0)
+# At server start (chatapp/asgi.py): check the stored keys open, write the environment's connections.
+CONNECTIONS_BOOTSTRAP: bool = env.bool("CONNECTIONS_BOOTSTRAP", default=True)
+# Longest per-thread system prompt, in characters.
+MAX_SYSTEM_PROMPT_CHARS: int = env.int("MAX_SYSTEM_PROMPT_CHARS", default=8000)
+# --- end models and connections ---------------------------------------------------------------------------
+# --- graceful shutdown (chatapp/shutdown.py) ---------------------------------------------------------------
+# On SIGTERM a server process stops listening, closes its sockets with 1012 and lets its running
+# generations finish for at most this long (seconds); one still running then is saved as `interrupted`.
+# 30 s covers most replies; a supervisor's stop timeout must be longer (deploy/ adds 15 s).
+SHUTDOWN_GRACE_S: float = env.float("SHUTDOWN_GRACE_S", default=30.0)

@@ -3,6 +3,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from chatapp.health import healthz
+from chatapp.socketcheck import socket_check
 from ops import views as metrics_views
 from threads import api, share, tree_api, tree_views, views
 
@@ -14,6 +15,7 @@ urlpatterns = [
     path("", views.thread_list_page, name="thread-list"),
     path("threads/<int:thread_id>/", views.thread_page, name="thread"),
     path("threads/<int:thread_id>/delete", views.thread_delete_page, name="thread-delete"),
+    path("settings/chat/", views.chat_settings_page, name="chat-settings"),
     path("threads/<int:thread_id>/archive", tree_views.thread_archive_page, name="thread-archive"),
     path("accounts/", include("accounts.urls")),
     path("admin/", admin.site.urls),
@@ -22,6 +24,7 @@ urlpatterns = [
     path("api/threads/cancel/<str:request_id>", api.cancel),
     path("api/threads/<int:thread_id>", api.thread_item),
     path("api/threads/<int:thread_id>/messages", api.thread_messages),
+    path("api/models", api.models_collection),
     path("api/threads/<int:thread_id>/messages/<int:message_id>/regenerate", tree_api.regenerate_message),
     path("api/threads/<int:thread_id>/export", tree_api.thread_export),
     path("api/threads/import", tree_api.thread_import),
@@ -34,5 +37,7 @@ urlpatterns = [
     path("staff/dashboard/", metrics_views.dashboard, name="staff-dashboard"),
     # Prometheus text for the same callers as /api/metrics (django_prometheus.urls would answer anyone).
     path("metrics", metrics_views.prometheus_metrics, name="prometheus-django-metrics"),
+    # Why the page's WebSocket would be refused (chatapp/socketcheck.py), asked after a failed handshake.
+    path("api/socket-check", socket_check, name="socket-check"),
     path("favicon.ico", RedirectView.as_view(url="/static/favicon.svg", permanent=True)),
 ]

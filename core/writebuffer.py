@@ -52,7 +52,7 @@ class WriteBufferProbe:
         self.inner = inner
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        probe = daphne_probe(send)
+        probe = daphne_probe(send) if scope["type"] == "websocket" else None
         if probe is not None:
             scope = {**scope, SCOPE_KEY: probe}
         return await self.inner(scope, receive, send)

@@ -25,12 +25,13 @@ from django.template.loader import render_to_string
 
 from accounts.auth import request_user
 from accounts.tokens import bearer_from_header
-from ops import metrics
+from ops import history, metrics
 from ops.flags import flags_ready, flags_snapshot
 
-# How often the dashboard polls /api/metrics and how much history its charts keep (5 minutes).
+# How often the dashboard polls /api/metrics and how many of its own polls it keeps (an hour); older
+# points come from the server's history (ops/history.py).
 DASHBOARD_POLL_MS = 2000
-DASHBOARD_POINTS = 150
+DASHBOARD_POINTS = 1800
 
 
 def _error(code: str, message: str, status: int) -> JsonResponse:
@@ -85,6 +86,7 @@ def _only_get() -> JsonResponse:
 
 
 async def _summary() -> dict[str, Any]:
+    history.ensure_sampler()
     await flags_ready()
     data = await asyncio.to_thread(metrics.summary)
     # "flags": the effective values of the answering process; "flags_by_process": every process's.
@@ -141,6 +143,8 @@ async def dashboard(request: HttpRequest) -> HttpResponse:
             "flags": sorted(summary["flags"].items()),
             "poll_ms": DASHBOARD_POLL_MS,
             "points": DASHBOARD_POINTS,
+            "history": history.HISTORY.as_list(),
+            "history_s": int(history.HISTORY_S),
         },
     )
     resp = HttpResponse(html)

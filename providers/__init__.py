@@ -30,6 +30,7 @@ from ._errors import (
     ProviderTransportError,
     UnknownProvider,
 )
+from ._gemini import GeminiProvider
 from ._http import HTTPProvider, Timeouts
 from ._openai import OpenAIProvider
 from ._registry import available_providers, build_provider, get_provider
@@ -40,6 +41,7 @@ __all__ = [
     "ChatMessage",
     "Completion",
     "DemoProvider",
+    "GeminiProvider",
     "GenerationParams",
     "HTTPProvider",
     "OnRateLimited",

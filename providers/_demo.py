@@ -1,7 +1,9 @@
 """The demo provider: a simulated model that needs no API key and no network.
 
-It streams the text of `compose_reply` token by token, with the timing of a real model
-(`ttft_ms` before the first token, then `tokens_per_s`), and stops at `max_tokens`.
+It streams the text of `demo_reply` token by token, with the timing of a real model
+(`ttft_ms` before the first token, then `tokens_per_s`), and stops at `max_tokens`. With `note` the
+reply says first that it comes from the demo and how to connect a real model; `reply_tokens` pads it to
+about that many tokens (settings: 400, ten seconds at 40 tokens/s: time to try Stop or a reload).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from ._base import ChatMessage, Completion, GenerationParams, Provider, StreamEvent, TextDelta
-from ._demo_text import compose_reply, count_tokens, split_tokens
+from ._demo_text import count_tokens, demo_reply, split_tokens
 
 
 class DemoProvider(Provider):
@@ -25,6 +27,8 @@ class DemoProvider(Provider):
         ttft_ms: float = 300.0,
         tokens_per_s: float = 40.0,
         max_tokens: int = 120,
+        reply_tokens: int = 0,
+        note: bool = False,
     ) -> None:
         self.name = name
         self.default_model = model
@@ -32,6 +36,8 @@ class DemoProvider(Provider):
         # <= 0 means "as fast as possible" (tests use it).
         self.tokens_per_s = tokens_per_s
         self.max_tokens = max_tokens
+        self.reply_tokens = reply_tokens
+        self.note = note
 
     @classmethod
     def from_settings(cls, name: str, config: Mapping[str, Any], **overrides: Any) -> DemoProvider:
@@ -41,6 +47,8 @@ class DemoProvider(Provider):
             "ttft_ms": float(config.get("ttft_ms", 300.0)),
             "tokens_per_s": float(config.get("tokens_per_s", 40.0)),
             "max_tokens": int(config.get("max_tokens", 120)),
+            "reply_tokens": int(config.get("reply_tokens", 0)),
+            "note": bool(config.get("note", False)),
         }
         options.update(overrides)
         return cls(name=name, **options)
@@ -52,7 +60,7 @@ class DemoProvider(Provider):
         self, messages: Sequence[ChatMessage], params: GenerationParams
     ) -> AsyncIterator[StreamEvent]:
         """Yield the reply's tokens on the simulated schedule, then one `Completion`."""
-        tokens = split_tokens(compose_reply(messages))
+        tokens = split_tokens(demo_reply(messages, min_tokens=self.reply_tokens, note=self.note))
         limit = max(0, min(self.max_tokens, params.max_tokens))
         finish_reason = "stop" if len(tokens) <= limit else "length"
         tokens = tokens[:limit]

@@ -251,3 +251,27 @@ def _code_reply(rng: random.Random, prompt: str, topic: str) -> str:
     code = _SNIPPETS[lang].format(name=name, camel=camel)
     intro = rng.choice(_CODE_INTROS).format(lang=_LANGUAGE_NAMES.get(lang, lang.title()), topic=topic)
     return f"{intro}\n\n```{lang}\n{code}\n```\n\n{rng.choice(_CODE_OUTROS)}"
+
+
+# Said first in every demo reply (when the provider's `note` is on), so nobody mistakes it for a model.
+DEMO_NOTE = (
+    "*This is chatapp's built-in **demo model**: simulated text, no real model. To chat with one, start "
+    "the server with a provider configured, for example `DEFAULT_PROVIDER=openai OPENAI_API_KEY=sk-... "
+    'make run` (README, "Providers").*'
+)
+_MORE_HEADINGS = ("More detail", "Going further", "In practice", "A closer look", "Next steps")
+
+
+def demo_reply(messages: Sequence[ChatMessage], *, min_tokens: int = 0, note: bool = False) -> str:
+    """`compose_reply`, led by DEMO_NOTE when `note`, and padded with paragraphs until it is at least
+    `min_tokens` tokens long: long enough to press Stop or reload mid-stream."""
+    parts = [DEMO_NOTE, compose_reply(messages)] if note else [compose_reply(messages)]
+    rng = random.Random(conversation_seed(messages) + 1)
+    length = sum(len(split_tokens(p)) for p in parts)
+    while length < min_tokens:
+        heading = f"### {rng.choice(_MORE_HEADINGS)}"
+        body = _sentences(rng, _BODY, 3)
+        bullets = "\n".join(f"- {item.format(topic='it')}" for item in rng.sample(list(_LIST_ITEMS), 2))
+        parts.append(f"{heading}\n\n{body}\n\n{bullets}")
+        length += len(split_tokens(parts[-1]))
+    return "\n\n".join(parts)

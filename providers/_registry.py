@@ -1,4 +1,5 @@
-"""Provider instances by name, one per (name, event loop), built from `settings.PROVIDERS`.
+"""Provider instances by name, one per (name, event loop), built from the model catalog's connection of
+that name (providers/catalog.py: the database's connections), else from `settings.PROVIDERS`.
 
 HTTP providers own an `httpx.AsyncClient`, whose connections belong to the loop that opened them,
 so instances are cached per running loop (like channels_redis keeps connections per loop) and never
@@ -20,20 +21,25 @@ from typing import Any
 from django.conf import settings
 
 from core import loopres
+from providers import catalog
 
 from ._anthropic import AnthropicProvider
 from ._base import Provider
 from ._demo import DemoProvider
 from ._errors import UnknownProvider
+from ._gemini import GeminiProvider
 from ._http import Timeouts
 from ._openai import OpenAIProvider
 
 ProviderFactory = Callable[[str, Mapping[str, Any]], Provider]
 
 
-def _http_factory(cls: type[OpenAIProvider] | type[AnthropicProvider]) -> ProviderFactory:
+def _http_factory(
+    cls: type[OpenAIProvider] | type[AnthropicProvider] | type[GeminiProvider],
+) -> ProviderFactory:
     def build(name: str, config: Mapping[str, Any]) -> Provider:
-        return cls.from_settings(name, config, timeouts=Timeouts.from_settings(settings.PROVIDER_TIMEOUTS))
+        timeouts = Timeouts.from_settings(config.get("timeouts") or settings.PROVIDER_TIMEOUTS)
+        return cls.from_settings(name, config, timeouts=timeouts)
 
     return build
 
@@ -42,10 +48,11 @@ _FACTORIES: dict[str, ProviderFactory] = {
     "demo": DemoProvider.from_settings,
     "openai": _http_factory(OpenAIProvider),
     "anthropic": _http_factory(AnthropicProvider),
+    "gemini": _http_factory(GeminiProvider),
 }
 
 # Weak keys: a closed and dropped loop takes its instances with it instead of leaking them.
-_instances: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Provider]] = (
+_instances: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, tuple[str, Provider]]] = (
     weakref.WeakKeyDictionary()
 )
 # Several threads may each run a loop (sync_to_async workers, test servers): guard the dict itself.
@@ -56,6 +63,21 @@ def _kind(name: str, config: Mapping[str, Any]) -> str:
     return str(config.get("kind", name))
 
 
+# Instances replaced because their connection changed, closed with the loop (one may still be streaming).
+_retired: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Provider]] = weakref.WeakKeyDictionary()
+
+
+def _config(name: str) -> Mapping[str, Any] | None:
+    """The connection `name` of the catalog in memory, else the settings entry."""
+    known = catalog.peek()
+    info = known.connections.get(name) if known is not None else None
+    return info.config if info is not None else settings.PROVIDERS.get(name)
+
+
+def _fingerprint(config: Mapping[str, Any]) -> str:
+    return repr(sorted((k, repr(v)) for k, v in config.items()))
+
+
 def available_providers() -> list[str]:
     """Names of the configured providers that this code can build, in settings order."""
     return [name for name, config in settings.PROVIDERS.items() if _kind(name, config) in _FACTORIES]
@@ -63,7 +85,7 @@ def available_providers() -> list[str]:
 
 def build_provider(name: str) -> Provider:
     """A new, uncached instance of provider `name` (the caller must `aclose()` it)."""
-    config = settings.PROVIDERS.get(name)
+    config = _config(name)
     factory = _FACTORIES.get(_kind(name, config)) if config is not None else None
     if config is None or factory is None:
         known = ", ".join(available_providers()) or "(none)"
@@ -89,14 +111,22 @@ def get_provider(name: str | None = None) -> Provider:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return build_provider(name)
+    config = _config(name)
+    stamp = _fingerprint(config) if config is not None else ""
     with _lock:
         per_loop = _instances.get(loop)
         if per_loop is None:
             per_loop = _instances[loop] = {}
             loopres.register(_close_providers, stage=loopres.Stage.CLIENT)
-        provider = per_loop.get(name)
-        if provider is None:
-            provider = per_loop[name] = build_provider(name)
+        found = per_loop.get(name)
+        if found is not None and found[0] == stamp:
+            return found[1]
+        provider = build_provider(name)
+        if (
+            found is not None
+        ):  # staff changed the connection (its key, URL...): the next call uses the new one
+            _retired.setdefault(loop, []).append(found[1])
+        per_loop[name] = (stamp, provider)
     return provider
 
 
@@ -104,6 +134,6 @@ async def _close_providers() -> None:
     """Close and forget every provider instance bound to the running loop."""
     loop = asyncio.get_running_loop()
     with _lock:
-        providers = list(_instances.pop(loop, {}).values())
+        providers = [p for _, p in _instances.pop(loop, {}).values()] + _retired.pop(loop, [])
     for provider in providers:
         await provider.aclose()

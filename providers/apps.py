@@ -2,7 +2,12 @@ from django.apps import AppConfig
 
 
 class ProvidersConfig(AppConfig):
-    # No models of its own since FeatureFlag moved to ops; kept installed so its migration history applies.
+    # Connections and model offers (providers/models.py); the catalog reloads when they change.
     name = "providers"
     verbose_name = "Providers"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from providers import catalog
+
+        catalog.connect_signals()

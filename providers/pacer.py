@@ -101,16 +101,19 @@ class Pacer:
         """The in-process buckets (the fallback when Redis is configured)."""
         return self._local
 
-    async def acquire(self, provider: str) -> float:
+    async def acquire(self, provider: str, limit: Limit | None = None) -> float:
         """Wait for `provider`'s next slot and return the milliseconds waited (0.0 when the
         `PACER_ENABLED` flag is off). Raises `PacerRejected` at once, without waiting, when the
-        slot is more than `max_wait` away."""
+        slot is more than `max_wait` away. `provider` names the bucket (a connection's, or one several
+        connections share); `limit`, when given, is its limit instead of the settings'."""
         if not self._enabled():
             return 0.0
         started = self._clock()
         # Not guarded: a cancel during the Redis round trip may leave a slot reserved that we never
         # learned the number of; it stays unused (capacity lost for one interval, never excess).
-        backend, limit, grant = await self._reserve(provider, self.limit_for(provider))
+        backend, limit, grant = await self._reserve(
+            provider, self.limit_for(provider) if limit is None else limit
+        )
         if not grant.admitted:
             raise self._rejected(provider, grant.wait_s, grant.retry_after_s or 0.0)
         if grant.wait_s > 0:

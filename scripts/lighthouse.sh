@@ -50,6 +50,7 @@ BASE="http://127.0.0.1:$PORT"
 # DEBUG, the thread page's WebSocket Origin (http, a non-default port) must be trusted by name.
 export DEBUG=false SECRET_KEY="lighthouse-$RANDOM-$RANDOM-$RANDOM-not-a-real-secret-key-0123456789" \
   ALLOWED_HOSTS=127.0.0.1,localhost SECURE_SSL_REDIRECT=false \
+  FIELD_ENCRYPTION_KEY="$("$PY" -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')" \
   CSRF_TRUSTED_ORIGINS="$BASE,http://localhost:$PORT" \
   DATABASE_URL="sqlite:///$WORK/db.sqlite3" DJANGO_SETTINGS_MODULE=chatapp.settings
 unset REDIS_URL
@@ -159,6 +160,10 @@ audit login "/accounts/login/"  # logged out: a session would redirect it to the
 log_in
 audit list "/"
 audit thread "/threads/$THREAD_ID/"
+# The staff dashboard (#22 item 9), as the same user made staff (an update: no signal, the session stays).
+USERNAME="$(node -p 'JSON.parse(process.argv[1]).username' "$SEED")"
+"$PY" manage.py shell -c "from django.contrib.auth.models import User; User.objects.filter(username='$USERNAME').update(is_staff=True)"
+audit dashboard "/staff/dashboard/"
 # A share page is noindex by design (#18): Lighthouse's is-crawlable audit would fail it for that alone.
 audit share "/s/$SHARE_TOKEN" --skip-audits=is-crawlable
 exit "$FAILED"

@@ -58,6 +58,15 @@ def _fast_demo(settings: Any) -> None:
     }
 
 
+def _model_caches_reset() -> None:
+    """The model catalog and users' groups are per-process caches too (providers/catalog.py)."""
+    from providers import catalog
+    from threads import modelaccess
+
+    catalog.reset(drop=True)
+    modelaccess.reset()
+
+
 @pytest.fixture(autouse=True)
 async def _fresh_layer_and_services() -> AsyncIterator[None]:
     """Each test gets a new channel layer and flag cache, and its loop's resources (generation
@@ -71,6 +80,7 @@ async def _fresh_layer_and_services() -> AsyncIterator[None]:
     flags_reset()
     _token_users.clear()  # per-process caches: ids are reused after each test's flush
     _threads.clear()
+    _model_caches_reset()
     yield
     await aclose_all()
     flags_reset()

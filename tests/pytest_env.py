@@ -16,3 +16,7 @@ os.environ.setdefault("DEBUG", "true")
 # tests the tuning on its own). Servers the tests start inherit this.
 os.environ.setdefault("GC_FREEZE", "false")
 os.environ.setdefault("GC_GEN0_THRESHOLD", "0")
+# The test process imports chatapp.asgi before any test database exists: no start-up bootstrap of
+# connections there (tests/providers/test_bootstrap.py runs it on purpose). Servers the tests start
+# inherit this, and serve the settings' providers as connections, as a fresh deployment does.
+os.environ.setdefault("CONNECTIONS_BOOTSTRAP", "false")

@@ -143,6 +143,8 @@ def _server_env(extra: Mapping[str, str] | None, metrics_dir: str) -> dict[str, 
         SEND_RATE_PER_MIN="0",
         MAX_SOCKETS_PER_USER="0",
         LOG_LEVEL="INFO",
+        # A SIGTERM drains (chatapp/shutdown.py) within STOP_TIMEOUT_S.
+        SHUTDOWN_GRACE_S="5",
     )
     env.update(extra or {})
     return env

@@ -15,7 +15,8 @@ from django.http.response import HttpResponseBase
 from core.dbasync import db_async
 from core.outages import DEPENDENCY_DOWN
 from ops import metrics
-from threads import chat, errors, events, fanout, quotas, selectors, services
+from providers.catalog import acatalog
+from threads import chat, errors, events, fanout, modelaccess, quotas, selectors, services
 from threads.generation import generation_service
 from threads.http import api_view, authed_user, body_json, json_response, sse
 from threads.limits import parse_id
@@ -27,6 +28,7 @@ from threads.validation import (
     parse_request_id,
     parse_send,
     parse_thread_create,
+    parse_thread_patch,
 )
 
 
@@ -34,7 +36,11 @@ from threads.validation import (
 async def threads_collection(request: HttpRequest) -> HttpResponseBase:
     user = authed_user(request)
     if request.method == "POST":
-        data = parse_thread_create(body_json(request), max_title_chars=settings.MAX_TITLE_CHARS)
+        data = parse_thread_create(
+            body_json(request),
+            max_title_chars=settings.MAX_TITLE_CHARS,
+            max_system_prompt_chars=settings.MAX_SYSTEM_PROMPT_CHARS,
+        )
         thread = await db_async(services.thread_create)(owner=user, data=data)
         chat.remember_created(thread)
         return json_response(events.thread_data(thread), status=201)
@@ -54,13 +60,32 @@ async def _thread_or_404(request: HttpRequest, thread_id: int) -> Any:
     return thread
 
 
-@api_view({"GET", "DELETE", "PATCH"})
+@api_view({"GET"})
+async def models_collection(request: HttpRequest) -> HttpResponseBase:
+    """The models the caller may use (providers/catalog.py, threads/modelaccess.py)."""
+    user = authed_user(request)
+    cat = await acatalog()
+    return json_response({"models": modelaccess.models_for(cat, await modelaccess.agroup_ids(user))})
+
+
+@api_view({"GET", "PATCH", "DELETE"})
 async def thread_item(request: HttpRequest, thread_id: int) -> HttpResponseBase:
     thread = await _thread_or_404(request, thread_id)
-    if request.method == "PATCH":  # the conversation tree's changes (#18)
-        from threads.tree_api import thread_patch
+    if request.method == "PATCH":
+        from threads.tree_api import TREE_FIELDS, thread_patch
 
-        return await thread_patch(request, thread)
+        if body_json(request).keys() & TREE_FIELDS:  # the conversation tree's changes (#18)
+            return await thread_patch(request, thread)
+        patch = parse_thread_patch(
+            body_json(request),
+            max_title_chars=settings.MAX_TITLE_CHARS,
+            max_system_prompt_chars=settings.MAX_SYSTEM_PROMPT_CHARS,
+        )
+        updated = await db_async(services.thread_update)(
+            thread=thread, user=authed_user(request), patch=patch
+        )
+        await chat.thread_changed(updated)
+        return json_response(events.thread_data(updated))
     if request.method == "DELETE":
         running = await db_async(services.thread_delete)(thread=thread)
         await generation_service().cancel_all(running)  # after commit: nothing else would stop them

@@ -23,7 +23,7 @@ from core.singleflight import Singleflight
 from core.ttlcache import TTLCache
 from ops import metrics
 from ops.flags import flag_enabled
-from threads import branches, coalescing, events, fanout, quotas, selectors, services
+from threads import branches, coalescing, control, events, fanout, modelaccess, quotas, selectors, services
 from threads.coalescing import LEASE_S
 from threads.generation import Generation, generation_service
 from threads.models import Message, Thread
@@ -66,6 +66,25 @@ async def thread_for_send(*, user: AbstractBaseUser, thread_id: int) -> Thread |
     return thread if thread is not None and selectors.may_see(user, thread) else None
 
 
+def forget(thread_id: int) -> None:
+    """The thread changed elsewhere (a model switch): the next send reads it again."""
+    _threads.discard(thread_id)
+
+
+control.on_thread_changed = forget  # another process's PATCH (threads/control.py)
+
+
+async def thread_changed(thread: Thread) -> None:
+    """After a PATCH: this process keeps the new copy; the others drop theirs (control group), and every
+    open tab follows (thread.updated)."""
+    remember_created(thread)
+    svc = generation_service()
+    svc.ensure_started()
+    with contextlib.suppress(*DEPENDENCY_DOWN):  # Redis away: the others' copies expire in THREAD_TTL_S
+        await control.send_thread_changed(svc.layer, thread.pk)
+    await svc.broadcast(thread.pk, events.thread_updated(events.thread_data(thread)))
+
+
 def remember_created(thread: Thread) -> None:
     """A thread just created: its first send needs no query to find it."""
     _threads.put(thread.pk, thread)
@@ -97,6 +116,13 @@ async def send(
 async def _send(
     *, user: AbstractBaseUser, thread: Thread, req: SendRequest, reply_channel: str | None = None
 ) -> SendOutcome:
+    # The caller's copy may predate a model switch (a socket keeps the thread it connected to).
+    thread = (
+        await _threads.get_or_load(thread.pk, lambda: db_async(selectors.thread_by_id)(thread_id=thread.pk))
+        or thread
+    )
+    # Every send: a model withdrawn, or whose group the user left, since the thread was created.
+    await modelaccess.acheck(user, provider=thread.provider, model=thread.model)
     fp = coalescing.fingerprint(thread_id=thread.pk, req=req)
     known = await coalescing.replayed(user_id=user.pk, req=req, fp=fp)
     if known is not None:

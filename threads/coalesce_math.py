@@ -30,12 +30,16 @@ def coalesce_key(
     return "coal:" + hashlib.sha256(raw.encode()).hexdigest()[:40]
 
 
-def burst_prekey(*, thread_id: int, parent_id: int | None, content: str, provider: str, model: str) -> str:
+def burst_prekey(
+    *, thread_id: int, parent_id: int | None, content: str, provider: str, model: str, params: str = ""
+) -> str:
     """What identifies a burst *while its leader is generating*, before the anchor is known: a send
     matching a running leader's prekey joins it without reading the thread's head (in a burst of 200
     identical sends, 199 database reads that would queue the leader's own writes)."""
     raw = json.dumps(
-        [thread_id, parent_id, normalize_content(content), provider, model], separators=(",", ":")
+        [thread_id, parent_id, normalize_content(content), provider, model]
+        + ([params] if params else []),  # without params, the key is what it always was
+        separators=(",", ":"),
     )
     return "pre:" + hashlib.sha256(raw.encode()).hexdigest()[:40]
 

@@ -22,6 +22,7 @@ in process, or Redis shared by every process).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -133,6 +134,7 @@ async def join(thread: Thread, req: SendRequest) -> Burst:
         content=req.content,
         provider=thread.provider,
         model=thread.model,
+        params=key_params(thread),
     )
     key = _running_bursts().get(prekey) or await _deriving.do(prekey, lambda: _derive_key(thread, req))
     return Burst(key=key, prekey=prekey, claim=await coalescer().claim(key))
@@ -223,7 +225,14 @@ async def _derive_key(thread: Thread, req: SendRequest) -> str:
         content=req.content,
         provider=thread.provider,
         model=thread.model,
+        params=key_params(thread),
     )
+
+
+def key_params(thread: Thread) -> str:
+    """What else changes the answer: the system prompt (a hash, so keys stay short)."""
+    prompt = thread.system_prompt
+    return "" if not prompt else "sys:" + hashlib.sha256(prompt.encode()).hexdigest()[:32]
 
 
 # Sends of one burst that arrive before its leader has claimed share one derivation of the key (the

@@ -65,6 +65,9 @@ class ThreadConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
+            # Refused before accept: the browser sees 1006, so the log says why (chatapp/socketcheck.py
+            # tells the page).
+            log.warning("WebSocket handshake refused (unauthenticated): %s", self.scope.get("path"))
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         if not await self._rights_fresh(user):
@@ -246,6 +249,8 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             if rid in self._sent:
                 self._sent.discard(rid)
                 metrics.request(events.request_outcome(event))
+        elif event.get("type") == "thread.updated":
+            chat.forget(self.thread_id)  # this process's copy predates the switch (it may be another's PATCH)
         await self._send_json(event)
         if event.get("type") == "thread.updated":
             await self._resnapshot()

@@ -33,6 +33,21 @@ async def send_cancel(layer: BaseChannelLayer, message_id: int) -> None:
     await layer.group_send(groups.CONTROL_GROUP, {"type": groups.CONTROL_CANCEL, "message_id": message_id})
 
 
+async def send_thread_changed(layer: BaseChannelLayer, thread_id: int) -> None:
+    """Tell every process that thread `thread_id` changed (its cached copy is stale)."""
+    await layer.group_send(
+        groups.CONTROL_GROUP, {"type": groups.CONTROL_THREAD_CHANGED, "thread_id": thread_id}
+    )
+
+
+def _no_thread_cache(thread_id: int) -> None:
+    """Until threads/chat.py (which imports this module) installs its own."""
+
+
+# Called with a changed thread's id in every process.
+on_thread_changed: Callable[[int], None] = _no_thread_cache
+
+
 class RecentCancels:
     """Message ids cancelled while no generation of theirs ran here, each for HEARD_TTL_S (oldest first)."""
 
@@ -118,3 +133,5 @@ class ControlListener:
             if msg.get("type") == groups.CONTROL_CANCEL and isinstance(msg.get("message_id"), int):
                 if not self._on_cancel(msg["message_id"]):
                     self.heard.add(msg["message_id"])
+            elif msg.get("type") == groups.CONTROL_THREAD_CHANGED and isinstance(msg.get("thread_id"), int):
+                on_thread_changed(msg["thread_id"])

@@ -16,6 +16,9 @@ class ThreadData(TypedDict):
     title: str
     provider: str
     model: str
+    # "<connection>/<model>", as GET /api/models names it.
+    model_id: str
+    system_prompt: str
     created_at: str | None
     updated_at: str | None
     # The conversation tree (#18): the end of the branch shown; archived threads leave the list.
@@ -44,6 +47,8 @@ class MessageData(TypedDict):
     output_tokens: NotRequired[int | None]
     finish_reason: NotRequired[str | None]
     error: NotRequired[ErrorData]
+    # The model that answered ("<connection>/<model>").
+    model_id: NotRequired[str]
 
 
 class InFlight(TypedDict):
@@ -123,19 +128,21 @@ class SocketErrorEvent(TypedDict):
     error: ErrorData
 
 
-class ThreadUpdatedEvent(TypedDict):
-    """A thread was renamed, archived, or switched to another branch: every open tab follows."""
-
-    type: Literal["thread.updated"]
-    thread: ThreadData
-
-
 class ErrorBody(TypedDict):
     error: ErrorData
 
 
 TerminalEvent = MessageDoneEvent | MessageCancelledEvent | MessageErrorEvent
 StreamEvent = MessageStartEvent | MessageDeltaEvent | TerminalEvent
+
+
+class ThreadUpdatedEvent(TypedDict):
+    """The thread's title, model or system prompt changed (PATCH): every open tab follows."""
+
+    type: Literal["thread.updated"]
+    thread: ThreadData
+
+
 ClientEvent = StreamEvent | SnapshotEvent | HistoryEvent | SocketErrorEvent | ThreadUpdatedEvent
 
 
@@ -149,6 +156,8 @@ def thread_data(t: Any) -> ThreadData:
         "title": t.title,
         "provider": t.provider,
         "model": t.model,
+        "model_id": f"{t.provider}/{t.model}",
+        "system_prompt": t.system_prompt,
         "created_at": iso(t.created_at),
         "updated_at": iso(t.updated_at),
         "current_leaf_id": getattr(t, "current_leaf_id", None),
@@ -171,13 +180,10 @@ def message_data(m: Any) -> MessageData:
         data["input_tokens"] = m.input_tokens
         data["output_tokens"] = m.output_tokens
         data["finish_reason"] = m.finish_reason
+        data["model_id"] = m.model_id
         if m.error_code:
             data["error"] = {"code": m.error_code, "message": m.error_message}
     return data
-
-
-def thread_updated(thread: Any) -> ThreadUpdatedEvent:
-    return {"type": "thread.updated", "thread": thread_data(thread)}
 
 
 def error_body(code: str, message: str) -> ErrorBody:
@@ -201,6 +207,10 @@ def snapshot(
         event["siblings"] = tree.get("siblings", {})
         event["current_leaf_id"] = tree.get("current_leaf_id")
     return event
+
+
+def thread_updated(thread: ThreadData) -> ThreadUpdatedEvent:
+    return {"type": "thread.updated", "thread": thread}
 
 
 def history(*, before: int, page: Mapping[str, Any]) -> HistoryEvent:

@@ -20,6 +20,7 @@ from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
 
 from core import loopres
+from core.gcra import Limit
 from core.outages import DATABASE_DOWN
 from ops import metrics
 from providers import (
@@ -27,6 +28,7 @@ from providers import (
     Completion,
     GenerationParams,
     ProviderError,
+    catalog,
     get_provider,
     stream_with_retries,
 )
@@ -146,6 +148,8 @@ class GenerationService:
         )
         params = GenerationParams(model=prepared.model)
         history = [ChatMessage(role, content) for role, content in prepared.history]  # type: ignore[arg-type]
+        if prepared.system_prompt:  # each provider sends it its own way (providers/_*.py)
+            history.insert(0, ChatMessage("system", prepared.system_prompt))
         # A fresh context: a task created during a request would inherit that request's
         # thread-sensitive executor, and its database calls would fail once the request ended.
         gen.task = asyncio.create_task(
@@ -297,7 +301,8 @@ class GenerationService:
         leaders get here: followers take no token."""
         provider = get_provider(provider_name)
         pacer = pacer_for_loop()
-        gen.queue_wait_ms = await pacer.acquire(provider_name)
+        bucket, limit = _pacing(provider_name)
+        gen.queue_wait_ms = await pacer.acquire(bucket, limit)
         metrics.observe_queue_wait_ms(gen.queue_wait_ms)
         completion: Completion | None = None
         async for ev in stream_with_retries(
@@ -305,7 +310,7 @@ class GenerationService:
             history,
             params,
             max_retries=settings.PROVIDER_MAX_RETRIES,
-            on_rate_limited=functools.partial(pacer.pause, provider_name),
+            on_rate_limited=functools.partial(pacer.pause, bucket),
         ):
             if isinstance(ev, Completion):
                 completion = ev
@@ -368,6 +373,16 @@ class GenerationService:
             self._sweeper = asyncio.create_task(
                 sweep.sweep_forever(self), name="generation-sweeper", context=contextvars.Context()
             )
+
+
+def _pacing(connection: str) -> tuple[str, Limit | None]:
+    """The connection's pacer bucket (shared by the connections naming it) and limit, from the catalog
+    the send's access check just read; a name it lacks keeps the settings' bucket of that name."""
+    known = catalog.peek()
+    info = known.connections.get(connection) if known is not None else None
+    if info is None:
+        return connection, None
+    return info.bucket, Limit.per_second(info.rps, max(1, info.burst))
 
 
 _services: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GenerationService] = (

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 CONTROL_GROUP = "chatapp.control"
 THREAD_EVENT = "thread.event"
 CONTROL_CANCEL = "control.cancel"
+# A thread changed (PATCH: its model or system prompt): every process reads it again at its next send.
+CONTROL_THREAD_CHANGED = "control.thread_changed"
 # Sent to a user's group when a session logs out, an API token is revoked, or the user loses rights
 # (deactivated, deleted, demoted, a new password; consumer: `auth_revoked`).
 AUTH_REVOKED = "auth.revoked"

@@ -144,3 +144,68 @@ def _wrap_scrollables(html: str) -> str:
         .replace("<table>", '<div class="scroll" tabindex="0"><table>')
         .replace("</table>", "</table></div>")
     )
+
+
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})", re.M)
+_PAIRS = ("**", "__", "~~")
+
+
+def close_unfinished(text: str) -> str:
+    """Markdown cut off mid-reply (a stopped or failed stream), closed so that it renders as it was
+    meant: an open code fence is closed, and so are an inline code span and `**`, `__`, `~~`, `*`, `_`
+    left open in the last paragraph (an opener with nothing after it is dropped instead).
+    static/chat/markdown.js does the same to streamed text (tests/threads/test_markdown_close.py)."""
+    fences = list(_FENCE.finditer(text))
+    open_fence = ""
+    for m in fences:
+        if not open_fence:
+            open_fence = m[1]
+        elif m[1][0] == open_fence[0] and len(m[1]) >= len(open_fence):
+            open_fence = ""
+    if open_fence:
+        return f"{text.rstrip(chr(10))}\n{open_fence}"
+    # The last paragraph: after the last blank line, or after the line of the last (closing) fence.
+    cut = text.rfind("\n\n") + 2 if "\n\n" in text else 0
+    if fences:
+        line_end = text.find("\n", fences[-1].end())
+        cut = max(cut, len(text) if line_end < 0 else line_end + 1)
+    head, block = text[:cut], text[cut:]
+    stack: list[tuple[str, int]] = []  # (marker, where it opened in `block`)
+    code = -1  # where an open inline code span started
+    i = 0
+    while i < len(block):
+        char = block[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == "`":
+            run = len(block[i:]) - len(block[i:].lstrip("`"))
+            code = -1 if code >= 0 else i
+            i += run
+            continue
+        if code >= 0 or char not in "*_~":
+            i += 1
+            continue
+        pair = block[i : i + 2]
+        marker = pair if pair in _PAIRS else char
+        if marker == "~":
+            i += 1
+            continue
+        before = block[i - 1] if i else " "
+        after = block[i + len(marker)] if i + len(marker) < len(block) else ""
+        if stack and stack[-1][0] == marker and not before.isspace():
+            stack.pop()
+        elif not after or (not after.isspace() and not (marker == "_" and before.isalnum())):
+            stack.append((marker, i))
+        i += len(marker)
+    if code >= 0:
+        stack = [s for s in stack if s[1] < code]
+        stack.append(("`", code))
+    closing = ""
+    for marker, at in reversed(stack):
+        if not block[at + len(marker) :].strip():  # nothing after the opener: drop it
+            block = block[:at].rstrip(" ")
+            continue
+        block = block.rstrip()
+        closing += marker
+    return head + block + closing

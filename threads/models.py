@@ -16,6 +16,8 @@ class Thread(models.Model):
     title = models.CharField(max_length=200, blank=True, default="")
     provider = models.CharField(max_length=32)
     model = models.CharField(max_length=128)
+    # Sent before the conversation, the way the thread's provider expects (providers/_*.py).
+    system_prompt = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     # The conversation tree (#18): the end of the branch shown and continued; null before any message.
@@ -67,6 +69,8 @@ class Message(models.Model):
     finish_reason = models.CharField(max_length=32, null=True, blank=True, default=None)
     error_code = models.CharField(max_length=64, blank=True, default="")
     error_message = models.CharField(max_length=500, blank=True, default="")
+    # The model that answered ("<connection>/<model>"): a thread may switch model between sends.
+    model_id = models.CharField(max_length=200, blank=True, default="")
 
     class Meta:
         ordering = ["id"]
@@ -99,6 +103,18 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role} #{self.pk} ({self.status})"
+
+
+class ChatPreferences(models.Model):
+    """A user's chat defaults: the system prompt new threads start with."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_preferences"
+    )
+    system_prompt = models.TextField(blank=True, default="")
+
+    def __str__(self) -> str:
+        return f"Chat preferences of user {self.user_id}"
 
 
 class ShareLink(models.Model):

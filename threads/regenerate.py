@@ -137,7 +137,7 @@ async def announce(thread_id: int) -> events.ThreadData | None:
     thread = await db_async(Thread.objects.filter(pk=thread_id).first)()
     if thread is None:
         return None
-    event = events.thread_updated(thread)
+    event = events.thread_updated(events.thread_data(thread))
     await generation_service().broadcast(thread_id, event)
     return event["thread"]
 

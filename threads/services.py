@@ -17,9 +17,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, F, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone
 
-from threads import branches, events, selectors
-from threads.models import Message, Thread
-from threads.validation import InvalidInput, SendRequest, ThreadCreate
+from providers.catalog import catalog
+from threads import branches, events, modelaccess, selectors
+from threads.models import ChatPreferences, Message, Thread
+from threads.validation import InvalidInput, SendRequest, ThreadCreate, ThreadPatch
 
 
 class NotFound(Exception):
@@ -44,25 +45,45 @@ class PreparedSend:
     history: list[tuple[str, str]] = field(default_factory=list)
     # True when the rows already existed (a replayed request_id): nothing new was written.
     replay: bool = False
+    system_prompt: str = ""
 
 
 def thread_create(*, owner: User, data: ThreadCreate) -> Thread:
-    from providers import available_providers
+    """A thread on the model `data` names, if `owner` may use it (else 400 `model_not_allowed`), or
+    their default model; its system prompt, else the owner's default one."""
+    offer = modelaccess.choose(
+        catalog(), modelaccess.group_ids(owner), model=data.model, provider=data.provider
+    )
+    prompt = data.system_prompt
+    if prompt is None:
+        prompt = (
+            ChatPreferences.objects.filter(user=owner).values_list("system_prompt", flat=True).first() or ""
+        )
+    return Thread.objects.create(
+        owner=owner, title=data.title, provider=offer.connection, model=offer.model, system_prompt=prompt
+    )
 
-    provider = data.provider or settings.DEFAULT_PROVIDER
-    if provider not in available_providers():
-        raise InvalidInput(
-            "unknown_provider",
-            f"Unknown provider {provider!r}; choose one of: {', '.join(available_providers())}.",
-        )
-    configured = settings.PROVIDERS[provider]["model"]
-    # Any other name would run the operator's key on whatever model a user asks for (or make a vLLM or
-    # Ollama server load it): until models are managed as data, only the configured one is allowed.
-    if data.model is not None and data.model != configured:
-        raise InvalidInput(
-            "model_not_allowed", f"Model {data.model!r} is not offered; this server offers {configured!r}."
-        )
-    return Thread.objects.create(owner=owner, title=data.title, provider=provider, model=configured)
+
+def thread_update(*, thread: Thread, user: AbstractBaseUser, patch: ThreadPatch) -> Thread:
+    """Rename, switch model (checked like a creation) or change the system prompt."""
+    fields = ["updated_at"]
+    if patch.model is not None:
+        offer = modelaccess.choose(catalog(), modelaccess.group_ids(user), model=patch.model, provider=None)
+        thread.provider, thread.model = offer.connection, offer.model
+        fields += ["provider", "model"]
+    if patch.title is not None:
+        thread.title = patch.title
+        fields.append("title")
+    if patch.system_prompt is not None:
+        thread.system_prompt = patch.system_prompt
+        fields.append("system_prompt")
+    thread.save(update_fields=fields)
+    return thread
+
+
+def chat_preferences_save(*, user: AbstractBaseUser, system_prompt: str) -> None:
+    """The user's default system prompt for new threads."""
+    ChatPreferences.objects.update_or_create(user_id=user.pk, defaults={"system_prompt": system_prompt})
 
 
 def thread_delete(*, thread: Thread) -> list[int]:
@@ -154,6 +175,8 @@ def _write_pair(
         # deleted thread is a 404 before anything is written.
         if parent_id is None and not req.new_root:
             parent_id = _leaf_of(thread_id=thread_id)
+        if thread is None:
+            thread = Thread.objects.only("provider", "model", "system_prompt").get(pk=thread_id)
         user_msg = Message.objects.create(
             thread_id=thread_id,
             role=Message.Role.USER,
@@ -168,6 +191,7 @@ def _write_pair(
             status=Message.Status.STREAMING,
             request_id=req.request_id,
             parent=user_msg,
+            model_id=f"{thread.provider}/{thread.model}",
         )
         # A thread gets its title from its first message; the new reply ends the branch shown. A thread
         # deleted meanwhile updates nothing: 404, and the rows go with the rollback.
@@ -176,8 +200,6 @@ def _write_pair(
             updated_at=timezone.now(), title=title, current_leaf_id=assistant.pk
         ):
             raise NotFound()
-        if thread is None:
-            thread = Thread.objects.only("provider", "model").get(pk=thread_id)
         # Read inside the transaction: if it fails, no `streaming` row is left without a generation.
         history = _history(thread_id=thread_id, upto_id=user_msg.pk)
     return PreparedSend(
@@ -188,6 +210,7 @@ def _write_pair(
         user_message=events.message_data(user_msg),
         assistant_message=events.message_data(assistant),
         history=history,
+        system_prompt=thread.system_prompt,
     )
 
 

@@ -124,3 +124,8 @@ async def thread_share(request: HttpRequest, thread_id: int) -> HttpResponseBase
         return HttpResponse(status=204)
     link = await db_async(share.share_create)(thread=thread)
     return json_response({"token": link.token, "url": share.url_of(link)}, status=201)
+
+
+# A PATCH naming any of these is the tree's (threads.api.thread_item sends it here); title, model and
+# system prompt alone are #17's.
+TREE_FIELDS = frozenset({"archived", "current_leaf_id"})

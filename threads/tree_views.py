@@ -63,16 +63,9 @@ def thread_import_page(request: HttpRequest) -> HttpResponse:
         drafts = transfer.parse_import(parse_upload(upload.read()))
         made = transfer.import_threads(owner=request.user, drafts=drafts)
     except InvalidInput as exc:
-        from django.conf import settings
+        from threads.views import _models
 
-        from threads.views import _providers
-
-        context = {
-            **list_context(request),
-            "import_error": exc.message,
-            "providers": _providers(),
-            "default_provider": settings.DEFAULT_PROVIDER,
-        }
+        context = {**list_context(request), "import_error": exc.message, "models": _models(request)}
         return render(request, "threads/list.html", context, status=400)
     return redirect(f"/threads/{made[0].pk}/" if len(made) == 1 else "/")
 

@@ -15,7 +15,10 @@ REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
 # The fields each body or frame may carry. Anything else is refused (400 `unknown_field`), not ignored:
 # a typo such as "strem" would otherwise silently change the meaning of a request. The server adds
 # optional fields before clients send them, so strictness costs no compatibility.
-THREAD_CREATE_FIELDS = frozenset({"title", "provider", "model"})
+THREAD_CREATE_FIELDS = frozenset({"title", "provider", "model", "system_prompt"})
+THREAD_PATCH_FIELDS = frozenset({"title", "model", "system_prompt"})
+# A model id is "<connection>/<model>": 32 + 1 + 128 characters at most.
+MODEL_ID_CHARS = 161
 SEND_FIELDS = frozenset({"content", "request_id", "parent_id", "stream", "idempotent", "tools"})
 # The thread's column is varchar(200): MAX_TITLE_CHARS may lower the limit, never raise it.
 TITLE_COLUMN_CHARS = 200
@@ -50,6 +53,16 @@ class ThreadCreate:
     title: str
     provider: str | None
     model: str | None
+    system_prompt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadPatch:
+    """The fields a PATCH names (None: leave as it is)."""
+
+    title: str | None = None
+    model: str | None = None
+    system_prompt: str | None = None
 
 
 def parse_json_object(raw: bytes | str) -> dict[str, Any]:
@@ -114,7 +127,9 @@ def _opt_bool(data: dict[str, Any], key: str, default: bool) -> bool:
     return value
 
 
-def parse_thread_create(data: dict[str, Any], *, max_title_chars: int = TITLE_COLUMN_CHARS) -> ThreadCreate:
+def parse_thread_create(
+    data: dict[str, Any], *, max_title_chars: int = TITLE_COLUMN_CHARS, max_system_prompt_chars: int = 8000
+) -> ThreadCreate:
     reject_unknown(data, THREAD_CREATE_FIELDS)
     title = data.get("title")
     if isinstance(title, str) and len(title) > max_title_chars:
@@ -123,7 +138,23 @@ def parse_thread_create(data: dict[str, Any], *, max_title_chars: int = TITLE_CO
     return ThreadCreate(
         title=title,
         provider=_opt_str(data, "provider", max_len=32),
-        model=_opt_str(data, "model", max_len=128),
+        model=_opt_str(data, "model", max_len=MODEL_ID_CHARS),
+        system_prompt=_opt_str(data, "system_prompt", max_len=max_system_prompt_chars),
+    )
+
+
+def parse_thread_patch(
+    data: dict[str, Any], *, max_title_chars: int = TITLE_COLUMN_CHARS, max_system_prompt_chars: int = 8000
+) -> ThreadPatch:
+    reject_unknown(data, THREAD_PATCH_FIELDS)
+    title = data.get("title")
+    if isinstance(title, str) and len(title) > max_title_chars:
+        raise InvalidInput("title_too_long", f"'title' is longer than {max_title_chars} characters.")
+    title = _opt_str(data, "title", max_len=max_title_chars)
+    return ThreadPatch(
+        title=None if title is None else title.strip(),
+        model=_opt_str(data, "model", max_len=MODEL_ID_CHARS),
+        system_prompt=_opt_str(data, "system_prompt", max_len=max_system_prompt_chars),
     )
 
 

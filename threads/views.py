@@ -17,29 +17,40 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from providers import available_providers
-from threads import branches, events, selectors, services
+from providers.catalog import catalog
+from threads import branches, events, modelaccess, selectors, services
 from threads.generation import generation_service
 from threads.limits import parse_id
-from threads.markdown import render_markdown
-from threads.models import Message, Thread
-from threads.validation import InvalidInput, parse_thread_create
+from threads.markdown import close_unfinished, render_markdown
+from threads.models import ChatPreferences, Message, Thread
+from threads.validation import InvalidInput, parse_thread_create, text_problem
 
 
-def _providers() -> list[dict[str, str]]:
-    return [{"name": p, "model": settings.PROVIDERS[p]["model"]} for p in available_providers()]
+def _models(request: HttpRequest) -> list[dict[str, Any]]:
+    """The caller's models (what the pickers offer: only what they may use and what is configured)."""
+    return modelaccess.models_for(catalog(), modelaccess.group_ids(request.user))
+
+
+def _label(model_id: str) -> str:
+    offer = catalog().find(model_id)
+    return offer.label if offer is not None else model_id
 
 
 def _message_html(message: dict[str, Any]) -> str | None:
     """Sanitized HTML of an assistant message whose text is final; None while it streams (plain text)."""
     if message["role"] != "assistant" or message["status"] == "streaming" or not message["content"]:
         return None
-    return render_markdown(message["content"])
+    content = message["content"]
+    # A stopped or failed reply ends mid-text: its unfinished Markdown is closed (no stray `**`).
+    return render_markdown(content if message["status"] == "complete" else close_unfinished(content))
 
 
 def _page_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The API payloads plus what only the page needs: the sanitized `html` of finished replies."""
-    return [{**m, "html": _message_html(m)} for m in messages]
+    return [
+        {**m, "html": _message_html(m), "model_label": _label(m["model_id"]) if m.get("model_id") else ""}
+        for m in messages
+    ]
 
 
 @login_required
@@ -53,8 +64,11 @@ def thread_list_page(request: HttpRequest) -> HttpResponse:
                     "title": request.POST.get("title") or None,
                     "provider": request.POST.get("provider") or None,
                     "model": request.POST.get("model") or None,
+                    # Left empty: the user's default (chat settings).
+                    "system_prompt": request.POST.get("system_prompt") or None,
                 },
                 max_title_chars=settings.MAX_TITLE_CHARS,
+                max_system_prompt_chars=settings.MAX_SYSTEM_PROMPT_CHARS,
             )
             thread = services.thread_create(owner=request.user, data=data)  # type: ignore[arg-type]
         except InvalidInput as exc:
@@ -68,8 +82,8 @@ def thread_list_page(request: HttpRequest) -> HttpResponse:
         "threads/list.html",
         {
             **list_context(request),
-            "providers": _providers(),
-            "default_provider": settings.DEFAULT_PROVIDER,
+            "models": _models(request),
+            "chosen_model": request.POST.get("model", "") if request.method == "POST" else "",
             "error": error,
         },
         status=400 if error else 200,
@@ -101,9 +115,42 @@ def thread_page(request: HttpRequest, thread_id: int) -> HttpResponse:
         m["tools"] = message_tools(m, detail["siblings"])
     link = share_current(thread=thread)
     detail["share_url"] = request.build_absolute_uri(url_of(link)) if link else None
-    return render(
-        request, "threads/thread.html", {"thread": detail, "threads": threads, "tree_data": tree_data}
+    models = _models(request)
+    context = {
+        "thread": detail,
+        "threads": threads,
+        "models": models,
+        # A model withdrawn since: shown as the current choice, marked, so the picker can leave it.
+        "model_withdrawn": all(m["id"] != detail["model_id"] for m in models),
+        "model_label": _label(detail["model_id"]),
+        "max_system_prompt_chars": settings.MAX_SYSTEM_PROMPT_CHARS,
+        "tree_data": tree_data,
+    }
+    return render(request, "threads/thread.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def chat_settings_page(request: HttpRequest) -> HttpResponse:
+    """The user's chat defaults: the system prompt new threads start with."""
+    saved = False
+    error = None
+    prompt = (
+        ChatPreferences.objects.filter(user=request.user)  # type: ignore[misc]
+        .values_list("system_prompt", flat=True)
+        .first()
     )
+    if request.method == "POST":
+        prompt = request.POST.get("system_prompt", "")
+        if len(prompt) > settings.MAX_SYSTEM_PROMPT_CHARS:
+            error = f"The system prompt is longer than {settings.MAX_SYSTEM_PROMPT_CHARS} characters."
+        elif (problem := text_problem(prompt)) is not None:
+            error = f"The system prompt {problem}."
+        else:
+            services.chat_preferences_save(user=request.user, system_prompt=prompt)  # type: ignore[arg-type]
+            saved = True
+    context = {"system_prompt": prompt or "", "saved": saved, "error": error}
+    return render(request, "threads/chat_settings.html", context, status=400 if error else 200)
 
 
 def _message_html_json(thread: Thread, raw_id: str) -> JsonResponse:

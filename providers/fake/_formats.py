@@ -1,4 +1,4 @@
-"""What the fake provider server says: reply plans, faults, OpenAI and Anthropic wire formats (pure)."""
+"""What the fake provider server says: reply plans, faults, OpenAI, Anthropic and Gemini wire formats (pure)."""
 
 from __future__ import annotations
 
@@ -71,9 +71,18 @@ def parse_fault(spec: str | None) -> Fault | None:
     return Fault(_ALIASES.get(kind, kind), arg)
 
 
+def _gemini_parts(obj: Any) -> list[str]:
+    parts = obj.get("parts") if isinstance(obj, dict) else None
+    return [p["text"] for p in parts or () if isinstance(p, dict) and isinstance(p.get("text"), str)]
+
+
 def prompt_text(body: dict[str, Any]) -> str:
-    """All the text of a request (system + messages), for seeding and counting."""
+    """All the text of a request (system + messages, or Gemini's systemInstruction + contents), for
+    seeding and counting."""
     parts = [body["system"]] if isinstance(body.get("system"), str) else []
+    parts += _gemini_parts(body.get("systemInstruction"))
+    for content in body.get("contents") or ():
+        parts += _gemini_parts(content)
     for message in body.get("messages") or ():
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, str):
@@ -263,4 +272,109 @@ class AnthropicWire:
         }
 
 
-Wire = OpenAIWire | AnthropicWire
+_GEMINI_STATUSES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+class GeminiWire:
+    """`streamGenerateContent?alt=sse` events (each a whole GenerateContentResponse) and google.rpc
+    error bodies. There is no end marker: the last event carries finishReason and usageMetadata."""
+
+    def __init__(self, model: str, call_id: int, include_usage: bool = True) -> None:
+        self.model = model
+        self.call_id = call_id
+        self._token_prefix = 'data: {"candidates":[{"content":{"parts":[{"text":'
+        self._token_suffix = f'}}],"role":"model"}},"index":0}}],"modelVersion":{_dumps(model)}}}\r\n\r\n'
+
+    def prologue(self, input_tokens: int) -> bytes:
+        return b""
+
+    def token(self, text: str) -> bytes:
+        return f"{self._token_prefix}{_dumps(text)}{self._token_suffix}".encode()
+
+    def _usage(self, input_tokens: int, output_tokens: int) -> dict[str, int]:
+        return {
+            "promptTokenCount": input_tokens,
+            "candidatesTokenCount": output_tokens,
+            "totalTokenCount": input_tokens + output_tokens,
+        }
+
+    def epilogue(self, finish: str, input_tokens: int, output_tokens: int) -> bytes:
+        last = {
+            "candidates": [
+                {
+                    "content": {"parts": [{"text": ""}], "role": "model"},
+                    "finishReason": "MAX_TOKENS" if finish == "length" else "STOP",
+                    "index": 0,
+                }
+            ],
+            "usageMetadata": self._usage(input_tokens, output_tokens),
+            "modelVersion": self.model,
+        }
+        return f"data: {_dumps(last)}\r\n\r\n".encode()
+
+    def error_event(self) -> bytes:
+        error = {"code": 503, "message": "The model is overloaded (fake).", "status": "UNAVAILABLE"}
+        return f"data: {_dumps({'error': error})}\r\n\r\n".encode()
+
+    def malformed_event(self) -> bytes:
+        return b'data: {"candidates": [{"content": {"parts": [{"text": "unterminated\r\n\r\n'
+
+    def error_body(self, status: int, quota: bool = False) -> dict[str, Any]:
+        kind = _GEMINI_STATUSES.get(status, "UNKNOWN")
+        if not quota:
+            return {"error": {"code": status, "message": f"{kind} (fake {status})", "status": kind}}
+        violation = {
+            "quotaMetric": "generate_requests",
+            "quotaId": "GenerateRequestsPerDayPerProjectPerModel",
+        }
+        details = [{"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [violation]}]
+        message = "You exceeded your current quota (fake)."
+        return {"error": {"code": 429, "message": message, "status": kind, "details": details}}
+
+    def full_body(self, text: str, finish: str, input_tokens: int, output_tokens: int) -> dict[str, Any]:
+        return {
+            "candidates": [
+                {
+                    "content": {"parts": [{"text": text}], "role": "model"},
+                    "finishReason": "MAX_TOKENS" if finish == "length" else "STOP",
+                    "index": 0,
+                }
+            ],
+            "usageMetadata": self._usage(input_tokens, output_tokens),
+            "modelVersion": self.model,
+        }
+
+
+Wire = OpenAIWire | AnthropicWire | GeminiWire
+
+
+def model_list(kind: str, models: list[str]) -> dict[str, Any]:
+    """The model list in each vendor's shape (OpenAI `GET /v1/models`, Anthropic's `GET /v1/models`
+    when `anthropic-version` is sent, Gemini's `GET /v1beta/models`)."""
+    if kind == "gemini":
+        return {
+            "models": [
+                {"name": f"models/{m}", "displayName": m, "supportedGenerationMethods": ["generateContent"]}
+                for m in models
+            ]
+            + [{"name": "models/embedding-fake", "supportedGenerationMethods": ["embedContent"]}]
+        }
+    if kind == "anthropic":
+        data = [
+            {"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"}
+            for m in models
+        ]
+        return {"data": data, "has_more": False, "first_id": models[0] if models else None, "last_id": None}
+    return {
+        "object": "list",
+        "data": [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in models],
+    }

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from ._formats import AnthropicWire, Fault, OpenAIWire, Wire, prompt_text, reply_tokens
+from ._formats import AnthropicWire, Fault, GeminiWire, OpenAIWire, Wire, prompt_text, reply_tokens
 from ._state import FakeState, FakeStats
 from ._wire import Request, close_connection, json_response, stream_response
 
 OPENAI_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 ANTHROPIC_PATHS = frozenset({"/v1/messages", "/messages"})
+# /v1beta/models/{model}:streamGenerateContent (SSE with ?alt=sse) or :generateContent (one JSON body).
+GEMINI_CALL = re.compile(
+    r"^/v1(?:beta)?/models/(?P<model>[^/:]+):(?P<method>streamGenerateContent|generateContent)\Z"
+)
 STATUS_FAULTS = frozenset({"http", "rate_limit", "quota"})
 _TAIL_FAULTS = frozenset(
     {"stall_after", "disconnect_after", "malformed_after", "error_after", "truncate_after"}
@@ -45,19 +50,29 @@ def build_plan(request: Request, body: dict[str, Any], state: FakeState, call_id
     ttft_ms = float(headers.get("x-fake-ttft-ms", config.ttft_ms))
     tps = float(headers.get("x-fake-tps", config.tps))
     count = int(headers.get("x-fake-tokens", config.tokens))
-    max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
+    gemini = GEMINI_CALL.match(request.path)
+    config_in = body.get("generationConfig")
+    generation: dict[str, Any] = config_in if isinstance(config_in, dict) else {}
+    max_tokens = (
+        body.get("max_tokens") or body.get("max_completion_tokens") or generation.get("maxOutputTokens")
+    )
     limit = count if not isinstance(max_tokens, int) else min(count, max_tokens)
     prompt = prompt_text(body)
     model = str(body.get("model") or "fake-model")
     wire: Wire
-    if request.path in OPENAI_PATHS:
+    stream = bool(body.get("stream"))
+    if gemini is not None:
+        model = gemini["model"]
+        wire = GeminiWire(model, call_id)
+        stream = gemini["method"] == "streamGenerateContent"
+    elif request.path in OPENAI_PATHS:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         wire = OpenAIWire(model, call_id, include_usage)
     else:
         wire = AnthropicWire(model, call_id)
     return Plan(
         wire=wire,
-        stream=bool(body.get("stream")),
+        stream=stream,
         tokens=reply_tokens(prompt, max(0, limit)),
         finish="length" if limit < count else "stop",
         input_tokens=len(prompt.split()),

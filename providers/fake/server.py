@@ -1,9 +1,12 @@
-"""A fake model server speaking the OpenAI and Anthropic streaming APIs, with fault injection.
+"""A fake model server speaking the OpenAI, Anthropic and Gemini streaming APIs, with fault injection.
 
     python -m providers.fake --port 9100           # then OPENAI_BASE_URL=http://127.0.0.1:9100/v1
 
 Model routes: `POST /v1/chat/completions` (and `/chat/completions`), `POST /v1/messages`; streaming
-(SSE) when the body says `"stream": true`, one JSON answer otherwise. Replies are deterministic
+(SSE) when the body says `"stream": true`, one JSON answer otherwise. Gemini:
+`POST /v1beta/models/{model}:streamGenerateContent?alt=sse` (SSE) and `:generateContent` (JSON). Model
+lists: `GET /v1/models` (OpenAI's shape, Anthropic's with an `anthropic-version` header) and
+`GET /v1beta/models` (Gemini's), each naming `FAKE_MODELS`. Replies are deterministic
 words seeded by the prompt. Knobs, from weakest to strongest:
 
 - server defaults: CLI flags `--ttft-ms --tps --tokens --fault`, or `POST /_fake/config` with
@@ -33,9 +36,10 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from ._formats import parse_fault
+from ._formats import model_list, parse_fault
 from ._respond import (
     ANTHROPIC_PATHS,
+    GEMINI_CALL,
     OPENAI_PATHS,
     STATUS_FAULTS,
     build_plan,
@@ -45,6 +49,10 @@ from ._respond import (
 )
 from ._state import FakeConfig, FakeState, FakeStats
 from ._wire import MAX_BODY, BadRequest, close_connection, json_response, read_request
+
+# What the model list routes answer (admin's "fetch models" reads them).
+FAKE_MODELS = ("fake-model", "fake-model-large")
+MODEL_LIST_PATHS = frozenset({"/v1/models", "/models", "/v1beta/models"})
 
 T = TypeVar("T")
 
@@ -138,7 +146,9 @@ class FakeProviderServer:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path, method = request.path, request.method
-        if path in OPENAI_PATHS or path in ANTHROPIC_PATHS:
+        if path in MODEL_LIST_PATHS and method == "GET":
+            return self._model_list(request)
+        if path in OPENAI_PATHS or path in ANTHROPIC_PATHS or GEMINI_CALL.match(path):
             if method == "POST":
                 return await self._model_call(request)
             return json_response(405, {"error": {"message": "use POST"}})
@@ -152,6 +162,16 @@ class FakeProviderServer:
         if path in ("/", "/healthz"):
             return json_response(200, {"status": "ok"})
         return json_response(404, {"error": {"message": f"no route {method} {path}"}})
+
+    def _model_list(self, request: web.Request) -> web.Response:
+        """The models this server "has", in the asker's vendor format (admin's "fetch models")."""
+        if request.path.startswith("/v1beta/"):
+            kind = "gemini"
+        elif "anthropic-version" in {h.lower() for h in request.headers}:
+            kind = "anthropic"
+        else:
+            kind = "openai"
+        return json_response(200, model_list(kind, list(FAKE_MODELS)))
 
     async def _config_endpoint(self, request: web.Request) -> web.Response:
         if request.method != "POST":

@@ -1,5 +1,6 @@
 // The thread page. One WebSocket per tab (protocol: docs/api.md): a snapshot on connect, live deltas shown as
-// plain text, finished replies swapped for the server's sanitized Markdown HTML, Stop, inline errors with
+// formatted Markdown as they stream (static/chat/markdown.js, the server's rules), finished replies swapped
+// for the server's sanitized Markdown HTML, Stop, inline errors with
 // Retry, reconnect + resume (the snapshot carries the text streamed so far), and "Load earlier messages"
 // (the snapshot holds the newest page; older pages come with `history` frames).
 (() => {
@@ -17,7 +18,12 @@
   const live = $("live");
   const composerError = $("composer-error");
   const earlier = $("earlier");
-  const streams = new Map(); // request_id -> {id, seq, li, text: Text}
+  const connNote = $("composer-conn"); // where the connection stands, by the composer
+  const relogin = $("relogin");
+  const jump = $("jump");
+  // A phone's on-screen keyboard: Enter adds a line (its own key), the Send button sends.
+  const touch = matchMedia("(hover: none) and (pointer: coarse)").matches;
+  const streams = new Map(); // request_id -> {id, seq, li, raw: the text so far, frame: a paint is due}
   let ws = null;
   let retries = 0;
   let timer = 0;
@@ -26,6 +32,7 @@
   let failed = ""; // content of the last send that failed before it started (composer Retry)
   let spoken = ""; // streamed text not yet handed to the live region
   let loadingEarlier = false; // a `history` request is on its way
+  let everOpened = false; // the first "Connecting…" is not worth a note by the composer
 
   const el = (tag, cls, text) => {
     const n = document.createElement(tag);
@@ -49,12 +56,50 @@
     while (live.childElementCount > 4) live.firstElementChild.remove();
   }
 
-  function setConn(text) { if (conn.textContent !== text) conn.textContent = text; }
+  // The state in the header, and by the composer whenever the socket is not live (after the first open):
+  // `login` offers "Log in again", `final` says reconnecting will not help.
+  function setConn(text, {login = false} = {}) {
+    if (conn.textContent !== text) conn.textContent = text;
+    const live = text === "Live";
+    connNote.hidden = live || (!everOpened && !login && text === "Connecting…");
+    if (connNote.firstElementChild.textContent !== text) connNote.firstElementChild.textContent = text;
+    connNote.classList.toggle("bad", login);
+    relogin.hidden = !login;
+  }
+
+  function signedOut() {
+    clearTimeout(timer);
+    setConn("You are signed out.", {login: true});
+  }
+
+  // A handshake refused before the socket opened reaches the page as a bare 1006, like a server that is
+  // down: ask the server why (GET /api/socket-check, docs/api.md). True when the page should stop retrying.
+  async function refused() {
+    let data;
+    try {
+      const q = new URLSearchParams({origin: location.origin, thread: threadId});
+      const r = await fetch(`/api/socket-check?${q}`, {headers: {Accept: "application/json"}, cache: "no-store"});
+      if (!r.ok) return false;
+      data = await r.json();
+    } catch { return false; } // the server is down: keep retrying
+    if (!data || data.ok || !data.reason) return false;
+    if (data.reason.code === "unauthenticated") signedOut();
+    else setConn(`Cannot connect: ${data.reason.message}`);
+    speak(conn.textContent, true);
+    return true;
+  }
+
+  // "Jump to latest" while the newest message is out of sight.
+  function showJump() { jump.hidden = nearBottom(); }
 
   function refresh() {
     const open = ws && ws.readyState === WebSocket.OPEN;
     sendBtn.disabled = !open || !!pending || streams.size > 0;
+    // Stop takes Send's place while a reply streams (no extra row pushing the composer up).
+    const active = document.activeElement;
     stopBtn.hidden = streams.size === 0;
+    sendBtn.hidden = !stopBtn.hidden;
+    if ((active === sendBtn && sendBtn.hidden) || (active === stopBtn && stopBtn.hidden)) input.focus({preventScroll: true});
     if (stopBtn.hidden) { stopBtn.disabled = false; stopBtn.textContent = "Stop"; }
     form.setAttribute("aria-busy", String(!!pending || streams.size > 0));
     $("empty").hidden = list.childElementCount > 0;
@@ -120,12 +165,18 @@
     li.className = `msg ${m.role}`;
     li.dataset.status = m.status;
     if (m.parent_id) li.dataset.parent = m.parent_id;
+    if (m.model_id) li.dataset.model = m.model_id; // models.js shows it under the reply
     // Already final on the page (server-rendered text is taken as current).
     if (same && m.status !== "streaming" && (li.content === undefined || li.content === m.content)) return li;
     li.content = m.content;
     const body = li.querySelector(".body");
-    body.className = "body plain";
-    body.textContent = m.content;
+    // A finished reply is formatted here at once (no flash of raw Markdown), then replaced by the
+    // server's HTML, which takes the same room; a stopped one has its unfinished Markdown closed.
+    const final = m.role === "assistant" && m.status !== "streaming" && m.content;
+    if (!(final && formatted(body, m.content, m.status !== "complete"))) {
+      body.className = "body plain";
+      body.textContent = m.content;
+    }
     setStatus(li, m.status, m.error);
     if (m.role === "assistant" && m.status !== "streaming" && m.content) loadHtml(li, m);
     return li;
@@ -149,13 +200,39 @@
     if (pin) toBottom();
   }
 
+  // Markdown -> the body's formatted content; false while markdown.js has not loaded its libraries.
+  function formatted(body, text, partial) {
+    const frag = window.chatMarkdown ? window.chatMarkdown.render(text, partial) : null;
+    if (!frag) return false;
+    body.className = "body md";
+    body.replaceChildren(frag);
+    enhance(body);
+    return true;
+  }
+
+  // The streamed text so far, formatted, at most once a frame (plain text until the libraries load).
+  function paint(s) {
+    if (s.frame) return;
+    s.frame = requestAnimationFrame(() => {
+      s.frame = 0;
+      if (!s.li.isConnected || s.li.dataset.status !== "streaming") return;
+      const pin = nearBottom();
+      const body = s.li.querySelector(".body");
+      if (!formatted(body, s.raw, true)) {
+        body.className = "body plain";
+        body.textContent = s.raw;
+      }
+      if (pin) toBottom();
+    });
+  }
+
   function startStream(rid, messageId) {
     const li = render({id: messageId, role: "assistant", content: "", status: "streaming"});
-    const body = li.querySelector(".body");
-    const text = document.createTextNode("");
-    body.replaceChildren(text);
-    const s = {id: messageId, seq: 0, li, text};
+    li.querySelector(".body").replaceChildren();
+    const s = {id: messageId, seq: 0, li, raw: "", frame: 0};
+    li.stream = s; // the Markdown so far (what the page shows formatted)
     streams.set(rid, s);
+    if (window.chatMarkdown) window.chatMarkdown.ready().then(() => paint(s), () => {});
     return s;
   }
 
@@ -169,7 +246,8 @@
     for (const f of ev.in_flight) {
       const s = startStream(f.request_id, f.message_id);
       s.seq = f.seq || 0;
-      s.text.data = f.text;
+      s.raw = f.text;
+      paint(s);
     }
     if (pending) {
       // Sent while the socket was down, or lost with it: the same request_id is safe to send again.
@@ -257,7 +335,8 @@
         if (s && ev.seq <= s.seq) return; // already shown
         if (!s || ev.seq !== s.seq + 1) return resync(); // a gap: the channel layer dropped a delta
         s.seq = ev.seq;
-        s.text.appendData(ev.text);
+        s.raw += ev.text;
+        paint(s);
         speak(ev.text);
         break;
       }
@@ -266,6 +345,9 @@
       case "message.error":
         finish(ev);
         break;
+      case "thread.updated": // another tab switched model or prompt: models.js follows
+        document.dispatchEvent(new CustomEvent("chat:thread-updated", {detail: ev.thread}));
+        return;
       case "error":
         if (loadingEarlier) setEarlier(true); // a refused history request: offer it again
         if (pending && pending.regenerate !== undefined) { // a refused regenerate: show why, by the composer
@@ -284,7 +366,10 @@
     }
     refresh();
     if (window.chatTree) window.chatTree.onEvent(ev);
-    if (pin) toBottom();
+    if (pin) {
+      toBottom();
+      jump.hidden = true;
+    } else showJump();
   }
 
   function resync() { if (ws) ws.close(4000, "resync"); }
@@ -297,7 +382,7 @@
     // The backoff resets on a snapshot, not on open: a server that accepts and at once closes (1013,
     // Redis or the database down) is retried ever more slowly rather than hammered.
     let opened = false;
-    sock.onopen = () => { opened = true; revoked = false; setConn("Live"); refresh(); };
+    sock.onopen = () => { opened = true; everOpened = true; revoked = false; setConn("Live"); refresh(); };
     let received = 0;
     sock.onmessage = (e) => {
       // Acknowledge what arrived: a tab that falls far behind is closed (4008) and resumes afresh.
@@ -307,17 +392,20 @@
       if (ev.type === "snapshot") retries = 0;
       onEvent(ev);
     };
-    sock.onclose = (e) => {
+    sock.onclose = async (e) => {
       if (ws !== sock) return;
       ws = null;
       refresh();
+      everOpened = everOpened || opened;
       // A refused handshake reaches the page as 1006, not 4401: after a 4001 it means signed out.
-      if (e.code === 4401 || (revoked && !opened)) return setConn("Signed out: reload the page to log in again");
+      if (e.code === 4401 || (revoked && !opened)) return signedOut();
       if (e.code === 4001) revoked = true; // reconnect: another browser's session still works
-      if (e.code === 4404) return setConn("This thread no longer exists");
+      if (e.code === 4404) return setConn("This thread no longer exists.");
       if (navigator.onLine === false) return setConn("Offline: waiting for the network…"); // see "online"
       // 4429: this user has too many sockets open; keep retrying (slower and slower) until one closes.
       setConn(e.code === 4429 ? "Too many open tabs: close one to reconnect…" : "Reconnecting…");
+      if (!opened && e.code === 1006 && await refused()) return; // told why: retrying would not help
+      if (ws || navigator.onLine === false) return; // reconnected meanwhile (online), or went offline
       const delay = Math.min(8000, 300 * 2 ** retries++) * (0.5 + Math.random() / 2);
       timer = setTimeout(connect, delay);
     };
@@ -360,7 +448,7 @@
     input.focus();
   });
   input.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" && !e.shiftKey && !e.isComposing && !e.altKey && !e.ctrlKey && !e.metaKey) {
+    if (e.key === "Enter" && !touch && !e.shiftKey && !e.isComposing && !e.altKey && !e.ctrlKey && !e.metaKey) {
       e.preventDefault();
       form.requestSubmit();
     }
@@ -390,6 +478,8 @@
     }
   });
   earlier.addEventListener("click", loadEarlier);
+  jump.addEventListener("click", () => { toBottom(); jump.hidden = true; input.focus({preventScroll: true}); });
+  addEventListener("scroll", showJump, {passive: true});
   composerError.querySelector("button").addEventListener("click", () => {
     if (send(failed, true)) input.value = "";
   });
@@ -427,6 +517,12 @@
     stop: () => { if (!stopBtn.hidden) stopBtn.click(); },
   };
 
+  if (touch) {
+    input.enterKeyHint = "enter";
+    input.removeAttribute("aria-describedby"); // the hint is about a hardware keyboard
+  }
+  relogin.href = `${relogin.pathname}?${new URLSearchParams({next: location.pathname})}`;
+  document.documentElement.classList.add("chat-page"); // scroll-padding under the pinned header (app.css)
   enhance(list);
   toBottom();
   refresh();

@@ -1,10 +1,16 @@
-// Staff dashboard: polls /api/metrics and keeps the totals, four small SVG charts and the flag table
-// current. No framework: the page must stay light on a phone.
+// Staff dashboard: polls /api/metrics and keeps the totals, four small SVG charts of the last hour and the
+// flag table current. The charts open with the server's history (ops/history.py: one point per 30 s) and
+// go on with this page's own polls. No framework: the page must stay light on a phone.
 (() => {
   "use strict";
   const root = document.getElementById("dash");
   const pollMs = Number(root.dataset.poll) || 2000;
-  const maxPoints = Number(root.dataset.points) || 150;
+  const maxPoints = Number(root.dataset.points) || 1800;
+  const spanMs = (Number(root.dataset.span) || 3600) * 1000;
+  const NAMES = ["rps", "latency", "ttft", "streams"];
+  // Chart points {t, rps, latency, ttft, streams}: the server's, then this page's.
+  const points = JSON.parse(document.getElementById("history").textContent)
+    .map(([t, rps, latency, ttft, streams]) => ({t: t * 1000, rps, latency, ttft, streams}));
   // Windowed percentiles compare the newest poll with the one this many polls earlier (~30 s).
   const windowPolls = Math.max(1, Math.round(30000 / pollMs));
   const history = [];
@@ -32,26 +38,30 @@
     return a.map(([bound, cum], i) => [bound, cum - (b[i] ? b[i][1] : 0)]);
   }
 
-  function series(name) {
-    return history.map((p, i) => {
-      const prev = history[Math.max(0, i - windowPolls)];
-      if (name === "streams") return p.s.stream_subscriptions;
-      if (prev === p) return 0;
-      if (name === "rps") return (p.s.requests - prev.s.requests) / ((p.t - prev.t) / 1000);
-      return quantile(0.95, delta(p, prev, name));
-    });
+  // A point from this poll: rates and percentiles over the polls of the last ~30 s.
+  function point(now) {
+    const prev = history[Math.max(0, history.length - 1 - windowPolls)];
+    const p = {t: now.t, streams: now.s.stream_subscriptions, rps: 0, latency: 0, ttft: 0};
+    if (prev !== now) {
+      p.rps = (now.s.requests - prev.s.requests) / ((now.t - prev.t) / 1000);
+      p.latency = quantile(0.95, delta(now, prev, "latency"));
+      p.ttft = quantile(0.95, delta(now, prev, "ttft"));
+    }
+    return p;
   }
 
+  // x: time over the last hour; y: 0 to the highest value shown, labelled beside the chart.
   function draw(name) {
-    const values = series(name);
+    const now = Date.now();
+    const shown = points.filter((p) => p.t >= now - spanMs);
+    const max = Math.max(1e-9, ...shown.map((p) => p[name]));
     const svg = root.querySelector(`[data-chart="${name}"]`);
-    const max = Math.max(1e-9, ...values);
-    const step = 300 / Math.max(1, maxPoints - 1);
-    const offset = 300 - step * (values.length - 1);
-    svg.firstElementChild.setAttribute("points", values.map((v, i) =>
-      `${(offset + i * step).toFixed(1)},${(58 - (v / max) * 56).toFixed(1)}`).join(" "));
-    const last = values.length ? values[values.length - 1] : 0;
-    root.querySelector(`[data-c="${name}"]`).textContent = `${last.toFixed(name === "streams" ? 0 : 1)} (max ${max < 1e-6 ? 0 : max.toFixed(1)})`;
+    svg.firstElementChild.setAttribute("points", shown.map((p) =>
+      `${(300 - (now - p.t) / spanMs * 300).toFixed(1)},${(58 - (p[name] / max) * 56).toFixed(1)}`).join(" "));
+    const digits = name === "streams" ? 0 : 1;
+    root.querySelector(`[data-y="${name}"]`).textContent = max < 1e-6 ? "1" : max.toFixed(digits);
+    const last = shown.length ? shown[shown.length - 1][name] : 0;
+    root.querySelector(`[data-c="${name}"]`).textContent = `now ${last.toFixed(digits)}`;
   }
 
   function flagTable(s) {
@@ -73,19 +83,23 @@
     return td;
   }
 
-  function render(s) {
+  // `initial`: the page's own figures, drawn at load without changing its text (no layout shift).
+  function render(s, initial) {
     for (const el of root.querySelectorAll("[data-k]")) el.textContent = fmt(get(s, el.dataset.k), el.dataset.f);
-    for (const name of ["rps", "latency", "ttft", "streams"]) draw(name);
+    for (const name of NAMES) draw(name);
     flagTable(s);
+    if (initial) return;
     const n = Object.keys(s.flags_by_process || {}).length;
     const scope = s.aggregation === "multiprocess" ? `all ${n} process${n === 1 ? "" : "es"}` : "this process only";
     status.textContent = `Updated ${new Date().toLocaleTimeString()}: ${scope}.`;
   }
 
-  function add(s) {
+  function add(s, initial) {
     history.push({ t: Date.now(), s });
-    if (history.length > maxPoints) history.shift();
-    render(s);
+    if (history.length > windowPolls + 1) history.shift();
+    points.push(point(history[history.length - 1]));
+    while (points.length > maxPoints || (points.length && points[0].t < Date.now() - spanMs)) points.shift();
+    render(s, initial);
   }
 
   async function poll() {
@@ -101,6 +115,6 @@
     }
   }
 
-  add(JSON.parse(document.getElementById("initial").textContent));
+  add(JSON.parse(document.getElementById("initial").textContent), true);
   setTimeout(poll, pollMs);
 })();

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.test import Client
 
 from accounts.models import ApiToken
@@ -53,6 +53,34 @@ def test_create_api_token_command_creates_user_and_prints_token_last() -> None:
     token = ApiToken.objects.get()
     assert token.key_hash == token_hash(raw) and raw not in (token.key_hash, token.prefix)
     assert user_for_token(raw) == User.objects.get(username="erin")
+
+
+def test_create_api_token_says_the_new_user_cannot_log_in_in_a_browser() -> None:
+    """#22 item 11: the old command said nothing, and the user it made could never log in."""
+    out, err = io.StringIO(), io.StringIO()
+    call_command("create_api_token", "frank", stdout=out, stderr=err)
+    assert "cannot log in in a browser" in err.getvalue()
+    assert "changepassword frank" in err.getvalue() and "--password" in err.getvalue()
+
+
+def test_create_api_token_with_password_lets_the_user_log_in(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """#22 item 11: `--password` (read from a pipe here) sets a password the login page accepts."""
+    monkeypatch.setattr("sys.stdin", io.StringIO("a-Long-pass-phrase-42\n"))
+    out, err = io.StringIO(), io.StringIO()
+    call_command("create_api_token", "gina", "--password", stdout=out, stderr=err)
+    assert out.getvalue().strip().splitlines()[-1].startswith("cht_")
+    assert "cannot log in" not in err.getvalue()
+    resp = client.post("/accounts/login/", {"username": "gina", "password": "a-Long-pass-phrase-42"})
+    assert resp.status_code == 302
+
+
+def test_create_api_token_refuses_a_weak_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("123\n"))
+    with pytest.raises(CommandError):
+        call_command("create_api_token", "hal", "--password", stdout=io.StringIO(), stderr=io.StringIO())
+    assert not ApiToken.objects.exists()
 
 
 def test_revoked_token_no_longer_authenticates(token: str) -> None:

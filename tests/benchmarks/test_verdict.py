@@ -69,7 +69,41 @@ def _verdicts(results: dict[str, Any], plan: Any = QUICK) -> dict[str, str]:
 
 def test_a_run_that_crashed_everywhere_fails_every_row() -> None:
     verdicts = _verdicts({"provider": {"crashed": "RuntimeError: boom"}})
-    assert len(verdicts) == 19 and set(verdicts.values()) == {"FAIL"}
+    # 19 rows straight to the processes (the search row, #18), 4 through nginx (#21).
+    assert len(verdicts) == 23 and set(verdicts.values()) == {"FAIL"}
+
+
+def _restart(**changes: Any) -> dict[str, Any]:
+    res = {
+        "viewers": 100,
+        "exit_codes": [0, 0],
+        "saved_status": "complete",
+        "lost": 0,
+        "repeated": 0,
+        "mismatched": 0,
+        "equal": 100,
+        "reconnects": 150,
+    }
+    return res | changes
+
+
+@pytest.mark.parametrize(
+    ("changes", "verdict"),
+    [
+        ({}, "PASS"),
+        ({"lost": 1}, "FAIL"),
+        ({"repeated": 2}, "FAIL"),
+        ({"equal": 99}, "FAIL"),
+        ({"saved_status": "error"}, "FAIL"),
+        ({"exit_codes": [0, -9]}, "FAIL"),
+    ],
+)
+def test_the_rolling_restart_row_passes_only_when_nothing_went_wrong(
+    changes: dict[str, Any], verdict: str
+) -> None:
+    verdicts = _verdicts({"rolling_restart": _restart(**changes)})
+    (row,) = [v for k, v in verdicts.items() if k.startswith("rolling restart")]
+    assert row == verdict
 
 
 def test_rows_follow_the_figures() -> None:

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cryptography.fernet import Fernet
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -37,6 +39,7 @@ def _production(**env: str) -> dict[str, str]:
     return {
         "DEBUG": "false",
         "SECRET_KEY": secrets.token_urlsafe(50),  # 67 random characters
+        "FIELD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
         "ALLOWED_HOSTS": "chat.example.com,testserver",
         **env,
     }
@@ -55,7 +58,11 @@ def test_debug_is_off_by_default() -> None:
     assert proc.returncode != 0
     assert "SECRET_KEY is not set" in proc.stderr and "DEBUG=true" in proc.stderr
     shown = _manage(
-        "shell", "-c", "from django.conf import settings; print(settings.DEBUG)", SECRET_KEY="k" * 50
+        "shell",
+        "-c",
+        "from django.conf import settings; print(settings.DEBUG)",
+        SECRET_KEY="k" * 50,
+        FIELD_ENCRYPTION_KEY=Fernet.generate_key().decode(),
     )
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.strip().splitlines()[-1] == "False"

@@ -126,6 +126,8 @@ def _serve(tmp: Path, **settings: str) -> Iterator[AppServer]:
             "DEMO_TTFT_MS": "300",
             "DEMO_TOKENS_PER_S": "40",
             "DEMO_MAX_TOKENS": "120",
+            # SIGTERM at teardown drains (chatapp/shutdown.py): within the 10 s it is given.
+            "SHUTDOWN_GRACE_S": "5",
             **settings,
         }
     )
@@ -173,6 +175,13 @@ def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
 def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
     """A slower model (15 tokens/s, long replies) so that Stop lands mid-stream."""
     yield from _serve(tmp_path_factory.mktemp("slow"), DEMO_TOKENS_PER_S="15", DEMO_MAX_TOKENS="300")
+
+
+@pytest.fixture(scope="session")
+def models_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
+    """The app with a second connection made in the database ("lab", the demo under another name), and
+    the catalog read afresh on every request (no MODEL_CATALOG_TTL_S wait after the test adds it)."""
+    yield from _serve(tmp_path_factory.mktemp("models"), MODEL_CATALOG_TTL_S="0", DEMO_TOKENS_PER_S="120")
 
 
 @pytest.fixture(scope="session")

@@ -64,5 +64,6 @@ def test_logging_out_signs_the_other_tabs_out(page: Page, context: BrowserContex
     expect(page).to_have_url(re.compile(r"/accounts/login/$"))
     # The other tab's socket is closed (4001) and its reconnect refused (the browser sees a failed
     # handshake): the page says it is signed out instead of retrying for ever.
-    expect(other.locator("#conn")).to_have_text("Signed out: reload the page to log in again")
+    expect(other.locator("#conn")).to_have_text("You are signed out.")
+    expect(other.get_by_role("link", name="Log in again")).to_be_visible()
     other.close()

@@ -28,7 +28,7 @@ def test_retry_replaces_the_failed_reply_leaving_one_pair(page: Page) -> None:
     """#22 item 1: Retry used to append a second question and reply under the failed pair, whose error and
     Retry button stayed (fails on the old code: two user messages, two errors)."""
     sign_up(page)
-    new_thread(page, "Retry in place", provider="openai")
+    new_thread(page, "Retry in place", model="openai/gpt-4o-mini")
     page.get_by_role("textbox", name="Message").fill("hello?")
     page.get_by_role("textbox", name="Message").press("Enter")
     failed = last_reply(page)

@@ -10,6 +10,7 @@ from providers import (
     AnthropicProvider,
     ChatMessage,
     Completion,
+    GeminiProvider,
     GenerationParams,
     HTTPProvider,
     OpenAIProvider,
@@ -35,7 +36,11 @@ async def fake_server() -> AsyncIterator[FakeProviderServer]:
 
 
 def make_provider(kind: str, server: FakeProviderServer, timeouts: Timeouts = TEST_TIMEOUTS) -> HTTPProvider:
-    """An OpenAI or Anthropic provider talking to `server`."""
+    """An OpenAI, Anthropic or Gemini provider talking to `server`."""
+    if kind == "gemini":
+        return GeminiProvider(
+            name="gemini", base_url=server.base_url, model="fake-model", api_key="g-test", timeouts=timeouts
+        )
     if kind == "openai":
         return OpenAIProvider(
             name="openai",
@@ -53,7 +58,7 @@ def make_provider(kind: str, server: FakeProviderServer, timeouts: Timeouts = TE
     )
 
 
-@pytest.fixture(params=["openai", "anthropic"])
+@pytest.fixture(params=["openai", "anthropic", "gemini"])
 async def http_provider(
     request: pytest.FixtureRequest, fake_server: FakeProviderServer
 ) -> AsyncIterator[HTTPProvider]:

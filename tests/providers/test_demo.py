@@ -9,6 +9,7 @@ import pytest
 
 from providers import ChatMessage, Completion, DemoProvider, GenerationParams, StreamEvent, TextDelta
 from providers import _demo as demo_module
+from providers._demo_text import split_tokens
 
 PARAMS = GenerationParams(model="demo-1")
 
@@ -103,3 +104,28 @@ def test_from_settings_reads_the_entry_and_overrides_win() -> None:
         99.0,
         7,
     )
+
+
+async def test_the_configured_demo_says_what_it_is_and_lasts_long_enough_to_stop() -> None:
+    """#22 item 10: the demo answered in about 2 s with generic text (120 tokens at most, no word about
+    being a demo); with the settings' defaults a reply is 400+ tokens (10 s at 40 tokens/s) and opens
+    by saying it is the demo and how to connect a real model."""
+    from django.conf import settings
+
+    provider = DemoProvider.from_settings("demo", settings.PROVIDERS["demo"], ttft_ms=0, tokens_per_s=0)
+    text, completion = await reply(provider, "What is the capital of France?")
+    assert text.startswith("*This is chatapp's built-in **demo model**")
+    assert "DEFAULT_PROVIDER=openai" in text and "apital of France" in text
+    tokens = completion.output_tokens or 0
+    assert tokens >= 400 and completion.finish_reason == "stop"
+    assert settings.PROVIDERS["demo"]["tokens_per_s"] * 15 >= tokens  # about 10 s, not minutes
+
+
+def test_demo_reply_length_and_note_are_configurable() -> None:
+    from providers._demo_text import DEMO_NOTE, compose_reply, demo_reply
+
+    messages = [ChatMessage("user", "Tell me about rivers")]
+    assert demo_reply(messages) == compose_reply(messages)
+    long = demo_reply(messages, min_tokens=800, note=True)
+    assert long.startswith(DEMO_NOTE) and len(split_tokens(long)) >= 800
+    assert demo_reply(messages, min_tokens=800, note=True) == long  # deterministic

@@ -93,6 +93,6 @@ def test_settings_drive_construction(settings: Any) -> None:
         Timeouts(1, 2, 3, 4),
     )
     assert isinstance(build_provider("anthropic"), AnthropicProvider)
-    assert available_providers() == ["demo", "openai", "anthropic", "local"]
+    assert available_providers() == ["demo", "openai", "anthropic", "gemini", "local"]
     with pytest.raises(UnknownProvider):
         build_provider("mystery")

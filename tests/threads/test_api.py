@@ -47,6 +47,8 @@ async def test_create_list_get_delete(api: AsyncClient) -> None:
         "title",
         "provider",
         "model",
+        "model_id",
+        "system_prompt",
         "created_at",
         "updated_at",
         "current_leaf_id",

@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 
+from providers.catalog import acatalog
 from tests.threads.recording import (
     FakeClock,
     RecordingChannelLayer,
     ScriptedProvider,
 )
-from threads import chat, groups, quotas, sweep
+from threads import chat, groups, modelaccess, quotas, sweep
 from threads.coalesce_store import LEASE_S, CoalesceFailed, InProcessCoalescer
 from threads.models import Message, Thread
 from threads.validation import InvalidInput, parse_send
@@ -203,6 +204,9 @@ async def test_a_send_to_a_remembered_thread_runs_only_its_head_read_and_its_wri
 
     monkeypatch.setattr(sweep, "sweep_forever", no_sweep)
     await flags_ready()  # the flag cache's first load (off the loop, once per TTL) is not the send's
+    # Nor are the model catalog's and the user's groups (per process, MODEL_CATALOG_TTL_S).
+    await acatalog()
+    await modelaccess.agroup_ids(user)
     provider.hold = asyncio.Event()  # the stream waits after its first chunk: no finishing writes yet
     # The head read; then send_prepare's transaction (SQLite logs its BEGIN IMMEDIATE and COMMIT): the
     # branch's end (#18: the thread's current_leaf_id alone), two INSERTs, the thread's UPDATE (title,

@@ -242,7 +242,9 @@ async def test_the_same_request_id_in_two_users_threads_stays_two_generations(
         **settings.PROVIDERS,
         "demo": {**settings.PROVIDERS["demo"], "tokens_per_s": 20.0, "max_tokens": 40},
     }
-    theirs = await sync_to_async(Thread.objects.create)(owner=other_user, title="theirs", provider="demo")
+    theirs = await sync_to_async(Thread.objects.create)(
+        owner=other_user, title="theirs", provider="demo", model="demo-1"
+    )
     _, their_token = await sync_to_async(api_token_create)(user=other_user)
     mine, them = await _connected(thread, token), await _connected(theirs, their_token)
     await mine.send_json_to({"type": "send", "content": "my question", "request_id": "same-1"})

@@ -80,7 +80,7 @@ def test_the_list_page_pages_shows_model_and_last_activity_and_searches(client: 
     client.force_login(user)
     first = client.get("/")
     body = first.content.decode()
-    assert body.count('class="t-title"') == 50 and "demo · demo-1 · <time" in body
+    assert body.count('class="t-title"') == 50 and "demo/demo-1 · <time" in body
     assert "Older threads" in body and "Thread 0<" not in body
     older = client.get(first.context["next_before"] and f"/?before={first.context['next_before']}")
     assert "Thread 0<" in older.content.decode() and "Older threads" not in older.content.decode()

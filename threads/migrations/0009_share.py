@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("threads", "0005_search"),
+        ("threads", "0008_search"),
     ]
 
     operations = [

@@ -49,7 +49,7 @@ def _run(statements):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("threads", "0004_tree"),
+        ("threads", "0007_tree"),
     ]
 
     operations = [

@@ -23,7 +23,7 @@ def chain(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("threads", "0003_finish_reason_null"),
+        ("threads", "0006_chat_preferences"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -1,0 +1,107 @@
+"""Connections (#17): API keys encrypted at rest, a wrong FIELD_ENCRYPTION_KEY a clear start-up error,
+the environment's providers bootstrapped as connections, and the migration keeping threads' models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from cryptography.fernet import Fernet
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+from django.test import AsyncClient
+
+from providers import bootstrap, catalog
+from providers.models import Connection, ModelOffer
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.both]
+
+
+def test_the_row_never_holds_the_plain_key() -> None:
+    row = Connection(name="acct", kind="openai", base_url="https://api.example.com/v1")
+    row.set_api_key("sk-very-secret-123")
+    row.save()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM providers_connection")
+        stored = repr(cursor.fetchall())
+    assert "sk-very-secret-123" not in stored
+    assert Connection.objects.get().api_key == "sk-very-secret-123"
+
+
+def test_a_wrong_key_is_a_clear_start_up_error(settings: Any) -> None:
+    row = Connection(name="acct", kind="openai")
+    row.set_api_key("sk-secret")
+    row.save()
+    settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+    with pytest.raises(ImproperlyConfigured, match="cannot decrypt the API key of connection 'acct'") as err:
+        bootstrap.start_up()
+    assert "sk-secret" not in str(err.value)
+
+
+def test_rotation_keeps_keys(settings: Any) -> None:
+    old, new = settings.FIELD_ENCRYPTION_KEYS[0], Fernet.generate_key().decode()
+    row = Connection(name="acct", kind="openai")
+    row.set_api_key("sk-secret")
+    row.save()
+    settings.FIELD_ENCRYPTION_KEYS = [new, old]
+    call_command("rotate_encryption_key")
+    settings.FIELD_ENCRYPTION_KEYS = [new]
+    bootstrap.check_keys()
+    assert Connection.objects.get().api_key == "sk-secret"
+
+
+async def test_an_old_style_environment_yields_a_working_connection(settings: Any, token: str) -> None:
+    settings.PROVIDERS = {
+        **settings.PROVIDERS,
+        "openai": {"base_url": "http://127.0.0.1:9/v1", "api_key": "sk-env", "model": "env-model"},
+    }
+    settings.DEFAULT_PROVIDER = "openai"
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(bootstrap.start_up)()
+    row = await Connection.objects.aget(name="openai")
+    assert (row.kind, row.base_url, row.from_env) == ("openai", "http://127.0.0.1:9/v1", True)
+    assert await sync_to_async(lambda: row.api_key)() == "sk-env"
+    offer = await ModelOffer.objects.aget(connection=row)
+    assert (offer.model, offer.offered, offer.everyone, offer.is_default) == ("env-model", True, True, True)
+    catalog.reset()
+    api = AsyncClient(AUTHORIZATION=f"Bearer {token}")
+    models = (await api.get("/api/models")).json()["models"]
+    assert [m["id"] for m in models if m["default"]] == ["openai/env-model"]
+    created = await api.post("/api/threads", {}, content_type="application/json")
+    assert created.json()["model_id"] == "openai/env-model"
+    # Twice is the same: a restart updates, never duplicates.
+    await sync_to_async(bootstrap.start_up)()
+    assert await Connection.objects.acount() == 2 and await ModelOffer.objects.acount() == 2
+
+
+def test_the_migration_keeps_every_threads_provider_and_model(django_user_model: Any) -> None:
+    executor = MigrationExecutor(connection)
+    before = [("threads", "0004_models_as_data"), ("providers", "0002_featureflag_moved_to_ops")]
+    executor.migrate(before)
+    old = executor.loader.project_state(before).apps
+    owner = old.get_model("auth", "User").objects.create(username="old")
+    Thread, Message = old.get_model("threads", "Thread"), old.get_model("threads", "Message")
+    rows = [("demo", "demo-1"), ("openai", "gpt-4o"), ("vllm", "meta-llama/Llama-3.1-8B")]
+    for provider, model in rows:
+        t = Thread.objects.create(owner=owner, provider=provider, model=model)
+        Message.objects.create(thread=t, role="assistant", request_id="r", content="x")
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    from threads.models import Message as NewMessage
+    from threads.models import Thread as NewThread
+
+    assert sorted(NewThread.objects.values_list("provider", "model")) == sorted(rows)
+    assert sorted(NewMessage.objects.values_list("model_id", flat=True)) == sorted(
+        f"{p}/{m}" for p, m in rows
+    )
+    assert sorted(ModelOffer.objects.values_list("connection__name", "model")) == sorted(rows)
+    # A provider the deployment configures stays usable; one it does not (no key) is withdrawn.
+    assert dict(Connection.objects.values_list("name", "enabled")) == {
+        "demo": True,
+        "openai": False,
+        "vllm": False,
+    }

@@ -1,0 +1,182 @@
+"""The model access table (#17): everyone, a group, withdrawn, unknown, over the API, the page form and
+the WebSocket send; a thread switches model mid-thread and each reply records the model that answered."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import Group
+from django.test import AsyncClient, Client
+
+from chatapp.asgi import application
+from providers.models import Connection, ModelOffer
+from threads.models import Message, Thread
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.both]
+TIMEOUT = 10
+
+
+@pytest.fixture
+def lab(settings: Any) -> Connection:
+    """A connection 'lab' (the demo, fast): 'open' to everyone, 'research' to one group, 'retired' unticked."""
+    settings.PROVIDERS = {
+        **settings.PROVIDERS,
+        "lab": {"kind": "demo", "model": "open", "ttft_ms": 0.0, "tokens_per_s": 2000.0, "max_tokens": 20},
+    }
+    conn = Connection.objects.create(name="lab", kind="demo", rps=0)
+    ModelOffer.objects.create(connection=conn, model="open", label="Lab open")
+    research = ModelOffer.objects.create(
+        connection=conn, model="research", label="Lab research", everyone=False
+    )
+    research.groups.add(Group.objects.create(name="researchers"))
+    ModelOffer.objects.create(connection=conn, model="retired", offered=False)
+    return conn
+
+
+@pytest.fixture
+def api(token: str) -> AsyncClient:
+    return AsyncClient(AUTHORIZATION=f"Bearer {token}")
+
+
+async def _ids(api: AsyncClient) -> list[str]:
+    resp = await api.get("/api/models")
+    assert resp.status_code == 200
+    return [m["id"] for m in resp.json()["models"]]
+
+
+async def test_the_callers_models_only(api: AsyncClient, lab: Connection, user: Any) -> None:
+    assert await _ids(api) == ["demo/demo-1", "lab/open"]
+    await sync_to_async(user.groups.add)(await Group.objects.aget(name="researchers"))
+    assert await _ids(api) == ["demo/demo-1", "lab/open", "lab/research"]
+    models = (await api.get("/api/models")).json()["models"]
+    assert models[1] == {
+        "id": "lab/open",
+        "connection": "lab",
+        "provider": "demo",
+        "model": "open",
+        "label": "Lab open",
+        "default": False,
+        "context_tokens": None,
+    }
+    assert [m["id"] for m in models if m["default"]] == ["demo/demo-1"]  # DEFAULT_PROVIDER's
+
+
+async def test_unconfigured_providers_are_not_offered(api: AsyncClient) -> None:
+    """#22 item 8: OpenAI and Anthropic without a key (the embedded defaults) are not in the menu."""
+    assert await _ids(api) == ["demo/demo-1"]
+    resp = await api.post("/api/threads", {"model": "openai/gpt-4o-mini"}, content_type="application/json")
+    assert (resp.status_code, resp.json()["error"]["code"]) == (400, "model_not_allowed")
+
+
+@pytest.mark.parametrize(
+    ("model", "status"),
+    [
+        ("lab/open", 201),  # everyone
+        ("lab/research", 400),  # a group the caller is not in
+        ("lab/retired", 400),  # withdrawn (not offered)
+        ("lab/nonexistent", 400),  # unknown model
+        ("nowhere/open", 400),  # unknown connection
+    ],
+)
+async def test_create_over_the_api(api: AsyncClient, lab: Connection, model: str, status: int) -> None:
+    resp = await api.post("/api/threads", {"model": model}, content_type="application/json")
+    assert resp.status_code == status
+    if status == 400:
+        assert resp.json()["error"]["code"] == "model_not_allowed"
+        assert not await Thread.objects.aexists()
+    else:
+        assert (resp.json()["provider"], resp.json()["model"], resp.json()["model_id"]) == (
+            "lab",
+            "open",
+            model,
+        )
+
+
+@pytest.mark.parametrize(
+    ("model", "ok"), [("lab/open", True), ("lab/research", False), ("lab/retired", False)]
+)
+def test_create_over_the_page_form(lab: Connection, user: Any, model: str, ok: bool) -> None:
+    client = Client()
+    client.force_login(user)
+    page = client.get("/")
+    assert b'<label for="new-model">Model</label>' in page.content
+    assert b'value="lab/open"' in page.content and b"lab/research" not in page.content
+    resp = client.post("/", {"model": model, "title": "t"})
+    if ok:
+        assert resp.status_code == 302
+        assert Thread.objects.get().model == "open"
+    else:
+        assert resp.status_code == 400 and b"is not offered to you" in resp.content
+        assert not Thread.objects.exists()
+
+
+def _ws(thread_id: int, token: str) -> WebsocketCommunicator:
+    return WebsocketCommunicator(
+        application, f"/ws/threads/{thread_id}/", headers=[(b"authorization", f"Bearer {token}".encode())]
+    )
+
+
+async def _until(comm: WebsocketCommunicator, *kinds: str) -> dict[str, Any]:
+    while True:
+        ev = await comm.receive_json_from(timeout=TIMEOUT)
+        if ev["type"] in kinds:
+            return ev
+
+
+async def test_a_withdrawn_model_is_refused_on_every_send_and_the_thread_can_switch(
+    api: AsyncClient, lab: Connection, token: str
+) -> None:
+    tid = (await api.post("/api/threads", {"model": "lab/open"}, content_type="application/json")).json()[
+        "id"
+    ]
+    first = await api.post(f"/api/threads/{tid}/messages", {"content": "hi"}, content_type="application/json")
+    assert first.status_code == 200 and first.json()["assistant_message"]["model_id"] == "lab/open"
+    await ModelOffer.objects.filter(model="open").aupdate(offered=False)
+    await sync_to_async(lambda: Connection.objects.get(name="lab").save())()  # admin saves: caches drop
+
+    refused = await api.post(
+        f"/api/threads/{tid}/messages", {"content": "again"}, content_type="application/json"
+    )
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "model_not_allowed"
+    assert "Switch this thread to another model" in refused.json()["error"]["message"]
+    comm = _ws(tid, token)
+    assert (await comm.connect(timeout=TIMEOUT))[0]
+    await _until(comm, "snapshot")
+    await comm.send_json_to({"type": "send", "content": "over the socket"})
+    error = await _until(comm, "error")
+    assert error["error"]["code"] == "model_not_allowed"
+
+    switched = await api.patch(
+        f"/api/threads/{tid}", {"model": "demo/demo-1"}, content_type="application/json"
+    )
+    assert switched.status_code == 200 and switched.json()["model_id"] == "demo/demo-1"
+    assert (await _until(comm, "thread.updated"))["thread"]["model_id"] == "demo/demo-1"
+    await comm.send_json_to({"type": "send", "content": "now with the demo"})
+    done = await _until(comm, "message.done")
+    assert done["message"]["model_id"] == "demo/demo-1"
+    await comm.disconnect()
+    replies = [m async for m in Message.objects.filter(thread_id=tid, role="assistant").order_by("id")]
+    assert [m.model_id for m in replies] == ["lab/open", "demo/demo-1"]
+
+
+async def test_switching_to_a_model_not_allowed_is_refused(api: AsyncClient, lab: Connection) -> None:
+    tid = (await api.post("/api/threads", {}, content_type="application/json")).json()["id"]
+    for model in ("lab/research", "lab/retired", "lab/missing", "x"):
+        resp = await api.patch(f"/api/threads/{tid}", {"model": model}, content_type="application/json")
+        assert (resp.status_code, resp.json()["error"]["code"]) == (400, "model_not_allowed"), model
+    thread = await Thread.objects.aget(pk=tid)
+    assert (thread.provider, thread.model) == ("demo", "demo-1")
+
+
+def test_the_new_thread_menu_offers_only_configured_providers(user: Any) -> None:
+    """#22 item 8: the menu offered OpenAI without a key, which failed only after Send."""
+    client = Client()
+    client.force_login(user)
+    page = client.get("/").content.decode()
+    menu = page[page.index('<select id="new-model"') : page.index("</select>")]
+    assert 'value="demo/demo-1"' in menu
+    assert "openai" not in menu and "anthropic" not in menu and "gemini" not in menu

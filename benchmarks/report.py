@@ -84,6 +84,16 @@ def rows_from(results: dict[str, Any], plan: Any, opts: Any) -> list[Row]:
             )
         )
 
+    found = results.get("search") or {}
+    p95 = _num(found.get("p95_ms"))
+    shown = (
+        f"{p95:.1f} ms (p50 {found['p50_ms']:.1f} ms; {found['threads']} threads, {found['messages']} messages, "
+        f"{found['queries']} queries of 1-2 words, PostgreSQL)"
+        if p95 == p95
+        else "not measured"
+    )
+    out.append(row("search p95 (GET /api/threads?q=)", "<= 50 ms", "<=", 50.0, p95, shown))
+
     pacer = results.get("pacer") or {}
     wait = _num(pacer.get("wait_p95_ms"))
     shown = (

@@ -271,6 +271,25 @@ class Suite:
         self.on_deployment(True, steps)
         self.on_front()
         self.step("pacer", self.pacer)
+        self.step("search", self.search, db_url)
+
+    def search(self, db_url: str) -> dict[str, Any]:
+        """Search p95 (#18) on this run's database, in its own process (benchmarks/search_bench.py)."""
+        import subprocess
+
+        size = ["--threads", "1000", "--messages", "20000"] if self.opts.quick else []
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.search_bench", "--database-url", db_url, *size],
+            cwd=ROOT,
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=True,
+        )
+        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"   search: {result}", flush=True)
+        return result
 
     # --- through nginx (#21) ------------------------------------------------------------------------------
 

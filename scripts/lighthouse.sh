@@ -3,9 +3,9 @@
 #
 # Serves the app as in production (DEBUG=false, collectstatic: hashed file names, long cache headers,
 # compressed) on a temporary SQLite database seeded with demo data (`manage.py seed_demo`), then runs
-# Lighthouse 12.2.3 (pinned by tools/package-lock.json) with Debian's chromium on nine pages: the
-# log-in, sign-up and password-reset pages, the thread list, a thread with a long conversation, the
-# account settings page, the usage page and the staff dashboard. Prints the four category scores
+# Lighthouse 12.2.3 (pinned by tools/package-lock.json) with Debian's chromium on ten pages: the
+# log-in, sign-up and password-reset pages, the thread list, a thread with a long conversation and its
+# share link's page, the account settings page, the usage page and the staff dashboard. Prints the four category scores
 # per page and exits 1 if any is below LH_MIN.
 #
 # Needs: chromium (apt-get install -y chromium), node >= 18 and the dev venv (`make install-dev`: websockets
@@ -68,6 +68,8 @@ for m in Message.objects.filter(thread=t, role='assistant'):
     UsageRecord.objects.get_or_create(kind='charge', message_id=m.pk, defaults=dict(user=t.owner, provider=t.provider, model=t.model, input_tokens=40 + m.pk, output_tokens=len(m.content.split()), cost_usd=0.0001))
 "
 SESSION="$(node -p 'JSON.parse(process.argv[1]).sessionid' "$SEED")"
+# The seeded thread's share link (#18): its read-only page, for anyone with the link.
+SHARE_TOKEN="$("$PY" manage.py shell -c "from threads.models import Thread; from threads.share import share_create; print(share_create(thread=Thread.objects.get(pk=$THREAD_ID)).token)" | tail -n 1)"
 
 "$ROOT/.venv/bin/daphne" -e "tcp:port=$PORT:interface=127.0.0.1" chatapp.asgi:application >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
@@ -174,4 +176,6 @@ audit usage "/usage/"
 USERNAME="$(node -p 'JSON.parse(process.argv[1]).username' "$SEED")"
 "$PY" manage.py shell -c "from django.contrib.auth.models import User; User.objects.filter(username='$USERNAME').update(is_staff=True)"
 audit dashboard "/staff/dashboard/"
+# A share page is noindex by design (#18): Lighthouse's is-crawlable audit would fail it for that alone.
+audit share "/s/$SHARE_TOKEN" --skip-audits=is-crawlable
 exit "$FAILED"

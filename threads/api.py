@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from django.conf import settings
@@ -48,8 +48,9 @@ async def threads_collection(request: HttpRequest) -> HttpResponseBase:
     before = parse_id(raw) if raw is not None else None
     if raw is not None and before is None:
         raise InvalidInput("invalid_cursor", "'before' must be a thread id.")
-    page = await db_async(selectors.thread_list_for_user)(user=user, before=before)
-    return json_response(page)
+    from threads.tree_api import thread_list  # ?archived=, ?q= (#18)
+
+    return await thread_list(request, user=user, before=before)
 
 
 async def _thread_or_404(request: HttpRequest, thread_id: int) -> Any:
@@ -71,6 +72,10 @@ async def models_collection(request: HttpRequest) -> HttpResponseBase:
 async def thread_item(request: HttpRequest, thread_id: int) -> HttpResponseBase:
     thread = await _thread_or_404(request, thread_id)
     if request.method == "PATCH":
+        from threads.tree_api import TREE_FIELDS, thread_patch
+
+        if body_json(request).keys() & TREE_FIELDS:  # the conversation tree's changes (#18)
+            return await thread_patch(request, thread)
         patch = parse_thread_patch(
             body_json(request),
             max_title_chars=settings.MAX_TITLE_CHARS,
@@ -106,6 +111,11 @@ async def thread_messages(request: HttpRequest, thread_id: int) -> HttpResponseB
     if req.stream:
         return await _sse_response(request, thread, req)
     outcome = await chat.send(user=authed_user(request), thread=thread, req=req)
+    return await final_response(outcome, thread)
+
+
+async def final_response(outcome: chat.SendOutcome, thread: Any) -> HttpResponseBase:
+    """A send's (or a regenerate's) answer once its generation ended: 200, or its error's status."""
     final = await chat.wait_terminal(outcome, thread_id=thread.pk)
     metrics.request(events.request_outcome(final))
     timings = outcome.generation.timings() if outcome.generation is not None else None
@@ -127,7 +137,9 @@ async def thread_messages(request: HttpRequest, thread_id: int) -> HttpResponseB
     return resp
 
 
-async def _sse_response(request: HttpRequest, thread: Any, req: Any) -> HttpResponseBase:
+async def _sse_response(
+    request: HttpRequest, thread: Any, req: Any, start: Callable[[str], Awaitable[Any]] | None = None
+) -> HttpResponseBase:
     """Take a slot among the user's sockets (a stream is a channel in the thread's group, like a
     socket), subscribe, then send, so no event of this request can be missed. A stream or send refused
     before it starts (too many streams, rate limited, bad parent, reused request_id) raises here, before
@@ -137,7 +149,10 @@ async def _sse_response(request: HttpRequest, thread: Any, req: Any) -> HttpResp
     slot = _StreamSlot(user.pk, await quotas.stream_open(user_id=user.pk))
     try:
         slot.sub = await fanout.subscribe(generation_service().layer, thread.pk)
-        outcome = await chat.send(user=user, thread=thread, req=req, reply_channel=slot.sub.channel)
+        if start is not None:  # a regenerate (threads/tree_api.py)
+            outcome = await start(slot.sub.channel)
+        else:
+            outcome = await chat.send(user=user, thread=thread, req=req, reply_channel=slot.sub.channel)
     except BaseException:
         await slot.free()
         raise

@@ -34,19 +34,19 @@ from threads.models import Thread
 if TYPE_CHECKING:
     from threads.coalescing import Info
     from threads.generation import Generation
-    from threads.validation import SendRequest
 
 log = logging.getLogger(__name__)
 
 
-async def admit(*, user_id: int, thread: Thread, req: SendRequest) -> Reservation | None:
+async def admit(*, user_id: int, thread: Thread, content: str) -> Reservation | None:
     """Reserve a call's worth of the user's budgets before a generation starts (raises BudgetExceeded).
-    The prompt is estimated from the new message alone: the history is read with the rows, later."""
+    The prompt is estimated from the new message alone (a regenerate's: none): the history is read
+    with the rows, later."""
     return await budgets.admit(
         user_id=user_id,
         provider=thread.provider,
         model=thread.model,
-        prompt_tokens=estimate_tokens(req.content) + 4,
+        prompt_tokens=estimate_tokens(content) + 4,
     )
 
 

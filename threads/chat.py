@@ -23,7 +23,18 @@ from core.singleflight import Singleflight
 from core.ttlcache import TTLCache
 from ops import metrics
 from ops.flags import flag_enabled
-from threads import charging, coalescing, control, events, fanout, modelaccess, quotas, selectors, services
+from threads import (
+    branches,
+    charging,
+    coalescing,
+    control,
+    events,
+    fanout,
+    modelaccess,
+    quotas,
+    selectors,
+    services,
+)
 from threads.coalescing import LEASE_S
 from threads.generation import Generation, generation_service
 from threads.models import Message, Thread
@@ -227,7 +238,7 @@ async def _lead_paid(
 ) -> SendOutcome:
     """`_lead`, paid by `user`: a call's worth of their budgets is reserved first (429 budget_exceeded
     past one), and settled by the generation's end, or given back if none starts."""
-    reservation = await charging.admit(user_id=user.pk, thread=thread, req=req)
+    reservation = await charging.admit(user_id=user.pk, thread=thread, content=req.content)
     try:
         outcome = await _lead(
             thread=thread,
@@ -281,6 +292,10 @@ async def _lead(
     gen = await svc.start(
         prepared, reply_channel=only, coalesce_key=key, payer_id=payer_id, reservation=reservation
     )
+    if req.parent_id is not None or req.new_root:  # an edit: a new branch, which every tab now shows
+        from threads.regenerate import announce  # (it builds on this module)
+
+        await announce(thread.pk)
     return SendOutcome(
         request_id=req.request_id,
         coalesced=coalesced,
@@ -446,8 +461,8 @@ async def cancel(*, user: AbstractBaseUser, request_id: str) -> events.MessageDa
 
 
 @db_async
-def _snapshot_page(thread_id: int) -> events.MessagePage:
-    return selectors.message_page(thread_id=thread_id)
+def _snapshot_page(thread_id: int) -> dict[str, Any]:
+    return branches.branch_page(thread=thread_id)  # the branch shown (#18)
 
 
 async def snapshot(*, thread_id: int) -> events.SnapshotEvent:
@@ -457,4 +472,4 @@ async def snapshot(*, thread_id: int) -> events.SnapshotEvent:
     svc.ensure_started()  # a restarted process starts sweeping its predecessor's orphans now
     in_flight = await svc.in_flight(thread_id)
     page = await _snapshot_page(thread_id)
-    return events.snapshot(page["messages"], in_flight, has_more=page["has_more"])
+    return events.snapshot(page["messages"], in_flight, has_more=page["has_more"], tree=page)

@@ -104,8 +104,11 @@ class RedisCoalescer:
         answering it from memory; the entry lapses in Redis with its lease, and Redis answers until then."""
         self._leading.pop(key, None)
 
-    async def finish(self, key: str, *, ok: bool) -> None:
+    async def finish(self, key: str, *, ok: bool, keep: bool = True) -> None:
         self._leading.pop(key, None)  # from now on Redis answers (kept for the result's TTL)
+        if not keep:  # a regenerate's: never answers a later one
+            await self._redis.delete(self._k(key))
+            return
         raw = await self._redis.get(self._k(key))
         if raw is None:
             return

@@ -88,8 +88,9 @@ class CoalesceBackend(Protocol):
     async def fail(self, key: str, error: Mapping[str, Any]) -> None:
         """The leader failed before publishing: followers get `error` (kept COALESCE_ERROR_TTL_S)."""
 
-    async def finish(self, key: str, *, ok: bool) -> None:
-        """The generation ended: keep the result for its TTL, then forget the key."""
+    async def finish(self, key: str, *, ok: bool, keep: bool = True) -> None:
+        """The generation ended: keep the result for its TTL, then forget the key (at once when not
+        `keep`: a regenerate is never answered from a finished result)."""
 
     def release(self, key: str) -> None:
         """No `finish` will come: let the key lapse like an unrenewed lease (after `finish`, a no-op)."""
@@ -174,9 +175,11 @@ class InProcessCoalescer:
             entry.info.set_exception(CoalesceFailed(error))
             entry.info.exception()  # retrieved: no "never retrieved" warning when nobody waited
 
-    async def finish(self, key: str, *, ok: bool) -> None:
+    async def finish(self, key: str, *, ok: bool, keep: bool = True) -> None:
         entry = self._entries.get(key)
-        if entry is not None:
+        if entry is not None and not keep:
+            del self._entries[key]
+        elif entry is not None:
             self._expires(key, entry, self.clock() + _retention(ok))
 
     def release(self, key: str) -> None:

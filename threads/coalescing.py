@@ -57,7 +57,7 @@ def fingerprint(*, thread_id: int, req: SendRequest) -> str:
     return body_fingerprint(
         thread_id=thread_id,
         content=req.content,
-        parent_id=req.parent_id,
+        parent_id=-1 if req.new_root else req.parent_id,  # a new root is not "continue the branch"
         idempotent=req.idempotent,
         tools=req.tools,
     )
@@ -130,7 +130,7 @@ async def join(thread: Thread, req: SendRequest) -> Burst:
     queue behind); sends that arrive before any leader claimed share one head read."""
     prekey = burst_prekey(
         thread_id=thread.pk,
-        parent_id=req.parent_id,
+        parent_id=-1 if req.new_root else req.parent_id,
         content=req.content,
         provider=thread.provider,
         model=thread.model,
@@ -186,9 +186,10 @@ async def renew(key: str) -> None:
     await coalescer().renew(key)
 
 
-async def finish(key: str, *, ok: bool) -> None:
-    """The generation ended: its result answers identical sends for the result (or error) TTL."""
-    await coalescer().finish(key, ok=ok)
+async def finish(key: str, *, ok: bool, keep: bool = True) -> None:
+    """The generation ended: its result answers identical sends for the result (or error) TTL (not
+    at all when not `keep`: a regenerate's)."""
+    await coalescer().finish(key, ok=ok, keep=keep)
 
 
 def release(key: str) -> None:
@@ -208,7 +209,7 @@ async def alive(key: str) -> bool:
 async def _derive_key(thread: Thread, req: SendRequest) -> str:
     """The coalesce key of a send: its burst's anchor needs the thread's head as it stood (unless the
     client named the message it answers: then that is the anchor, and the head is not read)."""
-    if req.parent_id is not None:
+    if req.parent_id is not None or req.new_root:
         last = LastExchange(head_id=None)
     else:
         last = LastExchange(**await db_async(selectors.last_exchange)(thread_id=thread.pk))

@@ -18,14 +18,17 @@ from accounts.auth import forget_all_tokens
 from core.dbasync import db_async
 from core.writebuffer import SCOPE_KEY as WRITE_BUFFER
 from ops import metrics
-from threads import chat, errors, events, fanout, groups, quotas, selectors
+from threads import branches, chat, errors, events, fanout, groups, quotas
 from threads.flow import CLOSE_TOO_SLOW, Flow
 from threads.models import Thread
+from threads.regenerate import RegenerateRequest, regenerate
 from threads.validation import (
+    REGENERATE_FRAME_FIELDS,
     SEND_FRAME_EXTRA,
     InvalidInput,
     parse_frame,
     parse_message_cursor,
+    parse_regenerate,
     parse_request_id,
     parse_send,
 )
@@ -152,6 +155,8 @@ class ThreadConsumer(AsyncWebsocketConsumer):
                 await self._on_cancel(frame)
             elif kind == "history":
                 await self._on_history(frame)
+            elif kind == "regenerate":
+                await self._on_regenerate(frame)
             elif not self._flow.on_ack(frame.get("count")):
                 raise InvalidInput("invalid_ack", "'count' must be the number of frames received so far.")
         except Exception as exc:
@@ -180,8 +185,29 @@ class ThreadConsumer(AsyncWebsocketConsumer):
 
     async def _on_history(self, frame: dict[str, Any]) -> None:
         before = parse_message_cursor(frame.get("before"))
-        page = await db_async(selectors.message_page)(thread_id=self.thread_id, before=before)
+        page = await db_async(branches.branch_page)(thread=self.thread_id, before=before)
         await self._send_json(events.history(before=before, page=page))
+
+    async def _on_regenerate(self, frame: dict[str, Any]) -> None:
+        """A new reply in place of assistant message `message_id` (#18; the page's Retry and Regenerate)."""
+        parsed = parse_regenerate(frame, message_id=frame.get("message_id"), allowed=REGENERATE_FRAME_FIELDS)
+        req = RegenerateRequest(
+            message_id=parsed["message_id"], request_id=parsed["request_id"], idempotent=parsed["idempotent"]
+        )
+        outcome = await regenerate(
+            user=self.scope["user"], thread=self.thread, req=req, reply_channel=self.channel_name
+        )
+        self._sent.add(outcome.request_id)
+        if outcome.generation is None:
+            final = await chat.terminal_now(outcome)
+            if final is not None:
+                await self._send_json(final)
+
+    async def _resnapshot(self) -> None:
+        """The thread changed (thread.updated): the branch shown may have, so the page gets it afresh."""
+        snap = await chat.snapshot(thread_id=self.thread_id)
+        self._snapshot_seq = {f["request_id"]: f["seq"] for f in snap["in_flight"]}
+        await self._send_json(snap)
 
     async def _rights_hold(self) -> bool:
         """The user still has the rights the socket opened with (their row, at most
@@ -226,6 +252,8 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         elif event.get("type") == "thread.updated":
             chat.forget(self.thread_id)  # this process's copy predates the switch (it may be another's PATCH)
         await self._send_json(event)
+        if event.get("type") == "thread.updated":
+            await self._resnapshot()
 
     async def _send_json(self, data: Mapping[str, Any]) -> None:
         if self._closing:

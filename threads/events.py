@@ -21,6 +21,9 @@ class ThreadData(TypedDict):
     system_prompt: str
     created_at: str | None
     updated_at: str | None
+    # The conversation tree (#18): the end of the branch shown; archived threads leave the list.
+    current_leaf_id: NotRequired[int | None]
+    archived: NotRequired[bool]
 
 
 class ErrorData(TypedDict):
@@ -69,6 +72,9 @@ class SnapshotEvent(TypedDict):
     messages: list[MessageData]  # the newest page
     has_more: bool
     in_flight: list[InFlight]
+    # The conversation tree (#18): sibling ids of the messages that have any, the branch's leaf.
+    siblings: NotRequired[dict[str, list[int]]]
+    current_leaf_id: NotRequired[int | None]
 
 
 class HistoryEvent(TypedDict):
@@ -78,6 +84,7 @@ class HistoryEvent(TypedDict):
     before: int
     messages: list[MessageData]
     has_more: bool
+    siblings: NotRequired[dict[str, list[int]]]
 
 
 class MessageStartEvent(TypedDict):
@@ -153,6 +160,8 @@ def thread_data(t: Any) -> ThreadData:
         "system_prompt": t.system_prompt,
         "created_at": iso(t.created_at),
         "updated_at": iso(t.updated_at),
+        "current_leaf_id": getattr(t, "current_leaf_id", None),
+        "archived": bool(getattr(t, "archived", False)),
     }
 
 
@@ -182,17 +191,38 @@ def error_body(code: str, message: str) -> ErrorBody:
 
 
 def snapshot(
-    messages: list[MessageData], in_flight: list[InFlight], *, has_more: bool = False
+    messages: list[MessageData],
+    in_flight: list[InFlight],
+    *,
+    has_more: bool = False,
+    tree: Mapping[str, Any] | None = None,
 ) -> SnapshotEvent:
-    return {"type": "snapshot", "messages": messages, "has_more": has_more, "in_flight": in_flight}
+    event: SnapshotEvent = {
+        "type": "snapshot",
+        "messages": messages,
+        "has_more": has_more,
+        "in_flight": in_flight,
+    }
+    if tree is not None:  # a branch page (threads/branches.py)
+        event["siblings"] = tree.get("siblings", {})
+        event["current_leaf_id"] = tree.get("current_leaf_id")
+    return event
 
 
 def thread_updated(thread: ThreadData) -> ThreadUpdatedEvent:
     return {"type": "thread.updated", "thread": thread}
 
 
-def history(*, before: int, page: MessagePage) -> HistoryEvent:
-    return {"type": "history", "before": before, "messages": page["messages"], "has_more": page["has_more"]}
+def history(*, before: int, page: Mapping[str, Any]) -> HistoryEvent:
+    event: HistoryEvent = {
+        "type": "history",
+        "before": before,
+        "messages": page["messages"],
+        "has_more": page["has_more"],
+    }
+    if "siblings" in page:
+        event["siblings"] = page["siblings"]
+    return event
 
 
 def message_start(*, request_id: str, user_message: MessageData, message_id: int) -> MessageStartEvent:

@@ -131,7 +131,9 @@ async def terminal(gen: Generation, layer: BaseChannelLayer, event: events.Termi
         metrics.observe_latency_ms((time.monotonic() - gen.started) * 1000)
     if gen.coalesce_key is not None:
         try:
-            await coalescing.finish(gen.coalesce_key, ok=event["type"] == "message.done")
+            await coalescing.finish(
+                gen.coalesce_key, ok=event["type"] == "message.done", keep=gen.keep_result
+            )
         except Exception:
             log.warning("coalesce finish of %s failed", gen.request_id, exc_info=True)
     try:

@@ -81,6 +81,8 @@ class Generation:
     cancel_at: float | None = None  # when this process was told to cancel (cancel latency)
     # Set when identical sends may follow this one: the lease is renewed while it runs.
     coalesce_key: str | None = None
+    # False for a regenerate: its key is forgotten when it ends, never answering a later one.
+    keep_result: bool = True
     # The result could not be saved yet: its text stays in the stream state (the sweep's copy).
     unsaved: bool = False
     # The stream is over and its result waits for the database: a cancel no longer stops anything.
@@ -131,6 +133,7 @@ class GenerationService:
         coalesce_key: str | None = None,
         payer_id: int | None = None,
         reservation: charging.Reservation | None = None,
+        keep_result: bool = True,
     ) -> Generation:
         gen = Generation(
             request_id=prepared.request_id,
@@ -143,6 +146,7 @@ class GenerationService:
             provider=prepared.provider,
             model=prepared.model,
             history=prepared.history,
+            keep_result=keep_result,
         )
         # Registered before the wait below: a Stop pressed meanwhile (its row is already written, so
         # the cancel wins the database and answers 200) finds the generation and stops it.

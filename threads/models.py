@@ -20,9 +20,18 @@ class Thread(models.Model):
     system_prompt = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # The conversation tree (#18): the end of the branch shown and continued; null before any message.
+    current_leaf = models.ForeignKey(
+        "Message", null=True, blank=True, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False
+    )
+    # Archived threads leave the list and stay searchable.
+    archived = models.BooleanField(default=False)
 
     class Meta:
-        indexes = [models.Index(fields=["owner", "-updated_at", "-id"], name="thread_owner_recent")]
+        indexes = [
+            models.Index(fields=["owner", "-updated_at", "-id"], name="thread_owner_recent"),
+            models.Index(fields=["owner", "archived", "-updated_at", "-id"], name="thread_owner_listed"),
+        ]
 
     def __str__(self) -> str:
         return self.title or f"Thread {self.pk}"
@@ -106,3 +115,19 @@ class ChatPreferences(models.Model):
 
     def __str__(self) -> str:
         return f"Chat preferences of user {self.user_id}"
+
+
+class ShareLink(models.Model):
+    """A read-only snapshot of a thread anyone with the link can open at /s/<token> (#18): the branch
+    that was current when shared (its leaf then; messages are never edited, so the path up from it is
+    the thread as it was). Deleting the row revokes the link."""
+
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="share_links")
+    # secrets.token_urlsafe(24): 192 random bits, unguessable.
+    token = models.CharField(max_length=64, unique=True)
+    leaf = models.ForeignKey(Message, null=True, on_delete=models.CASCADE, related_name="+")
+    title = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"share of thread {self.thread_id}"

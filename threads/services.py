@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, User
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Case, F, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone
 
 from providers.catalog import catalog
-from threads import events, modelaccess, selectors
+from threads import branches, events, modelaccess, selectors
 from threads.models import ChatPreferences, Message, Thread
 from threads.validation import InvalidInput, SendRequest, ThreadCreate, ThreadPatch
 
@@ -97,13 +97,9 @@ def thread_delete(*, thread: Thread) -> list[int]:
 
 
 def _history(*, thread_id: int, upto_id: int) -> list[tuple[str, str]]:
-    rows = (
-        Message.objects.filter(thread_id=thread_id, id__lte=upto_id)
-        .exclude(role=Message.Role.ASSISTANT, content="")
-        .order_by("-id")
-        .values_list("role", "content")[: settings.CONTEXT_MESSAGES]
-    )
-    return [(r, c) for r, c in reversed(rows)]
+    """The context of a reply to `upto_id`: the path from the root to it (the conversation tree), at
+    most CONTEXT_MESSAGES, oldest dropped first; replies that failed without text are left out."""
+    return branches.context_path(thread_id=thread_id, message_id=upto_id, limit=settings.CONTEXT_MESSAGES)
 
 
 def _existing(*, thread: Thread, request_id: str) -> PreparedSend | None:
@@ -174,11 +170,11 @@ def _write_pair(
     thread: Thread | None,
 ) -> PreparedSend:
     with transaction.atomic():
-        # First, so a deleted thread is a 404 before anything is written. A thread gets its title
-        # from its first message.
-        title = Case(When(title="", then=Value(_title_from(req.content))), default=F("title"))
-        if not Thread.objects.filter(pk=thread_id).update(updated_at=timezone.now(), title=title):
-            raise NotFound()
+        # The tree (#18): a send without a parent continues the thread's current branch; `parent_id`
+        # null sent explicitly starts a new root (an edit of the first message). Read first, so a
+        # deleted thread is a 404 before anything is written.
+        if parent_id is None and not req.new_root:
+            parent_id = _leaf_of(thread_id=thread_id)
         if thread is None:
             thread = Thread.objects.only("provider", "model", "system_prompt").get(pk=thread_id)
         user_msg = Message.objects.create(
@@ -197,6 +193,13 @@ def _write_pair(
             parent=user_msg,
             model_id=f"{thread.provider}/{thread.model}",
         )
+        # A thread gets its title from its first message; the new reply ends the branch shown. A thread
+        # deleted meanwhile updates nothing: 404, and the rows go with the rollback.
+        title = Case(When(title="", then=Value(_title_from(req.content))), default=F("title"))
+        if not Thread.objects.filter(pk=thread_id).update(
+            updated_at=timezone.now(), title=title, current_leaf_id=assistant.pk
+        ):
+            raise NotFound()
         # Read inside the transaction: if it fails, no `streaming` row is left without a generation.
         history = _history(thread_id=thread_id, upto_id=user_msg.pk)
     return PreparedSend(
@@ -209,6 +212,16 @@ def _write_pair(
         history=history,
         system_prompt=thread.system_prompt,
     )
+
+
+def _leaf_of(*, thread_id: int) -> int | None:
+    """The end of the thread's current branch (its newest message for a thread written before the
+    tree, whose leaf was never set). Raises NotFound for a deleted thread."""
+    newest = Message.objects.filter(thread_id=OuterRef("pk")).order_by("-id").values("id")[:1]
+    found = Thread.objects.filter(pk=thread_id).values_list("current_leaf_id", Subquery(newest)).first()
+    if found is None:
+        raise NotFound()
+    return found[0] if found[0] is not None else found[1]
 
 
 def _existing_burst(*, thread: Thread, coalesce_key: str, reuse: tuple[float, float]) -> PreparedSend | None:

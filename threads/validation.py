@@ -43,6 +43,9 @@ class SendRequest:
     stream: bool
     idempotent: bool
     tools: bool
+    # `"parent_id": null` sent explicitly: a new root (the edit of a thread's first message), where an
+    # absent parent_id continues the current branch.
+    new_root: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +194,7 @@ def parse_send(
         stream=_opt_bool(data, "stream", False),
         idempotent=_opt_bool(data, "idempotent", True),
         tools=bool(tools),
+        new_root="parent_id" in data and parent_id is None,
     )
 
 
@@ -217,12 +221,14 @@ def parse_page_limit(raw: str, *, most: int) -> int:
 
 # --- WebSocket frames -----------------------------------------------------------------------------
 
-FRAME_TYPES = ("send", "cancel", "ack", "history")
+FRAME_TYPES = ("send", "cancel", "ack", "history", "regenerate")
 # Per frame type, the fields besides those parse_send checks (sends) or the ones listed (others).
 SEND_FRAME_EXTRA = frozenset({"type"})
 CANCEL_FRAME_FIELDS = frozenset({"type", "request_id"})
 ACK_FRAME_FIELDS = frozenset({"type", "count"})
 HISTORY_FRAME_FIELDS = frozenset({"type", "before"})
+REGENERATE_FIELDS = frozenset({"request_id", "stream", "idempotent"})
+REGENERATE_FRAME_FIELDS = frozenset({"type", "message_id", "request_id", "idempotent"})
 
 
 def parse_frame(text: str | None, data: bytes | None, *, max_bytes: int) -> tuple[str, dict[str, Any]]:
@@ -242,11 +248,62 @@ def parse_frame(text: str | None, data: bytes | None, *, max_bytes: int) -> tupl
         raise InvalidInput("invalid_json", "Frames must be JSON objects.")
     kind = frame.get("type")
     if not isinstance(kind, str) or kind not in FRAME_TYPES:
-        raise InvalidInput("unknown_type", "'type' must be 'send', 'cancel', 'ack' or 'history'.")
+        raise InvalidInput(
+            "unknown_type", "'type' must be 'send', 'cancel', 'ack', 'history' or 'regenerate'."
+        )
     if kind == "cancel":
         reject_unknown(frame, CANCEL_FRAME_FIELDS)
     elif kind == "ack":
         reject_unknown(frame, ACK_FRAME_FIELDS)
     elif kind == "history":
         reject_unknown(frame, HISTORY_FRAME_FIELDS)
+    elif kind == "regenerate":
+        reject_unknown(frame, REGENERATE_FRAME_FIELDS)
     return kind, frame
+
+
+# --- the conversation tree (#18) -----------------------------------------------------------------------
+
+THREAD_CHANGE_FIELDS = frozenset({"title", "archived", "current_leaf_id"})
+
+
+def parse_regenerate(data: dict[str, Any], *, message_id: object, allowed: frozenset[str]) -> dict[str, Any]:
+    """A regenerate from an HTTP body (`allowed`: REGENERATE_FIELDS) or a frame (REGENERATE_FRAME_FIELDS):
+    the message id, request_id (made up when absent), stream and idempotent."""
+    reject_unknown(data, allowed)
+    if isinstance(message_id, bool) or not isinstance(message_id, int) or not id_in_range(message_id):
+        raise InvalidInput("invalid_message_id", "'message_id' must be the id of an assistant message.")
+    raw = data.get("request_id")
+    request_id = uuid.uuid4().hex if raw is None else parse_request_id(raw)
+    return {
+        "message_id": message_id,
+        "request_id": request_id,
+        "stream": _opt_bool(data, "stream", False),
+        "idempotent": _opt_bool(data, "idempotent", True),
+    }
+
+
+def parse_thread_change(data: dict[str, Any], *, max_title_chars: int = TITLE_COLUMN_CHARS) -> dict[str, Any]:
+    """A PATCH of a thread: any of `title` (non-empty once stripped), `archived`, `current_leaf_id`."""
+    reject_unknown(data, THREAD_CHANGE_FIELDS)
+    if not data:
+        raise InvalidInput("empty_change", "Send at least one of: archived, current_leaf_id, title.")
+    out: dict[str, Any] = {}
+    if "title" in data:
+        title = data["title"]
+        if isinstance(title, str) and len(title) > max_title_chars:
+            raise InvalidInput("title_too_long", f"'title' is longer than {max_title_chars} characters.")
+        title = (_opt_str(data, "title", max_len=max_title_chars) or "").strip()
+        if not title:
+            raise InvalidInput("invalid_title", "'title' must be a non-empty string.")
+        out["title"] = " ".join(title.split())
+    if "archived" in data:
+        out["archived"] = _opt_bool(data, "archived", False)
+    if "current_leaf_id" in data:
+        leaf = data["current_leaf_id"]
+        if isinstance(leaf, bool) or not isinstance(leaf, int) or not id_in_range(leaf):
+            raise InvalidInput(
+                "invalid_leaf", "'current_leaf_id' must be the id of a message of this thread."
+            )
+        out["current_leaf_id"] = leaf
+    return out

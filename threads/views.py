@@ -18,7 +18,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from providers.catalog import catalog
-from threads import modelaccess, selectors, services
+from threads import branches, events, modelaccess, selectors, services
 from threads.generation import generation_service
 from threads.limits import parse_id
 from threads.markdown import close_unfinished, render_markdown
@@ -75,12 +75,13 @@ def thread_list_page(request: HttpRequest) -> HttpResponse:
             error = exc.message
         else:
             return redirect(f"/threads/{thread.pk}/")
-    page = selectors.thread_list_for_user(user=request.user)  # type: ignore[arg-type]
+    from threads.tree_views import list_context  # search, archived, paging (#18)
+
     return render(
         request,
         "threads/list.html",
         {
-            "threads": page["threads"],
+            **list_context(request),
             "models": _models(request),
             "chosen_model": request.POST.get("model", "") if request.method == "POST" else "",
             "error": error,
@@ -102,9 +103,18 @@ def thread_page(request: HttpRequest, thread_id: int) -> HttpResponse:
     thread = _thread_or_404(request, thread_id)
     if "html" in request.GET:
         return _message_html_json(thread, request.GET["html"])
-    detail = selectors.thread_detail(thread=thread)
+    # The branch shown (#18), a page of it; its versions go to static/chat/tree.js as JSON.
+    detail = {**events.thread_data(thread), **branches.branch_page(thread=thread)}
     detail["messages"] = _page_messages(detail["messages"])
     threads = selectors.thread_list_for_user(user=request.user, limit=30)["threads"]  # type: ignore[arg-type]
+    tree_data = {"siblings": detail["siblings"]}
+    from threads.share import share_current, url_of  # share links (#18)
+    from threads.tree_views import message_tools
+
+    for m in detail["messages"]:
+        m["tools"] = message_tools(m, detail["siblings"])
+    link = share_current(thread=thread)
+    detail["share_url"] = request.build_absolute_uri(url_of(link)) if link else None
     models = _models(request)
     context = {
         "thread": detail,
@@ -114,6 +124,7 @@ def thread_page(request: HttpRequest, thread_id: int) -> HttpResponse:
         "model_withdrawn": all(m["id"] != detail["model_id"] for m in models),
         "model_label": _label(detail["model_id"]),
         "max_system_prompt_chars": settings.MAX_SYSTEM_PROMPT_CHARS,
+        "tree_data": tree_data,
     }
     return render(request, "threads/thread.html", context)
 

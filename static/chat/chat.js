@@ -350,7 +350,11 @@
         return;
       case "error":
         if (loadingEarlier) setEarlier(true); // a refused history request: offer it again
-        if (pending) { // the server refused our send: keep the text, offer Retry
+        if (pending && pending.regenerate !== undefined) { // a refused regenerate: show why, by the composer
+          pending = null;
+          composerError.firstElementChild.textContent = ev.error.message;
+          composerError.hidden = false;
+        } else if (pending) { // the server refused our send: keep the text, offer Retry
           failed = pending.content;
           if (!input.value) input.value = failed;
           pending = null;
@@ -361,6 +365,7 @@
         break;
     }
     refresh();
+    if (window.chatTree) window.chatTree.onEvent(ev);
     if (pin) {
       toBottom();
       jump.hidden = true;
@@ -408,8 +413,22 @@
 
   function transmit(p) {
     if (ws && ws.readyState === WebSocket.OPEN) {
-      ws.send(JSON.stringify({type: "send", content: p.content, request_id: p.rid, idempotent: p.idempotent}));
+      const frame = p.regenerate !== undefined
+        ? {type: "regenerate", message_id: p.regenerate, request_id: p.rid}
+        : {type: "send", content: p.content, request_id: p.rid, idempotent: p.idempotent};
+      if (p.parent !== undefined) frame.parent_id = p.parent; // an edit: a new branch (static/chat/tree.js)
+      ws.send(JSON.stringify(frame));
     }
+  }
+
+  // A new reply in place of assistant message `id` (Retry, Regenerate): a sibling in the thread's tree.
+  function regenerate(id) {
+    if (pending || streams.size || !ws || ws.readyState !== WebSocket.OPEN) return false;
+    composerError.hidden = true;
+    pending = {rid: newId(), content: "", regenerate: Number(id)};
+    transmit(pending);
+    refresh();
+    return true;
   }
 
   // A retry asks for a new answer: `idempotent: false` keeps it from being coalesced with the failure.
@@ -447,7 +466,14 @@
     if (!btn) return;
     if (btn.classList.contains("copy")) return copy(btn);
     if (btn.classList.contains("retry")) {
-      const parent = list.querySelector(`:scope > li[data-id="${btn.closest(".msg").dataset.parent}"] .body`);
+      // The failed reply is answered again in its place (#22 item 1): a regenerate, not a second question.
+      const li = btn.closest(".msg");
+      if (/^\d+$/.test(li.dataset.id)) {
+        if (window.chatTree) window.chatTree.replace(li);
+        regenerate(li.dataset.id);
+        return;
+      }
+      const parent = list.querySelector(`:scope > li[data-id="${li.dataset.parent}"] .body`);
       if (parent) send(parent.textContent, true);
     }
   });
@@ -476,6 +502,20 @@
   // Leaving the page closes the socket, so the back/forward cache can keep the page; coming back reconnects.
   addEventListener("pagehide", () => { clearTimeout(timer); const s = ws; ws = null; if (s) s.close(1000); });
   addEventListener("pageshow", (e) => { if (e.persisted) connect(); });
+
+  // The conversation tree's controls (static/chat/tree.js) act through these.
+  window.chatapp = {
+    regenerate,
+    edit(content, parent) {
+      if (!content.trim() || pending || streams.size) return false;
+      pending = {rid: newId(), content, idempotent: true, parent};
+      transmit(pending);
+      refresh();
+      return true;
+    },
+    busy: () => !!pending || streams.size > 0,
+    stop: () => { if (!stopBtn.hidden) stopBtn.click(); },
+  };
 
   if (touch) {
     input.enterKeyHint = "enter";

@@ -69,8 +69,8 @@ def _verdicts(results: dict[str, Any], plan: Any = QUICK) -> dict[str, str]:
 
 def test_a_run_that_crashed_everywhere_fails_every_row() -> None:
     verdicts = _verdicts({"provider": {"crashed": "RuntimeError: boom"}})
-    # 18 rows straight to the processes, 4 through nginx (#21).
-    assert len(verdicts) == 22 and set(verdicts.values()) == {"FAIL"}
+    # 19 rows straight to the processes (the search row, #18), 4 through nginx (#21).
+    assert len(verdicts) == 23 and set(verdicts.values()) == {"FAIL"}
 
 
 def _restart(**changes: Any) -> dict[str, Any]:
@@ -118,6 +118,7 @@ def test_rows_follow_the_figures() -> None:
         },
         "coalesce_off": {"contrast": {"burst": _burst(50, 50, 50, 100, p95_s=6.0)}},
         "pacer": {"wait_p95_ms": 5.5, "offered_rps": 25.0, "processes": 2, "admitted": 50},
+        "search": {"p95_ms": 31.0, "p50_ms": 12.0, "threads": 10000, "messages": 200000, "queries": 200},
         "streaming": {
             "summary": {
                 "ttft_overhead_p95_ms": 12.0,
@@ -143,6 +144,7 @@ def test_rows_follow_the_figures() -> None:
     assert verdicts["cancel p95"] == "FAIL"
     assert verdicts["fan-out 100 clients, p99 lag"] == "PASS"
     assert verdicts["same burst (50 sends) with COALESCE_ENABLED off, for contrast"] == "PASS"
+    assert verdicts["search p95 (GET /api/threads?q=)"] == "PASS"  # 31 ms
 
 
 def test_the_full_plan_is_the_issue_s_suite() -> None:

@@ -327,3 +327,28 @@ def test_usage_page_and_staff_report(user: Any, admin_user: Any) -> None:
     )  # fmt: skip
     dash = client.get("/staff/dashboard/").content.decode()
     assert "Budgets reached" in dash and "alice" in dash
+
+
+async def test_a_regenerate_is_charged_and_refused_like_a_send(api: AsyncClient, user: Any) -> None:
+    """A regenerate is a new call (#18 + #19): charged to the user who asked, and past their budget
+    refused with 429 budget_exceeded before any row is written."""
+    thread_id = await _thread(api)
+    first = await _send(api, thread_id, "One")
+    assert first.status_code == 200
+    await settled()
+    reply_id = first.json()["assistant_message"]["id"]
+    again = await api.post(
+        f"/api/threads/{thread_id}/messages/{reply_id}/regenerate", {}, content_type="application/json"
+    )
+    assert again.status_code == 200, again.content
+    await settled()
+    charges = await sync_to_async(list)(UsageRecord.objects.filter(user=user, kind="charge"))
+    assert len(charges) == 2, charges
+    await sync_to_async(Budget.objects.create)(user=user, unit="tokens", period="day", limit=Decimal(1))
+    budgets.forget_rules()  # as a save in admin does in its own process
+    refused = await api.post(
+        f"/api/threads/{thread_id}/messages/{reply_id}/regenerate", {}, content_type="application/json"
+    )
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
+    replies = await sync_to_async(Message.objects.filter(thread_id=thread_id, role="assistant").count)()
+    assert replies == 2

@@ -125,9 +125,11 @@ def test_error_shown_inline_with_retry(page: Page) -> None:
     expect(failed.locator(".status")).to_contain_text("Error")
     expect(page.get_by_role("button", name="Send")).to_be_enabled()
 
+    # Retry answers the same question again in place (#22 item 1; tests/e2e/test_tree.py).
     failed.get_by_role("button", name="Retry").click()
-    expect(page.locator("li.msg.user")).to_have_count(2)
-    expect(page.locator("li.msg.assistant[data-status=error]")).to_have_count(2)
+    expect(page.get_by_role("group", name="Version 2 of 2")).to_be_visible()
+    expect(page.locator("li.msg.user")).to_have_count(1)
+    expect(page.locator("li.msg.assistant[data-status=error]")).to_have_count(1)
     expect(page.locator("li.msg.user .body").last).to_have_text("hello?")
 
 

@@ -51,6 +51,8 @@ async def test_create_list_get_delete(api: AsyncClient) -> None:
         "system_prompt",
         "created_at",
         "updated_at",
+        "current_leaf_id",
+        "archived",
     }
     listing = (await api.get("/api/threads")).json()
     assert [t["id"] for t in listing["threads"]] == [t2["id"], t1["id"]]

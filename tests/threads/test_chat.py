@@ -211,12 +211,14 @@ async def test_a_send_to_a_remembered_thread_runs_only_its_head_read_and_its_wri
     await budgets.rules_for(user.pk)  # so is the budget rules' (once per user per BUDGET_RULES_TTL_S)
     provider.hold = asyncio.Event()  # the stream waits after its first chunk: no finishing writes yet
     # The head read; then send_prepare's transaction (SQLite logs its BEGIN IMMEDIATE and COMMIT): the
-    # thread's UPDATE (title, updated_at), two INSERTs and the history's SELECT. No read of the thread.
-    async with count_queries(7) as ctx:
+    # branch's end (#18: the thread's current_leaf_id alone), two INSERTs, the thread's UPDATE (title,
+    # updated_at, current leaf) and the history's path. The thread row itself is not read again.
+    async with count_queries(8) as ctx:
         visible = await chat.thread_for_send(user=user, thread_id=thread.pk)
         assert visible is thread  # remembered at creation
         outcome = await chat.send(user=user, thread=thread, req=_req())
         await asyncio.wait_for(provider.held.wait(), TIMEOUT)
-    assert not any('FROM "threads_thread"' in q["sql"] for q in ctx.captured_queries), ctx.captured_queries
+    thread_reads = [q["sql"] for q in ctx.captured_queries if 'FROM "threads_thread"' in q["sql"]]
+    assert all("current_leaf_id" in sql and '"provider"' not in sql for sql in thread_reads), thread_reads
     provider.hold.set()
     await asyncio.wait_for(chat.wait_terminal(outcome, thread_id=thread.pk), TIMEOUT)

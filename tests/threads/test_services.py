@@ -88,9 +88,12 @@ def test_a_new_pair_is_written_without_reading_the_thread_or_looking_for_replays
         prepared = services.send_prepare(
             thread_id=thread.pk, thread=thread, req=req, parent_id=None, coalesce_key=KEY
         )
-    selects = [q["sql"] for q in ctx.captured_queries if q["sql"].lstrip().upper().startswith("SELECT")]
-    # One read: the history for the provider. The thread row is only updated (title, updated_at).
-    assert len(selects) == 1 and "threads_message" in selects[0], selects
+    reads = [
+        q["sql"] for q in ctx.captured_queries if q["sql"].lstrip().upper().startswith(("SELECT", "WITH"))
+    ]
+    # Two reads: the end of the branch the message continues (#18: the thread's current leaf), and the
+    # history for the provider (the path from the root). The thread row is otherwise only updated.
+    assert len(reads) == 2 and "current_leaf_id" in reads[0] and "RECURSIVE" in reads[1], reads
     assert (prepared.provider, prepared.history) == ("demo", [("user", "hello")])
 
 

@@ -70,7 +70,7 @@ def _verdicts(results: dict[str, Any], plan: Any = QUICK) -> dict[str, str]:
 def test_a_run_that_crashed_everywhere_fails_every_row() -> None:
     verdicts = _verdicts({"provider": {"crashed": "RuntimeError: boom"}})
     # 19 rows straight to the processes (the search row, #18), 4 through nginx (#21).
-    assert len(verdicts) == 23 and set(verdicts.values()) == {"FAIL"}
+    assert len(verdicts) == 25 and set(verdicts.values()) == {"FAIL"}
 
 
 def _restart(**changes: Any) -> dict[str, Any]:

@@ -24,7 +24,9 @@ from threads.coalesce_store import LEASE_S, CoalesceFailed, InProcessCoalescer
 from threads.models import Message, Thread
 from threads.validation import InvalidInput, parse_send
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# The service's own sweeper stays idle: on the in-memory SQLite test database its reads lock tables
+# under a send's writes ("table is locked"); the sweeps have tests of their own.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_background_sweeps")]
 
 TIMEOUT = 10.0
 

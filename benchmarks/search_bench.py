@@ -35,19 +35,19 @@ def vocabulary(n: int = 2000) -> list[str]:
 
 
 FILL_THREADS = """
-INSERT INTO threads_thread (owner_id, title, provider, model, created_at, updated_at, archived)
+INSERT INTO threads_thread (owner_id, title, provider, model, system_prompt, created_at, updated_at, archived)
 SELECT %(owner)s, 'thread ' || g || ' ' || (%(words)s::text[])[1 + (g * 7919) %% %(nwords)s],
-       'demo', 'demo-1', now(), now() - (g || ' seconds')::interval, false
+       'demo', 'demo-1', '', now(), now() - (g || ' seconds')::interval, false
 FROM generate_series(1, %(threads)s) g
 """
 FILL_MESSAGES = """
 INSERT INTO threads_message (thread_id, role, content, status, request_id, created_at, updated_at,
-                             error_code, error_message)
+                             error_code, error_message, model_id)
 SELECT t.first + (g %% %(threads)s),
        CASE WHEN g %% 2 = 0 THEN 'user' ELSE 'assistant' END,
        (SELECT string_agg((%(words)s::text[])[1 + floor(random() * %(nwords)s)::int], ' ')
         FROM generate_series(1, 12) w WHERE g > 0),
-       'complete', 'r' || g, now(), now(), '', ''
+       'complete', 'r' || g, now(), now(), '', '', 'demo-1'
 FROM generate_series(1, %(messages)s) g, (SELECT min(id) AS first FROM threads_thread) t
 """
 

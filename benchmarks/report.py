@@ -4,13 +4,16 @@ the measured figure against the bar (benchmarks.verdict). A step that crashed le
 
 from __future__ import annotations
 
+import math
 import statistics
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 from benchmarks.verdict import Row, row
 
 NAN = float("nan")
+NOT_MEASURED = "not measured"
 
 
 def _get(results: dict[str, Any], *path: str) -> Any:
@@ -26,20 +29,55 @@ def _num(value: Any) -> float:
     return float(value) if isinstance(value, int | float) else NAN
 
 
+def _shown(text: Callable[[], str], *figures: Any) -> str:
+    """How a row's figure reads: `text()` when every figure it shows was measured (neither None nor NaN),
+    else "not measured". `text` runs only then, so it may read fields that a crashed step left out."""
+    if any(f is None or (isinstance(f, float) and math.isnan(f)) for f in figures):
+        return NOT_MEASURED
+    return text()
+
+
 def _burst_rows(b: dict[str, Any] | None, what: str) -> list[Row]:
-    if b is None:
-        return [
-            row(f"burst: {what}", "100 % success", ">=", 1.0, None, "not measured"),
-            row(f"provider calls for one burst ({what})", "1", "==", 1, None, "not measured"),
-            row(f"DB rows for one burst ({what})", "2", "==", 2, None, "not measured"),
-        ]
-    rate = _num(b["success_rate"])
-    calls, rows = b.get("provider_calls"), b.get("rows")
+    got = b or {}
+    rate = _num(got.get("success_rate"))
+    calls, rows = got.get("provider_calls"), got.get("rows")
+    shown = _shown(lambda: f"{got['ok']}/{got['n']} ({rate * 100:.1f} %)", b)
     return [
-        row(f"burst: {what}", "100 % success", ">=", 1.0, rate, f"{b['ok']}/{b['n']} ({rate * 100:.1f} %)"),
-        row(f"provider calls for one burst ({what})", "1", "==", 1, _num(calls), str(calls)),
-        row(f"DB rows for one burst ({what})", "2", "==", 2, _num(rows), str(rows)),
+        row(f"burst: {what}", "100 % success", ">=", 1.0, rate, shown),
+        row(
+            f"provider calls for one burst ({what})", "1", "==", 1, _num(calls), _shown(lambda: str(calls), b)
+        ),
+        row(f"DB rows for one burst ({what})", "2", "==", 2, _num(rows), _shown(lambda: str(rows), b)),
     ]
+
+
+def _follower_row(b: dict[str, Any], prov: float | None, what: str, *, front: bool = False) -> Row:
+    """A burst's followers' end-to-end p95 over the provider's own latency. Through the front (nginx) the
+    row also shows, and rests on, every send succeeding with one provider call."""
+    ratio = _num(b.get("p95_follower_ratio"))
+
+    def text() -> str:
+        shown = f"{ratio:.3f}x ({b['p95_follower_s']:.3f} s / {prov:.3f} s)"
+        return shown + f"; {b['ok']}/{b['n']} ok, {b.get('provider_calls')} call" if front else shown
+
+    complete = not front or (b.get("ok") == b.get("n") and b.get("provider_calls") == 1)
+    return row(
+        f"end-to-end p95, followers, over the provider's own latency ({what})",
+        "<= 1.05 x",
+        "<=",
+        1.05,
+        ratio,
+        _shown(text, prov or None, ratio),
+        complete=complete,
+    )
+
+
+def _fanout_row(fan: dict[str, Any], fanout_k: int, label: str) -> Row:
+    lag = _num(fan.get("lag_p99_ms"))
+    connected, delivered, expected = fan.get("connected"), fan.get("delivered"), fan.get("expected")
+    complete = bool(fan) and delivered == expected and connected == fanout_k
+    shown = _shown(lambda: f"{lag:.1f} ms ({connected} connected, {delivered}/{expected} deltas)", lag)
+    return row(label, "<= 250 ms", "<=", 250.0, lag, shown, complete=complete)
 
 
 def rows_from(results: dict[str, Any], plan: Any, opts: Any) -> list[Row]:
@@ -57,113 +95,77 @@ def rows_from(results: dict[str, Any], plan: Any, opts: Any) -> list[Row]:
 
     done = [b for b in measured.values() if b is not None]
     sends, errors = sum(b["n"] for b in done), sum(b["errors"] for b in done)
-    rate = errors / sends if sends else None
-    shown = f"{rate * 100:.2f} % ({errors} of {sends} sends)" if rate is not None else "not measured"
-    out.append(row("error rate", "0 %", "==", 0.0, rate, shown))
+    rate = errors / sends if sends else NAN
+    out.append(
+        row(
+            "error rate",
+            "0 %",
+            "==",
+            0.0,
+            rate,
+            _shown(lambda: f"{rate * 100:.2f} % ({errors} of {sends} sends)", rate),
+        )
+    )
 
     sequential = _get(results, "provider", "sequential_s")
     prov = _get(big_res or {}, "provider", "sequential_median_s") or (
         statistics.median(sequential) if sequential else None
     )
-    for name, what in bursts:
-        b = measured[name] or {}
-        ratio = _num(b.get("p95_follower_ratio"))
-        shown = (
-            f"{ratio:.3f}x ({b['p95_follower_s']:.3f} s / {prov:.3f} s)"
-            if prov and ratio == ratio
-            else "not measured"
-        )
-        out.append(
-            row(
-                f"end-to-end p95, followers, over the provider's own latency ({what})",
-                "<= 1.05 x",
-                "<=",
-                1.05,
-                ratio,
-                shown,
-            )
-        )
+    out += [_follower_row(measured[name] or {}, prov, what) for name, what in bursts]
 
     found = results.get("search") or {}
     p95 = _num(found.get("p95_ms"))
-    shown = (
-        f"{p95:.1f} ms (p50 {found['p50_ms']:.1f} ms; {found['threads']} threads, {found['messages']} messages, "
-        f"{found['queries']} queries of 1-2 words, PostgreSQL)"
-        if p95 == p95
-        else "not measured"
+    shown = _shown(
+        lambda: (
+            f"{p95:.1f} ms (p50 {found['p50_ms']:.1f} ms; {found['threads']} threads, {found['messages']} "
+            f"messages, {found['queries']} queries of 1-2 words, PostgreSQL)"
+        ),
+        p95,
     )
     out.append(row("search p95 (GET /api/threads?q=)", "<= 50 ms", "<=", 50.0, p95, shown))
 
     pacer = results.get("pacer") or {}
     wait = _num(pacer.get("wait_p95_ms"))
-    shown = (
-        f"{wait:.2f} ms ({pacer['offered_rps']:g} rps offered, limit {pacer['offered_rps'] * 2:g}; "
-        f"Redis, {pacer['processes']} processes, {pacer['admitted']} requests)"
-        if wait == wait
-        else "not measured"
+    shown = _shown(
+        lambda: (
+            f"{wait:.2f} ms ({pacer['offered_rps']:g} rps offered, limit {pacer['offered_rps'] * 2:g}; "
+            f"Redis, {pacer['processes']} processes, {pacer['admitted']} requests)"
+        ),
+        wait,
     )
     out.append(row("queue wait p95 at half the pacer limit", "<= 5 ms", "<=", 5.0, wait, shown))
 
     s = _get(results, "streaming", "summary") or {}
     ttft = _num(s.get("ttft_overhead_p95_ms"))
-    shown = f"+{ttft:.1f} ms (p50 +{_num(s.get('ttft_overhead_p50_ms')):.1f} ms, n={plan.ttft_sends})"
-    out.append(
-        row(
-            "TTFT p95 over the provider's TTFT",
-            "<= +20 ms",
-            "<=",
-            20.0,
-            ttft,
-            shown if ttft == ttft else "not measured",
-        )
+    shown = _shown(
+        lambda: f"+{ttft:.1f} ms (p50 +{_num(s.get('ttft_overhead_p50_ms')):.1f} ms, n={plan.ttft_sends})",
+        ttft,
     )
+    out.append(row("TTFT p95 over the provider's TTFT", "<= +20 ms", "<=", 20.0, ttft, shown))
 
     cancel = _num(s.get("cancel_p95_ms"))
     closed = _get(results, "streaming", "cancel_client_disconnects")
     complete = s.get("cancelled") == plan.cancels and closed == plan.cancels
-    shown = f"{cancel:.1f} ms ({s.get('cancelled')}/{plan.cancels} cancelled, {closed}/{plan.cancels} upstream closed)"
-    out.append(
-        row(
-            "cancel p95",
-            "<= 50 ms",
-            "<=",
-            50.0,
-            cancel,
-            shown if cancel == cancel else "not measured",
-            complete=complete,
-        )
+    shown = _shown(
+        lambda: (
+            f"{cancel:.1f} ms ({s.get('cancelled')}/{plan.cancels} cancelled, "
+            f"{closed}/{plan.cancels} upstream closed)"
+        ),
+        cancel,
     )
+    out.append(row("cancel p95", "<= 50 ms", "<=", 50.0, cancel, shown, complete=complete))
 
     runs = _get(results, "streaming", "runs") or [{}]
-    fan = runs[0]
-    lag = _num(fan.get("lag_p99_ms"))
-    complete = (
-        bool(fan) and fan.get("delivered") == fan.get("expected") and fan.get("connected") == plan.fanout_k
-    )
-    shown = (
-        f"{lag:.1f} ms ({fan.get('connected')} connected, {fan.get('delivered')}/{fan.get('expected')} deltas)"
-        if lag == lag
-        else "not measured"
-    )
-    out.append(
-        row(
-            f"fan-out {plan.fanout_k} clients, p99 lag",
-            "<= 250 ms",
-            "<=",
-            250.0,
-            lag,
-            shown,
-            complete=complete,
-        )
-    )
+    out.append(_fanout_row(runs[0], plan.fanout_k, f"fan-out {plan.fanout_k} clients, p99 lag"))
 
     contrast = _get(results, "coalesce_off", "contrast", "burst")
     n = contrast["n"] if contrast else (opts.contrast_n or plan.contrast_n)
     calls = contrast.get("provider_calls") if contrast else None
-    shown = (
-        f"{calls} calls, {contrast['rows']} rows, {contrast['ok']}/{n} ok, p95 {contrast['p95_s']:.2f} s"
-        if contrast
-        else "not measured"
+    shown = _shown(
+        lambda: (
+            f"{calls} calls, {contrast['rows']} rows, {contrast['ok']}/{n} ok, p95 {contrast['p95_s']:.2f} s"
+        ),
+        contrast or None,
     )
     label = f"same burst ({n} sends) with COALESCE_ENABLED off, for contrast"
     out.append(row(label, "calls = N", "==", n, _num(calls), shown))
@@ -174,48 +176,25 @@ def front_rows(results: dict[str, Any], plan: Any, opts: Any) -> list[Row]:
     """#21's deployment rows: the burst and the fan-out through nginx, and the rolling restart."""
     from benchmarks.restart_bench import restart_row_figure
 
-    out: list[Row] = []
     where = f"through nginx, {opts.processes} processes"
     prov = _get(results, "provider", "sequential_median_s")
-    for name, n in (("mid", plan.mid_n), ("big", plan.big_n)):
-        b = _get(results, "front_bursts", name, "burst") or {}
-        ratio = _num(b.get("p95_follower_ratio"))
-        ok = b.get("ok") == b.get("n") and b.get("provider_calls") == 1
-        shown = (
-            f"{ratio:.3f}x ({b['p95_follower_s']:.3f} s / {prov:.3f} s); {b['ok']}/{b['n']} ok, "
-            f"{b.get('provider_calls')} call"
-            if prov and ratio == ratio
-            else "not measured"
+    out = [
+        _follower_row(
+            _get(results, "front_bursts", name, "burst") or {},
+            prov,
+            f"{n} identical sends, {where}",
+            front=True,
         )
-        what = f"end-to-end p95, followers, over the provider's own latency ({n} identical sends, {where})"
-        out.append(row(what, "<= 1.05 x", "<=", 1.05, ratio, shown, complete=ok))
+        for name, n in (("mid", plan.mid_n), ("big", plan.big_n))
+    ]
     fan = _get(results, "front_fanout") or {}
-    lag = _num(fan.get("lag_p99_ms"))
-    complete = (
-        bool(fan) and fan.get("delivered") == fan.get("expected") and fan.get("connected") == plan.fanout_k
-    )
-    shown = (
-        f"{lag:.1f} ms ({fan.get('connected')} connected, {fan.get('delivered')}/{fan.get('expected')} deltas)"
-        if lag == lag
-        else "not measured"
-    )
-    out.append(
-        row(
-            f"fan-out {plan.fanout_k} clients, p99 lag ({where})",
-            "<= 250 ms",
-            "<=",
-            250.0,
-            lag,
-            shown,
-            complete=complete,
-        )
-    )
+    out.append(_fanout_row(fan, plan.fanout_k, f"fan-out {plan.fanout_k} clients, p99 lag ({where})"))
     res = _get(results, "rolling_restart")
     if res and "crashed" not in res:
         bad, shown = restart_row_figure(res)
         n_viewers = res["viewers"]
     else:
-        bad, shown, n_viewers = NAN, "not measured", 100
+        bad, shown, n_viewers = NAN, NOT_MEASURED, 100
     out.append(
         row(
             f"rolling restart ({n_viewers} viewers, each process restarted in turn {where})",
@@ -234,35 +213,30 @@ def _usage_rows(results: dict[str, Any], plan: Any) -> list[Row]:
     on, off = results.get("cost_on") or {}, results.get("cost_off") or {}
     cost_on, cost_off = _num(_float(on.get("cost_usd"))), _num(_float(off.get("cost_usd")))
     # In Decimal: one call of 200 identical ones is exactly 1/200 of their cost, which floats miss.
-    measured = (
-        float(Decimal(on["cost_usd"]) / Decimal(off["cost_usd"])) if cost_on == cost_on and cost_off else NAN
-    )
-    shown = (
-        f"on ${cost_on:.6f} ({on['provider_calls']} call, {on['saved_calls']} saved, ${_float(on['saved_cost_usd']):.6f} saved) "
-        f"vs off ${cost_off:.6f} ({off['provider_calls']} calls): {measured * 100:.2f} %"
-        if measured == measured
-        else "not measured"
+    # Both must be measured: NaN, which a crashed step leaves, is truthy.
+    both = not math.isnan(cost_on) and not math.isnan(cost_off) and cost_off != 0
+    measured = float(Decimal(on["cost_usd"]) / Decimal(off["cost_usd"])) if both else NAN
+    shown = _shown(
+        lambda: (
+            f"on ${cost_on:.6f} ({on['provider_calls']} call, {on['saved_calls']} saved, "
+            f"${_float(on['saved_cost_usd']):.6f} saved) vs off ${cost_off:.6f} ({off['provider_calls']} calls): "
+            f"{measured * 100:.2f} %"
+        ),
+        measured,
     )
     label = f"cost of a {plan.mid_n}-send burst, coalescing on vs off"
     out = [row(label, f"<= 1/{plan.mid_n} of off", "<=", 1 / plan.mid_n, measured, shown)]
     b = results.get("budget") or {}
     over = _num(b.get("overrun_calls"))
-    shown = (
-        f"{over:.2f} calls ({b['started']} of {b['sends']} started, {b['refused']} refused; "
-        f"{b['spent_tokens']} tokens spent of {b['budget_tokens']})"
-        if over == over
-        else "not measured"
+    shown = _shown(
+        lambda: (
+            f"{over:.2f} calls ({b['started']} of {b['sends']} started, {b['refused']} refused; "
+            f"{b['spent_tokens']} tokens spent of {b['budget_tokens']})"
+        ),
+        over,
     )
-    out.append(
-        row(
-            "budget over-run under 400 concurrent sends (budget: 50 calls)",
-            "<= 1 call",
-            "<=",
-            1.0,
-            over,
-            shown,
-        )
-    )
+    label = "budget over-run under 400 concurrent sends (budget: 50 calls)"
+    out.append(row(label, "<= 1 call", "<=", 1.0, over, shown))
     return out
 
 

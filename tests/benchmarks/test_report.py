@@ -78,3 +78,12 @@ def test_the_table_reads_as_before(case: str) -> None:
 
 def test_every_case_has_its_table() -> None:
     assert set(TABLES) == set(CASES)
+
+
+@pytest.mark.parametrize("lost", ["cost_on", "cost_off"])
+def test_a_cost_step_that_crashed_leaves_its_row_not_measured(lost: str) -> None:
+    # Before, a crashed cost_off step (cost_on measured) raised KeyError here, after the whole run:
+    # make bench printed no table and wrote no JSON.
+    results = RUN["results"] | {lost: {"crashed": "RuntimeError: boom"}}
+    (cost,) = [r for r in rows_from(results, QUICK, OPTS) if r.requirement.startswith("cost of a")]
+    assert (cost.measured, cost.verdict) == ("not measured", "FAIL")

@@ -4,10 +4,11 @@ versions tools/package.json pins, copied by `make vendor`: nothing reaches the p
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
+
+from tests.needs import missing
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {
@@ -28,9 +29,6 @@ def test_the_vendored_copy_is_the_pinned_package(package: str) -> None:
     assert "sourceMappingURL" not in vendored  # collectstatic's manifest would look for the map
     installed = ROOT / "tools" / "node_modules" / package
     if not installed.exists():
-        reason = f"{installed} is missing: run `npm ci --prefix tools`"
-        if os.environ.get("CI"):
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+        missing(f"{installed} is missing: run `npm ci --prefix tools`")
     assert json.loads((installed / "package.json").read_text())["version"] == pinned
     assert vendored == _without_source_map((installed / source).read_text()), "run `make vendor`"

@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 
 from deploy.serve import NGINX, PROXY_SNIPPET, ROOT, nginx_conf
+from tests.needs import missing
 
-pytestmark = pytest.mark.skipif(
-    not Path(NGINX).exists(), reason=f"no nginx at {NGINX} (apt-get install nginx)"
-)
+
+@pytest.fixture(autouse=True)
+def _nginx() -> None:
+    if not Path(NGINX).exists():
+        missing(f"no nginx at {NGINX}: apt-get install nginx (or set NGINX=/path/to/nginx)")
 
 
 def nginx_test(conf: Path, prefix: Path) -> subprocess.CompletedProcess[str]:

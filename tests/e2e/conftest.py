@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
+from tests.needs import missing
 from tests.servers import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,10 +67,7 @@ def _fresh_layer_and_services() -> None:
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
     if not os.access(CHROMIUM, os.X_OK):
-        reason = f"no Chromium at {CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_PATH)"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must provide the browser: {reason}", pytrace=False)
-        pytest.skip(reason)
+        missing(f"no Chromium at {CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_PATH)")
     return {
         **browser_type_launch_args,
         "executable_path": CHROMIUM,

@@ -21,6 +21,7 @@ from playwright.sync_api import Browser, expect
 from benchmarks.deploy import temporary_database
 from deploy.serve import ROOT, AppProcess, Nginx, free_port
 from tests.e2e.test_chat import last_reply, new_thread, sign_up
+from tests.needs import missing
 
 pytestmark = [pytest.mark.browser, pytest.mark.services, pytest.mark.slow]
 
@@ -28,7 +29,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.services, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def stack() -> Iterator[tuple[Nginx, list[AppProcess]]]:
     if not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")):
-        pytest.skip("needs DATABASE_URL and REDIS_URL")  # in CI conftest's rule fails it first
+        missing("needs DATABASE_URL and REDIS_URL")  # conftest's rule for `services` tests says so first
     parts = urlsplit(os.environ["DATABASE_URL"])
     server_url = urlunsplit(parts._replace(path=""))
     work = Path(tempfile.mkdtemp(prefix="e2e-rolling-"))

@@ -13,6 +13,7 @@ from playwright.sync_api import Browser, Page, expect
 from tests.e2e.conftest import AppServer
 from tests.e2e.test_chat import last_reply, new_thread, sign_up
 from tests.e2e.test_screens import AXE, _check_page
+from tests.needs import missing
 
 pytestmark = pytest.mark.browser
 
@@ -184,7 +185,7 @@ def test_the_tree_controls_and_the_share_page_have_no_axe_violations(
     """Versions, Edit, Regenerate, rename, search, import and the share page: labelled and reachable
     (axe-core: 0 violations, light and dark)."""
     if not AXE.exists():
-        pytest.skip(f"{AXE} is missing: run `npm ci --prefix tools`")
+        missing(f"{AXE} is missing: run `npm ci --prefix tools`")
     axe_source = AXE.read_text()
     for scheme in ("light", "dark"):
         context = browser.new_context(base_url=app_server.url, color_scheme=scheme, bypass_csp=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -22,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from providers.fake.server import ThreadedFakeServer
+from tests.needs import program
 from tests.servers import DaphneServer, daphne_servers, free_port, wait_until
 from threads.models import Message
 
@@ -36,14 +36,7 @@ class RedisProcess:
     like a crashed cache). Never the shared 6379."""
 
     def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            if os.environ.get("CI"):
-                pytest.fail(
-                    "redis-server is not installed: CI must provide it (apt-get install redis-server)"
-                )
-            pytest.skip("needs the redis-server binary")
-        self.binary = binary
+        self.binary = program("redis-server", "apt-get install redis-server")
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 

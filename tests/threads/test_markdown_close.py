@@ -5,12 +5,12 @@ raw stars until the end. One table for the server (threads/markdown.close_unfini
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.needs import program
 from threads.markdown import close_unfinished, render_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,9 +45,7 @@ def test_close_unfinished(text: str, closed: str) -> None:
 
 
 def test_the_page_closes_markdown_the_same_way() -> None:
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed")
+    node = program("node", "apt-get install nodejs")
     script = (
         "const {closeUnfinished} = require(process.argv[1]);"
         "const cases = JSON.parse(require('fs').readFileSync(0, 'utf8'));"

@@ -42,17 +42,18 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 from django.conf import settings
 from django.db import connection
+
+from tests.waiting import wait_until as wait_until  # re-exported: tests import it from here
 
 ROOT = Path(__file__).resolve().parents[1]
 # One prefix per test session (this module is imported once), so concurrent sessions on the same
@@ -61,8 +62,6 @@ SESSION_LAYER_PREFIX = f"srv{uuid.uuid4().hex[:12]}"
 STOP_TIMEOUT_S = 10.0
 # daphne's WebSocket message and frame cap, as the Makefile's WS_MAX_BYTES (tests/chatapp/test_limits_docs.py).
 WS_MAX_BYTES = 1048576
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -111,19 +110,6 @@ def database_url_for_servers() -> str:
     host = db.get("HOST") or "127.0.0.1"
     port = f":{db['PORT']}" if db.get("PORT") else ""
     return f"postgres://{auth}{host}{port}/{quote(str(db['NAME']), safe='')}"
-
-
-def wait_until(predicate: Callable[[], T], *, timeout: float, interval: float = 0.01) -> T:
-    """Poll `predicate` until it returns a truthy value (returned) or `timeout` seconds pass
-    (AssertionError with the last value). A deadline, not a fixed sleep."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not true within {timeout} s (last value {value!r})")
-        time.sleep(interval)
 
 
 def _server_env(extra: Mapping[str, str] | None, metrics_dir: str) -> dict[str, str]:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from ops import flags
 from ops.flags import flag_enabled, flags_changed, flags_ready, flags_reset
 from ops.models import FeatureFlag
+from tests.waiting import wait_until_async
 
 ADD_URL = "/admin/ops/featureflag/add/"
 
@@ -52,10 +53,13 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 async def _until(predicate: Callable[[], bool], within: float = 1.0) -> None:
-    """Poll `predicate` with a deadline (the state it reads has no event to wait on)."""
-    async with asyncio.timeout(within):
-        while not predicate():  # noqa: ASYNC110 - polling another task's effect, with a deadline
-            await asyncio.sleep(0.005)
+    """The state it reads has no event to wait on."""
+    await wait_until_async(predicate, within=within)
+
+
+def _listener_idle() -> bool:
+    """This loop's listener asks for no load: it is parked on its wake-up event, and nothing set it."""
+    return not flags._listener_for(asyncio.get_running_loop()).wake.is_set()
 
 
 # --- reads -------------------------------------------------------------------------------------------
@@ -129,13 +133,14 @@ async def test_async_reads_never_query_on_the_loop(reads: list[int], clock: Fake
     await flags_ready()
     assert len(reads) == 1
     assert all(flag_enabled("STREAM_FANOUT_ENABLED") is False for _ in range(1000))
-    await asyncio.sleep(0)
-    assert len(reads) == 1
+    assert _listener_idle() and len(reads) == 1  # fresh values: not one of the reads asked for a load
     clock.now += 5  # stale: the next read asks the listener, which reloads off the loop
     assert flag_enabled("STREAM_FANOUT_ENABLED") is False
-    await _until(lambda: len(reads) >= 2)
-    await asyncio.sleep(0.05)
-    assert len(reads) == 2
+    assert not _listener_idle()
+    # The reload is installed (stamped with the time it started), and the listener, in the same step,
+    # went back to waiting with no wake-up pending: no further load can start.
+    await _until(lambda: flags._state.read_at == clock.now)
+    assert _listener_idle() and len(reads) == 2
 
 
 @pytest.mark.django_db(transaction=True)

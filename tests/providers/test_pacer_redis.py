@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from core.gcra import Grant, Limit
 from core.gcra_store import RedisBackend
 from providers.pacer import REDIS_RETRY_S, Pacer
+from tests.waiting import wait_until_async
 
 pytestmark = pytest.mark.services
 
@@ -98,7 +99,9 @@ async def test_a_pause_set_through_one_process_holds_the_other(prefix: str) -> N
     try:
         assert await b.acquire("p") < 100  # slot 0
         queued = asyncio.create_task(b.acquire("p"))  # slot 0.2 s
-        await asyncio.sleep(0)  # let it reserve
+        backend = b._redis
+        assert isinstance(backend, RecordingBackend)
+        await wait_until_async(lambda: queued in backend.seqs, within=5)  # reserved: a Redis round trip
         started = time.monotonic()
         await a.pause("p", 1.0)
         assert b._redis is not None

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
+from django.contrib.sessions.base_session import AbstractBaseSession
 from django.db import models
 
 
@@ -102,3 +105,25 @@ class Invitation(models.Model):
 
     def __str__(self) -> str:
         return f"Invitation {self.key[:8]}… ({self.note or 'no note'})"
+
+
+class Session(AbstractBaseSession):
+    """A Django session that names its user (accounts/sessions.py, SESSION_ENGINE), so ending a user's
+    sessions reaches every one of them, not only those allauth's usersessions tracks."""
+
+    # No database constraint: a session saved just as its user is deleted must not fail the request;
+    # deleting a user through the ORM still deletes their sessions.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        db_constraint=False,
+        related_name="+",
+    )
+
+    @classmethod
+    def get_session_store_class(cls) -> Any:
+        from accounts.sessions import SessionStore
+
+        return SessionStore

@@ -103,15 +103,11 @@ post_delete.connect(_on_user_deleted, sender=get_user_model(), dispatch_uid="acc
 
 
 def end_sessions(*, user_id: int, keep: str | None = None) -> int:
-    """End the user's sessions that allauth tracks (every log-in, and every session that opened a page
-    since), but `keep` (a session key); returns how many."""
-    from allauth.usersessions.models import UserSession
+    """End every session of the user but `keep` (a session key), tracked by allauth or not; returns
+    how many (accounts/sessions.py)."""
+    from accounts.sessions import end_user_sessions
 
-    ended = 0
-    for session in UserSession.objects.filter(user_id=user_id).exclude(session_key=keep or ""):
-        session.end()  # the session row in the store, then the tracking row
-        ended += 1
-    return ended
+    return end_user_sessions(user_id=user_id, keep=keep)
 
 
 def connect_allauth_receivers() -> None:

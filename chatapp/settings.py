@@ -505,6 +505,10 @@ MFA_SUPPORTED_TYPES = ["totp", "webauthn", "recovery_codes"]
 # WebAuthn needs https, except on localhost; `make run` serves http.
 MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN = DEBUG
 MFA_TOTP_ISSUER: str = env.str("MFA_TOTP_ISSUER", default="chatapp")
+# Django's database sessions, each row naming its user (accounts/sessions.py): "log out everywhere
+# else", a new password, deactivation and demotion end every session of the user, tracked by
+# usersessions or not. Migration accounts 0003 copies django_session's live sessions over.
+SESSION_ENGINE = "accounts.sessions"
 USERSESSIONS_ADAPTER = "accounts.adapter.UserSessionsAdapter"
 USERSESSIONS_TRACK_ACTIVITY = True
 # Behind N proxies that append to X-Forwarded-For, the client's address (rate limits, audit) is the

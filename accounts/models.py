@@ -83,7 +83,9 @@ class AuditEvent(models.Model):
 class Invitation(models.Model):
     """A sign-up link staff hand out (SIGNUP_MODE=closed): good once, until it expires."""
 
-    key = models.CharField(max_length=64, unique=True, editable=False)
+    # SHA-256 of the link's key (192 random bits, accounts/invitations.py): the link itself is shown to
+    # staff once, at creation, and stored nowhere.
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
     note = models.CharField(max_length=200, blank=True, default="", help_text="Who it is for.")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+", editable=False
@@ -104,7 +106,7 @@ class Invitation(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        return f"Invitation {self.key[:8]}… ({self.note or 'no note'})"
+        return f"Invitation {self.pk} ({self.note or 'no note'})"
 
 
 class Session(AbstractBaseSession):

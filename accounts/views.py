@@ -13,7 +13,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
-from accounts.invitations import SESSION_KEY, invitation_find
+from accounts.invitations import invitation_find, invitation_remember
 from accounts.sessions import other_session_count
 from accounts.tokens import (
     MAX_EXPIRES_IN_DAYS,
@@ -98,5 +98,5 @@ def invitation(request: HttpRequest, key: str) -> HttpResponse:
     """An invitation link: remembered in the session, then on to sign-up."""
     if invitation_find(key) is None:
         return render(request, "accounts/invitation_invalid.html", status=404)
-    request.session[SESSION_KEY] = key
+    invitation_remember(request=request, key=key)
     return redirect("account_signup")

@@ -107,7 +107,7 @@ class AuditEventAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # only retention (manage.py prune_audit) deletes rows
+        return False  # only retention (accounts/retention.py, manage.py prune_audit) deletes rows
 
 
 # The key of the invitation this add request just made, from save_model to response_add (as tokens).

@@ -29,7 +29,7 @@ class ApiToken(models.Model):
 
 
 class AuditEvent(models.Model):
-    """Who did what to an account, from where: kept AUDIT_RETENTION_DAYS (manage.py prune_audit)."""
+    """Who did what to an account, from where: kept AUDIT_RETENTION_DAYS (accounts/retention.py)."""
 
     LOGIN = "login"
     LOGIN_FAILED = "login_failed"

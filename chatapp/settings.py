@@ -521,7 +521,8 @@ if REDIS_URL:
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": f"{REDIS_KEY_PREFIX}:cache",
     }
-# Audit rows older than this many days are deleted by `manage.py prune_audit` (daily from cron).
+# Audit rows older than this many days are deleted once a day by the server (accounts/retention.py)
+# or at once by `manage.py prune_audit`.
 AUDIT_RETENTION_DAYS: int = env.int("AUDIT_RETENTION_DAYS", default=365)
 
 # Single sign-on: OIDC_PROVIDERS=corp,other and for each OIDC_<ID>_ISSUER, OIDC_<ID>_CLIENT_ID,

@@ -241,6 +241,22 @@ def test_totp_enrolment_then_login_with_a_code(
     assert again.session["_auth_user_id"] == str(user.pk)
 
 
+def test_removing_a_second_factor_is_audited(
+    client: Client, user: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    assert _login(client, "alice", "pw-alice-123!").status_code == 302
+    totp_auth.TOTP.activate(user, totp_auth.generate_totp_secret())
+    # Removing one asks for the password again, as adding one does.
+    asked = client.get("/accounts/2fa/totp/deactivate/")["Location"]
+    assert asked.startswith("/accounts/reauthenticate/")
+    assert client.post(asked, {"password": "pw-alice-123!"}).status_code == 302
+    with django_capture_on_commit_callbacks(execute=True):  # allauth announces it after commit
+        assert client.post("/accounts/2fa/totp/deactivate/").status_code == 302
+    assert not Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).exists()
+    row = AuditEvent.objects.get(kind=AuditEvent.MFA_REMOVED, user=user)
+    assert row.detail == {"type": Authenticator.Type.TOTP}
+
+
 def test_audit_rows_for_login_failure_logout(client: Client, user: Any) -> None:
     _login(client, "alice", "nope-nope-nope")
     _login(client, "alice", "pw-alice-123!")

@@ -50,6 +50,35 @@ def end_user_sessions(*, user_id: int, keep: str | None = None) -> int:
     return ended
 
 
+def end_stale_sessions(*, user_id: int) -> int:
+    """End the user's sessions made under a password they no longer have, wherever it was changed
+    (admin, `manage.py changepassword`): Django already refuses them, and this takes them out of the
+    store and the sessions list. A session the change itself renewed carries the new hash and stays.
+    Returns how many ended."""
+    from allauth.usersessions.models import UserSession
+    from django.contrib.auth import HASH_SESSION_KEY, get_user_model
+    from django.utils.crypto import constant_time_compare
+
+    from accounts.models import Session
+
+    user = get_user_model().objects.filter(pk=user_id).first()
+    if user is None:
+        return 0
+    valid = [user.get_session_auth_hash(), *user.get_session_auth_fallback_hash()]
+    decoder = SessionStore()
+    stale = [
+        row.session_key
+        for row in Session.objects.filter(user_id=user_id).only("session_key", "session_data")
+        if not any(
+            constant_time_compare(str(decoder.decode(row.session_data).get(HASH_SESSION_KEY, "")), h)
+            for h in valid
+        )
+    ]
+    ended, _ = Session.objects.filter(session_key__in=stale).delete()
+    UserSession.objects.filter(session_key__in=stale).delete()
+    return ended
+
+
 def other_session_count(*, user_id: int, current: str | None) -> int:
     """The user's unexpired sessions other than `current`, tracked by allauth or not."""
     from django.utils import timezone

@@ -82,12 +82,18 @@ def _on_user_saved(sender: Any, instance: Any, **kwargs: Any) -> None:
     if lost is None:
         return
     forget_user(instance.pk)
+    user_id = instance.pk
     if lost == LOST_ALL:
         # Which cached tokens belong to this user is not indexed; losing rights is rare, so drop them all.
         forget_all_tokens()
         # A demoted (or deactivated) user logs in again: their sessions end, not only their sockets.
-        user_id = instance.pk
         transaction.on_commit(lambda: end_sessions(user_id=user_id), robust=True)
+    else:
+        # A new password, set anywhere: the sessions made under the old one end (allauth's own change
+        # already ended them but the current one, renewed under the new password).
+        from accounts.sessions import end_stale_sessions
+
+        transaction.on_commit(lambda: end_stale_sessions(user_id=user_id), robust=True)
     rights_changed(user_id=instance.pk, method=lost)
 
 

@@ -190,7 +190,7 @@ async def test_log_out_everywhere_else_ends_a_session_allauth_never_tracked(user
     assert (await sync_to_async(here.get)("/api/threads")).status_code == 200
 
 
-@pytest.mark.parametrize("change", ["demote", "deactivate", "new password"])
+@pytest.mark.parametrize("change", ["demote", "deactivate", "new password", "password set elsewhere"])
 def test_losing_rights_ends_sessions_allauth_never_tracked(user: Any, change: str) -> None:
     """Fails on the old code: the untracked session stayed in the store (and, demoted, still logged in)."""
     user.is_staff = True
@@ -202,6 +202,9 @@ def test_losing_rights_ends_sessions_allauth_never_tracked(user: Any, change: st
         user.save()
     elif change == "deactivate":
         user.is_active = False
+        user.save()
+    elif change == "password set elsewhere":  # admin, `manage.py changepassword`
+        user.set_password("a-brand-new-password-42")
         user.save()
     else:
         new = "a-brand-new-password-42"

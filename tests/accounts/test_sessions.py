@@ -16,7 +16,7 @@ from django.db import connection
 from django.test import Client
 
 from accounts.models import Session
-from accounts.sessions import end_user_sessions, session_user_id
+from accounts.sessions import end_stale_sessions, end_user_sessions, session_user_id
 
 pytestmark = pytest.mark.django_db
 
@@ -74,3 +74,18 @@ def test_a_session_from_before_the_migration_keeps_working_and_can_be_ended(
     assert end_user_sessions(user_id=other_user.pk) == 0
     assert end_user_sessions(user_id=user.pk) == 1
     assert client.get("/accounts/settings/").status_code == 302
+
+
+def test_sessions_made_under_an_old_password_end_and_the_others_stay(user: Any) -> None:
+    from django.contrib.auth.hashers import make_password
+
+    from tests.accounts.sockets import session_stored, untracked_session
+
+    before = untracked_session(user)
+    # A new password written without the signal (which would end them itself).
+    type(user).objects.filter(pk=user.pk).update(password=make_password("a-brand-new-password-42"))
+    user.refresh_from_db()
+    after = untracked_session(user)
+    assert end_stale_sessions(user_id=user.pk) == 1
+    assert not session_stored(before) and session_stored(after)
+    assert end_stale_sessions(user_id=user.pk + 1000) == 0

@@ -63,15 +63,27 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
 
 class UserSessionsAdapter(DefaultUserSessionsAdapter):
     def end_sessions(self, sessions: Any) -> None:
-        """ "Log out everywhere else": the ended sessions' sockets close (4001) on every process."""
+        """ "Log out everywhere else" (allauth's only caller here): the sessions listed end, and so do
+        the user's sessions allauth never tracked (made before the migration, or used only by the API
+        and WebSockets); their sockets close (4001) on every process."""
+        from allauth.core import context
+
         from accounts.audit import audit_record
         from accounts.models import AuditEvent
-        from accounts.signals import rights_changed
+        from accounts.signals import end_sessions, rights_changed
 
         sessions = list(sessions)
+        request = context.request
+        current = request.session.session_key if request is not None else None
+        keep = None if any(s.session_key == current for s in sessions) else current
         super().end_sessions(sessions)
-        for user_id in {s.user_id for s in sessions}:
-            audit_record(
-                kind=AuditEvent.SESSIONS_ENDED, user=sessions[0].user, detail={"count": len(sessions)}
-            )
-            rights_changed(user_id=user_id, method="session")
+        owners = {s.user_id: s.user for s in sessions}
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            owners.setdefault(user.pk, user)
+        for user_id, owner in owners.items():
+            listed = sum(1 for s in sessions if s.user_id == user_id)
+            count = listed + end_sessions(user_id=user_id, keep=keep)
+            if count:
+                audit_record(kind=AuditEvent.SESSIONS_ENDED, user=owner, detail={"count": count})
+                rights_changed(user_id=user_id, method="session")

@@ -83,7 +83,7 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from django.contrib.auth.admin import UserAdmin  # noqa: E402
 from django.db import transaction  # noqa: E402
 from django.urls import reverse  # noqa: E402
-from django.utils.html import format_html  # noqa: E402
+from django.utils import timezone  # noqa: E402
 
 from accounts.audit import audit_record  # noqa: E402
 from accounts.invitations import invitation_create  # noqa: E402
@@ -107,29 +107,52 @@ class AuditEventAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # only retention (manage.py prune_audit) deletes rows
+        return False  # only retention (accounts/retention.py, manage.py prune_audit) deletes rows
+
+
+# The key of the invitation this add request just made, from save_model to response_add (as tokens).
+_new_invitation_key: ContextVar[str | None] = ContextVar("new_invitation_key", default=None)
 
 
 @admin.register(Invitation)
 class InvitationAdmin(admin.ModelAdmin):
-    list_display = ["note", "link", "created_by", "created_at", "expires_at", "used_by", "used_at"]
-    fields = ["note"]
-    readonly_fields = ["link"]
+    """Invitations store only a hash of their link's key: the link is on the answer to the add form,
+    once (not in a message: Django's messages ride in a readable cookie)."""
 
-    @admin.display(description="Link")
-    def link(self, obj: Invitation) -> str:
+    list_display = ["note", "state", "created_by", "created_at", "expires_at", "used_by", "used_at"]
+    fields = ["note"]
+
+    @admin.display(description="State")
+    def state(self, obj: Invitation) -> str:
         if obj.used_at is not None:
             return "used"
-        return format_html("<code>{}</code>", reverse("account_invitation", args=[obj.key]))
+        return "expired" if obj.expires_at <= timezone.now() else "waiting (link shown at creation)"
 
     def save_model(self, request: HttpRequest, obj: Invitation, form: Any, change: bool) -> None:
         if change:
             super().save_model(request, obj, form, change)
             return
-        made = invitation_create(created_by=request.user, note=obj.note)
-        obj.pk, obj.key, obj.expires_at = made.pk, made.key, made.expires_at
-        url = request.build_absolute_uri(reverse("account_invitation", args=[made.key]))
-        messages.info(request, f"Send this link: {url}")
+        made, key = invitation_create(created_by=request.user, note=obj.note)
+        obj.pk, obj.key_hash, obj.expires_at = made.pk, made.key_hash, made.expires_at
+        _new_invitation_key.set(key)
+
+    def response_add(
+        self, request: HttpRequest, obj: Invitation, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        key = _new_invitation_key.get()
+        if key is None:  # not made by save_model (cannot happen through the add form)
+            return super().response_add(request, obj, post_url_continue)
+        _new_invitation_key.set(None)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "invitation": obj,
+            "link": request.build_absolute_uri(reverse("account_invitation", args=[key])),
+            "title": "Invitation created",
+        }
+        response = TemplateResponse(request, "admin/accounts/invitation/created.html", context)
+        response["Cache-Control"] = "no-store"  # no copy of the link in any cache
+        return response
 
 
 User = get_user_model()

@@ -1,7 +1,7 @@
 """The audit log: one row per account event (log-ins and failures with the address, log-outs, password
 changes and resets, second factors, API tokens, approvals, ended sessions). Written by the receivers
-below and by the services that act (tokens, approval); read-only in admin; pruned by
-`manage.py prune_audit` after AUDIT_RETENTION_DAYS."""
+below and by the services that act (tokens, approval); read-only in admin; pruned after
+AUDIT_RETENTION_DAYS once a day by the server (accounts/retention.py) or by `manage.py prune_audit`."""
 
 from __future__ import annotations
 
@@ -63,7 +63,10 @@ def audit_prune(*, now: datetime | None = None, days: int | None = None) -> int:
     cutoff = retention_cutoff(
         now=now or timezone.now(), days=settings.AUDIT_RETENTION_DAYS if days is None else days
     )
-    deleted, _ = AuditEvent.objects.filter(at__lt=cutoff).delete()
+    old = AuditEvent.objects.filter(at__lt=cutoff)
+    if not old.exists():  # the usual day: no write transaction (SQLite locks the whole file for one)
+        return 0
+    deleted, _ = old.delete()
     return deleted
 
 

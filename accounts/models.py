@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
+from django.contrib.sessions.base_session import AbstractBaseSession
 from django.db import models
 
 
@@ -26,7 +29,7 @@ class ApiToken(models.Model):
 
 
 class AuditEvent(models.Model):
-    """Who did what to an account, from where: kept AUDIT_RETENTION_DAYS (manage.py prune_audit)."""
+    """Who did what to an account, from where: kept AUDIT_RETENTION_DAYS (accounts/retention.py)."""
 
     LOGIN = "login"
     LOGIN_FAILED = "login_failed"
@@ -80,7 +83,9 @@ class AuditEvent(models.Model):
 class Invitation(models.Model):
     """A sign-up link staff hand out (SIGNUP_MODE=closed): good once, until it expires."""
 
-    key = models.CharField(max_length=64, unique=True, editable=False)
+    # SHA-256 of the link's key (192 random bits, accounts/invitations.py): the link itself is shown to
+    # staff once, at creation, and stored nowhere.
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
     note = models.CharField(max_length=200, blank=True, default="", help_text="Who it is for.")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+", editable=False
@@ -101,4 +106,26 @@ class Invitation(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        return f"Invitation {self.key[:8]}… ({self.note or 'no note'})"
+        return f"Invitation {self.pk} ({self.note or 'no note'})"
+
+
+class Session(AbstractBaseSession):
+    """A Django session that names its user (accounts/sessions.py, SESSION_ENGINE), so ending a user's
+    sessions reaches every one of them, not only those allauth's usersessions tracks."""
+
+    # No database constraint: a session saved just as its user is deleted must not fail the request;
+    # deleting a user through the ORM still deletes their sessions.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        db_constraint=False,
+        related_name="+",
+    )
+
+    @classmethod
+    def get_session_store_class(cls) -> Any:
+        from accounts.sessions import SessionStore
+
+        return SessionStore

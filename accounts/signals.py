@@ -82,12 +82,18 @@ def _on_user_saved(sender: Any, instance: Any, **kwargs: Any) -> None:
     if lost is None:
         return
     forget_user(instance.pk)
+    user_id = instance.pk
     if lost == LOST_ALL:
         # Which cached tokens belong to this user is not indexed; losing rights is rare, so drop them all.
         forget_all_tokens()
         # A demoted (or deactivated) user logs in again: their sessions end, not only their sockets.
-        user_id = instance.pk
         transaction.on_commit(lambda: end_sessions(user_id=user_id), robust=True)
+    else:
+        # A new password, set anywhere: the sessions made under the old one end (allauth's own change
+        # already ended them but the current one, renewed under the new password).
+        from accounts.sessions import end_stale_sessions
+
+        transaction.on_commit(lambda: end_stale_sessions(user_id=user_id), robust=True)
     rights_changed(user_id=instance.pk, method=lost)
 
 
@@ -103,15 +109,11 @@ post_delete.connect(_on_user_deleted, sender=get_user_model(), dispatch_uid="acc
 
 
 def end_sessions(*, user_id: int, keep: str | None = None) -> int:
-    """End the user's sessions that allauth tracks (every log-in, and every session that opened a page
-    since), but `keep` (a session key); returns how many."""
-    from allauth.usersessions.models import UserSession
+    """End every session of the user but `keep` (a session key), tracked by allauth or not; returns
+    how many (accounts/sessions.py)."""
+    from accounts.sessions import end_user_sessions
 
-    ended = 0
-    for session in UserSession.objects.filter(user_id=user_id).exclude(session_key=keep or ""):
-        session.end()  # the session row in the store, then the tracking row
-        ended += 1
-    return ended
+    return end_user_sessions(user_id=user_id, keep=keep)
 
 
 def connect_allauth_receivers() -> None:

@@ -505,6 +505,10 @@ MFA_SUPPORTED_TYPES = ["totp", "webauthn", "recovery_codes"]
 # WebAuthn needs https, except on localhost; `make run` serves http.
 MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN = DEBUG
 MFA_TOTP_ISSUER: str = env.str("MFA_TOTP_ISSUER", default="chatapp")
+# Django's database sessions, each row naming its user (accounts/sessions.py): "log out everywhere
+# else", a new password, deactivation and demotion end every session of the user, tracked by
+# usersessions or not. Migration accounts 0003 copies django_session's live sessions over.
+SESSION_ENGINE = "accounts.sessions"
 USERSESSIONS_ADAPTER = "accounts.adapter.UserSessionsAdapter"
 USERSESSIONS_TRACK_ACTIVITY = True
 # Behind N proxies that append to X-Forwarded-For, the client's address (rate limits, audit) is the
@@ -517,7 +521,8 @@ if REDIS_URL:
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": f"{REDIS_KEY_PREFIX}:cache",
     }
-# Audit rows older than this many days are deleted by `manage.py prune_audit` (daily from cron).
+# Audit rows older than this many days are deleted once a day by the server (accounts/retention.py)
+# or at once by `manage.py prune_audit`.
 AUDIT_RETENTION_DAYS: int = env.int("AUDIT_RETENTION_DAYS", default=365)
 
 # Single sign-on: OIDC_PROVIDERS=corp,other and for each OIDC_<ID>_ISSUER, OIDC_<ID>_CLIENT_ID,

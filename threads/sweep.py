@@ -2,7 +2,8 @@
 restarted), perhaps while it waited for the database to save a result (whose text it left in the stream
 state, saved here). Each process runs it every ORPHAN_SWEEP_EVERY_S from its
 first health check, socket or send (GenerationService.ensure_started); the compare-and-set on the row
-makes concurrent sweeps of several processes harmless (one wins, only the winner broadcasts).
+makes concurrent sweeps of several processes harmless (one wins, only the winner broadcasts). The same
+loop runs the daily audit retention (accounts/retention.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 
+from accounts.retention import audit_retention
 from core.dbasync import db_async
 from threads import events, selectors, services
 from threads.coalesce_store import LEASE_S
@@ -48,6 +50,11 @@ async def sweep_forever(svc: GenerationService) -> None:
                 log.warning("marked %d abandoned streaming message(s) as errors", swept)
         except Exception:  # the database or Redis may be briefly away; the next sweep retries
             log.warning("stale-message sweep failed", exc_info=True)
+        try:
+            # Once a UTC day, by one process (accounts/retention.py); otherwise no query at all.
+            await audit_retention().prune_if_due()
+        except Exception:  # as above: the next pass retries
+            log.warning("audit retention pass failed", exc_info=True)
         await asyncio.sleep(ORPHAN_SWEEP_EVERY_S)
 
 

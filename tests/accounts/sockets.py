@@ -24,6 +24,31 @@ def logged_in(user: Any) -> Client:
     return client
 
 
+def untracked_session(user: Any) -> Client:
+    """A client whose session was written straight to the session store, as one made before allauth
+    was installed: allauth's usersessions never saw it (the API and sockets do not track either)."""
+    from importlib import import_module
+
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+
+    store = import_module(settings.SESSION_ENGINE).SessionStore()
+    store[SESSION_KEY] = str(user.pk)
+    store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    store[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    store.save()
+    client = Client()
+    client.cookies[settings.SESSION_COOKIE_NAME] = store.session_key
+    return client
+
+
+def session_stored(client: Client) -> bool:
+    """Does the client's session still exist in the session store?"""
+    from importlib import import_module
+
+    key = client.cookies[settings.SESSION_COOKIE_NAME].value
+    return bool(import_module(settings.SESSION_ENGINE).SessionStore().exists(key))
+
+
 async def open_socket(
     thread: Thread, *, client: Client | None = None, token: str = ""
 ) -> WebsocketCommunicator:

@@ -3,6 +3,7 @@ second factor, TOTP, the audit log, sessions."""
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any
@@ -152,14 +153,14 @@ def test_closed_signup_needs_an_invitation(client: Client, settings: Any) -> Non
     client.post("/accounts/signup/", {"username": "carol", "password1": GOOD, "password2": GOOD})
     assert not User.objects.filter(username="carol").exists()
 
-    invitation = invitation_create(created_by=None, note="carol")
-    assert client.get(f"/accounts/invite/{invitation.key}/")["Location"] == "/accounts/signup/"
+    invitation, key = invitation_create(created_by=None, note="carol")
+    assert client.get(f"/accounts/invite/{key}/")["Location"] == "/accounts/signup/"
     resp = client.post("/accounts/signup/", {"username": "carol", "password1": GOOD, "password2": GOOD})
     assert resp.status_code == 302
     invitation.refresh_from_db()
     assert invitation.used_by == User.objects.get(username="carol")
     # Used once: the link no longer opens sign-up.
-    assert Client().get(f"/accounts/invite/{invitation.key}/").status_code == 404
+    assert Client().get(f"/accounts/invite/{key}/").status_code == 404
     assert Invitation.objects.count() == 1
 
 
@@ -238,6 +239,22 @@ def test_totp_enrolment_then_login_with_a_code(
     resp = again.post("/accounts/2fa/authenticate/", {"code": next_code})
     assert resp.status_code == 302
     assert again.session["_auth_user_id"] == str(user.pk)
+
+
+def test_removing_a_second_factor_is_audited(
+    client: Client, user: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    assert _login(client, "alice", "pw-alice-123!").status_code == 302
+    totp_auth.TOTP.activate(user, totp_auth.generate_totp_secret())
+    # Removing one asks for the password again, as adding one does.
+    asked = client.get("/accounts/2fa/totp/deactivate/")["Location"]
+    assert asked.startswith("/accounts/reauthenticate/")
+    assert client.post(asked, {"password": "pw-alice-123!"}).status_code == 302
+    with django_capture_on_commit_callbacks(execute=True):  # allauth announces it after commit
+        assert client.post("/accounts/2fa/totp/deactivate/").status_code == 302
+    assert not Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).exists()
+    row = AuditEvent.objects.get(kind=AuditEvent.MFA_REMOVED, user=user)
+    assert row.detail == {"type": Authenticator.Type.TOTP}
 
 
 def test_audit_rows_for_login_failure_logout(client: Client, user: Any) -> None:
@@ -364,8 +381,6 @@ def test_device_label(ua: str, label: str) -> None:
 
 
 def test_password_reset_by_email_ends_every_session(client: Client, user: Any, mailoutbox: Any) -> None:
-    import re
-
     user.email = "alice@example.com"
     user.save()
     from allauth.account.models import EmailAddress
@@ -387,10 +402,12 @@ def test_password_reset_by_email_ends_every_session(client: Client, user: Any, m
 
 
 def test_staff_create_an_invitation_in_admin(admin_client: Client, admin_user: Any) -> None:
-    resp = admin_client.post("/admin/accounts/invitation/add/", {"note": "for carol"}, follow=True)
-    assert resp.status_code == 200
+    resp = admin_client.post("/admin/accounts/invitation/add/", {"note": "for carol"})
+    assert resp.status_code == 200 and "no-store" in resp["Cache-Control"]
     invitation = Invitation.objects.get()
     assert invitation.created_by == admin_user and invitation.used_at is None
-    assert f"/accounts/invite/{invitation.key}/" in resp.content.decode()
+    link = re.search(r"http://testserver(/accounts/invite/[^/]+/)", resp.content.decode())
+    assert link is not None and Client().get(link.group(1))["Location"] == "/accounts/signup/"
+    assert link.group(1).encode() not in admin_client.get("/admin/accounts/invitation/").content
     assert admin_client.get("/admin/accounts/auditevent/").status_code == 200
     assert admin_client.get("/admin/accounts/auditevent/add/").status_code == 403

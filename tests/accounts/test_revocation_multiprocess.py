@@ -13,10 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
+from django.conf import settings
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from accounts.tokens import api_token_create
+from tests.accounts.sockets import untracked_session
 from tests.servers import SESSION_LAYER_PREFIX, daphne_servers, wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -129,6 +131,23 @@ def test_log_out_everywhere_else_and_a_new_password(user: Any, browsers: Any) ->
             assert code == 4001, f"closed with {code} after {took:.2f} s"
         assert not tablet.logged_in(a) and here.logged_in(a)
         assert "Log out everywhere else" not in here.http.get(a.url("/accounts/settings/")).text
+
+
+def test_log_out_everywhere_else_ends_a_session_allauth_never_tracked(user: Any, browsers: Any) -> None:
+    """Fails on the old code: a session made before the migration (written straight to the store here)
+    kept its socket on the other process, and its log-in."""
+    _, raw = api_token_create(user=user)
+    key = untracked_session(user).cookies[settings.SESSION_COOKIE_NAME].value
+    with daphne_servers(2) as (a, b):
+        thread_id = _thread(a, raw)
+        old, here = browsers("Old laptop"), browsers("Firefox here")
+        old.http.cookies.set(settings.SESSION_COOKIE_NAME, key)
+        here.login(a)
+        with old.socket(b, thread_id) as ws:  # a socket: usersessions does not see it
+            assert here.post(a, "/accounts/sessions/", {}).status_code == 302
+            code, took = _close_code_within(ws, CLOSE_WITHIN_S)
+            assert code == 4001, f"closed with {code} after {took:.2f} s"
+        assert not old.logged_in(b) and here.logged_in(b)
 
 
 def test_revoking_a_token_over_the_api_closes_its_socket(user: Any, browsers: Any) -> None:

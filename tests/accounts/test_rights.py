@@ -17,7 +17,16 @@ from django.test import Client
 
 from accounts.tokens import api_token_create
 from chatapp.asgi import application
-from tests.accounts.sockets import TIMEOUT, closed_with, demo_thread, logged_in, open_socket, still_open
+from tests.accounts.sockets import (
+    TIMEOUT,
+    closed_with,
+    demo_thread,
+    logged_in,
+    open_socket,
+    session_stored,
+    still_open,
+    untracked_session,
+)
 from threads.consumers import CLOSE_AUTH_REVOKED
 from threads.models import Message, Thread
 
@@ -161,3 +170,46 @@ async def test_a_socket_closes_at_its_maximum_lifetime(user: Any, settings: Any)
     settings.WS_MAX_LIFETIME_S = 0.2
     comm = await open_socket(await demo_thread(user), token=await _token(user))
     assert await closed_with(comm) == CLOSE_AUTH_REVOKED  # the page reconnects and resumes
+
+
+async def test_log_out_everywhere_else_ends_a_session_allauth_never_tracked(user: Any) -> None:
+    """Fails on the old code: only the sessions usersessions tracked ended, so one made before the
+    migration (or used only by the API and sockets) kept its socket and its log-in."""
+    old = await sync_to_async(untracked_session)(user)
+    # Authenticated (a socket, which usersessions does not track; the test client's pages would).
+    comm = await open_socket(await demo_thread(user), client=old)
+    here = await sync_to_async(logged_in)(user)
+    page = await sync_to_async(here.get)("/accounts/settings/")
+    assert b"Log out everywhere else (1)" in page.content  # counted, though allauth lists only this one
+
+    assert (await sync_to_async(here.post)("/accounts/sessions/")).status_code == 302
+
+    assert await closed_with(comm) == CLOSE_AUTH_REVOKED
+    assert not await sync_to_async(session_stored)(old)
+    assert (await sync_to_async(old.get)("/api/threads")).status_code == 401
+    assert (await sync_to_async(here.get)("/api/threads")).status_code == 200
+
+
+@pytest.mark.parametrize("change", ["demote", "deactivate", "new password", "password set elsewhere"])
+def test_losing_rights_ends_sessions_allauth_never_tracked(user: Any, change: str) -> None:
+    """Fails on the old code: the untracked session stayed in the store (and, demoted, still logged in)."""
+    user.is_staff = True
+    user.save()
+    old = untracked_session(user)
+    here = logged_in(user)
+    if change == "demote":
+        user.is_staff = False
+        user.save()
+    elif change == "deactivate":
+        user.is_active = False
+        user.save()
+    elif change == "password set elsewhere":  # admin, `manage.py changepassword`
+        user.set_password("a-brand-new-password-42")
+        user.save()
+    else:
+        new = "a-brand-new-password-42"
+        form = {"oldpassword": "pw-alice-123!", "password1": new, "password2": new}
+        assert here.post("/accounts/password/change/", form).status_code == 302
+        assert here.get("/accounts/settings/").status_code == 200  # this session is kept
+    assert not session_stored(old)
+    assert old.get("/accounts/settings/").status_code == 302

@@ -3,9 +3,17 @@ truth): a channel layer that records broadcasts, the process's start time moved 
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from datetime import timedelta
+from typing import Any
+
 import pytest
 from asgiref.sync import sync_to_async
+from django.utils import timezone
 
+from accounts.audit import audit_record
+from accounts.models import AuditEvent
 from tests.threads.recording import RecordingChannelLayer
 from threads import groups, liveness, sweep
 from threads.generation import Generation, generation_service
@@ -67,3 +75,22 @@ async def test_a_generation_this_process_runs_is_never_swept(
     finally:
         svc.running.pop(mine.pk)
     assert await _status(mine) == "streaming" and layer.broadcasts == []
+
+
+@pytest.mark.both
+async def test_the_background_sweep_prunes_old_audit_rows_by_itself(user: Any, settings: Any) -> None:
+    """Fails on the old code: only `manage.py prune_audit` (from cron) deleted them."""
+    settings.REDIS_KEY_PREFIX = f"test-{uuid.uuid4().hex}"  # today's claim (with Redis) is this test's
+    old = timezone.now() - timedelta(days=settings.AUDIT_RETENTION_DAYS + 1)
+    await sync_to_async(audit_record)(kind=AuditEvent.LOGIN, user=user, at=old)
+    await sync_to_async(audit_record)(kind=AuditEvent.LOGIN, user=user)
+
+    generation_service().ensure_started()  # as a process's first socket, send or health check does
+
+    async def pruned() -> None:
+        # Polling the database, which announces nothing; wait_for below is the deadline.
+        while await sync_to_async(AuditEvent.objects.filter(at__lte=old).exists)():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(pruned(), timeout=10)
+    assert await sync_to_async(AuditEvent.objects.count)() == 1

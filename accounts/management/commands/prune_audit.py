@@ -1,4 +1,5 @@
-"""`manage.py prune_audit`: delete audit rows older than AUDIT_RETENTION_DAYS (run it daily)."""
+"""`manage.py prune_audit`: delete audit rows older than AUDIT_RETENTION_DAYS now (the server also does
+it by itself once a day: accounts/retention.py)."""
 
 from __future__ import annotations
 

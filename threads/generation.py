@@ -95,6 +95,7 @@ class Generation:
     history: list[tuple[str, str]] = field(default_factory=list)
     completion: Completion | None = None
     called: bool = False  # the provider was asked (past the pacer)
+    charged: bool = False  # its call is charged (or being charged): once per generation
 
     def text(self) -> str:
         return "".join(self.sent) + "".join(self.pending)
@@ -153,9 +154,8 @@ class GenerationService:
         self.running[gen.message_id] = gen
         try:
             await self._join_control(gen)
-        except BaseException:
+        except BaseException:  # (the caller gives the reservation back: charging.paid)
             self.running.pop(gen.message_id, None)
-            await charging.release(reservation)
             raise
         # Sent by the generation's sender, first and before any delta, while the provider call is
         # already under way: with a thousand viewers the fan-out of this event takes a while.
@@ -257,8 +257,6 @@ class GenerationService:
             await asyncio.shield(finish.unsaved(gen, self.layer))
             await self._save_later(gen, ending)
         finally:
-            # In a task of its own: a cancelled run is charged too (what was generated until the cancel).
-            charging.charge_soon(gen)
             lease.cancel()
             self.running.pop(gen.message_id, None)
             if gen.coalesce_key is not None:
@@ -274,6 +272,10 @@ class GenerationService:
                     await asyncio.shield(shared.remove(message_id=gen.message_id, thread_id=gen.thread_id))
             except Exception:
                 log.warning("stream state of %s not removed", gen.request_id, exc_info=True)
+            # Normally charged by its ending (finish.terminal), before its terminal event; a run whose
+            # result was never saved (or cut short by a bug) is charged here: what it generated.
+            if not gen.charged:
+                await asyncio.shield(charging.charge(gen, status=charging.status_of(gen)))
 
     async def _generate(
         self, gen: Generation, provider_name: str, params: GenerationParams, history: list[ChatMessage]

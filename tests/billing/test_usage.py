@@ -5,22 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import time
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Group
+from django.db.models.signals import pre_save
 from django.test import AsyncClient, Client
 
 from billing import budgets
 from billing.models import Budget, BudgetHit, UsageRecord
-from billing.rules import Prices, cost_usd
+from billing.rules import Prices, cost_usd, estimate_prompt_tokens
 from billing.store import InProcessStore
 from providers.fake.server import FakeProviderServer
-from threads import charging, chat
+from threads import chat
 from threads.generation import generation_service
 from threads.models import Message, Thread
+from threads.validation import parse_send
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.both]
 
@@ -53,15 +56,6 @@ async def _send(api: AsyncClient, thread_id: int, content: str, **extra: Any) ->
     )
 
 
-async def settled() -> None:
-    """Every generation of this loop has ended and its usage is written (a run is charged after its
-    terminal event, in its cleanup)."""
-    async with asyncio.timeout(10):
-        while generation_service().running:  # noqa: ASYNC110 - the service has no event for this
-            await asyncio.sleep(0.01)
-    await charging.drain()
-
-
 def _records(**filters: Any) -> list[UsageRecord]:
     return list(UsageRecord.objects.filter(**filters).order_by("id"))
 
@@ -73,7 +67,6 @@ async def test_a_send_is_charged_to_its_user_with_the_providers_counts(api: Asyn
     thread_id = await _thread(api)
     resp = await _send(api, thread_id, "Tell me about tea")
     assert resp.status_code == 200, resp.content
-    await settled()
     (charge,) = await records(kind="charge")
     reply = resp.json()["assistant_message"]
     assert (charge.user_id, charge.message_id, charge.provider, charge.model) == (
@@ -99,7 +92,6 @@ async def test_without_a_usage_report_the_counts_are_estimated(
     thread_id = await _thread(api, provider="openai", model="fake-model")
     resp = await _send(api, thread_id, "Say something")
     assert resp.status_code == 200, resp.content
-    await settled()
     (charge,) = await records(kind="charge")
     text = resp.json()["assistant_message"]["content"]
     assert charge.estimated and charge.output_tokens >= len(text.split()) > 0 and charge.input_tokens > 0
@@ -113,7 +105,6 @@ async def test_with_a_report_the_providers_counts_are_used(
 ) -> None:
     thread_id = await _thread(api, provider="openai", model="fake-model")
     assert (await _send(api, thread_id, "Say something")).status_code == 200
-    await settled()
     (charge,) = await records(kind="charge")
     assert not charge.estimated and charge.output_tokens == 8
     assert charge.cost_usd == cost_usd(
@@ -133,7 +124,6 @@ async def test_a_cancelled_generation_is_charged_for_what_it_generated(
             await asyncio.sleep(0.01)
     await chat.cancel(user=user, request_id="r-cancel")
     resp = await send
-    await settled()
     (charge,) = await records(kind="charge")
     assert charge.status == "cancelled" and charge.estimated
     text = resp.json()["assistant_message"]["content"]
@@ -146,7 +136,6 @@ async def test_identical_sends_are_charged_once_and_followers_record_their_savin
     thread_id = await _thread(api)
     answers = await asyncio.gather(*(_send(api, thread_id, "Same question") for _ in range(5)))
     assert sorted(a.json()["coalesced"] for a in answers) == ["follower"] * 4 + ["leader"]
-    await settled()
     (charge,) = await records(kind="charge")
     saved = await records(kind="saved")
     assert len(saved) == 4 and {s.message_id for s in saved} == {charge.message_id}
@@ -167,7 +156,6 @@ async def test_a_budget_refuses_the_next_generation_until_its_period_resets(
     thread_id = await _thread(api)
     first = await _send(api, thread_id, "One")
     assert first.status_code == 200  # nothing spent yet: below the budget
-    await settled()
     second = await _send(api, thread_id, "Two")
     assert second.status_code == 429
     assert second.json()["error"]["code"] == "budget_exceeded"
@@ -256,7 +244,6 @@ async def test_followers_of_another_users_call_are_not_refused_by_their_budget(
     )
     roles = {lead.json()["coalesced"], follow.json()["coalesced"]}
     assert lead.status_code == follow.status_code == 200 and roles == {"leader", "follower"}
-    await settled()
     (charge,) = await records(kind="charge")
     (saved,) = await records(kind="saved")
     leader, follower = (user, other_user) if lead.json()["coalesced"] == "leader" else (other_user, user)
@@ -266,7 +253,6 @@ async def test_followers_of_another_users_call_are_not_refused_by_their_budget(
 async def test_api_usage_own_staff_and_errors(api: AsyncClient, user: Any, other_user: Any) -> None:
     thread_id = await _thread(api)
     assert (await _send(api, thread_id, "Hello")).status_code == 200
-    await settled()
     today = datetime.datetime.now(datetime.UTC).date().isoformat()
     body = (await api.get(f"/api/usage?from={today}&to={today}")).json()
     assert set(body) >= {"totals", "by_model", "by_day", "saved"}
@@ -335,13 +321,11 @@ async def test_a_regenerate_is_charged_and_refused_like_a_send(api: AsyncClient,
     thread_id = await _thread(api)
     first = await _send(api, thread_id, "One")
     assert first.status_code == 200
-    await settled()
     reply_id = first.json()["assistant_message"]["id"]
     again = await api.post(
         f"/api/threads/{thread_id}/messages/{reply_id}/regenerate", {}, content_type="application/json"
     )
     assert again.status_code == 200, again.content
-    await settled()
     charges = await sync_to_async(UsageRecord.objects.filter(user=user, kind="charge").count)()
     assert charges == 2
     await sync_to_async(Budget.objects.create)(user=user, unit="tokens", period="day", limit=Decimal(1))
@@ -352,3 +336,87 @@ async def test_a_regenerate_is_charged_and_refused_like_a_send(api: AsyncClient,
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
     replies = await sync_to_async(Message.objects.filter(thread_id=thread_id, role="assistant").count)()
     assert replies == 2
+
+
+async def test_the_charge_and_the_saving_are_written_before_the_answer_is_told(
+    api: AsyncClient, user: Any
+) -> None:
+    """A client that reads its usage as soon as it hears `done` finds its charge, and a follower, as
+    soon as it is answered, finds its saving: both are written before, not in the background after.
+    Each usage row saved on its own takes 0.3 s more (on the database thread, as on a slow database), so
+    a write still under way after the answer is caught every time."""
+    thread = await sync_to_async(Thread.objects.get)(pk=await _thread(api))
+
+    def slow_write(**kwargs: Any) -> None:
+        time.sleep(0.3)
+
+    pre_save.connect(slow_write, sender=UsageRecord, dispatch_uid="slow-usage-write")
+    try:
+        await _leader_and_follower(user, thread)
+    finally:
+        pre_save.disconnect(sender=UsageRecord, dispatch_uid="slow-usage-write")
+
+
+async def _leader_and_follower(user: Any, thread: Thread) -> None:
+
+    def req() -> Any:
+        return parse_send({"content": "Same question"}, max_chars=1000)
+
+    first, second = await asyncio.gather(
+        chat.send(user=user, thread=thread, req=req()), chat.send(user=user, thread=thread, req=req())
+    )
+    leader, follower = (first, second) if first.coalesced == "leader" else (second, first)
+    assert follower.coalesced == "follower"
+    (saved,) = await records(kind="saved")  # the follower is answered: its saving is written
+    assert saved.message_id == follower.assistant_message["id"]
+    done = await asyncio.wait_for(chat.wait_terminal(leader, thread_id=thread.pk), 10)
+    assert done["type"] == "message.done"
+    (charge,) = await records(kind="charge")  # `done` is out: the call is charged
+    assert charge.message_id == leader.assistant_message["id"] and charge.status == "complete"
+
+
+async def test_a_streamed_send_is_charged_before_its_done_event(api: AsyncClient) -> None:
+    thread_id = await _thread(api)
+    resp = await _send(api, thread_id, "Stream it", stream=True)
+    body = b"".join([chunk async for chunk in resp.streaming_content]).decode()
+    assert "event: message.done" in body
+    usage = (await api.get("/api/usage")).json()
+    assert usage["totals"]["calls"] == 1 and usage["totals"]["output_tokens"] > 0
+
+
+async def test_the_reservation_counts_the_context_sent(
+    api: AsyncClient, user: Any, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    """A budget reservation is the estimated input of the whole context (system prompt and the path's
+    messages), plus the output reserve: not the new message alone."""
+    settings.BUDGET_RESERVE_OUTPUT_TOKENS = 100
+    await sync_to_async(Budget.objects.create)(user=user, unit="tokens", period="day", limit=Decimal(10**9))
+    reserved: list[int] = []
+    admit = budgets.admit
+
+    async def spy(**kwargs: Any) -> budgets.Reservation | None:
+        reservation = await admit(**kwargs)
+        assert reservation is not None
+        reserved.append(reservation.parts[0][2])
+        return reservation
+
+    monkeypatch.setattr(budgets, "admit", spy)
+    system = "You answer in long sentences. " * 20
+    thread_id = await _thread(api, system_prompt=system)
+    long = "tea " * 300
+    first = (await _send(api, thread_id, long)).json()
+    second = (await _send(api, thread_id, "Why?")).json()
+    context = [
+        ("system", system),
+        ("user", long),
+        ("assistant", first["assistant_message"]["content"]),
+        ("user", "Why?"),
+    ]
+    assert reserved[1] == estimate_prompt_tokens(context) + 100
+    # A regenerate of the second reply is sent the same context.
+    reply_id = second["assistant_message"]["id"]
+    again = await api.post(
+        f"/api/threads/{thread_id}/messages/{reply_id}/regenerate", {}, content_type="application/json"
+    )
+    assert again.status_code == 200, again.content
+    assert reserved[2] == estimate_prompt_tokens(context) + 100

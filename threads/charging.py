@@ -26,7 +26,7 @@ from core.dbasync import db_async
 from core.outages import DATABASE_DOWN
 from ops import metrics
 from providers import Completion
-from threads import finish
+from threads import events, finish
 from threads.models import Thread
 
 if TYPE_CHECKING:
@@ -162,6 +162,7 @@ async def _charge(gen: Generation, status: str) -> None:
     except DATABASE_DOWN:
         log.warning("usage of %s not recorded: the database is down", gen.request_id)
         return
+    gen.usage = events.usage_data(input_tokens=inp, output_tokens=out, cost_usd=cost)
     if followers is not None:
         metrics.usage(gen.provider, gen.model, input_tokens=inp, output_tokens=out, cost_usd=float(cost))
         metrics.coalesce_saved(cost_usd=float(cost) * followers)

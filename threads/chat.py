@@ -34,6 +34,7 @@ from threads import (
     quotas,
     selectors,
     services,
+    usage,
 )
 from threads.coalescing import LEASE_S
 from threads.generation import Generation, generation_service
@@ -214,7 +215,10 @@ def _pair_from_db(user_message_id: int, assistant_message_id: int) -> tuple[Any,
     rows = {m.pk: m for m in Message.objects.filter(pk__in=(user_message_id, assistant_message_id))}
     if len(rows) != 2:
         return None
-    return events.message_data(rows[user_message_id]), events.message_data(rows[assistant_message_id])
+    asked, reply = usage.messages_with_usage(
+        [events.message_data(rows[user_message_id]), events.message_data(rows[assistant_message_id])]
+    )
+    return asked, reply
 
 
 def _follower(info: coalescing.Info, *, coalesced: str, key: str | None = None) -> SendOutcome:
@@ -443,7 +447,7 @@ def _terminal_from_db(message_id: int, request_id: str) -> events.TerminalEvent 
     msg = Message.objects.filter(pk=message_id).first()
     if msg is None:
         return events.message_error(request_id=request_id, code="not_found", message="The reply was deleted.")
-    data = events.message_data(msg)
+    (data,) = usage.messages_with_usage([events.message_data(msg)])
     if msg.status == Message.Status.COMPLETE:
         return events.message_done(request_id=request_id, message=data)
     if msg.status == Message.Status.CANCELLED:

@@ -134,6 +134,9 @@ async def terminal(
     first: whoever hears the end (and then reads its usage, or sends again) finds the charge written."""
     if charge:
         await charging.charge(gen, status=charging.STATUS_OF_EVENT.get(event["type"], "error"))
+    message = event.get("message")
+    if message is not None and gen.usage is not None:
+        message["usage"] = gen.usage
     if not gen.done.done():
         gen.done.set_result(event)
         metrics.observe_latency_ms((time.monotonic() - gen.started) * 1000)

@@ -96,6 +96,7 @@ class Generation:
     completion: Completion | None = None
     called: bool = False  # the provider was asked (past the pacer)
     charged: bool = False  # its call is charged (or being charged): once per generation
+    usage: events.UsageData | None = None  # what its charge recorded, for its terminal event
 
     def text(self) -> str:
         return "".join(self.sent) + "".join(self.pending)

@@ -420,3 +420,32 @@ async def test_the_reservation_counts_the_context_sent(
     )
     assert again.status_code == 200, again.content
     assert reserved[2] == estimate_prompt_tokens(context) + 100
+
+
+@pytest.mark.parametrize("reported", [True, False])
+async def test_gemini_usage_metadata_is_charged(
+    api: AsyncClient, fake: FakeProviderServer, settings: Any, reported: bool
+) -> None:
+    """Gemini's `usageMetadata` (promptTokenCount, candidatesTokenCount) is what the call is charged;
+    a Gemini stream without it is charged an estimate, labelled so."""
+    settings.PROVIDERS = {
+        **settings.PROVIDERS,
+        "gemini": {"base_url": fake.base_url, "api_key": "g-key", "model": "gemini-fake"},
+    }
+    settings.MODEL_PRICES = {**settings.MODEL_PRICES, "gemini": ["0.30", "2.50"]}
+    fake.configure(usage=reported)
+    thread_id = await _thread(api, model="gemini/gemini-fake")
+    resp = await _send(api, thread_id, "Say something")
+    assert resp.status_code == 200, resp.content
+    (charge,) = await records(kind="charge")
+    assert (charge.provider, charge.model, charge.status) == ("gemini", "gemini-fake", "complete")
+    if reported:  # the fake reports the prompt's words and the reply's 8 tokens
+        assert not charge.estimated and (charge.input_tokens, charge.output_tokens) == (2, 8)
+    else:
+        text = resp.json()["assistant_message"]["content"]
+        assert charge.estimated and charge.output_tokens >= len(text.split()) > 0 and charge.input_tokens > 0
+    prices = Prices(Decimal("0.30"), Decimal("2.50"))
+    assert charge.cost_usd == cost_usd(
+        input_tokens=charge.input_tokens, output_tokens=charge.output_tokens, prices=prices
+    )
+    assert resp.json()["assistant_message"]["usage"]["output_tokens"] == charge.output_tokens

@@ -82,6 +82,8 @@ async def _regenerate(
         await quotas.follow_admit(user_id=user.pk)
         info = await coalescing.follow(burst)
         metrics.coalesce("follower")
+        # Like a send's follower: one call saved, written before it is answered (its leader pays).
+        await charging.note_saved(user_id=user.pk, info=info, thread=thread)
         return SendOutcome(
             request_id=info["request_id"],
             coalesced="follower",

@@ -449,3 +449,31 @@ async def test_gemini_usage_metadata_is_charged(
         input_tokens=charge.input_tokens, output_tokens=charge.output_tokens, prices=prices
     )
     assert resp.json()["assistant_message"]["usage"]["output_tokens"] == charge.output_tokens
+
+
+# PostgreSQL only: two regenerates writing at once meet SQLite's in-memory shared-cache table lock
+# (tests/threads/test_tree.py's concurrent regenerate test says the same).
+@pytest.mark.services
+async def test_identical_concurrent_regenerates_are_charged_once_and_the_follower_saves(
+    api: AsyncClient, user: Any
+) -> None:
+    from threads import regenerate
+
+    thread_id = await _thread(api)
+    first = (await _send(api, thread_id, "One")).json()
+    thread = await sync_to_async(Thread.objects.get)(pk=thread_id)
+
+    def req(rid: str) -> regenerate.RegenerateRequest:
+        return regenerate.RegenerateRequest(message_id=first["assistant_message"]["id"], request_id=rid)
+
+    a, b = await asyncio.gather(
+        regenerate.regenerate(user=user, thread=thread, req=req("r1")),
+        regenerate.regenerate(user=user, thread=thread, req=req("r2")),
+    )
+    assert sorted((a.coalesced, b.coalesced)) == ["follower", "leader"]
+    leader = a if a.coalesced == "leader" else b
+    await asyncio.wait_for(chat.wait_terminal(leader, thread_id=thread_id), 10)
+    charges = await records(kind="charge")
+    (saved,) = await records(kind="saved")
+    assert len(charges) == 2  # the send's and the regenerate's, not one per regenerate request
+    assert saved.message_id == leader.assistant_message["id"] == charges[1].message_id

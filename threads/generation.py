@@ -147,7 +147,7 @@ class GenerationService:
             reservation=reservation,
             provider=prepared.provider,
             model=prepared.model,
-            history=prepared.history,
+            history=_sent(prepared),
             keep_result=keep_result,
         )
         # Registered before the wait below: a Stop pressed meanwhile (its row is already written, so
@@ -395,6 +395,13 @@ class GenerationService:
             self._sweeper = asyncio.create_task(
                 sweep.sweep_forever(self), name="generation-sweeper", context=contextvars.Context()
             )
+
+
+def _sent(prepared: PreparedSend) -> list[tuple[str, str]]:
+    """What the call is sent, system prompt first: its input's estimate when no usage is reported."""
+    if not prepared.system_prompt:
+        return prepared.history
+    return [("system", prepared.system_prompt), *prepared.history]
 
 
 def _pacing(connection: str) -> tuple[str, Limit | None]:

@@ -477,3 +477,15 @@ async def test_identical_concurrent_regenerates_are_charged_once_and_the_followe
     (saved,) = await records(kind="saved")
     assert len(charges) == 2  # the send's and the regenerate's, not one per regenerate request
     assert saved.message_id == leader.assistant_message["id"] == charges[1].message_id
+
+
+async def test_an_estimated_input_counts_the_system_prompt(
+    api: AsyncClient, fake: FakeProviderServer
+) -> None:
+    fake.configure(usage=False)
+    system = "Answer like a pirate, at length. " * 10
+    thread_id = await _thread(api, provider="openai", model="fake-model", system_prompt=system)
+    assert (await _send(api, thread_id, "Say something")).status_code == 200
+    (charge,) = await records(kind="charge")
+    assert charge.estimated
+    assert charge.input_tokens == estimate_prompt_tokens([("system", system), ("user", "Say something")])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -338,26 +339,26 @@ async def test_a_regenerate_is_charged_and_refused_like_a_send(api: AsyncClient,
     assert replies == 2
 
 
-async def test_the_charge_and_the_saving_are_written_before_the_answer_is_told(
-    api: AsyncClient, user: Any
-) -> None:
-    """A client that reads its usage as soon as it hears `done` finds its charge, and a follower, as
-    soon as it is answered, finds its saving: both are written before, not in the background after.
-    Each usage row saved on its own takes 0.3 s more (on the database thread, as on a slow database), so
-    a write still under way after the answer is caught every time."""
-    thread = await sync_to_async(Thread.objects.get)(pk=await _thread(api))
+@pytest.fixture
+def slow_usage_writes() -> Iterator[None]:
+    """Each usage row saved on its own takes 0.3 s more (on the database thread, as on a slow
+    database): a write still under way after the answer it belongs to is caught every time."""
 
     def slow_write(**kwargs: Any) -> None:
         time.sleep(0.3)
 
     pre_save.connect(slow_write, sender=UsageRecord, dispatch_uid="slow-usage-write")
-    try:
-        await _leader_and_follower(user, thread)
-    finally:
-        pre_save.disconnect(sender=UsageRecord, dispatch_uid="slow-usage-write")
+    yield
+    pre_save.disconnect(sender=UsageRecord, dispatch_uid="slow-usage-write")
 
 
-async def _leader_and_follower(user: Any, thread: Thread) -> None:
+@pytest.mark.usefixtures("slow_usage_writes")
+async def test_the_charge_and_the_saving_are_written_before_the_answer_is_told(
+    api: AsyncClient, user: Any
+) -> None:
+    """A client that reads its usage as soon as it hears `done` finds its charge, and a follower, as
+    soon as it is answered, finds its saving: both are written before, not in the background after."""
+    thread = await sync_to_async(Thread.objects.get)(pk=await _thread(api))
 
     def req() -> Any:
         return parse_send({"content": "Same question"}, max_chars=1000)
@@ -375,11 +376,12 @@ async def _leader_and_follower(user: Any, thread: Thread) -> None:
     assert charge.message_id == leader.assistant_message["id"] and charge.status == "complete"
 
 
+@pytest.mark.usefixtures("slow_usage_writes")
 async def test_a_streamed_send_is_charged_before_its_done_event(api: AsyncClient) -> None:
     thread_id = await _thread(api)
     resp = await _send(api, thread_id, "Stream it", stream=True)
     body = b"".join([chunk async for chunk in resp.streaming_content]).decode()
-    assert "event: message.done" in body
+    assert body.rstrip().splitlines()[-1].startswith("data:") and "event: message.done" in body
     usage = (await api.get("/api/usage")).json()
     assert usage["totals"]["calls"] == 1 and usage["totals"]["output_tokens"] > 0
 

@@ -5,7 +5,7 @@
     await settle(reservation, tokens=..., cost=...)     # the real usage replaces the reservation
     await settle(reservation, tokens=0, cost=Decimal(0))  # the call never happened
 
-A reservation is what a call could cost: its prompt (estimated) plus BUDGET_RESERVE_OUTPUT_TOKENS of
+A reservation is what a call could cost: its prompt (estimated: the context it would be sent) plus BUDGET_RESERVE_OUTPUT_TOKENS of
 output. It is taken atomically from every counter that applies (billing/store.py), only while each is
 below its limit: across processes a budget is over-run by at most one call (the last one admitted),
 as long as calls cost no more than their reservations. No budget applies: nothing is read or counted.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -84,13 +84,16 @@ async def admit(
     user_id: int,
     provider: str,
     model: str,
-    prompt_tokens: int,
+    prompt_tokens: int | Callable[[], Awaitable[int]],
     now: Callable[[], datetime.datetime] = timezone.now,
 ) -> Reservation | None:
-    """Reserve a call's worth of every budget that applies to `user_id`, or raise BudgetExceeded."""
+    """Reserve a call's worth of every budget that applies to `user_id`, or raise BudgetExceeded.
+    `prompt_tokens` may be a coroutine function: it is awaited only when a budget applies."""
     rules = applicable(await rules_for(user_id))
     if not rules:
         return None
+    if not isinstance(prompt_tokens, int):
+        prompt_tokens = await prompt_tokens()
     at = now()
     reserve_tokens = prompt_tokens + settings.BUDGET_RESERVE_OUTPUT_TOKENS
     reserve_cost = cost_usd(

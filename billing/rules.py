@@ -40,7 +40,8 @@ def cost_usd(*, input_tokens: int, output_tokens: int, prices: Prices) -> Decima
 def estimate_tokens(text: str) -> int:
     """A labelled estimate where no provider report and no offline tokenizer is at hand: about four
     characters of ASCII per token (OpenAI's rule of thumb for English), one per other character (CJK
-    text runs about one token a character), and never fewer than the words."""
+    text runs about one token a character), and never fewer than the words. (No tokenizer: none that
+    works offline ships its vocabulary in a well-kept package; see the commit that wrote this line.)"""
     if not text:
         return 0
     ascii_chars = sum(1 for c in text if c.isascii())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
@@ -25,53 +26,64 @@ def usage_charge(
     cost_usd: Decimal,
     estimated: bool,
     status: str,
-) -> bool:
-    """Record what one provider call cost, charged to `user_id` (the leader's user). False if this
-    call was already charged (a retried save)."""
-    try:
-        with transaction.atomic():
-            UsageRecord.objects.create(
-                user_id=user_id,
-                kind=UsageRecord.Kind.CHARGE,
-                message_id=message_id,
-                request_id=request_id,
-                provider=provider,
-                model=model,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                cost_usd=cost_usd,
-                estimated=estimated,
-                status=status,
+) -> int | None:
+    """Record what one provider call cost, charged to `user_id` (the leader's user). Returns how many
+    followers saved the call so far (read with the write), or None if the call was already charged
+    (a retried save)."""
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                UsageRecord.objects.create(
+                    user_id=user_id,
+                    kind=UsageRecord.Kind.CHARGE,
+                    message_id=message_id,
+                    request_id=request_id,
+                    provider=provider,
+                    model=model,
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                    cost_usd=cost_usd,
+                    estimated=estimated,
+                    status=status,
+                )
+        except IntegrityError:
+            return None
+        return UsageRecord.objects.filter(kind=UsageRecord.Kind.SAVED, message_id=message_id).count()
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """A coalesced follower's send: the call of `message_id` it did not make."""
+
+    user_id: int
+    message_id: int
+    request_id: str
+    provider: str
+    model: str
+
+
+def usage_saved_many(*, entries: list[Saved]) -> list[Decimal]:
+    """Record followers' savings, one row each. Their tokens and cost are those of the charge of their
+    `message_id` (read with it in the reports: the leader's call may still be running). Returns the
+    cost of each entry whose call is already charged."""
+    with transaction.atomic():
+        UsageRecord.objects.bulk_create(
+            UsageRecord(
+                user_id=e.user_id,
+                kind=UsageRecord.Kind.SAVED,
+                message_id=e.message_id,
+                request_id=e.request_id,
+                provider=e.provider,
+                model=e.model,
             )
-    except IntegrityError:
-        return False
-    return True
-
-
-def usage_saved(
-    *, user_id: int, message_id: int, request_id: str, provider: str, model: str
-) -> Decimal | None:
-    """A coalesced follower's send: one call saved. Its tokens and cost are those of the charge of
-    `message_id` (read with it in the reports: the leader's call may still be running). Returns that
-    charge's cost if it is already recorded."""
-    UsageRecord.objects.create(
-        user_id=user_id,
-        kind=UsageRecord.Kind.SAVED,
-        message_id=message_id,
-        request_id=request_id,
-        provider=provider,
-        model=model,
-    )
-    return (
-        UsageRecord.objects.filter(kind=UsageRecord.Kind.CHARGE, message_id=message_id)
-        .values_list("cost_usd", flat=True)
-        .first()
-    )
-
-
-def usage_saved_count(*, message_id: int) -> int:
-    """How many followers saved the call of `message_id` so far."""
-    return UsageRecord.objects.filter(kind=UsageRecord.Kind.SAVED, message_id=message_id).count()
+            for e in entries
+        )
+        charged = dict(
+            UsageRecord.objects.filter(
+                kind=UsageRecord.Kind.CHARGE, message_id__in={e.message_id for e in entries}
+            ).values_list("message_id", "cost_usd")
+        )
+    return [charged[e.message_id] for e in entries if e.message_id in charged]
 
 
 def budget_hit_record(*, user_id: int, rule: Rule, period_start: datetime.datetime) -> None:

@@ -16,7 +16,7 @@ from core.dbasync import db_async
 from core.outages import DEPENDENCY_DOWN
 from ops import metrics
 from providers.catalog import acatalog
-from threads import chat, errors, events, fanout, modelaccess, quotas, selectors, services
+from threads import chat, errors, events, fanout, modelaccess, quotas, selectors, services, usage
 from threads.generation import generation_service
 from threads.http import api_view, authed_user, body_json, json_response, sse
 from threads.limits import parse_id
@@ -43,7 +43,7 @@ async def threads_collection(request: HttpRequest) -> HttpResponseBase:
         )
         thread = await db_async(services.thread_create)(owner=user, data=data)
         chat.remember_created(thread)
-        return json_response(events.thread_data(thread), status=201)
+        return json_response({**events.thread_data(thread), "usage": usage.no_usage()}, status=201)
     raw = request.GET.get("before")
     before = parse_id(raw) if raw is not None else None
     if raw is not None and before is None:
@@ -85,7 +85,7 @@ async def thread_item(request: HttpRequest, thread_id: int) -> HttpResponseBase:
             thread=thread, user=authed_user(request), patch=patch
         )
         await chat.thread_changed(updated)
-        return json_response(events.thread_data(updated))
+        return json_response(await db_async(usage.thread_with_usage)(events.thread_data(updated)))
     if request.method == "DELETE":
         running = await db_async(services.thread_delete)(thread=thread)
         await generation_service().cancel_all(running)  # after commit: nothing else would stop them

@@ -13,7 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
-from threads import events
+from threads import events, usage
 from threads.models import Message, Thread
 
 # The walk from a message to the root: one recursive query on the primary key, `depth` steps at most.
@@ -115,7 +115,7 @@ def branch_page(
         kept.append(m)
     if kept and kept[-1].parent_id is None:
         has_more = False
-    messages = [events.message_data(m) for m in reversed(kept)]
+    messages = usage.messages_with_usage([events.message_data(m) for m in reversed(kept)])
     return {
         "messages": messages,
         "has_more": has_more,

@@ -1,34 +1,32 @@
 """Who pays for a generation, and what coalescing saved (billing/ keeps the records and budgets).
 
-    reservation = await admit(user=..., thread=..., req=...)   # before a generation starts: 429 past a budget
-    gen = await svc.start(prepared, payer_id=user.pk, reservation=reservation)
-    ... the run ends -> await charge(gen)   # the call's usage charged to the leader's user, budget settled
-    note_saved(user_id=..., info=..., thread=...)   # a follower: one call saved, in the background
+    outcome = await paid(user_id=..., thread=..., context=..., lead=lambda reservation: ...)
+    ... the run ends -> finish.terminal -> await charge(gen, status=...)   # before its terminal event
+    await note_saved(user_id=..., info=..., thread=...)   # a follower, before its answer
 
 A coalesced burst is one call, charged once, to the user whose send led it; each follower records what
-it saved (the tokens and cost of the call it followed, read with that call's charge).
+it saved (the tokens and cost of the call it followed, read with that call's charge). Both are written
+before the answer they belong to is told, so a client that reads its usage after `done` finds them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import weakref
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from billing import budgets, services
 from billing.budgets import Reservation
 from billing.prices import aprices_for
 from billing.rules import cost_usd, estimate_prompt_tokens, estimate_tokens
-from core import loopres
 from core.dbasync import db_async
 from core.outages import DATABASE_DOWN
 from ops import metrics
 from providers import Completion
-from threads import finish
+from threads import events, finish
 from threads.models import Thread
 
 if TYPE_CHECKING:
@@ -37,16 +35,53 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# The (role, content) context a generation would be sent, read only when a budget applies.
+ContextLoader = Callable[[], Awaitable[Sequence[tuple[str, str]]]]
 
-async def admit(*, user_id: int, thread: Thread, content: str) -> Reservation | None:
-    """Reserve a call's worth of the user's budgets before a generation starts (raises BudgetExceeded).
-    The prompt is estimated from the new message alone (a regenerate's: none): the history is read
-    with the rows, later."""
+
+class _Led(Protocol):
+    @property
+    def generation(self) -> Generation | None: ...
+
+
+Led = TypeVar("Led", bound=_Led)
+
+
+async def paid(
+    *,
+    user_id: int,
+    thread: Thread,
+    context: ContextLoader,
+    lead: Callable[[Reservation | None], Awaitable[Led]],
+) -> Led:
+    """The one place a generation is paid for (a send's and a regenerate's leaders): a call's worth of
+    the user's budgets is reserved first (raises BudgetExceeded), `lead(reservation)` starts the
+    generation, and the reservation is given back unless a generation holding it started (a failure,
+    a replay of rows written earlier). The generation's end settles it (`charge`)."""
+    reservation = await admit(user_id=user_id, thread=thread, context=context)
+    try:
+        outcome = await lead(reservation)
+    except BaseException:
+        await asyncio.shield(release(reservation))
+        raise
+    if outcome.generation is None or outcome.generation.reservation is not reservation:
+        await release(reservation)
+    return outcome
+
+
+async def admit(*, user_id: int, thread: Thread, context: ContextLoader) -> Reservation | None:
+    """Reserve a call's worth of the user's budgets: the estimated input of the context the call would
+    be sent (the system prompt and the path's messages, as the context builder bounds them) plus
+    BUDGET_RESERVE_OUTPUT_TOKENS of output. The context is read only when a budget applies."""
+
+    async def prompt_tokens() -> int:
+        messages = list(await context())
+        if thread.system_prompt:
+            messages.insert(0, ("system", thread.system_prompt))
+        return estimate_prompt_tokens(messages)
+
     return await budgets.admit(
-        user_id=user_id,
-        provider=thread.provider,
-        model=thread.model,
-        prompt_tokens=estimate_tokens(content) + 4,
+        user_id=user_id, provider=thread.provider, model=thread.model, prompt_tokens=prompt_tokens
     )
 
 
@@ -70,19 +105,25 @@ def call_usage(
     return inp, out, estimated
 
 
-def _status(gen: Generation) -> str:
+def status_of(gen: Generation) -> str:
+    """How the run ended, by its terminal event (still running: cancelled)."""
     if gen.done.done() and not gen.done.cancelled():
-        return {"message.done": "complete", "message.cancelled": "cancelled"}.get(
-            gen.done.result()["type"], "error"
-        )
+        return STATUS_OF_EVENT.get(gen.done.result()["type"], "error")
     return "cancelled"
 
 
-async def charge(gen: Generation) -> None:
-    """The generation ended: charge its call to its payer (the thread's owner if none was named) and
-    settle its budget reservation with the real usage. Never raises: a run must end whatever this meets."""
+STATUS_OF_EVENT = {"message.done": "complete", "message.cancelled": "cancelled", "message.error": "error"}
+
+
+async def charge(gen: Generation, *, status: str) -> None:
+    """The generation ended as `status`: charge its call to its payer (the thread's owner if none was
+    named) and settle its budget reservation with the real usage. Once per generation (the first
+    ending told wins); never raises: a run must end whatever this meets."""
+    if gen.charged:
+        return
+    gen.charged = True
     try:
-        await _charge(gen)
+        await _charge(gen, status)
     except RuntimeError as exc:  # the process is stopping: its database threads are gone
         log.warning("usage of %s not recorded: %s", gen.request_id, exc)
     except Exception:
@@ -90,8 +131,8 @@ async def charge(gen: Generation) -> None:
         await release(gen.reservation)
 
 
-async def _charge(gen: Generation) -> None:
-    text, status = gen.text(), _status(gen)
+async def _charge(gen: Generation, status: str) -> None:
+    text = gen.text()
     # No report, no text and never asked (cancelled before the call, or refused by the pacer): no call.
     if gen.completion is None and not text and not (status == "cancelled" and gen.called):
         await release(gen.reservation)
@@ -105,7 +146,7 @@ async def _charge(gen: Generation) -> None:
         if payer is None:
             return  # the thread was deleted with its owner
     try:
-        saved = await finish.save(
+        followers = await finish.save(
             services.usage_charge,
             user_id=payer,
             message_id=gen.message_id,
@@ -121,9 +162,9 @@ async def _charge(gen: Generation) -> None:
     except DATABASE_DOWN:
         log.warning("usage of %s not recorded: the database is down", gen.request_id)
         return
-    if saved:
+    gen.usage = events.usage_data(input_tokens=inp, output_tokens=out, cost_usd=cost)
+    if followers is not None:
         metrics.usage(gen.provider, gen.model, input_tokens=inp, output_tokens=out, cost_usd=float(cost))
-        followers = await db_async(services.usage_saved_count)(message_id=gen.message_id)
         metrics.coalesce_saved(cost_usd=float(cost) * followers)
 
 
@@ -131,52 +172,55 @@ def _owner_of(*, thread_id: int) -> int | None:
     return Thread.objects.filter(pk=thread_id).values_list("owner_id", flat=True).first()
 
 
-_background: set[asyncio.Task[Any]] = set()
-
-
-def charge_soon(gen: Generation) -> None:
-    """`charge(gen)` in a task of its own (the run's cleanup neither waits for it nor can cancel it)."""
-    _spawn(charge(gen))
-
-
-_draining: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
-
-
-def _spawn(coro: Any) -> None:
-    loop = asyncio.get_running_loop()
-    if loop not in _draining:  # a closing loop finishes its records before its Redis client closes
-        _draining.add(loop)
-        loopres.register(drain, stage=loopres.Stage.CLIENT)
-    task = asyncio.create_task(coro, context=contextvars.Context())
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-
-
-async def drain() -> None:
-    """Wait for the usage records being written (tests; a process stopping)."""
-    loop = asyncio.get_running_loop()
-    while mine := [t for t in _background if t.get_loop() is loop]:
-        await asyncio.gather(*mine, return_exceptions=True)
-
-
-def note_saved(*, user_id: int, info: Info, thread: Thread) -> None:
-    """A follower's send saved one call: recorded in the background (the follower's answer waits for
-    nothing). Its tokens and cost are those of the followed call's charge."""
+async def note_saved(*, user_id: int, info: Info, thread: Thread) -> None:
+    """A follower's send saved one call: recorded before the follower is answered (its tokens and cost
+    are those of the followed call's charge). The savings noted in one turn of the loop are written
+    together: a burst of a thousand followers is a few writes, not a thousand."""
     metrics.coalesce_saved(calls=1)
-    _spawn(_note_saved(user_id, info["assistant_message"]["id"], info["request_id"], thread))
+    entry = services.Saved(
+        user_id=user_id,
+        message_id=info["assistant_message"]["id"],
+        request_id=info["request_id"],
+        provider=thread.provider,
+        model=thread.model,
+    )
+    loop = asyncio.get_running_loop()
+    batch = _batches.get(loop)
+    if batch is None:
+        batch = _batches[loop] = _SavedBatch(loop)
+        loop.call_soon(_flush, loop)
+    batch.entries.append(entry)
+    # Shielded: a follower that goes away leaves the batch's write to finish for the others.
+    await asyncio.shield(batch.written)
 
 
-async def _note_saved(user_id: int, message_id: int, request_id: str, thread: Thread) -> None:
+class _SavedBatch:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.entries: list[services.Saved] = []
+        self.written: asyncio.Future[None] = loop.create_future()
+
+
+_batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SavedBatch] = weakref.WeakKeyDictionary()
+
+
+def _flush(loop: asyncio.AbstractEventLoop) -> None:
+    batch = _batches.pop(loop)
+    task = loop.create_task(_write_saved(batch))
+    _writing.add(task)
+    task.add_done_callback(_writing.discard)
+
+
+_writing: set[asyncio.Task[None]] = set()
+
+
+async def _write_saved(batch: _SavedBatch) -> None:
     try:
-        cost = await db_async(services.usage_saved)(
-            user_id=user_id,
-            message_id=message_id,
-            request_id=request_id,
-            provider=thread.provider,
-            model=thread.model,
-        )
+        costs = await finish.save(services.usage_saved_many, entries=batch.entries)
     except DATABASE_DOWN:
-        log.warning("saving of follower %s not recorded: the database is down", request_id)
-        return
-    if cost is not None:  # the call had already ended (a result reused): its cost is known now
-        metrics.coalesce_saved(cost_usd=float(cost))
+        log.warning("saving of %d followers not recorded: the database is down", len(batch.entries))
+    except Exception:  # a follower's answer never fails for its bookkeeping
+        log.exception("saving of %d followers not recorded", len(batch.entries))
+    else:  # calls already charged (a result reused): their cost is known now
+        metrics.coalesce_saved(cost_usd=float(sum(costs, Decimal(0))))
+    finally:
+        batch.written.set_result(None)

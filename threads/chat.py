@@ -34,6 +34,7 @@ from threads import (
     quotas,
     selectors,
     services,
+    usage,
 )
 from threads.coalescing import LEASE_S
 from threads.generation import Generation, generation_service
@@ -169,8 +170,9 @@ async def _send_new(
         if req.request_id_given:
             await coalescing.remember(user_id=user.pk, req=req, fp=fp, info=info)
         metrics.coalesce("follower")
-        # Not checked against the follower's budget: it costs nothing (its leader's user pays).
-        charging.note_saved(user_id=user.pk, info=info, thread=thread)
+        # Not checked against the follower's budget: it costs nothing (its leader's user pays). Written
+        # before the follower is answered: its usage, read after `done`, shows the saving.
+        await charging.note_saved(user_id=user.pk, info=info, thread=thread)
         return _follower(info, coalesced="follower", key=burst.key)
     coalescing.leading(burst)
     try:
@@ -213,7 +215,10 @@ def _pair_from_db(user_message_id: int, assistant_message_id: int) -> tuple[Any,
     rows = {m.pk: m for m in Message.objects.filter(pk__in=(user_message_id, assistant_message_id))}
     if len(rows) != 2:
         return None
-    return events.message_data(rows[user_message_id]), events.message_data(rows[assistant_message_id])
+    asked, reply = usage.messages_with_usage(
+        [events.message_data(rows[user_message_id]), events.message_data(rows[assistant_message_id])]
+    )
+    return asked, reply
 
 
 def _follower(info: coalescing.Info, *, coalesced: str, key: str | None = None) -> SendOutcome:
@@ -236,11 +241,10 @@ async def _lead_paid(
     coalesced: str,
     key: str | None = None,
 ) -> SendOutcome:
-    """`_lead`, paid by `user`: a call's worth of their budgets is reserved first (429 budget_exceeded
-    past one), and settled by the generation's end, or given back if none starts."""
-    reservation = await charging.admit(user_id=user.pk, thread=thread, content=req.content)
-    try:
-        outcome = await _lead(
+    """`_lead`, paid by `user` (charging.paid: 429 budget_exceeded past one of their budgets)."""
+
+    async def lead(reservation: charging.Reservation | None) -> SendOutcome:
+        return await _lead(
             thread=thread,
             req=req,
             reply_channel=reply_channel,
@@ -249,14 +253,19 @@ async def _lead_paid(
             payer_id=user.pk,
             reservation=reservation,
         )
-    except BaseException:
-        await asyncio.shield(charging.release(reservation))
-        raise
-    if outcome.generation is None or outcome.generation.reservation is not reservation:
-        await charging.release(reservation)  # a replay: rows written earlier, no new call
-        if outcome.request_id != req.request_id:  # another send's rows (its burst, raced in the database)
-            charging.note_saved(user_id=user.pk, info=_info(outcome), thread=thread)
+
+    outcome = await charging.paid(
+        user_id=user.pk, thread=thread, context=lambda: _send_context(thread, req), lead=lead
+    )
+    if outcome.request_id != req.request_id:  # another send's rows (its burst, raced in the database)
+        await charging.note_saved(user_id=user.pk, info=_info(outcome), thread=thread)
     return outcome
+
+
+async def _send_context(thread: Thread, req: SendRequest) -> list[tuple[str, str]]:
+    return await db_async(services.send_context)(
+        thread_id=thread.pk, content=req.content, parent_id=req.parent_id, new_root=req.new_root
+    )
 
 
 async def _lead(
@@ -438,7 +447,7 @@ def _terminal_from_db(message_id: int, request_id: str) -> events.TerminalEvent 
     msg = Message.objects.filter(pk=message_id).first()
     if msg is None:
         return events.message_error(request_id=request_id, code="not_found", message="The reply was deleted.")
-    data = events.message_data(msg)
+    (data,) = usage.messages_with_usage([events.message_data(msg)])
     if msg.status == Message.Status.COMPLETE:
         return events.message_done(request_id=request_id, message=data)
     if msg.status == Message.Status.CANCELLED:

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from threads import events, finish, services
+from threads import charging, events, finish, services
 from threads.generation import Generation, generation_service
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,11 @@ async def generation_interrupt(gen: Generation) -> None:
     except Exception:  # the database is away: the sweep of another process saves the streamed text
         log.warning("generation %s not saved at shutdown", gen.request_id, exc_info=True)
         final = None
+    if final is not None:  # charged before anyone hears the end, like every ending (finish.terminal)
+        await charging.charge(gen, status="error")
+        if gen.done.done():  # it ended meanwhile: its own ending told everyone what the row says
+            gen.task.cancel()
+            return
     # No await between the cancel and `terminal` setting `done`: the run's cancel path then finds the
     # row finished and `done` set, and tells nobody a second time.
     gen.task.cancel()

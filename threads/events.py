@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any, Literal, NotRequired, TypedDict
 
 from django.utils import timezone
 
+from billing.rules import COST_QUANTUM
+
 Payload = dict[str, Any]  # JSON of no fixed shape (a page of threads, a thread's detail)
+
+
+class UsageData(TypedDict):
+    """What calls cost (docs/api.md, "Usage and budgets"): tokens, and USD as an exact decimal string."""
+
+    input_tokens: int
+    output_tokens: int
+    cost_usd: str
 
 
 class ThreadData(TypedDict):
@@ -24,6 +35,8 @@ class ThreadData(TypedDict):
     # The conversation tree (#18): the end of the branch shown; archived threads leave the list.
     current_leaf_id: NotRequired[int | None]
     archived: NotRequired[bool]
+    # The sum of its calls' charges (HTTP answers; thread.updated events leave it out).
+    usage: NotRequired[UsageData]
 
 
 class ErrorData(TypedDict):
@@ -49,6 +62,8 @@ class MessageData(TypedDict):
     error: NotRequired[ErrorData]
     # The model that answered ("<connection>/<model>").
     model_id: NotRequired[str]
+    # Its call's charge; null for a user message and for a reply not charged (yet, or ever).
+    usage: NotRequired[UsageData | None]
 
 
 class InFlight(TypedDict):
@@ -165,6 +180,16 @@ def thread_data(t: Any) -> ThreadData:
     }
 
 
+def usage_data(*, input_tokens: int | None, output_tokens: int | None, cost_usd: Decimal | None) -> UsageData:
+    return {
+        "input_tokens": int(input_tokens or 0),
+        "output_tokens": int(output_tokens or 0),
+        # Exact to the stored 10 places, as the shortest plain decimal ("0.00056325", never "1E-7"):
+        # the same on every database (SQLite sums carry extra zeros).
+        "cost_usd": f"{(cost_usd or Decimal(0)).quantize(COST_QUANTUM).normalize():f}",
+    }
+
+
 def message_data(m: Any) -> MessageData:
     data: MessageData = {
         "id": m.id,
@@ -175,6 +200,7 @@ def message_data(m: Any) -> MessageData:
         "request_id": m.request_id,
         "parent_id": m.parent_id,
         "created_at": iso(m.created_at),
+        "usage": None,  # read with the charges where it is known (threads/usage.py)
     }
     if m.role == "assistant":
         data["input_tokens"] = m.input_tokens

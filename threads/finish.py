@@ -1,6 +1,7 @@
-"""How a generation ends: its result saved (retried while the database blips), then its terminal event
-given to its waiters, its burst key finished (threads/coalescing.py), and the event broadcast to the
-thread. Every ending goes through `terminal` once the row says how it ended.
+"""How a generation ends: its result saved (retried while the database blips), its call charged
+(threads/charging.py), then its terminal event given to its waiters, its burst key finished
+(threads/coalescing.py), and the event broadcast to the thread. Every ending goes through `terminal`
+once the row says how it ended.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from core.dbasync import db_async
 from core.outages import DATABASE_DOWN, DATABASE_UNAVAILABLE
 from ops import metrics
 from providers import Completion
-from threads import coalescing, events, fanout, selectors, services
+from threads import charging, coalescing, events, fanout, selectors, services
 
 if TYPE_CHECKING:
     from threads.generation import Generation
@@ -41,7 +42,8 @@ async def save(fn: Any, **kwargs: Any) -> Any:
 
 
 async def unsaved(gen: Generation, layer: BaseChannelLayer) -> None:
-    """The result could not be saved: the sender and the viewers still hear the end."""
+    """The result could not be saved: the sender and the viewers still hear the end (the call is
+    charged when the result is saved, later)."""
     await terminal(
         gen,
         layer,
@@ -50,6 +52,7 @@ async def unsaved(gen: Generation, layer: BaseChannelLayer) -> None:
             code=DATABASE_UNAVAILABLE[0],
             message="The reply could not be saved: the database is not answering.",
         ),
+        charge=False,
     )
 
 
@@ -124,8 +127,16 @@ async def error(
     )
 
 
-async def terminal(gen: Generation, layer: BaseChannelLayer, event: events.TerminalEvent) -> None:
-    """Resolve the waiters, finish the burst key, and tell the thread."""
+async def terminal(
+    gen: Generation, layer: BaseChannelLayer, event: events.TerminalEvent, *, charge: bool = True
+) -> None:
+    """Charge the call, then resolve the waiters, finish the burst key, and tell the thread. Charged
+    first: whoever hears the end (and then reads its usage, or sends again) finds the charge written."""
+    if charge:
+        await charging.charge(gen, status=charging.STATUS_OF_EVENT.get(event["type"], "error"))
+    message = event.get("message")
+    if message is not None and gen.usage is not None:
+        message["usage"] = gen.usage
     if not gen.done.done():
         gen.done.set_result(event)
         metrics.observe_latency_ms((time.monotonic() - gen.started) * 1000)

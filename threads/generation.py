@@ -95,6 +95,8 @@ class Generation:
     history: list[tuple[str, str]] = field(default_factory=list)
     completion: Completion | None = None
     called: bool = False  # the provider was asked (past the pacer)
+    charged: bool = False  # its call is charged (or being charged): once per generation
+    usage: events.UsageData | None = None  # what its charge recorded, for its terminal event
 
     def text(self) -> str:
         return "".join(self.sent) + "".join(self.pending)
@@ -145,7 +147,7 @@ class GenerationService:
             reservation=reservation,
             provider=prepared.provider,
             model=prepared.model,
-            history=prepared.history,
+            history=_sent(prepared),
             keep_result=keep_result,
         )
         # Registered before the wait below: a Stop pressed meanwhile (its row is already written, so
@@ -153,9 +155,8 @@ class GenerationService:
         self.running[gen.message_id] = gen
         try:
             await self._join_control(gen)
-        except BaseException:
+        except BaseException:  # (the caller gives the reservation back: charging.paid)
             self.running.pop(gen.message_id, None)
-            await charging.release(reservation)
             raise
         # Sent by the generation's sender, first and before any delta, while the provider call is
         # already under way: with a thousand viewers the fan-out of this event takes a while.
@@ -257,8 +258,6 @@ class GenerationService:
             await asyncio.shield(finish.unsaved(gen, self.layer))
             await self._save_later(gen, ending)
         finally:
-            # In a task of its own: a cancelled run is charged too (what was generated until the cancel).
-            charging.charge_soon(gen)
             lease.cancel()
             self.running.pop(gen.message_id, None)
             if gen.coalesce_key is not None:
@@ -274,6 +273,10 @@ class GenerationService:
                     await asyncio.shield(shared.remove(message_id=gen.message_id, thread_id=gen.thread_id))
             except Exception:
                 log.warning("stream state of %s not removed", gen.request_id, exc_info=True)
+            # Normally charged by its ending (finish.terminal), before its terminal event; a run whose
+            # result was never saved (or cut short by a bug) is charged here: what it generated.
+            if not gen.charged:
+                await asyncio.shield(charging.charge(gen, status=charging.status_of(gen)))
 
     async def _generate(
         self, gen: Generation, provider_name: str, params: GenerationParams, history: list[ChatMessage]
@@ -392,6 +395,13 @@ class GenerationService:
             self._sweeper = asyncio.create_task(
                 sweep.sweep_forever(self), name="generation-sweeper", context=contextvars.Context()
             )
+
+
+def _sent(prepared: PreparedSend) -> list[tuple[str, str]]:
+    """What the call is sent, system prompt first: its input's estimate when no usage is reported."""
+    if not prepared.system_prompt:
+        return prepared.history
+    return [("system", prepared.system_prompt), *prepared.history]
 
 
 def _pacing(connection: str) -> tuple[str, Limit | None]:

@@ -20,7 +20,7 @@ from core.dbasync import db_async
 from core.outages import DEPENDENCY_DOWN
 from ops import metrics
 from ops.flags import flag_enabled
-from threads import charging, coalescing, events, quotas, tree
+from threads import charging, coalescing, events, quotas, services, tree
 from threads.chat import SendOutcome
 from threads.coalesce_math import coalesce_key
 from threads.coalesce_store import coalescer
@@ -68,13 +68,22 @@ async def _regenerate(
     user_msg = await db_async(tree.regenerate_target)(thread_id=thread.pk, message_id=req.message_id)
     if not req.idempotent or not flag_enabled("COALESCE_ENABLED"):
         await quotas.send_admit(user_id=user.pk)
-        return await _lead(user=user, thread=thread, req=req, reply_channel=reply_channel, key=None)
+        return await _lead(
+            user=user,
+            thread=thread,
+            req=req,
+            reply_channel=reply_channel,
+            key=None,
+            user_message_id=user_msg["id"],
+        )
     key = regenerate_key(thread=thread, user_message_id=user_msg["id"])
     burst = coalescing.Burst(key=key, prekey=key, claim=await coalescer().claim(key))
     if not burst.leads:
         await quotas.follow_admit(user_id=user.pk)
         info = await coalescing.follow(burst)
         metrics.coalesce("follower")
+        # Like a send's follower: one call saved, written before it is answered (its leader pays).
+        await charging.note_saved(user_id=user.pk, info=info, thread=thread)
         return SendOutcome(
             request_id=info["request_id"],
             coalesced="follower",
@@ -85,7 +94,14 @@ async def _regenerate(
         )
     try:
         await quotas.send_admit(user_id=user.pk)
-        outcome = await _lead(user=user, thread=thread, req=req, reply_channel=reply_channel, key=key)
+        outcome = await _lead(
+            user=user,
+            thread=thread,
+            req=req,
+            reply_channel=reply_channel,
+            key=key,
+            user_message_id=user_msg["id"],
+        )
     except BaseException as exc:
         await coalescing.failed(burst, exc)
         # Its followers are told; a later regenerate is not (a send's failure is kept for the error TTL).
@@ -109,17 +125,22 @@ async def _lead(
     req: RegenerateRequest,
     reply_channel: str | None,
     key: str | None,
+    user_message_id: int,
 ) -> SendOutcome:
-    """A regenerate is a new call, paid like a send: a call's worth of the user's budgets is reserved
-    first (429 budget_exceeded past one) and settled by the generation's end, or given back."""
-    reservation = await charging.admit(user_id=user.pk, thread=thread, content="")
-    try:
+    """A regenerate is a new call, paid like a send (charging.paid: 429 budget_exceeded past one of
+    the regenerating user's budgets)."""
+
+    async def context() -> list[tuple[str, str]]:
+        return await db_async(services.regenerate_context)(
+            thread_id=thread.pk, user_message_id=user_message_id
+        )
+
+    async def lead(reservation: charging.Reservation | None) -> SendOutcome:
         return await _lead_reserved(
             user=user, thread=thread, req=req, reply_channel=reply_channel, key=key, reservation=reservation
         )
-    except BaseException:
-        await asyncio.shield(charging.release(reservation))
-        raise
+
+    return await charging.paid(user_id=user.pk, thread=thread, context=context, lead=lead)
 
 
 async def _lead_reserved(
@@ -135,8 +156,7 @@ async def _lead_reserved(
         thread=thread, message_id=req.message_id, request_id=req.request_id
     )
     svc = generation_service()
-    if prepared.replay:
-        await charging.release(reservation)  # rows written earlier: no new call
+    if prepared.replay:  # rows written earlier: no new call (charging.paid gives the reservation back)
         return SendOutcome(
             request_id=prepared.request_id,
             coalesced="follower",

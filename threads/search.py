@@ -19,7 +19,7 @@ from typing import Any
 
 from django.db import connection
 
-from threads import events
+from threads import events, usage
 from threads.models import Thread
 
 # What a page of results holds: the best-ranked threads.
@@ -98,8 +98,9 @@ def search_threads(*, user: Any, query: str, limit: int = RESULTS) -> list[dict[
     if connection.vendor != "postgresql":
         ranked = _with_titles(user.pk, found, ranked, limit)
     threads = Thread.objects.in_bulk([tid for tid, _ in ranked])
+    spent = usage.thread_usage(list(threads))
     return [
-        {**events.thread_data(threads[tid]), "snippet": snippet_html(snip)}
+        {**events.thread_data(threads[tid]), "usage": spent[tid], "snippet": snippet_html(snip)}
         for tid, snip in ranked
         if tid in threads
     ]

@@ -12,7 +12,7 @@ from django.db import connection
 from django.db.models import Case, IntegerField, Value, When
 from django.utils import timezone
 
-from threads import events
+from threads import events, usage
 from threads.limits import id_in_range
 from threads.models import Message, Thread
 
@@ -66,8 +66,9 @@ def thread_list_for_user(
             )
     rows = list(qs[: limit + 1])
     page = rows[:limit]
+    spent = usage.thread_usage([t.pk for t in page])
     return {
-        "threads": [events.thread_data(t) for t in page],
+        "threads": [{**events.thread_data(t), "usage": spent[t.pk]} for t in page],
         "next_before": page[-1].id if len(rows) > limit else None,
     }
 
@@ -91,17 +92,21 @@ def message_page(
             has_more = True
             break
         page.append(m)
-    return {"messages": [events.message_data(m) for m in reversed(page)], "has_more": has_more}
+    messages = usage.messages_with_usage([events.message_data(m) for m in reversed(page)])
+    return {"messages": messages, "has_more": has_more}
 
 
 def thread_detail(*, thread: Thread, before: int | None = None, limit: int | None = None) -> dict[str, Any]:
     """The thread with one page of its messages (message_page)."""
-    return {**events.thread_data(thread), **message_page(thread_id=thread.pk, before=before, limit=limit)}
+    return {
+        **usage.thread_with_usage(events.thread_data(thread)),
+        **message_page(thread_id=thread.pk, before=before, limit=limit),
+    }
 
 
 def message_by_id(*, message_id: int) -> events.MessageData | None:
     msg = Message.objects.filter(pk=message_id).first()
-    return None if msg is None else events.message_data(msg)
+    return None if msg is None else usage.messages_with_usage([events.message_data(msg)])[0]
 
 
 def assistant_for_request(*, user: AbstractBaseUser, request_id: str) -> Message | None:

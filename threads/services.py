@@ -102,6 +102,24 @@ def _history(*, thread_id: int, upto_id: int) -> list[tuple[str, str]]:
     return branches.context_path(thread_id=thread_id, message_id=upto_id, limit=settings.CONTEXT_MESSAGES)
 
 
+def send_context(
+    *, thread_id: int, content: str, parent_id: int | None, new_root: bool
+) -> list[tuple[str, str]]:
+    """The context a send would be sent, read before its rows exist (a budget reservation): the path
+    the context builder gives up to the message answered, then the new message. At most one message
+    more than the builder's bound: a reservation may overestimate, never under. Raises NotFound for a
+    deleted thread."""
+    if parent_id is None and not new_root:
+        parent_id = _leaf_of(thread_id=thread_id)
+    path = [] if parent_id is None else _history(thread_id=thread_id, upto_id=parent_id)
+    return [*path, ("user", content)]
+
+
+def regenerate_context(*, thread_id: int, user_message_id: int) -> list[tuple[str, str]]:
+    """The context a regenerate of the reply to `user_message_id` is sent (read before its row exists)."""
+    return _history(thread_id=thread_id, upto_id=user_message_id)
+
+
 def _existing(*, thread: Thread, request_id: str) -> PreparedSend | None:
     pair = {m.role: m for m in Message.objects.filter(thread=thread, request_id=request_id)}
     if "user" not in pair or "assistant" not in pair:

@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 
 from core.dbasync import db_async
-from threads import api, chat, events, regenerate, search, selectors, share, transfer, tree
+from threads import api, chat, events, regenerate, search, selectors, share, transfer, tree, usage
 from threads.http import api_view, authed_user, body_json, json_response
 from threads.services import NotFound
 from threads.validation import REGENERATE_FIELDS, InvalidInput, parse_regenerate, parse_thread_change
@@ -39,7 +39,7 @@ async def thread_patch(request: HttpRequest, thread: Any) -> HttpResponseBase:
     """PATCH /api/threads/{id}: rename, archive or unarchive, switch branch (every open tab follows)."""
     fields = parse_thread_change(body_json(request), max_title_chars=settings.MAX_TITLE_CHARS)
     data = await regenerate.change(thread=thread, change=tree.ThreadChange(**fields))
-    return json_response(data)
+    return json_response(await db_async(usage.thread_with_usage)(data))
 
 
 MAX_QUERY_CHARS = 200
@@ -92,7 +92,8 @@ async def thread_import(request: HttpRequest) -> HttpResponseBase:
     user = authed_user(request)
     drafts = transfer.parse_import(_json_any(request))
     made = await db_async(transfer.import_threads)(owner=user, drafts=drafts)
-    return json_response({"threads": [events.thread_data(t) for t in made]}, status=201)
+    made_data = [{**events.thread_data(t), "usage": usage.no_usage()} for t in made]
+    return json_response({"threads": made_data}, status=201)
 
 
 def _json_any(request: HttpRequest) -> Any:

@@ -296,6 +296,7 @@ class GeminiWire:
     def __init__(self, model: str, call_id: int, include_usage: bool = True) -> None:
         self.model = model
         self.call_id = call_id
+        self.include_usage = include_usage
         self._token_prefix = 'data: {"candidates":[{"content":{"parts":[{"text":'
         self._token_suffix = f'}}],"role":"model"}},"index":0}}],"modelVersion":{_dumps(model)}}}\r\n\r\n'
 
@@ -305,12 +306,16 @@ class GeminiWire:
     def token(self, text: str) -> bytes:
         return f"{self._token_prefix}{_dumps(text)}{self._token_suffix}".encode()
 
-    def _usage(self, input_tokens: int, output_tokens: int) -> dict[str, int]:
-        return {
+    def _usage(self, input_tokens: int, output_tokens: int) -> dict[str, Any]:
+        """`usageMetadata`, as the last event carries it; omitted: a stream without it."""
+        if not self.include_usage:
+            return {}
+        counts = {
             "promptTokenCount": input_tokens,
             "candidatesTokenCount": output_tokens,
             "totalTokenCount": input_tokens + output_tokens,
         }
+        return {"usageMetadata": counts}
 
     def epilogue(self, finish: str, input_tokens: int, output_tokens: int) -> bytes:
         last = {
@@ -321,7 +326,7 @@ class GeminiWire:
                     "index": 0,
                 }
             ],
-            "usageMetadata": self._usage(input_tokens, output_tokens),
+            **self._usage(input_tokens, output_tokens),
             "modelVersion": self.model,
         }
         return f"data: {_dumps(last)}\r\n\r\n".encode()
@@ -354,7 +359,7 @@ class GeminiWire:
                     "index": 0,
                 }
             ],
-            "usageMetadata": self._usage(input_tokens, output_tokens),
+            **self._usage(input_tokens, output_tokens),
             "modelVersion": self.model,
         }
 

@@ -65,7 +65,7 @@ def build_plan(request: Request, body: dict[str, Any], state: FakeState, call_id
     stream = bool(body.get("stream"))
     if gemini is not None:
         model = gemini["model"]
-        wire = GeminiWire(model, call_id)
+        wire = GeminiWire(model, call_id, usage)
         stream = gemini["method"] == "streamGenerateContent"
     elif request.path in OPENAI_PATHS:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))

@@ -5,22 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import time
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Group
+from django.db.models.signals import pre_save
 from django.test import AsyncClient, Client
 
 from billing import budgets
 from billing.models import Budget, BudgetHit, UsageRecord
-from billing.rules import Prices, cost_usd
+from billing.rules import Prices, cost_usd, estimate_prompt_tokens
 from billing.store import InProcessStore
 from providers.fake.server import FakeProviderServer
-from threads import charging, chat
+from threads import chat
 from threads.generation import generation_service
 from threads.models import Message, Thread
+from threads.validation import parse_send
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.both]
 
@@ -53,15 +57,6 @@ async def _send(api: AsyncClient, thread_id: int, content: str, **extra: Any) ->
     )
 
 
-async def settled() -> None:
-    """Every generation of this loop has ended and its usage is written (a run is charged after its
-    terminal event, in its cleanup)."""
-    async with asyncio.timeout(10):
-        while generation_service().running:  # noqa: ASYNC110 - the service has no event for this
-            await asyncio.sleep(0.01)
-    await charging.drain()
-
-
 def _records(**filters: Any) -> list[UsageRecord]:
     return list(UsageRecord.objects.filter(**filters).order_by("id"))
 
@@ -73,7 +68,6 @@ async def test_a_send_is_charged_to_its_user_with_the_providers_counts(api: Asyn
     thread_id = await _thread(api)
     resp = await _send(api, thread_id, "Tell me about tea")
     assert resp.status_code == 200, resp.content
-    await settled()
     (charge,) = await records(kind="charge")
     reply = resp.json()["assistant_message"]
     assert (charge.user_id, charge.message_id, charge.provider, charge.model) == (
@@ -99,7 +93,6 @@ async def test_without_a_usage_report_the_counts_are_estimated(
     thread_id = await _thread(api, provider="openai", model="fake-model")
     resp = await _send(api, thread_id, "Say something")
     assert resp.status_code == 200, resp.content
-    await settled()
     (charge,) = await records(kind="charge")
     text = resp.json()["assistant_message"]["content"]
     assert charge.estimated and charge.output_tokens >= len(text.split()) > 0 and charge.input_tokens > 0
@@ -113,7 +106,6 @@ async def test_with_a_report_the_providers_counts_are_used(
 ) -> None:
     thread_id = await _thread(api, provider="openai", model="fake-model")
     assert (await _send(api, thread_id, "Say something")).status_code == 200
-    await settled()
     (charge,) = await records(kind="charge")
     assert not charge.estimated and charge.output_tokens == 8
     assert charge.cost_usd == cost_usd(
@@ -133,7 +125,6 @@ async def test_a_cancelled_generation_is_charged_for_what_it_generated(
             await asyncio.sleep(0.01)
     await chat.cancel(user=user, request_id="r-cancel")
     resp = await send
-    await settled()
     (charge,) = await records(kind="charge")
     assert charge.status == "cancelled" and charge.estimated
     text = resp.json()["assistant_message"]["content"]
@@ -146,7 +137,6 @@ async def test_identical_sends_are_charged_once_and_followers_record_their_savin
     thread_id = await _thread(api)
     answers = await asyncio.gather(*(_send(api, thread_id, "Same question") for _ in range(5)))
     assert sorted(a.json()["coalesced"] for a in answers) == ["follower"] * 4 + ["leader"]
-    await settled()
     (charge,) = await records(kind="charge")
     saved = await records(kind="saved")
     assert len(saved) == 4 and {s.message_id for s in saved} == {charge.message_id}
@@ -167,7 +157,6 @@ async def test_a_budget_refuses_the_next_generation_until_its_period_resets(
     thread_id = await _thread(api)
     first = await _send(api, thread_id, "One")
     assert first.status_code == 200  # nothing spent yet: below the budget
-    await settled()
     second = await _send(api, thread_id, "Two")
     assert second.status_code == 429
     assert second.json()["error"]["code"] == "budget_exceeded"
@@ -256,7 +245,6 @@ async def test_followers_of_another_users_call_are_not_refused_by_their_budget(
     )
     roles = {lead.json()["coalesced"], follow.json()["coalesced"]}
     assert lead.status_code == follow.status_code == 200 and roles == {"leader", "follower"}
-    await settled()
     (charge,) = await records(kind="charge")
     (saved,) = await records(kind="saved")
     leader, follower = (user, other_user) if lead.json()["coalesced"] == "leader" else (other_user, user)
@@ -266,7 +254,6 @@ async def test_followers_of_another_users_call_are_not_refused_by_their_budget(
 async def test_api_usage_own_staff_and_errors(api: AsyncClient, user: Any, other_user: Any) -> None:
     thread_id = await _thread(api)
     assert (await _send(api, thread_id, "Hello")).status_code == 200
-    await settled()
     today = datetime.datetime.now(datetime.UTC).date().isoformat()
     body = (await api.get(f"/api/usage?from={today}&to={today}")).json()
     assert set(body) >= {"totals", "by_model", "by_day", "saved"}
@@ -335,13 +322,11 @@ async def test_a_regenerate_is_charged_and_refused_like_a_send(api: AsyncClient,
     thread_id = await _thread(api)
     first = await _send(api, thread_id, "One")
     assert first.status_code == 200
-    await settled()
     reply_id = first.json()["assistant_message"]["id"]
     again = await api.post(
         f"/api/threads/{thread_id}/messages/{reply_id}/regenerate", {}, content_type="application/json"
     )
     assert again.status_code == 200, again.content
-    await settled()
     charges = await sync_to_async(UsageRecord.objects.filter(user=user, kind="charge").count)()
     assert charges == 2
     await sync_to_async(Budget.objects.create)(user=user, unit="tokens", period="day", limit=Decimal(1))
@@ -352,3 +337,157 @@ async def test_a_regenerate_is_charged_and_refused_like_a_send(api: AsyncClient,
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
     replies = await sync_to_async(Message.objects.filter(thread_id=thread_id, role="assistant").count)()
     assert replies == 2
+
+
+@pytest.fixture
+def slow_usage_writes() -> Iterator[None]:
+    """Each usage row saved on its own takes 0.3 s more (on the database thread, as on a slow
+    database): a write still under way after the answer it belongs to is caught every time."""
+
+    def slow_write(**kwargs: Any) -> None:
+        time.sleep(0.3)
+
+    pre_save.connect(slow_write, sender=UsageRecord, dispatch_uid="slow-usage-write")
+    yield
+    pre_save.disconnect(sender=UsageRecord, dispatch_uid="slow-usage-write")
+
+
+@pytest.mark.usefixtures("slow_usage_writes")
+async def test_the_charge_and_the_saving_are_written_before_the_answer_is_told(
+    api: AsyncClient, user: Any
+) -> None:
+    """A client that reads its usage as soon as it hears `done` finds its charge, and a follower, as
+    soon as it is answered, finds its saving: both are written before, not in the background after."""
+    thread = await sync_to_async(Thread.objects.get)(pk=await _thread(api))
+
+    def req() -> Any:
+        return parse_send({"content": "Same question"}, max_chars=1000)
+
+    first, second = await asyncio.gather(
+        chat.send(user=user, thread=thread, req=req()), chat.send(user=user, thread=thread, req=req())
+    )
+    leader, follower = (first, second) if first.coalesced == "leader" else (second, first)
+    assert follower.coalesced == "follower"
+    (saved,) = await records(kind="saved")  # the follower is answered: its saving is written
+    assert saved.message_id == follower.assistant_message["id"]
+    done = await asyncio.wait_for(chat.wait_terminal(leader, thread_id=thread.pk), 10)
+    assert done["type"] == "message.done"
+    (charge,) = await records(kind="charge")  # `done` is out: the call is charged
+    assert charge.message_id == leader.assistant_message["id"] and charge.status == "complete"
+
+
+@pytest.mark.usefixtures("slow_usage_writes")
+async def test_a_streamed_send_is_charged_before_its_done_event(api: AsyncClient) -> None:
+    thread_id = await _thread(api)
+    resp = await _send(api, thread_id, "Stream it", stream=True)
+    body = b"".join([chunk async for chunk in resp.streaming_content]).decode()
+    assert body.rstrip().splitlines()[-1].startswith("data:") and "event: message.done" in body
+    usage = (await api.get("/api/usage")).json()
+    assert usage["totals"]["calls"] == 1 and usage["totals"]["output_tokens"] > 0
+
+
+async def test_the_reservation_counts_the_context_sent(
+    api: AsyncClient, user: Any, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    """A budget reservation is the estimated input of the whole context (system prompt and the path's
+    messages), plus the output reserve: not the new message alone."""
+    settings.BUDGET_RESERVE_OUTPUT_TOKENS = 100
+    await sync_to_async(Budget.objects.create)(user=user, unit="tokens", period="day", limit=Decimal(10**9))
+    reserved: list[int] = []
+    admit = budgets.admit
+
+    async def spy(**kwargs: Any) -> budgets.Reservation | None:
+        reservation = await admit(**kwargs)
+        assert reservation is not None
+        reserved.append(reservation.parts[0][2])
+        return reservation
+
+    monkeypatch.setattr(budgets, "admit", spy)
+    system = "You answer in long sentences. " * 20
+    thread_id = await _thread(api, system_prompt=system)
+    long = "tea " * 300
+    first = (await _send(api, thread_id, long)).json()
+    second = (await _send(api, thread_id, "Why?")).json()
+    context = [
+        ("system", system),
+        ("user", long),
+        ("assistant", first["assistant_message"]["content"]),
+        ("user", "Why?"),
+    ]
+    assert reserved[1] == estimate_prompt_tokens(context) + 100
+    # A regenerate of the second reply is sent the same context.
+    reply_id = second["assistant_message"]["id"]
+    again = await api.post(
+        f"/api/threads/{thread_id}/messages/{reply_id}/regenerate", {}, content_type="application/json"
+    )
+    assert again.status_code == 200, again.content
+    assert reserved[2] == estimate_prompt_tokens(context) + 100
+
+
+@pytest.mark.parametrize("reported", [True, False])
+async def test_gemini_usage_metadata_is_charged(
+    api: AsyncClient, fake: FakeProviderServer, settings: Any, reported: bool
+) -> None:
+    """Gemini's `usageMetadata` (promptTokenCount, candidatesTokenCount) is what the call is charged;
+    a Gemini stream without it is charged an estimate, labelled so."""
+    settings.PROVIDERS = {
+        **settings.PROVIDERS,
+        "gemini": {"base_url": fake.base_url, "api_key": "g-key", "model": "gemini-fake"},
+    }
+    settings.MODEL_PRICES = {**settings.MODEL_PRICES, "gemini": ["0.30", "2.50"]}
+    fake.configure(usage=reported)
+    thread_id = await _thread(api, model="gemini/gemini-fake")
+    resp = await _send(api, thread_id, "Say something")
+    assert resp.status_code == 200, resp.content
+    (charge,) = await records(kind="charge")
+    assert (charge.provider, charge.model, charge.status) == ("gemini", "gemini-fake", "complete")
+    if reported:  # the fake reports the prompt's words and the reply's 8 tokens
+        assert not charge.estimated and (charge.input_tokens, charge.output_tokens) == (2, 8)
+    else:
+        text = resp.json()["assistant_message"]["content"]
+        assert charge.estimated and charge.output_tokens >= len(text.split()) > 0 and charge.input_tokens > 0
+    prices = Prices(Decimal("0.30"), Decimal("2.50"))
+    assert charge.cost_usd == cost_usd(
+        input_tokens=charge.input_tokens, output_tokens=charge.output_tokens, prices=prices
+    )
+    assert resp.json()["assistant_message"]["usage"]["output_tokens"] == charge.output_tokens
+
+
+# PostgreSQL only: two regenerates writing at once meet SQLite's in-memory shared-cache table lock
+# (tests/threads/test_tree.py's concurrent regenerate test says the same).
+@pytest.mark.services
+async def test_identical_concurrent_regenerates_are_charged_once_and_the_follower_saves(
+    api: AsyncClient, user: Any
+) -> None:
+    from threads import regenerate
+
+    thread_id = await _thread(api)
+    first = (await _send(api, thread_id, "One")).json()
+    thread = await sync_to_async(Thread.objects.get)(pk=thread_id)
+
+    def req(rid: str) -> regenerate.RegenerateRequest:
+        return regenerate.RegenerateRequest(message_id=first["assistant_message"]["id"], request_id=rid)
+
+    a, b = await asyncio.gather(
+        regenerate.regenerate(user=user, thread=thread, req=req("r1")),
+        regenerate.regenerate(user=user, thread=thread, req=req("r2")),
+    )
+    assert sorted((a.coalesced, b.coalesced)) == ["follower", "leader"]
+    leader = a if a.coalesced == "leader" else b
+    await asyncio.wait_for(chat.wait_terminal(leader, thread_id=thread_id), 10)
+    charges = await records(kind="charge")
+    (saved,) = await records(kind="saved")
+    assert len(charges) == 2  # the send's and the regenerate's, not one per regenerate request
+    assert saved.message_id == leader.assistant_message["id"] == charges[1].message_id
+
+
+async def test_an_estimated_input_counts_the_system_prompt(
+    api: AsyncClient, fake: FakeProviderServer
+) -> None:
+    fake.configure(usage=False)
+    system = "Answer like a pirate, at length. " * 10
+    thread_id = await _thread(api, provider="openai", model="fake-model", system_prompt=system)
+    assert (await _send(api, thread_id, "Say something")).status_code == 200
+    (charge,) = await records(kind="charge")
+    assert charge.estimated
+    assert charge.input_tokens == estimate_prompt_tokens([("system", system), ("user", "Say something")])

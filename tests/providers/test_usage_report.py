@@ -11,7 +11,7 @@ from providers.fake.server import FakeProviderServer
 from tests.providers.conftest import collect, make_provider
 
 
-@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
 async def test_usage_comes_from_the_providers_report(kind: str, fake_server: FakeProviderServer) -> None:
     provider = make_provider(kind, fake_server)
     texts, completion, error = await collect(provider)
@@ -21,7 +21,7 @@ async def test_usage_comes_from_the_providers_report(kind: str, fake_server: Fak
     assert completion == Completion("stop", input_tokens=4, output_tokens=5)
 
 
-@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
 async def test_no_usage_when_the_server_reports_none(kind: str, fake_server: FakeProviderServer) -> None:
     fake_server.configure(usage=False)
     provider = make_provider(kind, fake_server)

@@ -53,7 +53,9 @@ async def test_create_list_get_delete(api: AsyncClient) -> None:
         "updated_at",
         "current_leaf_id",
         "archived",
+        "usage",
     }
+    assert t1["usage"] == {"input_tokens": 0, "output_tokens": 0, "cost_usd": "0"}
     listing = (await api.get("/api/threads")).json()
     assert [t["id"] for t in listing["threads"]] == [t2["id"], t1["id"]]
     detail = (await api.get(f"/api/threads/{t1['id']}")).json()

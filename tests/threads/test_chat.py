@@ -19,7 +19,7 @@ from tests.threads.recording import (
     RecordingChannelLayer,
     ScriptedProvider,
 )
-from threads import charging, chat, groups, modelaccess, quotas, sweep
+from threads import chat, groups, modelaccess, quotas, sweep
 from threads.coalesce_store import LEASE_S, CoalesceFailed, InProcessCoalescer
 from threads.models import Message, Thread
 from threads.validation import InvalidInput, parse_send
@@ -86,16 +86,12 @@ async def test_identical_sends_share_one_generation_and_its_key_lives_for_the_re
     leader = first if first.coalesced == "leader" else second
     assert leader.generation is not None
     await asyncio.wait_for(chat.wait_terminal(leader, thread_id=thread.pk), TIMEOUT)
-    # Usage is written after the answer (the charge, a follower's saving): the in-memory SQLite test
-    # database refuses a send's write meanwhile ("table is locked") instead of waiting as files do.
-    await charging.drain()
     key = leader.generation.coalesce_key
     assert key is not None and co._entries[key].expires == clock.now + 30.0  # finished: kept 30 s
 
     clock.advance(29.0)  # within the result TTL: answered from memory, no second call
     third = await chat.send(user=user, thread=thread, req=_req())
     assert third.coalesced == "follower" and third.assistant_message["id"] == leader.assistant_message["id"]
-    await charging.drain()
 
     clock.advance(2.0)  # past it: the coalescer forgot; the database still holds the burst's pair
     fourth = await chat.send(user=user, thread=thread, req=_req())

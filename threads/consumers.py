@@ -16,10 +16,11 @@ from django.conf import settings
 from accounts import rights
 from accounts.auth import forget_all_tokens
 from core.dbasync import db_async
+from core.writebuffer import PATIENCE_KEY as CLOSE_PATIENCE
 from core.writebuffer import SCOPE_KEY as WRITE_BUFFER
 from ops import metrics
 from threads import branches, chat, errors, events, fanout, groups, quotas
-from threads.flow import CLOSE_TOO_SLOW, Flow
+from threads.flow import CLOSE_PATIENCE_S, CLOSE_TOO_SLOW, Flow
 from threads.models import Thread
 from threads.regenerate import RegenerateRequest, regenerate
 from threads.validation import (
@@ -268,6 +269,9 @@ class ThreadConsumer(AsyncWebsocketConsumer):
                 unsent,
                 settings.WS_MAX_BUFFER_BYTES,
             )
+            patience = self.scope.get(CLOSE_PATIENCE)  # the close frame waits behind the backlog
+            if patience is not None:
+                patience(CLOSE_PATIENCE_S)
             await self._close(CLOSE_TOO_SLOW)
             return
         await self.send(text_data=json.dumps(data, separators=(",", ":")))

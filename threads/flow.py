@@ -19,6 +19,11 @@ ACK_EVERY = 20
 # About 6 s of deltas at the default 30 ms flush interval: far beyond a healthy client's lag, far
 # below what would hold real memory (a few hundred small JSON frames).
 MAX_UNACKED = 200
+# How long a viewer closed with CLOSE_TOO_SLOW gets to read its backlog and the close frame behind it
+# before the connection is reset (autobahn's default, 1 s from the frame being queued, reset a viewer
+# that resumed reading any later: it saw 1006 instead of 4008). daphne's ping timeout (30 s) drops an
+# open socket that silent; nothing is added to the backlog meanwhile, so what it holds stays bounded.
+CLOSE_PATIENCE_S = 30.0
 
 
 @dataclass(slots=True)

@@ -4,13 +4,21 @@ Twisted, so an upgrade that renames them fails here instead of silently unboundi
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any
 
 import pytest
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.testing import MemoryReactor
 
-from core.writebuffer import SCOPE_KEY, WriteBufferProbe, daphne_probe, unsent_bytes
+from core.writebuffer import (
+    PATIENCE_KEY,
+    SCOPE_KEY,
+    WriteBufferProbe,
+    daphne_close_patience,
+    daphne_probe,
+    unsent_bytes,
+)
 
 
 class _Transport(FileDescriptor):
@@ -63,3 +71,31 @@ async def test_the_probe_sees_daphnes_protocol_behind_send() -> None:
     assert seen[0] is not None and seen[0]() == 3
     await WriteBufferProbe(inner)({"type": "websocket"}, None, _handle_reply)
     assert seen[1] is None and daphne_probe(functools.partial(_handle_reply, object())) is None
+
+
+class _AutobahnLike(_Protocol):
+    closeHandshakeTimeout: float = 1  # autobahn's factory default, copied onto each protocol
+
+
+async def test_the_patience_setter_reaches_daphnes_protocol_behind_send() -> None:
+    protocol = _AutobahnLike(None)
+    seen: list[Any] = []
+
+    async def inner(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(scope.get(PATIENCE_KEY))
+
+    await WriteBufferProbe(inner)({"type": "websocket"}, None, functools.partial(_handle_reply, protocol))
+    seen[0](30.0)
+    assert protocol.closeHandshakeTimeout == 30.0 and _AutobahnLike.closeHandshakeTimeout == 1
+    await WriteBufferProbe(inner)({"type": "websocket"}, None, _handle_reply)
+    assert seen[1] is None and daphne_close_patience(functools.partial(_handle_reply, object())) is None
+
+
+def test_autobahn_reads_the_timeout_when_it_sends_the_close_frame() -> None:
+    """The setter works only because autobahn schedules its abort from the protocol's attribute at
+    sendCloseFrame time: pinned here, so an upgrade that changes it fails loudly."""
+    from autobahn.websocket.protocol import WebSocketProtocol
+
+    source = inspect.getsource(WebSocketProtocol.sendCloseFrame)
+    assert "self.closeHandshakeTimeout," in source and "self.onCloseHandshakeTimeout" in source
+    assert "closeHandshakeTimeout" in WebSocketProtocol.CONFIG_ATTRS_COMMON

@@ -65,20 +65,30 @@ def thread_create(*, owner: User, data: ThreadCreate) -> Thread:
 
 
 def thread_update(*, thread: Thread, user: AbstractBaseUser, patch: ThreadPatch) -> Thread:
-    """Rename, switch model (checked like a creation) or change the system prompt."""
-    fields = ["updated_at"]
+    """Every change a PATCH may make, all or nothing: rename, switch model (checked like a creation),
+    change the system prompt, archive or unarchive, switch branch (`current_leaf_id` may name any
+    message of the thread; the branch through it is shown down to its newest end). Raises InvalidInput
+    (model_not_allowed, invalid_leaf) or NotFound with nothing written."""
+    fields: dict[str, object] = {"updated_at": timezone.now()}
     if patch.model is not None:
         offer = modelaccess.choose(catalog(), modelaccess.group_ids(user), model=patch.model, provider=None)
-        thread.provider, thread.model = offer.connection, offer.model
-        fields += ["provider", "model"]
-    if patch.title is not None:
-        thread.title = patch.title
-        fields.append("title")
-    if patch.system_prompt is not None:
-        thread.system_prompt = patch.system_prompt
-        fields.append("system_prompt")
-    thread.save(update_fields=fields)
-    return thread
+        fields.update(provider=offer.connection, model=offer.model)
+    for name in ("title", "system_prompt", "archived"):
+        if getattr(patch, name) is not None:
+            fields[name] = getattr(patch, name)
+    with transaction.atomic():
+        if patch.current_leaf_id is not None:
+            if not Message.objects.filter(pk=patch.current_leaf_id, thread_id=thread.pk).exists():
+                raise InvalidInput("invalid_leaf", "'current_leaf_id' is not a message of this thread.")
+            fields["current_leaf_id"] = branches.leaf_below(
+                thread_id=thread.pk, message_id=patch.current_leaf_id
+            )
+        if not Thread.objects.filter(pk=thread.pk).update(**fields):
+            raise NotFound()
+        fresh = Thread.objects.filter(pk=thread.pk).first()
+    if fresh is None:
+        raise NotFound()
+    return fresh
 
 
 def chat_preferences_save(*, user: AbstractBaseUser, system_prompt: str) -> None:

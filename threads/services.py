@@ -18,7 +18,7 @@ from django.db.models import Case, F, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone
 
 from providers.catalog import catalog
-from threads import branches, events, modelaccess, selectors
+from threads import branches, context, events, modelaccess, selectors
 from threads.models import ChatPreferences, Message, Thread
 from threads.validation import InvalidInput, SendRequest, ThreadCreate, ThreadPatch
 
@@ -106,10 +106,17 @@ def thread_delete(*, thread: Thread) -> list[int]:
     return ids
 
 
-def _history(*, thread_id: int, upto_id: int) -> list[tuple[str, str]]:
+def context_for(*, thread: Thread, upto_id: int) -> list[tuple[str, str]]:
     """The context of a reply to `upto_id`: the path from the root to it (the conversation tree), at
-    most CONTEXT_MESSAGES, oldest dropped first; replies that failed without text are left out."""
-    return branches.context_path(thread_id=thread_id, message_id=upto_id, limit=settings.CONTEXT_MESSAGES)
+    most CONTEXT_MESSAGES and at most the model's context size less CONTEXT_REPLY_TOKENS (with the
+    system prompt), oldest dropped first; replies that failed without text are left out."""
+    path = branches.context_path(thread_id=thread.pk, message_id=upto_id, limit=settings.CONTEXT_MESSAGES)
+    offer = catalog().find(f"{thread.provider}/{thread.model}")
+    budget = context.context_budget(
+        context_tokens=offer.context_tokens if offer is not None else None,
+        reply_tokens=settings.CONTEXT_REPLY_TOKENS,
+    )
+    return context.fit_context(path, system_prompt=thread.system_prompt, budget=budget)
 
 
 def _existing(*, thread: Thread, request_id: str) -> PreparedSend | None:
@@ -211,7 +218,7 @@ def _write_pair(
         ):
             raise NotFound()
         # Read inside the transaction: if it fails, no `streaming` row is left without a generation.
-        history = _history(thread_id=thread_id, upto_id=user_msg.pk)
+        history = context_for(thread=thread, upto_id=user_msg.pk)
     return PreparedSend(
         request_id=req.request_id,
         thread_id=thread_id,

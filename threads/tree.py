@@ -5,13 +5,12 @@ threads/services.py; the caller broadcasts after they return (after commit).
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from threads import branches, events
+from threads import events
 from threads.models import Message, Thread
-from threads.services import NotFound, PreparedSend
+from threads.services import NotFound, PreparedSend, context_for
 from threads.validation import InvalidInput
 
 
@@ -42,14 +41,13 @@ def regenerate_prepare(*, thread: Thread, message_id: int, request_id: str) -> P
                 status=Message.Status.STREAMING,
                 request_id=request_id,
                 parent_id=user_msg["id"],
+                model_id=f"{thread.provider}/{thread.model}",
             )
             if not Thread.objects.filter(pk=thread.pk).update(
                 updated_at=timezone.now(), current_leaf_id=reply.pk
             ):
                 raise NotFound()
-            history = branches.context_path(
-                thread_id=thread.pk, message_id=user_msg["id"], limit=settings.CONTEXT_MESSAGES
-            )
+            history = context_for(thread=thread, upto_id=user_msg["id"])
     except IntegrityError:
         return _replayed(thread=thread, user_msg=user_msg, request_id=request_id)
     return PreparedSend(
@@ -60,6 +58,7 @@ def regenerate_prepare(*, thread: Thread, message_id: int, request_id: str) -> P
         user_message=user_msg,
         assistant_message=events.message_data(reply),
         history=history,
+        system_prompt=thread.system_prompt,
     )
 
 

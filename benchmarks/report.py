@@ -88,7 +88,12 @@ def rows_from(results: dict[str, Any], plan: Any, opts: Any) -> list[Row]:
     p95 = _num(found.get("p95_ms"))
     shown = (
         f"{p95:.1f} ms (p50 {found['p50_ms']:.1f} ms; {found['threads']} threads, {found['messages']} messages, "
-        f"{found['queries']} queries of 1-2 words, PostgreSQL)"
+        f"{found['queries']} queries of 1-2 words, PostgreSQL"
+        + (
+            f"; as 3-letter prefixes p95 {found['prefix3_p95_ms']:.1f} ms)"
+            if "prefix3_p95_ms" in found
+            else ")"
+        )
         if p95 == p95
         else "not measured"
     )

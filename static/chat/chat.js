@@ -18,6 +18,7 @@
   const live = $("live");
   const composerError = $("composer-error");
   const earlier = $("earlier");
+  const earlierForm = $("earlier-form"); // without JavaScript it opens ?before=<the oldest shown>
   const connNote = $("composer-conn"); // where the connection stands, by the composer
   const relogin = $("relogin");
   const jump = $("jump");
@@ -265,7 +266,7 @@
   // Not disabled while loading: a disabled button would drop a keyboard user's focus.
   function setEarlier(more) {
     loadingEarlier = false;
-    earlier.hidden = !more;
+    earlier.hidden = earlierForm.hidden = !more;
     earlier.removeAttribute("aria-busy");
     earlier.textContent = "Load earlier messages";
     if (more) requestAnimationFrame(earlierIfNear);
@@ -513,7 +514,7 @@
       if (parent) send(parent.textContent, true);
     }
   });
-  earlier.addEventListener("click", loadEarlier);
+  earlier.addEventListener("click", (e) => { e.preventDefault(); loadEarlier(); });
   jump.addEventListener("click", () => { toBottom(); jump.hidden = true; input.focus({preventScroll: true}); });
   addEventListener("scroll", showJump, {passive: true});
   composerError.querySelector("button").addEventListener("click", () => {
@@ -559,6 +560,8 @@
   }
   relogin.href = `${relogin.pathname}?${new URLSearchParams({next: location.pathname})}`;
   document.documentElement.classList.add("chat-page"); // scroll-padding under the pinned header (app.css)
+  // An older page opened without JavaScript's help (a new tab): live, the page shows the newest.
+  if (new URLSearchParams(location.search).has("before")) history.replaceState(null, "", location.pathname);
   enhance(list);
   toBottom();
   refresh();

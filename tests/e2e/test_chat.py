@@ -297,4 +297,16 @@ def test_scrolling_up_loads_older_messages_and_the_view_stays(
     expect(shared.first).to_contain_text("question 0")
     expect(reader.get_by_role("link", name="Earlier messages")).to_have_count(0)
     reader.context.close()
+
+    # Without JavaScript the button opens the page before.
+    nojs = browser.new_context(
+        base_url=paged_server.url, java_script_enabled=False, storage_state=context.storage_state()
+    ).new_page()
+    nojs.goto(page.url)
+    expect(nojs.locator("#messages > li")).to_have_count(4)
+    nojs.get_by_role("button", name="Load earlier messages").click()
+    expect(nojs).to_have_url(re.compile(r"\?before=\d+$"))
+    expect(nojs.locator("#messages > li")).to_have_count(4)
+    expect(nojs.locator("#messages > li").first).to_contain_text("question 1")
+    nojs.context.close()
     context.close()

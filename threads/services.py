@@ -69,13 +69,17 @@ def thread_update(*, thread: Thread, user: AbstractBaseUser, patch: ThreadPatch)
     change the system prompt, archive or unarchive, switch branch (`current_leaf_id` may name any
     message of the thread; the branch through it is shown down to its newest end). Raises InvalidInput
     (model_not_allowed, invalid_leaf) or NotFound with nothing written."""
-    fields: dict[str, object] = {"updated_at": timezone.now()}
+    fields: dict[str, object] = {}
     if patch.model is not None:
         offer = modelaccess.choose(catalog(), modelaccess.group_ids(user), model=patch.model, provider=None)
         fields.update(provider=offer.connection, model=offer.model)
-    for name in ("title", "system_prompt", "archived"):
+    for name in ("title", "system_prompt"):
         if getattr(patch, name) is not None:
             fields[name] = getattr(patch, name)
+    if fields:  # an edit of the thread; archiving or looking at another branch is not activity
+        fields["updated_at"] = timezone.now()
+    if patch.archived is not None:
+        fields["archived"] = patch.archived
     with transaction.atomic():
         if patch.current_leaf_id is not None:
             if not Message.objects.filter(pk=patch.current_leaf_id, thread_id=thread.pk).exists():
@@ -83,7 +87,7 @@ def thread_update(*, thread: Thread, user: AbstractBaseUser, patch: ThreadPatch)
             fields["current_leaf_id"] = branches.leaf_below(
                 thread_id=thread.pk, message_id=patch.current_leaf_id
             )
-        if not Thread.objects.filter(pk=thread.pk).update(**fields):
+        if fields and not Thread.objects.filter(pk=thread.pk).update(**fields):
             raise NotFound()
         fresh = Thread.objects.filter(pk=thread.pk).first()
     if fresh is None:

@@ -265,12 +265,15 @@ async def test_patch_renames_and_archives(api: AsyncClient, provider: Recorder) 
     tid = await _thread(api)
     resp = await _patch(api, tid, {"title": "Holiday plans", "archived": False})
     assert resp.status_code == 200 and resp.json()["title"] == "Holiday plans"
+    renamed_at = resp.json()["updated_at"]
     resp = await _patch(api, tid, {"archived": True})
     assert resp.json()["archived"] is True
+    assert resp.json()["updated_at"] == renamed_at  # archiving is no activity: the list keeps its order
     listed = (await api.get("/api/threads")).json()["threads"]
     assert tid not in [t["id"] for t in listed]
     archived = (await api.get("/api/threads?archived=true")).json()["threads"]
     assert [t["id"] for t in archived] == [tid]
+    assert (await _patch(api, tid, {"model": None, "system_prompt": None})).status_code == 200  # null: as is
     resp = await _patch(api, tid, {"archived": False})
     assert tid in [t["id"] for t in (await api.get("/api/threads")).json()["threads"]]
 

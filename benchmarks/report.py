@@ -118,7 +118,12 @@ def rows_from(results: dict[str, Any], plan: Any, opts: Any) -> list[Row]:
     shown = _shown(
         lambda: (
             f"{p95:.1f} ms (p50 {found['p50_ms']:.1f} ms; {found['threads']} threads, {found['messages']} "
-            f"messages, {found['queries']} queries of 1-2 words, PostgreSQL)"
+            f"messages, {found['queries']} queries of 1-2 words, PostgreSQL"
+            + (
+                f"; as 3-letter prefixes p95 {found['prefix3_p95_ms']:.1f} ms)"
+                if "prefix3_p95_ms" in found
+                else ")"
+            )
         ),
         p95,
     )

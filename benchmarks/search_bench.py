@@ -5,7 +5,8 @@ two words through threads.search (the code GET /api/threads?q= runs), timed in p
 
 The database must be migrated (make bench's is); the rows are written in one statement per table with
 generate_series (12 words a message from a 2,000-word vocabulary, so a word is in about 1,200 messages),
-then ANALYZE. Prints one JSON object: sizes, p50/p95/max in ms.
+then ANALYZE. Prints one JSON object: sizes, p50/p95/max in ms of whole words, and of their first
+PREFIX_MIN_CHARS letters (`prefix3_…`: prefix search's broadest queries).
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ SELECT t.first + (g %% %(threads)s),
        (SELECT string_agg((%(words)s::text[])[1 + floor(random() * %(nwords)s)::int], ' ')
         FROM generate_series(1, 12) w WHERE g > 0),
        'complete', 'r' || g, now(), now(), '', '', 'demo-1'
-FROM generate_series(1, %(messages)s) g, (SELECT min(id) AS first FROM threads_thread) t
+FROM generate_series(1, %(messages)s) g,
+     (SELECT min(id) AS first FROM threads_thread WHERE owner_id = %(owner)s) t
 """
 
 
@@ -72,14 +74,15 @@ def fill(*, threads: int, messages: int, words: list[str]) -> Any:
     return user
 
 
-def measure(*, user: Any, words: list[str], queries: int, seed: int = 1) -> dict[str, Any]:
+def measure(*, user: Any, words: list[str], queries: int, seed: int = 1, prefix: int = 0) -> dict[str, Any]:
+    """Queries of one and two words (`prefix`: each word's first `prefix` letters, a prefix search)."""
     from threads import search
 
     rng = random.Random(seed)
     times: list[float] = []
     hits = 0
     for i in range(queries):
-        q = " ".join(rng.sample(words, 1 + i % 2))
+        q = " ".join(w[: prefix or None] for w in rng.sample(words, 1 + i % 2))
         t = time.perf_counter()
         found = search.search_threads(user=user, query=q)
         times.append((time.perf_counter() - t) * 1000)
@@ -118,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     filled_s = time.monotonic() - t
     measure(user=user, words=words, queries=10, seed=0)  # warm the caches
     result = measure(user=user, words=words, queries=opts.queries)
+    from threads.search import PREFIX_MIN_CHARS
+
+    # The shortest words matched as prefixes ("kal" finds "kalomi"): the broadest queries searched so.
+    prefixed = measure(user=user, words=words, queries=opts.queries, prefix=PREFIX_MIN_CHARS)
+    result.update({f"prefix{PREFIX_MIN_CHARS}_{k}": v for k, v in prefixed.items() if k != "queries"})
     result.update({"threads": opts.threads, "messages": opts.messages, "fill_s": round(filled_s, 1)})
     print(json.dumps(result))
     return 0

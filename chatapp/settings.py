@@ -256,6 +256,9 @@ LOGGING = {
 MAX_MESSAGE_CHARS: int = env.int("MAX_MESSAGE_CHARS", default=32_000)
 # How many earlier messages are sent to the provider as context.
 CONTEXT_MESSAGES: int = env.int("CONTEXT_MESSAGES", default=40)
+# Tokens of a model's context size kept free for the reply when the context is trimmed to fit it (the
+# model's size is set by staff in admin): the max_tokens every call asks for (providers.GenerationParams).
+CONTEXT_REPLY_TOKENS: int = env.int("CONTEXT_REPLY_TOKENS", default=1024)
 
 DEFAULT_PROVIDER: str = env.str("DEFAULT_PROVIDER", default="demo")
 PROVIDERS: dict[str, dict[str, Any]] = {

@@ -3,9 +3,9 @@
 #
 # Serves the app as in production (DEBUG=false, collectstatic: hashed file names, long cache headers,
 # compressed) on a temporary SQLite database seeded with demo data (`manage.py seed_demo`), then runs
-# Lighthouse 12.2.3 (pinned by tools/package-lock.json) with Debian's chromium on ten pages: the
+# Lighthouse 12.2.3 (pinned by tools/package-lock.json) with Debian's chromium on eleven pages: the
 # log-in, sign-up and password-reset pages, the thread list, a thread with a long conversation and its
-# share link's page, the account settings page, the usage page and the staff dashboard. Prints the four category scores
+# share link's page, a 2,000-message thread ("long"), the account settings page, the usage page and the staff dashboard. Prints the four category scores
 # per page and exits 1 if any is below LH_MIN.
 #
 # Needs: chromium (apt-get install -y chromium), node >= 18 and the dev venv (`make install-dev`: websockets
@@ -58,8 +58,10 @@ unset REDIS_URL
 
 "$PY" manage.py collectstatic --noinput -v0
 "$PY" manage.py migrate --noinput -v0
-SEED="$("$PY" manage.py seed_demo --session | tail -n 1)"
+# --huge-exchanges 1000: a 2,000-message thread too (#18: it must open with performance >= 95).
+SEED="$("$PY" manage.py seed_demo --session --huge-exchanges 1000 | tail -n 1)"
 THREAD_ID="$(node -p 'JSON.parse(process.argv[1]).thread_id' "$SEED")"
+HUGE_ID="$(node -p 'JSON.parse(process.argv[1]).huge_thread_id' "$SEED")"
 # Usage for the seeded user's replies, so the usage page has its chart and table to audit.
 "$PY" manage.py shell -c "
 from billing.models import UsageRecord; from threads.models import Message, Thread
@@ -170,6 +172,7 @@ audit reset "/accounts/password/reset/"
 log_in
 audit list "/"
 audit thread "/threads/$THREAD_ID/"
+audit long "/threads/$HUGE_ID/"  # 2,000 messages: the newest page is rendered, older ones load on scroll
 audit settings "/accounts/settings/"
 audit usage "/usage/"
 # The staff dashboard (#22 item 9), as the same user made staff (an update: no signal, the session stays).

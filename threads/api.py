@@ -72,10 +72,6 @@ async def models_collection(request: HttpRequest) -> HttpResponseBase:
 async def thread_item(request: HttpRequest, thread_id: int) -> HttpResponseBase:
     thread = await _thread_or_404(request, thread_id)
     if request.method == "PATCH":
-        from threads.tree_api import TREE_FIELDS, thread_patch
-
-        if body_json(request).keys() & TREE_FIELDS:  # the conversation tree's changes (#18)
-            return await thread_patch(request, thread)
         patch = parse_thread_patch(
             body_json(request),
             max_title_chars=settings.MAX_TITLE_CHARS,

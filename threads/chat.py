@@ -264,7 +264,7 @@ async def _lead_paid(
 
 async def _send_context(thread: Thread, req: SendRequest) -> list[tuple[str, str]]:
     return await db_async(services.send_context)(
-        thread_id=thread.pk, content=req.content, parent_id=req.parent_id, new_root=req.new_root
+        thread=thread, content=req.content, parent_id=req.parent_id, new_root=req.new_root
     )
 
 

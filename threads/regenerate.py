@@ -131,9 +131,7 @@ async def _lead(
     the regenerating user's budgets)."""
 
     async def context() -> list[tuple[str, str]]:
-        return await db_async(services.regenerate_context)(
-            thread_id=thread.pk, user_message_id=user_message_id
-        )
+        return await db_async(services.regenerate_context)(thread=thread, user_message_id=user_message_id)
 
     async def lead(reservation: charging.Reservation | None) -> SendOutcome:
         return await _lead_reserved(
@@ -194,11 +192,3 @@ async def announce(thread_id: int) -> events.ThreadData | None:
     event = events.thread_updated(events.thread_data(thread))
     await generation_service().broadcast(thread_id, event)
     return event["thread"]
-
-
-async def change(*, thread: Thread, change: tree.ThreadChange) -> events.ThreadData:
-    """Rename, archive or switch branch, then tell every open tab."""
-    fresh = await db_async(tree.thread_change)(thread=thread, change=change)
-    data = events.thread_data(fresh)
-    await generation_service().broadcast(thread.pk, {"type": "thread.updated", "thread": data})
-    return data

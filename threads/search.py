@@ -4,8 +4,8 @@ PostgreSQL: full-text search, `to_tsvector('simple', …)` stored for messages (
 computed for titles, both under GIN indexes (migration 0005),
 ranked with ts_rank, snippets from ts_headline. SQLite (the embedded default): an FTS5 table kept in step
 with the messages by triggers, ranked with bm25, snippets from snippet(). Words in any order, every word
-must match (whole words: a prefix of a short word matches thousands of messages, and ranking them all
-took 350 ms), case-insensitive.
+must match as the start of a word ("past" finds "pasta": `'past':*` in to_tsquery, `"past"*` in FTS5),
+case-insensitive. Words shorter than PREFIX_MIN_CHARS match whole words only.
 
 Snippets are marked with two control characters by the database, then HTML-escaped here and the marks
 turned into <mark>: message text never reaches a page as HTML.
@@ -24,6 +24,10 @@ from threads.models import Thread
 
 # What a page of results holds: the best-ranked threads.
 RESULTS = 50
+# Shorter words are whole words: benchmarks/search_bench.py's 200,000 messages, p95 of one-word queries
+# of a word's first 1, 2, 3, 4 letters as prefixes: 179, 240, 48, 55 ms (a 2-letter prefix is in half the
+# messages, all ranked); whole words 11 ms.
+PREFIX_MIN_CHARS = 3
 _START, _STOP = "\x01", "\x02"
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -70,13 +74,23 @@ def words(query: str) -> list[str]:
 
 
 def pg_query(found: list[str]) -> str:
-    """A to_tsquery text: every word (quoted: no operator a user types reaches to_tsquery)."""
-    return " & ".join("'" + w.replace("'", "''") + "'" for w in found)
+    """A to_tsquery text: every word as a prefix, quoted (a quoted lexeme is text to to_tsquery: no
+    operator a user types, `&`, `|`, `!`, `<->`, `:*`, reaches it; quotes and backslashes are escaped)."""
+    return " & ".join("'" + w.replace("\\", "\\\\").replace("'", "''") + "'" + _star(w, ":*") for w in found)
 
 
 def fts5_query(found: list[str]) -> str:
-    """An FTS5 MATCH text: every word quoted (no operator a user types can reach FTS5)."""
-    return " ".join('"' + w.replace('"', '""') + '"' for w in found)
+    """An FTS5 MATCH text: every word as a prefix, quoted (no operator a user types can reach FTS5)."""
+    return " ".join('"' + w.replace('"', '""') + '"' + _star(w, "*") for w in found)
+
+
+def _star(word: str, star: str) -> str:
+    return star if len(word) >= PREFIX_MIN_CHARS else ""
+
+
+def _whole(word: str) -> str:
+    """A regex's end for a short word: not followed by more of a word."""
+    return "" if len(word) >= PREFIX_MIN_CHARS else r"(?!\w)"
 
 
 def snippet_html(raw: str | None) -> str | None:
@@ -125,11 +139,14 @@ def _sqlite(owner: int, found: list[str], limit: int) -> list[tuple[int, str | N
 def _with_titles(
     owner: int, found: list[str], ranked: list[tuple[int, str | None]], limit: int
 ) -> list[tuple[int, str | None]]:
-    """SQLite: threads whose title holds every word come first (a user's titles are few: a LIKE each)."""
+    """SQLite: threads whose title holds every word (as the start of a word, a short one whole) come first (a user's titles
+    are few: a LIKE each, then the word starts checked here)."""
     qs = Thread.objects.filter(owner_id=owner)
     for w in found:
         qs = qs.filter(title__icontains=w)
-    titled = list(qs.order_by("-updated_at").values_list("id", flat=True)[:limit])
+    starts = [re.compile(r"(?<!\w)" + re.escape(w) + _whole(w), re.IGNORECASE) for w in found]
+    titles = qs.order_by("-updated_at").values_list("id", "title")
+    titled = [tid for tid, title in titles if all(s.search(title) for s in starts)][:limit]
     seen = set(titled)
     snips = dict(ranked)
     return [(tid, snips.get(tid)) for tid in titled] + [(t, s) for t, s in ranked if t not in seen][

@@ -18,7 +18,7 @@ from django.db.models import Case, F, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone
 
 from providers.catalog import catalog
-from threads import branches, events, modelaccess, selectors
+from threads import branches, context, events, modelaccess, selectors
 from threads.models import ChatPreferences, Message, Thread
 from threads.validation import InvalidInput, SendRequest, ThreadCreate, ThreadPatch
 
@@ -65,20 +65,34 @@ def thread_create(*, owner: User, data: ThreadCreate) -> Thread:
 
 
 def thread_update(*, thread: Thread, user: AbstractBaseUser, patch: ThreadPatch) -> Thread:
-    """Rename, switch model (checked like a creation) or change the system prompt."""
-    fields = ["updated_at"]
+    """Every change a PATCH may make, all or nothing: rename, switch model (checked like a creation),
+    change the system prompt, archive or unarchive, switch branch (`current_leaf_id` may name any
+    message of the thread; the branch through it is shown down to its newest end). Raises InvalidInput
+    (model_not_allowed, invalid_leaf) or NotFound with nothing written."""
+    fields: dict[str, object] = {}
     if patch.model is not None:
         offer = modelaccess.choose(catalog(), modelaccess.group_ids(user), model=patch.model, provider=None)
-        thread.provider, thread.model = offer.connection, offer.model
-        fields += ["provider", "model"]
-    if patch.title is not None:
-        thread.title = patch.title
-        fields.append("title")
-    if patch.system_prompt is not None:
-        thread.system_prompt = patch.system_prompt
-        fields.append("system_prompt")
-    thread.save(update_fields=fields)
-    return thread
+        fields.update(provider=offer.connection, model=offer.model)
+    for name in ("title", "system_prompt"):
+        if getattr(patch, name) is not None:
+            fields[name] = getattr(patch, name)
+    if fields:  # an edit of the thread; archiving or looking at another branch is not activity
+        fields["updated_at"] = timezone.now()
+    if patch.archived is not None:
+        fields["archived"] = patch.archived
+    with transaction.atomic():
+        if patch.current_leaf_id is not None:
+            if not Message.objects.filter(pk=patch.current_leaf_id, thread_id=thread.pk).exists():
+                raise InvalidInput("invalid_leaf", "'current_leaf_id' is not a message of this thread.")
+            fields["current_leaf_id"] = branches.leaf_below(
+                thread_id=thread.pk, message_id=patch.current_leaf_id
+            )
+        if fields and not Thread.objects.filter(pk=thread.pk).update(**fields):
+            raise NotFound()
+        fresh = Thread.objects.filter(pk=thread.pk).first()
+    if fresh is None:
+        raise NotFound()
+    return fresh
 
 
 def chat_preferences_save(*, user: AbstractBaseUser, system_prompt: str) -> None:
@@ -96,28 +110,35 @@ def thread_delete(*, thread: Thread) -> list[int]:
     return ids
 
 
-def _history(*, thread_id: int, upto_id: int) -> list[tuple[str, str]]:
+def context_for(*, thread: Thread, upto_id: int) -> list[tuple[str, str]]:
     """The context of a reply to `upto_id`: the path from the root to it (the conversation tree), at
-    most CONTEXT_MESSAGES, oldest dropped first; replies that failed without text are left out."""
-    return branches.context_path(thread_id=thread_id, message_id=upto_id, limit=settings.CONTEXT_MESSAGES)
+    most CONTEXT_MESSAGES and at most the model's context size less CONTEXT_REPLY_TOKENS (with the
+    system prompt), oldest dropped first; replies that failed without text are left out."""
+    path = branches.context_path(thread_id=thread.pk, message_id=upto_id, limit=settings.CONTEXT_MESSAGES)
+    offer = catalog().find(f"{thread.provider}/{thread.model}")
+    budget = context.context_budget(
+        context_tokens=offer.context_tokens if offer is not None else None,
+        reply_tokens=settings.CONTEXT_REPLY_TOKENS,
+    )
+    return context.fit_context(path, system_prompt=thread.system_prompt, budget=budget)
 
 
 def send_context(
-    *, thread_id: int, content: str, parent_id: int | None, new_root: bool
+    *, thread: Thread, content: str, parent_id: int | None, new_root: bool
 ) -> list[tuple[str, str]]:
     """The context a send would be sent, read before its rows exist (a budget reservation): the path
     the context builder gives up to the message answered, then the new message. At most one message
     more than the builder's bound: a reservation may overestimate, never under. Raises NotFound for a
     deleted thread."""
     if parent_id is None and not new_root:
-        parent_id = _leaf_of(thread_id=thread_id)
-    path = [] if parent_id is None else _history(thread_id=thread_id, upto_id=parent_id)
+        parent_id = _leaf_of(thread_id=thread.pk)
+    path = [] if parent_id is None else context_for(thread=thread, upto_id=parent_id)
     return [*path, ("user", content)]
 
 
-def regenerate_context(*, thread_id: int, user_message_id: int) -> list[tuple[str, str]]:
+def regenerate_context(*, thread: Thread, user_message_id: int) -> list[tuple[str, str]]:
     """The context a regenerate of the reply to `user_message_id` is sent (read before its row exists)."""
-    return _history(thread_id=thread_id, upto_id=user_message_id)
+    return context_for(thread=thread, upto_id=user_message_id)
 
 
 def _existing(*, thread: Thread, request_id: str) -> PreparedSend | None:
@@ -219,7 +240,7 @@ def _write_pair(
         ):
             raise NotFound()
         # Read inside the transaction: if it fails, no `streaming` row is left without a generation.
-        history = _history(thread_id=thread_id, upto_id=user_msg.pk)
+        history = context_for(thread=thread, upto_id=user_msg.pk)
     return PreparedSend(
         request_id=req.request_id,
         thread_id=thread_id,

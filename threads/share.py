@@ -73,7 +73,8 @@ def share_page_data(*, token: str, before: int | None = None) -> dict[str, Any] 
     return {
         "title": link.title or "Shared conversation",
         "thread": link.thread,
-        "messages": messages,
+        # Not "messages": base.html shows Django's flash messages by that name (each row was dumped there).
+        "turns": messages,
         "earlier": messages[0]["id"] if len(ids) > limit and messages else None,
     }
 

@@ -1,29 +1,17 @@
-"""Writes of the conversation tree (#18): a regenerated reply, a branch switched to, a thread renamed or
-archived. Sync functions, each one transaction, like threads/services.py; the caller broadcasts after
-they return (after commit).
+"""Writes of the conversation tree (#18): a regenerated reply (a thread's PATCH, branch switches
+included, is threads.services.thread_update). Sync functions, each one transaction, like
+threads/services.py; the caller broadcasts after they return (after commit).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from threads import branches, events
+from threads import events
 from threads.models import Message, Thread
-from threads.services import NotFound, PreparedSend
+from threads.services import NotFound, PreparedSend, context_for
 from threads.validation import InvalidInput
-
-
-@dataclass(frozen=True, slots=True)
-class ThreadChange:
-    """A PATCH of a thread: only the fields given change."""
-
-    title: str | None = None
-    archived: bool | None = None
-    current_leaf_id: int | None = None
 
 
 def regenerate_target(*, thread_id: int, message_id: int) -> events.MessageData:
@@ -53,14 +41,13 @@ def regenerate_prepare(*, thread: Thread, message_id: int, request_id: str) -> P
                 status=Message.Status.STREAMING,
                 request_id=request_id,
                 parent_id=user_msg["id"],
+                model_id=f"{thread.provider}/{thread.model}",
             )
             if not Thread.objects.filter(pk=thread.pk).update(
                 updated_at=timezone.now(), current_leaf_id=reply.pk
             ):
                 raise NotFound()
-            history = branches.context_path(
-                thread_id=thread.pk, message_id=user_msg["id"], limit=settings.CONTEXT_MESSAGES
-            )
+            history = context_for(thread=thread, upto_id=user_msg["id"])
     except IntegrityError:
         return _replayed(thread=thread, user_msg=user_msg, request_id=request_id)
     return PreparedSend(
@@ -71,6 +58,7 @@ def regenerate_prepare(*, thread: Thread, message_id: int, request_id: str) -> P
         user_message=user_msg,
         assistant_message=events.message_data(reply),
         history=history,
+        system_prompt=thread.system_prompt,
     )
 
 
@@ -93,27 +81,3 @@ def _replayed(*, thread: Thread, user_msg: events.MessageData, request_id: str) 
         assistant_message=events.message_data(found),
         replay=True,
     )
-
-
-def thread_change(*, thread: Thread, change: ThreadChange) -> Thread:
-    """Rename, archive or unarchive, or switch branch: `current_leaf_id` may name any message of the
-    thread, and the branch through it is shown down to its newest end. Raises InvalidInput
-    (invalid_leaf) for a message of another thread."""
-    fields: dict[str, object] = {}
-    if change.title is not None:
-        fields["title"] = change.title
-    if change.archived is not None:
-        fields["archived"] = change.archived
-    with transaction.atomic():
-        if change.current_leaf_id is not None:
-            if not Message.objects.filter(pk=change.current_leaf_id, thread_id=thread.pk).exists():
-                raise InvalidInput("invalid_leaf", "'current_leaf_id' is not a message of this thread.")
-            fields["current_leaf_id"] = branches.leaf_below(
-                thread_id=thread.pk, message_id=change.current_leaf_id
-            )
-        if fields and not Thread.objects.filter(pk=thread.pk).update(**fields):
-            raise NotFound()
-        fresh = Thread.objects.filter(pk=thread.pk).first()
-    if fresh is None:
-        raise NotFound()
-    return fresh

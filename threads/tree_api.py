@@ -1,4 +1,5 @@
-"""The JSON API of the conversation tree (#18, docs/api.md): regenerate a reply, change a thread."""
+"""The JSON API of the conversation tree (#18, docs/api.md): regenerate a reply, search, export, import,
+share. A thread's PATCH is threads/api.py's, one for every field."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 
 from core.dbasync import db_async
-from threads import api, chat, events, regenerate, search, selectors, share, transfer, tree, usage
+from threads import api, chat, events, regenerate, search, selectors, share, transfer, usage
 from threads.http import api_view, authed_user, body_json, json_response
 from threads.services import NotFound
-from threads.validation import REGENERATE_FIELDS, InvalidInput, parse_regenerate, parse_thread_change
+from threads.validation import REGENERATE_FIELDS, InvalidInput, parse_regenerate
 
 
 @api_view({"POST"})
@@ -33,13 +34,6 @@ async def regenerate_message(request: HttpRequest, thread_id: int, message_id: i
     if req.stream:
         return await api._sse_response(request, thread, req, start=start)
     return await api.final_response(await start(), thread)
-
-
-async def thread_patch(request: HttpRequest, thread: Any) -> HttpResponseBase:
-    """PATCH /api/threads/{id}: rename, archive or unarchive, switch branch (every open tab follows)."""
-    fields = parse_thread_change(body_json(request), max_title_chars=settings.MAX_TITLE_CHARS)
-    data = await regenerate.change(thread=thread, change=tree.ThreadChange(**fields))
-    return json_response(await db_async(usage.thread_with_usage)(data))
 
 
 MAX_QUERY_CHARS = 200
@@ -125,8 +119,3 @@ async def thread_share(request: HttpRequest, thread_id: int) -> HttpResponseBase
         return HttpResponse(status=204)
     link = await db_async(share.share_create)(thread=thread)
     return json_response({"token": link.token, "url": share.url_of(link)}, status=201)
-
-
-# A PATCH naming any of these is the tree's (threads.api.thread_item sends it here); title, model and
-# system prompt alone are #17's.
-TREE_FIELDS = frozenset({"archived", "current_leaf_id"})

@@ -12,8 +12,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.views.decorators.http import require_http_methods
 
-from threads import regenerate, search, selectors, share, transfer, tree
+from threads import chat, search, selectors, services, share, transfer
 from threads.limits import parse_id
+from threads.validation import ThreadPatch
 from threads.views import _thread_or_404
 
 
@@ -23,7 +24,8 @@ def thread_archive_page(request: HttpRequest, thread_id: int) -> HttpResponse:
     """Archive (the thread leaves the list: back to it) or unarchive (stay on the thread)."""
     thread = _thread_or_404(request, thread_id)
     archived = request.POST.get("archived", "true") != "false"
-    async_to_sync(regenerate.change)(thread=thread, change=tree.ThreadChange(archived=archived))
+    updated = services.thread_update(thread=thread, user=request.user, patch=ThreadPatch(archived=archived))  # type: ignore[arg-type]
+    async_to_sync(chat.thread_changed)(updated)
     return redirect("/" if archived else f"/threads/{thread.pk}/")
 
 

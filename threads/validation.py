@@ -16,7 +16,8 @@ REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
 # a typo such as "strem" would otherwise silently change the meaning of a request. The server adds
 # optional fields before clients send them, so strictness costs no compatibility.
 THREAD_CREATE_FIELDS = frozenset({"title", "provider", "model", "system_prompt"})
-THREAD_PATCH_FIELDS = frozenset({"title", "model", "system_prompt"})
+# One PATCH takes every field a thread may change (#17's and the conversation tree's), all or nothing.
+THREAD_PATCH_FIELDS = frozenset({"title", "model", "system_prompt", "archived", "current_leaf_id"})
 # A model id is "<connection>/<model>": 32 + 1 + 128 characters at most.
 MODEL_ID_CHARS = 161
 SEND_FIELDS = frozenset({"content", "request_id", "parent_id", "stream", "idempotent", "tools"})
@@ -63,6 +64,8 @@ class ThreadPatch:
     title: str | None = None
     model: str | None = None
     system_prompt: str | None = None
+    archived: bool | None = None
+    current_leaf_id: int | None = None
 
 
 def parse_json_object(raw: bytes | str) -> dict[str, Any]:
@@ -146,16 +149,34 @@ def parse_thread_create(
 def parse_thread_patch(
     data: dict[str, Any], *, max_title_chars: int = TITLE_COLUMN_CHARS, max_system_prompt_chars: int = 8000
 ) -> ThreadPatch:
+    """A PATCH of a thread: any of `title` (non-empty once stripped), `model`, `system_prompt`,
+    `archived`, `current_leaf_id`. Every field is checked before anything is written."""
     reject_unknown(data, THREAD_PATCH_FIELDS)
-    title = data.get("title")
-    if isinstance(title, str) and len(title) > max_title_chars:
-        raise InvalidInput("title_too_long", f"'title' is longer than {max_title_chars} characters.")
-    title = _opt_str(data, "title", max_len=max_title_chars)
+    if not data:
+        raise InvalidInput("empty_change", f"Send at least one of: {', '.join(sorted(THREAD_PATCH_FIELDS))}.")
     return ThreadPatch(
-        title=None if title is None else title.strip(),
+        title=_patch_title(data, max_title_chars) if "title" in data else None,
         model=_opt_str(data, "model", max_len=MODEL_ID_CHARS),
         system_prompt=_opt_str(data, "system_prompt", max_len=max_system_prompt_chars),
+        archived=_opt_bool(data, "archived", False) if "archived" in data else None,
+        current_leaf_id=_patch_leaf(data["current_leaf_id"]) if "current_leaf_id" in data else None,
     )
+
+
+def _patch_title(data: dict[str, Any], max_title_chars: int) -> str:
+    title = data["title"]
+    if isinstance(title, str) and len(title) > max_title_chars:
+        raise InvalidInput("title_too_long", f"'title' is longer than {max_title_chars} characters.")
+    title = " ".join((_opt_str(data, "title", max_len=max_title_chars) or "").split())
+    if not title:
+        raise InvalidInput("invalid_title", "'title' must be a non-empty string.")
+    return title
+
+
+def _patch_leaf(leaf: object) -> int:
+    if isinstance(leaf, bool) or not isinstance(leaf, int) or not id_in_range(leaf):
+        raise InvalidInput("invalid_leaf", "'current_leaf_id' must be the id of a message of this thread.")
+    return leaf
 
 
 def parse_send(
@@ -264,8 +285,6 @@ def parse_frame(text: str | None, data: bytes | None, *, max_bytes: int) -> tupl
 
 # --- the conversation tree (#18) -----------------------------------------------------------------------
 
-THREAD_CHANGE_FIELDS = frozenset({"title", "archived", "current_leaf_id"})
-
 
 def parse_regenerate(data: dict[str, Any], *, message_id: object, allowed: frozenset[str]) -> dict[str, Any]:
     """A regenerate from an HTTP body (`allowed`: REGENERATE_FIELDS) or a frame (REGENERATE_FRAME_FIELDS):
@@ -281,29 +300,3 @@ def parse_regenerate(data: dict[str, Any], *, message_id: object, allowed: froze
         "stream": _opt_bool(data, "stream", False),
         "idempotent": _opt_bool(data, "idempotent", True),
     }
-
-
-def parse_thread_change(data: dict[str, Any], *, max_title_chars: int = TITLE_COLUMN_CHARS) -> dict[str, Any]:
-    """A PATCH of a thread: any of `title` (non-empty once stripped), `archived`, `current_leaf_id`."""
-    reject_unknown(data, THREAD_CHANGE_FIELDS)
-    if not data:
-        raise InvalidInput("empty_change", "Send at least one of: archived, current_leaf_id, title.")
-    out: dict[str, Any] = {}
-    if "title" in data:
-        title = data["title"]
-        if isinstance(title, str) and len(title) > max_title_chars:
-            raise InvalidInput("title_too_long", f"'title' is longer than {max_title_chars} characters.")
-        title = (_opt_str(data, "title", max_len=max_title_chars) or "").strip()
-        if not title:
-            raise InvalidInput("invalid_title", "'title' must be a non-empty string.")
-        out["title"] = " ".join(title.split())
-    if "archived" in data:
-        out["archived"] = _opt_bool(data, "archived", False)
-    if "current_leaf_id" in data:
-        leaf = data["current_leaf_id"]
-        if isinstance(leaf, bool) or not isinstance(leaf, int) or not id_in_range(leaf):
-            raise InvalidInput(
-                "invalid_leaf", "'current_leaf_id' must be the id of a message of this thread."
-            )
-        out["current_leaf_id"] = leaf
-    return out

@@ -103,8 +103,10 @@ def thread_page(request: HttpRequest, thread_id: int) -> HttpResponse:
     thread = _thread_or_404(request, thread_id)
     if "html" in request.GET:
         return _message_html_json(thread, request.GET["html"])
-    # The branch shown (#18), a page of it; its versions go to static/chat/tree.js as JSON.
-    detail = {**events.thread_data(thread), **branches.branch_page(thread=thread)}
+    # The branch shown (#18), a page of it (`?before=<id>`: an older one, "Load earlier messages" without
+    # JavaScript); its versions go to static/chat/tree.js as JSON.
+    before = parse_id(request.GET.get("before") or "")
+    detail = {**events.thread_data(thread), **branches.branch_page(thread=thread, before=before)}
     detail["messages"] = _page_messages(detail["messages"])
     threads = selectors.thread_list_for_user(user=request.user, limit=30)["threads"]  # type: ignore[arg-type]
     tree_data = {"siblings": detail["siblings"]}

@@ -1,7 +1,7 @@
 // The thread page. One WebSocket per tab (protocol: docs/api.md): a snapshot on connect, live deltas shown as
 // formatted Markdown as they stream (static/chat/markdown.js, the server's rules), finished replies swapped
 // for the server's sanitized Markdown HTML, Stop, inline errors with
-// Retry, reconnect + resume (the snapshot carries the text streamed so far), and "Load earlier messages"
+// Retry, reconnect + resume (the snapshot carries the text streamed so far), and earlier pages on scroll (or "Load earlier messages")
 // (the snapshot holds the newest page; older pages come with `history` frames).
 (() => {
   "use strict";
@@ -18,6 +18,7 @@
   const live = $("live");
   const composerError = $("composer-error");
   const earlier = $("earlier");
+  const earlierForm = $("earlier-form"); // without JavaScript it opens ?before=<the oldest shown>
   const connNote = $("composer-conn"); // where the connection stands, by the composer
   const relogin = $("relogin");
   const jump = $("jump");
@@ -265,9 +266,45 @@
   // Not disabled while loading: a disabled button would drop a keyboard user's focus.
   function setEarlier(more) {
     loadingEarlier = false;
-    earlier.hidden = !more;
+    earlier.hidden = earlierForm.hidden = !more;
     earlier.removeAttribute("aria-busy");
     earlier.textContent = "Load earlier messages";
+    if (more) requestAnimationFrame(earlierIfNear);
+  }
+
+  // What the reader sees stays where it is while an older page goes in above it: `el` keeps its place on
+  // the screen, also while the new messages settle (formatted, then the server's HTML, tools rows), until
+  // the reader scrolls or types. Measured on `el` itself: a browser that anchored the scroll on its own
+  // is not moved twice.
+  let held = null;
+  function hold(el, top) {
+    release();
+    held = {el, top, watch: new ResizeObserver(keep)};
+    held.watch.observe(list);
+    keep();
+  }
+  function keep() {
+    if (!held) return;
+    if (!held.el.isConnected) return release();
+    const moved = held.el.getBoundingClientRect().top - held.top;
+    if (Math.abs(moved) >= 1) scrollBy(0, moved);
+  }
+  function release() {
+    if (held) held.watch.disconnect();
+    held = null;
+  }
+  for (const type of ["wheel", "touchmove", "keydown", "mousedown"]) addEventListener(type, release, {passive: true});
+
+  // Scrolling near the top loads the previous page (the button stays for keyboards): the button is the
+  // sentinel. The observer says when it comes near; a page that leaves it near asks again here.
+  const NEAR_PX = 600;
+  function earlierIfNear() {
+    if (!earlier.hidden && earlier.getBoundingClientRect().bottom > -NEAR_PX) loadEarlier();
+  }
+  if ("IntersectionObserver" in window) {
+    new IntersectionObserver((entries) => { if (entries.some((e) => e.isIntersecting)) loadEarlier(); }, {
+      rootMargin: `${NEAR_PX}px 0px 0px 0px`,
+    }).observe(earlier);
   }
 
   function loadEarlier() {
@@ -283,9 +320,9 @@
   function onHistory(ev) {
     const first = list.querySelector(":scope > li");
     if (ev.before !== oldestId()) return; // answers a request from before a snapshot reset the list
-    const height = document.documentElement.scrollHeight;
+    const top = first ? first.getBoundingClientRect().top : 0;
     ev.messages.forEach((m) => render(m, first));
-    scrollBy(0, document.documentElement.scrollHeight - height);
+    if (first) hold(first, top);
     const focused = document.activeElement === earlier;
     setEarlier(!!ev.has_more);
     const n = ev.messages.length;
@@ -477,7 +514,7 @@
       if (parent) send(parent.textContent, true);
     }
   });
-  earlier.addEventListener("click", loadEarlier);
+  earlier.addEventListener("click", (e) => { e.preventDefault(); loadEarlier(); });
   jump.addEventListener("click", () => { toBottom(); jump.hidden = true; input.focus({preventScroll: true}); });
   addEventListener("scroll", showJump, {passive: true});
   composerError.querySelector("button").addEventListener("click", () => {
@@ -523,6 +560,8 @@
   }
   relogin.href = `${relogin.pathname}?${new URLSearchParams({next: location.pathname})}`;
   document.documentElement.classList.add("chat-page"); // scroll-padding under the pinned header (app.css)
+  // An older page opened without JavaScript's help (a new tab): live, the page shows the newest.
+  if (new URLSearchParams(location.search).has("before")) history.replaceState(null, "", location.pathname);
   enhance(list);
   toBottom();
   refresh();

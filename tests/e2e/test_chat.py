@@ -207,17 +207,33 @@ def paged_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer
     )
 
 
+def tall_questions(page: Page, n: int) -> None:
+    """`n` sends of questions of 40 lines each: four messages are taller than the window, so the page
+    opened at its newest end is far from the top (nothing older loads by itself)."""
+    box = page.get_by_role("textbox", name="Message")
+    for i in range(n):
+        box.fill(f"question {i}\n" + "\n".join(f"line {j}" for j in range(40)))
+        box.press("Enter")
+        expect(page.locator("li.msg.assistant")).to_have_count(i + 1)
+        expect(last_reply(page)).to_have_attribute("data-status", "complete")
+
+
+# The top of a message in the window, in CSS pixels, after scrolling to the very top (at once: nothing
+# else runs between the scroll and the measure, so it is the place before an older page loads).
+TOP_OF = """(id) => {
+  scrollTo(0, 0);
+  return document.querySelector(`li.msg[data-id="${id}"]`).getBoundingClientRect().top;
+}"""
+# True once that message is back at `top` (the page settles it in the frame that changed it: before paint).
+STAYS = """([id, top]) => Math.abs(document.querySelector(`li.msg[data-id="${id}"]`).getBoundingClientRect().top - top) <= 1"""
+
+
 def test_load_earlier_messages_by_keyboard(browser: Browser, paged_server: AppServer) -> None:
     context = browser.new_context(base_url=paged_server.url)
     page = context.new_page()
     sign_up(page)
     new_thread(page, "A long talk")
-    box = page.get_by_role("textbox", name="Message")
-    for i in range(3):
-        box.fill(f"question {i}")
-        box.press("Enter")
-        expect(page.locator("li.msg.assistant")).to_have_count(i + 1)
-        expect(last_reply(page)).to_have_attribute("data-status", "complete")
+    tall_questions(page, 3)
     earlier = page.get_by_role("button", name="Load earlier messages")
     expect(earlier).to_be_hidden()  # everything shown: the page's own sends
 
@@ -231,4 +247,66 @@ def test_load_earlier_messages_by_keyboard(browser: Browser, paged_server: AppSe
     expect(page.locator("li.msg.user").first).to_have_text(re.compile("question 0"))
     expect(earlier).to_be_hidden()  # nothing older
     expect(page.locator("#messages > li").first).to_be_focused()  # the keyboard user's place
+    context.close()
+
+
+def test_scrolling_up_loads_older_messages_and_the_view_stays(
+    browser: Browser, paged_server: AppServer
+) -> None:
+    """#18: older pages came only with a click on "Load earlier messages"; now scrolling near the top
+    loads them (the thread page and its share page), and what the reader sees does not move."""
+    context = browser.new_context(base_url=paged_server.url)
+    page = context.new_page()
+    sign_up(page)
+    new_thread(page, "A very long talk")
+    tall_questions(page, 5)  # 10 messages: pages of 4, 4 and 2
+    page.get_by_role("button", name="Share").click()
+    share_url = page.locator("#share-link").get_attribute("href") or ""
+
+    page.goto(page.url.split("#")[0])  # not at #sharing (near the top): at the newest end
+    expect(page.locator("#conn")).to_have_text("Live")
+    messages = page.locator("#messages > li")
+    expect(messages).to_have_count(4)  # nothing more loads by itself
+    oldest = messages.first.get_attribute("data-id")
+    top = page.evaluate(TOP_OF, oldest)
+    expect(messages).to_have_count(8)  # no click
+    expect(messages.first).to_contain_text("question 1")
+    page.wait_for_function(STAYS, arg=[oldest, top])  # the view did not jump
+    page.mouse.move(180, 400)
+    page.mouse.wheel(0, -50_000)  # the reader scrolls up again with the wheel
+    expect(messages).to_have_count(10)
+    expect(messages.first).to_contain_text("question 0")
+    expect(page.get_by_role("button", name="Load earlier messages")).to_be_hidden()
+
+    reader = browser.new_context(base_url=paged_server.url).new_page()  # logged out
+    reader.goto(share_url)
+    shared = reader.locator("ol.messages > li.msg")
+    expect(shared).to_have_count(4)
+    reader.mouse.move(180, 400)
+    reader.mouse.wheel(0, 50_000)  # reading on…
+    reader.wait_for_function("scrollY > 0")
+    reader.evaluate(
+        "new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))"
+    )  # its scroll event
+    oldest = shared.first.get_attribute("data-id")
+    top = reader.evaluate(TOP_OF, oldest)  # …then back up
+    expect(shared).to_have_count(8)
+    reader.wait_for_function(STAYS, arg=[oldest, top])
+    reader.mouse.wheel(0, -50_000)
+    expect(shared).to_have_count(10)
+    expect(shared.first).to_contain_text("question 0")
+    expect(reader.get_by_role("link", name="Earlier messages")).to_have_count(0)
+    reader.context.close()
+
+    # Without JavaScript the button opens the page before.
+    nojs = browser.new_context(
+        base_url=paged_server.url, java_script_enabled=False, storage_state=context.storage_state()
+    ).new_page()
+    nojs.goto(page.url)
+    expect(nojs.locator("#messages > li")).to_have_count(4)
+    nojs.get_by_role("button", name="Load earlier messages").click()
+    expect(nojs).to_have_url(re.compile(r"\?before=\d+$"))
+    expect(nojs.locator("#messages > li")).to_have_count(4)
+    expect(nojs.locator("#messages > li").first).to_contain_text("question 1")
+    nojs.context.close()
     context.close()

@@ -138,3 +138,18 @@ def test_the_page_shows_the_newest_messages_and_a_load_earlier_control(
     html = client.get(f"/threads/{thread.pk}/").content.decode()
     assert [i for i in ids if f'data-id="{i}"' in html] == ids[-3:]
     assert 'id="earlier"' in html and "Load earlier messages" in html
+
+
+def test_without_javascript_load_earlier_opens_the_page_before(
+    thread: Thread, ids: list[int], user: Any
+) -> None:
+    """The control is a GET form: without JavaScript it did nothing (a bare button)."""
+    client = Client()
+    client.force_login(user)
+    html = client.get(f"/threads/{thread.pk}/").content.decode()
+    assert f'<input type="hidden" name="before" value="{ids[-3]}">' in html
+    older = client.get(f"/threads/{thread.pk}/", {"before": ids[-3]}).content.decode()
+    assert [i for i in ids if f'data-id="{i}"' in older] == ids[-6:-3]
+    oldest = client.get(f"/threads/{thread.pk}/", {"before": ids[-6]}).content.decode()
+    assert [i for i in ids if f'data-id="{i}"' in oldest] == ids[:1]
+    assert 'id="earlier-form" class="earlier" method="get" hidden' in oldest  # nothing older

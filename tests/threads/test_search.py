@@ -69,8 +69,51 @@ async def test_a_too_long_query_is_400(api: AsyncClient) -> None:
 
 def test_query_builders_quote_every_word() -> None:
     assert search.words('a "b" C-d') == ["a", "b", "c", "d"]
-    assert search.fts5_query(["a", "b"]) == '"a" "b"'
-    assert search.pg_query(["a", "b"]) == "'a' & 'b'"
+    assert search.fts5_query(["abc", "de"]) == '"abc"* "de"'  # short words whole (PREFIX_MIN_CHARS)
+    assert search.pg_query(["abc", "de"]) == "'abc':* & 'de'"
+    assert search.fts5_query(['x"y']) == '"x""y"*'
+    assert search.pg_query(["it's", "a\\b"]) == "'it''s':* & 'a\\\\b':*"
+
+
+async def test_words_match_as_prefixes(api: AsyncClient, user: Any) -> None:
+    make = sync_to_async(_thread)
+    pasta = await make(user, "Dinner", "How long do I boil fresh pasta?", "Two minutes.")
+    titled = await make(user, "Pasta recipes", "what can I cook tonight")
+    await make(user, "Garden", "When to plant tomatoes", "In spring, after the frost.")
+    assert {t["id"] for t in await _search(api, "past")} == {pasta, titled}
+    found = await _search(api, "PAS fre")
+    assert [t["id"] for t in found] == [pasta] and "<mark>" in found[0]["snippet"]
+    assert [t["id"] for t in await _search(api, "recip")] == [titled]  # a title's prefix
+    assert await _search(api, "pastas") == [] and await _search(api, "asta") == []  # starts of words only
+    assert await _search(api, "pa") == []  # a short word is a whole word
+    assert [t["id"] for t in await _search(api, "do boil")] == [pasta]
+
+
+@pytest.mark.parametrize(
+    ("hostile", "finds"),
+    [
+        (["x') | ('pasta"], False),  # an OR would find it
+        (["zzz' | 'pasta"], False),
+        (['zzz" OR "pasta'], False),  # FTS5's OR
+        (["NEAR(zzz", "pasta)"], False),
+        (["zzz", "|", "pasta"], False),
+        (["!pasta"], True),  # not a NOT: the word
+        (["-pasta"], True),
+        (["pasta'"], True),
+        (['"pasta'], True),
+        (["pasta:*", "fre"], True),
+        (["a\\"], False),
+    ],
+)
+async def test_operators_in_words_are_text_to_the_database(
+    user: Any, hostile: list[str], finds: bool
+) -> None:
+    """The builders are safe on their own, whatever words() lets through: punctuation is text, never an
+    operator (no syntax error, no OR or NOT)."""
+    tid = await sync_to_async(_thread)(user, "Dinner", "fresh pasta")
+    run = search._pg if search.connection.vendor == "postgresql" else search._sqlite
+    found = await sync_to_async(run)(user.pk, hostile, 50)
+    assert [t for t, _ in found] == ([tid] if finds else [])
     assert search.snippet_html("<b>\x01x\x02") == "&lt;b&gt;<mark>x</mark>"
 
 

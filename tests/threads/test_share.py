@@ -44,6 +44,9 @@ async def test_share_open_logged_out_then_revoke(api: AsyncClient, user: Any, ot
     assert page.status_code == 200 and page["X-Robots-Tag"].startswith("noindex")
     assert '<meta name="robots" content="noindex, nofollow">' in html
     assert "<strong>bold 1</strong>" in html and "<script>alert" not in html and "question 0" in html
+    # Once, in the conversation: the page's messages were also dumped as Python dicts into base.html's
+    # flash messages (the context's "messages").
+    assert html.count("question 0") == 1 and '<ul class="messages">' not in html, html
     # Later messages are not in the snapshot.
     await sync_to_async(Message.objects.create)(
         thread=thread,

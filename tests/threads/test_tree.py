@@ -265,12 +265,15 @@ async def test_patch_renames_and_archives(api: AsyncClient, provider: Recorder) 
     tid = await _thread(api)
     resp = await _patch(api, tid, {"title": "Holiday plans", "archived": False})
     assert resp.status_code == 200 and resp.json()["title"] == "Holiday plans"
+    renamed_at = resp.json()["updated_at"]
     resp = await _patch(api, tid, {"archived": True})
     assert resp.json()["archived"] is True
+    assert resp.json()["updated_at"] == renamed_at  # archiving is no activity: the list keeps its order
     listed = (await api.get("/api/threads")).json()["threads"]
     assert tid not in [t["id"] for t in listed]
     archived = (await api.get("/api/threads?archived=true")).json()["threads"]
     assert [t["id"] for t in archived] == [tid]
+    assert (await _patch(api, tid, {"model": None, "system_prompt": None})).status_code == 200  # null: as is
     resp = await _patch(api, tid, {"archived": False})
     assert tid in [t["id"] for t in (await api.get("/api/threads")).json()["threads"]]
 
@@ -278,7 +281,6 @@ async def test_patch_renames_and_archives(api: AsyncClient, provider: Recorder) 
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [
-        # With a tree field the tree's PATCH answers (title, model and system prompt alone are #17's).
         ({"archived": True, "titel": "x"}, 400, "unknown_field"),
         ({"archived": True, "title": "   "}, 400, "invalid_title"),
         ({"archived": True, "title": 5}, 400, "invalid_field"),
@@ -286,11 +288,71 @@ async def test_patch_renames_and_archives(api: AsyncClient, provider: Recorder) 
         ({"archived": "yes"}, 400, "invalid_field"),
         ({"current_leaf_id": "3"}, 400, "invalid_leaf"),
         ({"current_leaf_id": 10**9}, 400, "invalid_leaf"),
+        ({"title": "   "}, 400, "invalid_title"),
+        ({}, 400, "empty_change"),
+        ({"model": "nowhere/none", "archived": True}, 400, "model_not_allowed"),
+        ({"system_prompt": 5, "current_leaf_id": 1}, 400, "invalid_field"),
     ],
 )
 async def test_patch_errors(api: AsyncClient, body: Any, status: int, code: str) -> None:
     tid = await _thread(api)
     assert _err(await _patch(api, tid, body)) == (status, code)
+
+
+async def test_one_patch_takes_every_field(api: AsyncClient, provider: Recorder) -> None:
+    """A body mixing #17's fields (model, system prompt) with the tree's (archived, current_leaf_id) was
+    refused as unknown_field by whichever of the two handlers it reached."""
+    tid = await _thread(api)
+    a = await _send(api, tid, "one")
+    b = await _send(api, tid, "two")
+    edited = await _send(api, tid, "one, edited", parent_id=None)  # a second branch, now shown
+    assert await _leaf(tid) == edited["assistant_message"]["id"]
+    model = (await api.get(f"/api/threads/{tid}")).json()["model_id"]
+    body = {
+        "model": model,
+        "system_prompt": "Be brief.",
+        "title": "  Both   kinds ",
+        "archived": True,
+        "current_leaf_id": a["user_message"]["id"],
+    }
+    resp = await _patch(api, tid, body)
+    assert resp.status_code == 200, resp.content
+    got = resp.json()
+    assert (got["title"], got["system_prompt"], got["archived"], got["model_id"]) == (
+        "Both kinds",
+        "Be brief.",
+        True,
+        model,
+    )
+    # The first branch, down to its newest end.
+    assert got["current_leaf_id"] == b["assistant_message"]["id"] == await _leaf(tid)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"model": "nowhere/none"},
+        {"current_leaf_id": 10**9},
+        {"title": ""},
+        {"archived": "yes"},
+    ],
+)
+async def test_a_patch_with_one_bad_field_writes_nothing(
+    api: AsyncClient, provider: Recorder, bad: dict[str, Any]
+) -> None:
+    tid = await _thread(api)
+    a = await _send(api, tid, "one")
+    await _send(api, tid, "two")
+    before = await sync_to_async(lambda: Thread.objects.values().get(pk=tid))()
+    body = {
+        "title": "New",
+        "system_prompt": "Other.",
+        "archived": True,
+        "current_leaf_id": a["user_message"]["id"],
+    }
+    resp = await _patch(api, tid, {**body, **bad})
+    assert resp.status_code == 400, resp.content
+    assert await sync_to_async(lambda: Thread.objects.values().get(pk=tid))() == before
 
 
 async def test_patch_of_a_foreign_thread_or_a_message_elsewhere(

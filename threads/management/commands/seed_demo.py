@@ -2,7 +2,8 @@
 
 Used by scripts/lighthouse.sh and the browser tests (screenshots); handy for trying the UI by hand.
 Running it again replaces the demo user's threads. The last line of output is JSON:
-`{"username", "thread_id", "thread_ids", "sessionid"}` (`sessionid` only with `--session`).
+`{"username", "thread_id", "thread_ids", "sessionid", "huge_thread_id"}` (`sessionid` only with
+`--session`, `huge_thread_id` with `--huge-exchanges N`).
 """
 
 from __future__ import annotations
@@ -97,12 +98,21 @@ class Command(BaseCommand):
         parser.add_argument(
             "--exchanges", type=int, default=24, help="question/answer pairs in the long thread"
         )
+        parser.add_argument(
+            "--huge-exchanges",
+            type=int,
+            default=0,
+            help="also a thread of this many pairs (1000: the issue's 2,000-message thread); its id is huge_thread_id",
+        )
         parser.add_argument("--session", action="store_true", help="also create a logged-in session")
 
     def handle(self, *args: Any, **options: Any) -> None:
         with transaction.atomic():
             user, ids = _seed(options["username"], options["password"], options["exchanges"])
+            huge = _huge(user, options["huge_exchanges"]) if options["huge_exchanges"] else None
         out: dict[str, Any] = {"username": user.get_username(), "thread_id": ids[-1], "thread_ids": ids}
+        if huge is not None:
+            out["huge_thread_id"] = huge
         if options["session"]:
             out["sessionid"] = _session_for(user)
         self.stdout.write(json.dumps(out))
@@ -125,6 +135,17 @@ def _seed(username: str, password: str, exchanges: int) -> tuple[Any, list[int]]
         _add_exchange(thread, i, EXCHANGES[i % len(EXCHANGES)])
     ids.append(thread.pk)
     return user, ids
+
+
+def _huge(user: Any, exchanges: int) -> int:
+    """A thread of `exchanges` pairs (a page shows the newest HISTORY_PAGE_SIZE): how long threads open."""
+    demo = settings.PROVIDERS["demo"]["model"]
+    thread = Thread.objects.create(
+        owner=user, title=f"A {2 * exchanges:,}-message thread", provider="demo", model=demo
+    )
+    for i in range(exchanges):
+        _add_exchange(thread, i, EXCHANGES[i % len(EXCHANGES)])
+    return thread.pk
 
 
 def _add_exchange(thread: Thread, i: int, exchange: tuple[str, str]) -> None:

@@ -44,10 +44,11 @@ async def threads_collection(request: HttpRequest) -> HttpResponseBase:
         thread = await db_async(services.thread_create)(owner=user, data=data)
         chat.remember_created(thread)
         return json_response({**events.thread_data(thread), "usage": usage.no_usage()}, status=201)
-    raw = request.GET.get("before")
+    # API.md v1.1 names the cursor `?cursor=` / `next_cursor`; v1 clients send `?before=` / read `next_before`.
+    raw = request.GET.get("cursor", request.GET.get("before"))
     before = parse_id(raw) if raw is not None else None
     if raw is not None and before is None:
-        raise InvalidInput("invalid_cursor", "'before' must be a thread id.")
+        raise InvalidInput("invalid_cursor", "'cursor' must be a next_cursor this list answered.")
     from threads.tree_api import thread_list  # ?archived=, ?q= (#18)
 
     return await thread_list(request, user=user, before=before)
@@ -65,7 +66,8 @@ async def models_collection(request: HttpRequest) -> HttpResponseBase:
     """The models the caller may use (providers/catalog.py, threads/modelaccess.py)."""
     user = authed_user(request)
     cat = await acatalog()
-    return json_response({"models": modelaccess.models_for(cat, await modelaccess.agroup_ids(user))})
+    models = modelaccess.models_for(cat, await modelaccess.agroup_ids(user))
+    return json_response({"models": models, "next_cursor": None})  # one page: the offered models
 
 
 @api_view({"GET", "PATCH", "DELETE"})

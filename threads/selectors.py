@@ -70,6 +70,7 @@ def thread_list_for_user(
     return {
         "threads": [{**events.thread_data(t), "usage": spent[t.pk]} for t in page],
         "next_before": page[-1].id if len(rows) > limit else None,
+        "next_cursor": str(page[-1].id) if len(rows) > limit else None,
     }
 
 

@@ -71,7 +71,8 @@ async def tokens_collection(request: HttpRequest) -> HttpResponseBase:
             )
         name, days = parse_token_create(body_json(request))
         return json_response(await db_async(_create)(request=request, name=name, days=days), status=201)
-    return json_response({"tokens": await db_async(api_token_list_for_user)(user=user)})
+    tokens = await db_async(api_token_list_for_user)(user=user)
+    return json_response({"tokens": tokens, "next_cursor": None})  # one page: a person's own tokens
 
 
 @api_view({"DELETE"})

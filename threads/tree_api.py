@@ -57,7 +57,7 @@ async def thread_list(request: HttpRequest, *, user: Any, before: int | None) ->
         if len(query) > MAX_QUERY_CHARS:
             raise InvalidInput("invalid_query", f"'q' is longer than {MAX_QUERY_CHARS} characters.")
         found = await db_async(search.search_threads)(user=user, query=query)
-        return json_response({"threads": found, "next_before": None})
+        return json_response({"threads": found, "next_before": None, "next_cursor": None})
     page = await db_async(selectors.thread_list_for_user)(user=user, before=before, archived=archived)
     return json_response(page)
 

@@ -75,6 +75,21 @@ async def test_list_is_paginated(api: AsyncClient) -> None:
     assert _err(await api.get("/api/threads?before=x")) == (400, "invalid_cursor")
 
 
+async def test_lists_answer_next_cursor_as_api_md_names_it(api: AsyncClient) -> None:
+    """API.md v1.1: every list is paginated with `?cursor=` (opaque) and answers `next_cursor`."""
+    ids = [(await _new_thread(api))["id"] for _ in range(3)]
+    from threads import selectors
+
+    page = await sync_to_async(selectors.thread_list_for_user)(user=await _owner(ids[0]), limit=2)
+    assert isinstance(page["next_cursor"], str)
+    rest = (await api.get("/api/threads", {"cursor": page["next_cursor"]})).json()
+    assert [t["id"] for t in rest["threads"]] == [ids[0]] and rest["next_cursor"] is None
+    assert _err(await api.get("/api/threads?cursor=zz")) == (400, "invalid_cursor")
+    for path in ("/api/threads?q=anything", "/api/models", "/api/tokens"):
+        body = (await api.get(path)).json()
+        assert "next_cursor" in body and body["next_cursor"] is None, path
+
+
 @sync_to_async
 def _owner(thread_id: int) -> Any:
     return Thread.objects.select_related("owner").get(pk=thread_id).owner

@@ -94,7 +94,7 @@ class AuditRetention:
         try:
             deleted = await db_async(audit_prune)(now=datetime.fromtimestamp(now_s, tz=UTC))
         except BaseException:  # cancelled or failed: the day is given back, for this or another process
-            await asyncio.shield(self.claims.release(day))
+            await self._give_back(day)
             raise
         self._settled = day
         log.info(
@@ -102,7 +102,18 @@ class AuditRetention:
         )
         return deleted
 
+    async def _give_back(self, day: int) -> None:
+        """Release the day without replacing what ended the prune: a cancel that became the release's
+        ConnectionError was caught by the sweep's `except Exception`, which then never stopped."""
+        try:
+            await asyncio.shield(self.claims.release(day))
+        except Exception:  # the claim then lapses with its TTL (another process prunes tomorrow)
+            log.warning("audit retention: could not give day %d back", day, exc_info=True)
 
+
+# Without Redis the claims are this process's, not one loop's: a loop per test (or per thread) would
+# otherwise prune again on every new loop.
+_memory_claims = MemoryClaims()
 _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AuditRetention] = weakref.WeakKeyDictionary()
 
 
@@ -116,6 +127,6 @@ def audit_retention() -> AuditRetention:
 
             claims: DayClaims = RedisClaims(redis_for_loop(), settings.REDIS_KEY_PREFIX)
         else:
-            claims = MemoryClaims()
+            claims = _memory_claims
         found = _per_loop[loop] = AuditRetention(claims=claims)
     return found

@@ -96,3 +96,32 @@ async def test_one_process_of_several_prunes_each_day_through_redis(settings: An
         assert await _left() == 0
         clock.now += DAY_S
     await redis_for_loop().delete(*[f"{prefix}:audit-prune:{prune_day(START) + d}" for d in range(2)])
+
+
+class _ReleaseFails(MemoryClaims):
+    async def release(self, day: int) -> None:
+        raise ConnectionError("Redis went away")
+
+
+async def test_a_cancelled_prune_stays_cancelled_when_the_release_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sweep catches Exception and loops on: had the release's error replaced the cancel, the
+    sweeper would never stop (a service's close then waited forever: a 120 s timeout in pass 2)."""
+    started = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def slow_prune(*, now: datetime) -> int:
+        loop.call_soon_threadsafe(started.set)
+        import time
+
+        time.sleep(0.5)  # the database's work, on a worker thread, while the cancel arrives
+        return 0
+
+    monkeypatch.setattr("accounts.audit.audit_prune", slow_prune)
+    retention = AuditRetention(claims=_ReleaseFails(), clock=Clock())
+    task = asyncio.create_task(retention.prune_if_due())
+    await asyncio.wait_for(started.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

@@ -12,6 +12,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
+from accounts import retention
 from accounts.audit import audit_record
 from accounts.models import AuditEvent
 from tests.threads.recording import RecordingChannelLayer
@@ -78,9 +79,13 @@ async def test_a_generation_this_process_runs_is_never_swept(
 
 
 @pytest.mark.both
-async def test_the_background_sweep_prunes_old_audit_rows_by_itself(user: Any, settings: Any) -> None:
+async def test_the_background_sweep_prunes_old_audit_rows_by_itself(
+    user: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Fails on the old code: only `manage.py prune_audit` (from cron) deleted them."""
     settings.REDIS_KEY_PREFIX = f"test-{uuid.uuid4().hex}"  # today's claim (with Redis) is this test's
+    # Without Redis, today's claim is the process's: an earlier test's service may have pruned today.
+    monkeypatch.setattr(retention, "_memory_claims", retention.MemoryClaims())
     old = timezone.now() - timedelta(days=settings.AUDIT_RETENTION_DAYS + 1)
     await sync_to_async(audit_record)(kind=AuditEvent.LOGIN, user=user, at=old)
     await sync_to_async(audit_record)(kind=AuditEvent.LOGIN, user=user)

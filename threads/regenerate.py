@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -66,16 +67,12 @@ async def _regenerate(
     *, user: AbstractBaseUser, thread: Thread, req: RegenerateRequest, reply_channel: str | None
 ) -> SendOutcome:
     user_msg = await db_async(tree.regenerate_target)(thread_id=thread.pk, message_id=req.message_id)
+    lead = functools.partial(
+        _lead, user=user, thread=thread, req=req, reply_channel=reply_channel, user_message_id=user_msg["id"]
+    )
     if not req.idempotent or not flag_enabled("COALESCE_ENABLED"):
         await quotas.send_admit(user_id=user.pk)
-        return await _lead(
-            user=user,
-            thread=thread,
-            req=req,
-            reply_channel=reply_channel,
-            key=None,
-            user_message_id=user_msg["id"],
-        )
+        return await lead(key=None)
     key = regenerate_key(thread=thread, user_message_id=user_msg["id"])
     burst = coalescing.Burst(key=key, prekey=key, claim=await coalescer().claim(key))
     if not burst.leads:
@@ -94,14 +91,7 @@ async def _regenerate(
         )
     try:
         await quotas.send_admit(user_id=user.pk)
-        outcome = await _lead(
-            user=user,
-            thread=thread,
-            req=req,
-            reply_channel=reply_channel,
-            key=key,
-            user_message_id=user_msg["id"],
-        )
+        outcome = await lead(key=key)
     except BaseException as exc:
         await coalescing.failed(burst, exc)
         # Its followers are told; a later regenerate is not (a send's failure is kept for the error TTL).

@@ -112,3 +112,15 @@ class ScriptedProvider(Provider):
         if self.error is not None:
             raise self.error
         yield Completion("stop", input_tokens=3, output_tokens=len(self.chunks))
+
+
+@dataclass
+class Recorder(ScriptedProvider):
+    """A scripted provider that keeps the context of every call."""
+
+    contexts: list[list[tuple[str, str]]] = field(default_factory=list)
+
+    async def stream(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Any:
+        self.contexts.append([(m.role, m.content) for m in messages])
+        async for ev in super().stream(messages, params):
+            yield ev

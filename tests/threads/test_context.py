@@ -3,17 +3,14 @@ receives through a send and a regenerate on a model whose size staff set. SQLite
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from django.test import AsyncClient
 
 from billing.rules import estimate_prompt_tokens
-from providers import ChatMessage, GenerationParams
 from providers.models import Connection, ModelOffer
-from tests.threads.recording import ScriptedProvider
+from tests.threads.recording import Recorder
 from threads.context import context_budget, fit_context
 
 Q = [("user", f"q{i} " + "a" * 397) for i in range(4)]  # 100 tokens each, 104 with the framing
@@ -62,18 +59,6 @@ def test_fit_context_of_nothing() -> None:
 
 
 # --- through a send ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Recorder(ScriptedProvider):
-    """Keeps every call's messages."""
-
-    contexts: list[list[tuple[str, str]]] = field(default_factory=list)
-
-    async def stream(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Any:
-        self.contexts.append([(m.role, m.content) for m in messages])
-        async for ev in super().stream(messages, params):
-            yield ev
 
 
 @pytest.fixture

@@ -6,32 +6,17 @@ PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
-from providers import ChatMessage, GenerationParams
-from tests.threads.recording import RecordingChannelLayer, ScriptedProvider
+from tests.threads.recording import Recorder, RecordingChannelLayer
 from threads import branches, groups
 from threads.models import Message, Thread
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.both]
-
-
-@dataclass
-class Recorder(ScriptedProvider):
-    """A scripted provider that keeps the context of every call."""
-
-    contexts: list[list[tuple[str, str]]] = field(default_factory=list)
-
-    async def stream(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Any:
-        self.contexts.append([(m.role, m.content) for m in messages])
-        async for ev in super().stream(messages, params):
-            yield ev
 
 
 @pytest.fixture

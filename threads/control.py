@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from channels.layers import BaseChannelLayer
 
+from core.cancelguard import raise_if_cancelling
 from core.outages import REDIS_DOWN
 from threads import groups
 
@@ -121,6 +122,7 @@ class ControlListener:
                     if not down:
                         log.warning("control channel lost Redis; retrying every %.0f s", CONTROL_RETRY_S)
                         down = True
+                    raise_if_cancelling()
                     await asyncio.sleep(CONTROL_RETRY_S)
         finally:
             # Runs on loop shutdown (CancelledError): leave the group so senders stop queueing for us.
@@ -129,6 +131,7 @@ class ControlListener:
 
     async def _receive(self, channel: str) -> None:
         while True:
+            raise_if_cancelling()  # channels_redis receives through redis-py, which may swallow a cancel
             msg = await self.layer.receive(channel)
             if msg.get("type") == groups.CONTROL_CANCEL and isinstance(msg.get("message_id"), int):
                 if not self._on_cancel(msg["message_id"]):

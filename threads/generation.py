@@ -20,6 +20,7 @@ from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
 
 from core import loopres
+from core.cancelguard import raise_if_cancelling
 from core.gcra import Limit
 from core.outages import DATABASE_DOWN
 from ops import metrics
@@ -324,6 +325,7 @@ class GenerationService:
         pacer = pacer_for_loop()
         bucket, limit = _pacing(provider_name)
         gen.queue_wait_ms = await pacer.acquire(bucket, limit)
+        raise_if_cancelling()  # Stop during the pacer's Redis call: the provider is never asked
         gen.called = True
         metrics.observe_queue_wait_ms(gen.queue_wait_ms)
         completion: Completion | None = None
@@ -354,6 +356,7 @@ class GenerationService:
                     await coalescing.renew(gen.coalesce_key)
             except Exception:  # Redis blips: the next renewal retries; the lease outlives one miss
                 log.warning("lease renewal of %s failed", gen.request_id, exc_info=True)
+            raise_if_cancelling()  # a cancel redis-py swallowed must not keep the lease alive
             await asyncio.sleep(LEASE_S / 3)
 
     async def _save_later(self, gen: Generation, ending: Ending) -> None:

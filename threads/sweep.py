@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 
 from accounts.retention import audit_retention
+from core.cancelguard import raise_if_cancelling
 from core.dbasync import db_async
 from threads import events, selectors, services
 from threads.coalesce_store import LEASE_S
@@ -55,6 +56,7 @@ async def sweep_forever(svc: GenerationService) -> None:
             await audit_retention().prune_if_due()
         except Exception:  # as above: the next pass retries
             log.warning("audit retention pass failed", exc_info=True)
+        raise_if_cancelling()  # a cancel redis-py swallowed mid-pass stops the loop here
         await asyncio.sleep(ORPHAN_SWEEP_EVERY_S)
 
 

@@ -18,6 +18,16 @@ from accounts.tokens import api_token_revoke, token_generate, token_hash
 _new_secret: ContextVar[str | None] = ContextVar("new_api_token_secret", default=None)
 
 
+def _shown_once(
+    model_admin: admin.ModelAdmin, request: HttpRequest, template: str, context: dict[str, Any]
+) -> HttpResponse:
+    """The answer to an add form that shows a secret (a token, an invitation link) this one time."""
+    full = {**model_admin.admin_site.each_context(request), "opts": model_admin.opts, **context}
+    response = TemplateResponse(request, template, full)
+    response["Cache-Control"] = "no-store"  # no copy of the secret in any cache
+    return response
+
+
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
     list_display = ["prefix", "user", "name", "created_at", "last_used_at", "revoked_at"]
@@ -57,16 +67,8 @@ class ApiTokenAdmin(admin.ModelAdmin):
         if raw is None:  # not created by save_model (cannot happen through the add form)
             return super().response_add(request, obj, post_url_continue)
         _new_secret.set(None)
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "token": obj,
-            "raw_token": raw,
-            "title": "API token created",
-        }
-        response = TemplateResponse(request, "admin/accounts/apitoken/created.html", context)
-        response["Cache-Control"] = "no-store"  # no copy of the secret in any cache
-        return response
+        context = {"token": obj, "raw_token": raw, "title": "API token created"}
+        return _shown_once(self, request, "admin/accounts/apitoken/created.html", context)
 
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request: HttpRequest, queryset: Any) -> None:
@@ -143,16 +145,9 @@ class InvitationAdmin(admin.ModelAdmin):
         if key is None:  # not made by save_model (cannot happen through the add form)
             return super().response_add(request, obj, post_url_continue)
         _new_invitation_key.set(None)
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "invitation": obj,
-            "link": request.build_absolute_uri(reverse("account_invitation", args=[key])),
-            "title": "Invitation created",
-        }
-        response = TemplateResponse(request, "admin/accounts/invitation/created.html", context)
-        response["Cache-Control"] = "no-store"  # no copy of the link in any cache
-        return response
+        link = request.build_absolute_uri(reverse("account_invitation", args=[key]))
+        context = {"invitation": obj, "link": link, "title": "Invitation created"}
+        return _shown_once(self, request, "admin/accounts/invitation/created.html", context)
 
 
 User = get_user_model()

@@ -180,3 +180,51 @@ def test_the_new_thread_menu_offers_only_configured_providers(user: Any) -> None
     menu = page[page.index('<select id="new-model"') : page.index("</select>")]
     assert 'value="demo/demo-1"' in menu
     assert "openai" not in menu and "anthropic" not in menu and "gemini" not in menu
+
+
+async def _withdraw(model: str) -> None:
+    await ModelOffer.objects.filter(model=model).aupdate(offered=False)
+    await sync_to_async(lambda: Connection.objects.get(name="lab").save())()  # admin saves: caches drop
+
+
+async def test_a_regenerate_is_checked_like_a_send(api: AsyncClient, lab: Connection, token: str) -> None:
+    """A regenerate is a new provider call: a withdrawn model is refused over the API and the socket."""
+    created = await api.post("/api/threads", {"model": "lab/open"}, content_type="application/json")
+    tid = created.json()["id"]
+    first = await api.post(f"/api/threads/{tid}/messages", {"content": "hi"}, content_type="application/json")
+    reply = first.json()["assistant_message"]["id"]
+    await _withdraw("open")
+
+    refused = await api.post(
+        f"/api/threads/{tid}/messages/{reply}/regenerate", {}, content_type="application/json"
+    )
+    assert (refused.status_code, refused.json()["error"]["code"]) == (400, "model_not_allowed")
+    comm = _ws(tid, token)
+    assert (await comm.connect(timeout=TIMEOUT))[0]
+    await _until(comm, "snapshot")
+    await comm.send_json_to({"type": "regenerate", "message_id": reply})
+    assert (await _until(comm, "error"))["error"]["code"] == "model_not_allowed"
+    await comm.disconnect()
+    assert await Message.objects.filter(thread_id=tid, role="assistant").acount() == 1
+
+
+async def test_a_socket_regenerates_with_the_model_switched_to(
+    api: AsyncClient, lab: Connection, token: str
+) -> None:
+    """The socket opened before the switch: its regenerate uses the thread's model now, not then."""
+    created = await api.post("/api/threads", {"model": "lab/open"}, content_type="application/json")
+    tid = created.json()["id"]
+    first = await api.post(f"/api/threads/{tid}/messages", {"content": "hi"}, content_type="application/json")
+    reply = first.json()["assistant_message"]["id"]
+    comm = _ws(tid, token)
+    assert (await comm.connect(timeout=TIMEOUT))[0]
+    await _until(comm, "snapshot")
+    switched = await api.patch(
+        f"/api/threads/{tid}", {"model": "demo/demo-1"}, content_type="application/json"
+    )
+    assert switched.status_code == 200
+    await _until(comm, "thread.updated")
+    await comm.send_json_to({"type": "regenerate", "message_id": reply})
+    done = await _until(comm, "message.done")
+    assert done["message"]["model_id"] == "demo/demo-1"
+    await comm.disconnect()

@@ -96,7 +96,14 @@ async def test_create_over_the_api(api: AsyncClient, lab: Connection, model: str
 
 
 @pytest.mark.parametrize(
-    ("model", "ok"), [("lab/open", True), ("lab/research", False), ("lab/retired", False)]
+    ("model", "ok"),
+    [
+        ("lab/open", True),  # everyone
+        ("lab/research", False),  # a group the caller is not in
+        ("lab/retired", False),  # withdrawn
+        ("lab/nonexistent", False),  # unknown model
+        ("nowhere/open", False),  # unknown connection
+    ],
 )
 def test_create_over_the_page_form(lab: Connection, user: Any, model: str, ok: bool) -> None:
     client = Client()
@@ -228,3 +235,46 @@ async def test_a_socket_regenerates_with_the_model_switched_to(
     done = await _until(comm, "message.done")
     assert done["message"]["model_id"] == "demo/demo-1"
     await comm.disconnect()
+
+
+async def _leave_group(user: Any) -> None:
+    await sync_to_async(user.groups.clear)()
+
+
+async def _delete_offer(user: Any) -> None:
+    await sync_to_async(lambda: ModelOffer.objects.get(model="research").delete())()
+
+
+async def _disable_connection(user: Any) -> None:
+    def disable() -> None:
+        conn = Connection.objects.get(name="lab")
+        conn.enabled = False
+        conn.save()
+
+    await sync_to_async(disable)()
+
+
+@pytest.mark.parametrize("lose", [_leave_group, _delete_offer, _disable_connection])
+async def test_every_send_checks_the_group_and_the_model_still_exist(
+    api: AsyncClient, lab: Connection, user: Any, token: str, lose: Any
+) -> None:
+    """The access table's group row on sends, and a model gone (unknown now): over the API and the socket."""
+    await sync_to_async(user.groups.add)(await Group.objects.aget(name="researchers"))
+    created = await api.post("/api/threads", {"model": "lab/research"}, content_type="application/json")
+    assert created.status_code == 201
+    tid = created.json()["id"]
+    first = await api.post(f"/api/threads/{tid}/messages", {"content": "hi"}, content_type="application/json")
+    assert first.status_code == 200 and first.json()["assistant_message"]["model_id"] == "lab/research"
+    await lose(user)
+
+    refused = await api.post(
+        f"/api/threads/{tid}/messages", {"content": "again"}, content_type="application/json"
+    )
+    assert (refused.status_code, refused.json()["error"]["code"]) == (400, "model_not_allowed")
+    comm = _ws(tid, token)
+    assert (await comm.connect(timeout=TIMEOUT))[0]
+    await _until(comm, "snapshot")
+    await comm.send_json_to({"type": "send", "content": "over the socket"})
+    assert (await _until(comm, "error"))["error"]["code"] == "model_not_allowed"
+    await comm.disconnect()
+    assert await Message.objects.filter(thread_id=tid).acount() == 2

@@ -121,3 +121,15 @@ def test_the_migration_keeps_every_threads_provider_and_model(django_user_model:
     openai = Connection.objects.get(name="openai")
     assert openai.api_key == "sk-env-openai" and "sk-env-openai" not in openai.api_key_encrypted
     assert (openai.kind, openai.base_url) == ("openai", settings.PROVIDERS["openai"]["base_url"])
+
+
+def test_the_catalog_never_prints_a_key() -> None:
+    """The catalog holds each connection's plain key for the provider it builds: its repr (a log line,
+    a traceback's locals, an assertion message) must not show it."""
+    row = Connection(name="acct", kind="openai", base_url="https://api.example.com/v1")
+    row.set_api_key("sk-very-secret-456")
+    row.save()
+    ModelOffer.objects.create(connection=row, model="m")
+    loaded = catalog.load_catalog()
+    assert loaded.connections["acct"].config["api_key"] == "sk-very-secret-456"
+    assert "sk-very-secret-456" not in repr(loaded) and "sk-very-secret-456" not in str(loaded.connections)

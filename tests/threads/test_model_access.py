@@ -278,3 +278,22 @@ async def test_every_send_checks_the_group_and_the_model_still_exist(
     assert (await _until(comm, "error"))["error"]["code"] == "model_not_allowed"
     await comm.disconnect()
     assert await Message.objects.filter(thread_id=tid).acount() == 2
+
+
+async def test_the_same_words_to_another_model_are_a_new_call(api: AsyncClient, lab: Connection) -> None:
+    """The coalesce key follows the model: resending a question at once after a switch is answered by the
+    model switched to, not from the other model's finished result (COALESCE_RESULT_TTL_S)."""
+    tid = (await api.post("/api/threads", {"model": "lab/open"}, content_type="application/json")).json()[
+        "id"
+    ]
+    url = f"/api/threads/{tid}/messages"
+    root = (await api.post(url, {"content": "hi"}, content_type="application/json")).json()
+    body = {"content": "same words", "parent_id": root["assistant_message"]["id"]}
+    first = (await api.post(url, body, content_type="application/json")).json()
+    again = (await api.post(url, body, content_type="application/json")).json()
+    assert again["assistant_message"]["id"] == first["assistant_message"]["id"]  # the result, reused
+    await api.patch(f"/api/threads/{tid}", {"model": "demo/demo-1"}, content_type="application/json")
+    switched = (await api.post(url, body, content_type="application/json")).json()
+    assert switched["coalesced"] == "leader"
+    assert switched["assistant_message"]["model_id"] == "demo/demo-1"
+    assert switched["assistant_message"]["id"] != first["assistant_message"]["id"]

@@ -297,3 +297,19 @@ async def test_the_same_words_to_another_model_are_a_new_call(api: AsyncClient, 
     assert switched["coalesced"] == "leader"
     assert switched["assistant_message"]["model_id"] == "demo/demo-1"
     assert switched["assistant_message"]["id"] != first["assistant_message"]["id"]
+
+
+def test_the_thread_page_marks_a_withdrawn_model_and_offers_the_others(lab: Connection, user: Any) -> None:
+    client = Client()
+    client.force_login(user)
+    client.post("/", {"model": "lab/open", "title": "t"})
+    thread = Thread.objects.get()
+    ModelOffer.objects.filter(model="open").update(offered=False)
+    Connection.objects.get(name="lab").save()  # admin saves: caches drop
+    page = client.get(f"/threads/{thread.pk}/").content.decode()
+    picker = page[
+        page.index('<select id="model-picker"') : page.index("</select>", page.index("model-picker"))
+    ]
+    assert '<option value="lab/open" selected disabled>lab/open (no longer offered)</option>' in picker
+    assert '<option value="demo/demo-1">demo-1</option>' in picker and "lab/research" not in picker
+    assert "This thread's model is no longer offered to you: choose another to go on." in page

@@ -313,3 +313,25 @@ def test_the_thread_page_marks_a_withdrawn_model_and_offers_the_others(lab: Conn
     assert '<option value="lab/open" selected disabled>lab/open (no longer offered)</option>' in picker
     assert '<option value="demo/demo-1">demo-1</option>' in picker and "lab/research" not in picker
     assert "This thread's model is no longer offered to you: choose another to go on." in page
+
+
+async def test_an_imported_thread_gets_the_callers_default_model(
+    api: AsyncClient, lab: Connection, settings: Any
+) -> None:
+    """An import creates threads: on the model a creation naming none gets (the default staff ticked,
+    one the caller may use), not the settings' DEFAULT_PROVIDER model, which may be offered to nobody."""
+    await ModelOffer.objects.filter(model="open").aupdate(is_default=True)
+    await sync_to_async(lambda: Connection.objects.get(name="lab").save())()  # admin saves: caches drop
+    created = (await api.post("/api/threads", {}, content_type="application/json")).json()
+    assert created["model_id"] == "lab/open"
+    export = {
+        "format": "chatapp.thread.v1",
+        "thread": {"title": "Imported"},
+        "messages": [{"id": 1, "parent_id": None, "role": "user", "content": "hi"}],
+    }
+    made = await api.post("/api/threads/import", export, content_type="application/json")
+    assert made.status_code == 201, made.content
+    assert made.json()["threads"][0]["model_id"] == "lab/open"
+    settings.DEFAULT_PROVIDER = "openai"  # no key: not offered
+    made = await api.post("/api/threads/import", export, content_type="application/json")
+    assert made.json()["threads"][0]["model_id"] == "lab/open"

@@ -313,6 +313,9 @@ def test_the_thread_page_marks_a_withdrawn_model_and_offers_the_others(lab: Conn
     assert '<option value="lab/open" selected disabled>lab/open (no longer offered)</option>' in picker
     assert '<option value="demo/demo-1">demo-1</option>' in picker and "lab/research" not in picker
     assert "This thread's model is no longer offered to you: choose another to go on." in page
+    # Its "New thread" button starts a thread on the caller's default, not on the withdrawn model.
+    assert 'name="model" value="lab/open"' not in page
+    assert client.post("/", {}).status_code == 302
 
 
 async def test_an_imported_thread_gets_the_callers_default_model(

@@ -49,8 +49,9 @@ class Offer:
 class ConnectionInfo:
     name: str
     kind: str
-    # What the provider registry builds from (base_url, api_key, model, timeouts, kind's extras).
-    config: Mapping[str, Any]
+    # What the provider registry builds from (base_url, api_key, model, timeouts, kind's extras). Not in
+    # the repr: it holds the plain API key.
+    config: Mapping[str, Any] = field(repr=False)
     bucket: str
     rps: float
     burst: int

@@ -17,6 +17,7 @@ os.environ.setdefault("DEBUG", "true")
 os.environ.setdefault("GC_FREEZE", "false")
 os.environ.setdefault("GC_GEN0_THRESHOLD", "0")
 # The test process imports chatapp.asgi before any test database exists: no start-up bootstrap of
-# connections there (tests/providers/test_bootstrap.py runs it on purpose). Servers the tests start
+# connections there (tests/providers/test_connections.py calls it, tests/chatapp/test_startup_connections.py
+# starts processes that run it). Servers the tests start
 # inherit this, and serve the settings' providers as connections, as a fresh deployment does.
 os.environ.setdefault("CONNECTIONS_BOOTSTRAP", "false")

@@ -109,6 +109,19 @@ def _forget(sender: Any, instance: Thread, **kwargs: Any) -> None:
     _threads.discard(instance.pk)
 
 
+async def thread_for_call(*, user: AbstractBaseUser, thread: Thread) -> Thread:
+    """The thread as it is now, its model checked for `user`: every provider call (a send, a regenerate)
+    goes through here. Raises InvalidInput `model_not_allowed`."""
+    # The caller's copy may predate a model switch (a socket keeps the thread it connected to).
+    thread = (
+        await _threads.get_or_load(thread.pk, lambda: db_async(selectors.thread_by_id)(thread_id=thread.pk))
+        or thread
+    )
+    # A model withdrawn, or whose group the user left, since the thread was created.
+    await modelaccess.acheck(user, provider=thread.provider, model=thread.model)
+    return thread
+
+
 async def send(
     *, user: AbstractBaseUser, thread: Thread, req: SendRequest, reply_channel: str | None = None
 ) -> SendOutcome:
@@ -128,13 +141,7 @@ async def send(
 async def _send(
     *, user: AbstractBaseUser, thread: Thread, req: SendRequest, reply_channel: str | None = None
 ) -> SendOutcome:
-    # The caller's copy may predate a model switch (a socket keeps the thread it connected to).
-    thread = (
-        await _threads.get_or_load(thread.pk, lambda: db_async(selectors.thread_by_id)(thread_id=thread.pk))
-        or thread
-    )
-    # Every send: a model withdrawn, or whose group the user left, since the thread was created.
-    await modelaccess.acheck(user, provider=thread.provider, model=thread.model)
+    thread = await thread_for_call(user=user, thread=thread)
     fp = coalescing.fingerprint(thread_id=thread.pk, req=req)
     known = await coalescing.replayed(user_id=user.pk, req=req, fp=fp)
     if known is not None:

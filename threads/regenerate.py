@@ -21,7 +21,7 @@ from core.dbasync import db_async
 from core.outages import DEPENDENCY_DOWN
 from ops import metrics
 from ops.flags import flag_enabled
-from threads import charging, coalescing, events, quotas, services, tree
+from threads import charging, chat, coalescing, events, quotas, services, tree
 from threads.chat import SendOutcome
 from threads.coalesce_math import coalesce_key
 from threads.coalesce_store import coalescer
@@ -66,6 +66,8 @@ async def regenerate(
 async def _regenerate(
     *, user: AbstractBaseUser, thread: Thread, req: RegenerateRequest, reply_channel: str | None
 ) -> SendOutcome:
+    # A new call: the thread's model now (a socket's copy may predate a switch), checked like a send's.
+    thread = await chat.thread_for_call(user=user, thread=thread)
     user_msg = await db_async(tree.regenerate_target)(thread_id=thread.pk, message_id=req.message_id)
     lead = functools.partial(
         _lead, user=user, thread=thread, req=req, reply_channel=reply_channel, user_message_id=user_msg["id"]

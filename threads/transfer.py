@@ -10,10 +10,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 
-from threads import branches, events
+from providers.catalog import catalog
+from threads import branches, events, modelaccess
 from threads.models import Message, Thread
 from threads.validation import InvalidInput, text_problem
 
@@ -205,13 +205,15 @@ def _chatgpt_message(message: Any, n: int) -> tuple[str | None, str]:
 
 
 def import_threads(*, owner: Any, drafts: list[Draft]) -> list[Thread]:
-    """Write the drafts, all or nothing."""
-    provider = settings.DEFAULT_PROVIDER
-    model = settings.PROVIDERS[provider]["model"]
+    """Write the drafts, all or nothing, on the model a new thread naming none gets: the owner's default
+    (#17; raises InvalidInput `model_not_allowed` when no model is offered to them)."""
+    offer = modelaccess.choose(catalog(), modelaccess.group_ids(owner), model=None, provider=None)
     made: list[Thread] = []
     with transaction.atomic():
         for draft in drafts:
-            thread = Thread.objects.create(owner=owner, title=draft.title, provider=provider, model=model)
+            thread = Thread.objects.create(
+                owner=owner, title=draft.title, provider=offer.connection, model=offer.model
+            )
             ids: dict[str, int] = {}
             for i, (key, parent, role, content) in enumerate(draft.messages):
                 msg = Message.objects.create(

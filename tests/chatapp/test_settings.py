@@ -53,6 +53,17 @@ def test_production_settings_pass_check_deploy() -> None:
     assert proc.stderr == ""
 
 
+def test_production_refuses_to_start_without_a_field_encryption_key() -> None:
+    """#17: connection API keys are encrypted under it; without it (or with a key that is not a Fernet
+    key) production stops at once, saying how to make one."""
+    missing = _manage("check", **_production(FIELD_ENCRYPTION_KEY=""))
+    assert missing.returncode != 0
+    assert "FIELD_ENCRYPTION_KEY is not set" in missing.stderr and "Fernet.generate_key()" in missing.stderr
+    malformed = _manage("check", **_production(FIELD_ENCRYPTION_KEY=f"{Fernet.generate_key().decode()},oops"))
+    assert malformed.returncode != 0
+    assert "FIELD_ENCRYPTION_KEY: key 2 is not a Fernet key" in malformed.stderr
+
+
 def test_debug_is_off_by_default() -> None:
     proc = _manage("check")  # neither DEBUG nor SECRET_KEY
     assert proc.returncode != 0

@@ -77,14 +77,25 @@ async def test_an_old_style_environment_yields_a_working_connection(settings: An
     assert await Connection.objects.acount() == 2 and await ModelOffer.objects.acount() == 2
 
 
-def test_the_migration_keeps_every_threads_provider_and_model(django_user_model: Any) -> None:
+def test_the_migration_keeps_every_threads_provider_and_model(django_user_model: Any, settings: Any) -> None:
+    # The deployment configures OpenAI with a key (and Anthropic without one).
+    settings.PROVIDERS = {
+        **settings.PROVIDERS,
+        "openai": {**settings.PROVIDERS["openai"], "api_key": "sk-env-openai"},
+    }
     executor = MigrationExecutor(connection)
-    before = [("threads", "0004_models_as_data"), ("providers", "0002_featureflag_moved_to_ops")]
+    # The schema before #17: threads and messages without model_id or system_prompt, no connections.
+    before = [("threads", "0003_finish_reason_null"), ("providers", "0002_featureflag_moved_to_ops")]
     executor.migrate(before)
     old = executor.loader.project_state(before).apps
     owner = old.get_model("auth", "User").objects.create(username="old")
     Thread, Message = old.get_model("threads", "Thread"), old.get_model("threads", "Message")
-    rows = [("demo", "demo-1"), ("openai", "gpt-4o"), ("vllm", "meta-llama/Llama-3.1-8B")]
+    rows = [
+        ("demo", "demo-1"),
+        ("openai", "gpt-4o"),
+        ("anthropic", "claude-x"),
+        ("vllm", "meta-llama/Llama-3.1-8B"),
+    ]
     for provider, model in rows:
         t = Thread.objects.create(owner=owner, provider=provider, model=model)
         Message.objects.create(thread=t, role="assistant", request_id="r", content="x")
@@ -99,9 +110,26 @@ def test_the_migration_keeps_every_threads_provider_and_model(django_user_model:
         f"{p}/{m}" for p, m in rows
     )
     assert sorted(ModelOffer.objects.values_list("connection__name", "model")) == sorted(rows)
-    # A provider the deployment configures stays usable; one it does not (no key) is withdrawn.
+    # A provider the deployment configures stays usable, with its key stored encrypted; one it does not
+    # (no key, or not a provider of the settings) is withdrawn.
     assert dict(Connection.objects.values_list("name", "enabled")) == {
         "demo": True,
-        "openai": False,
+        "openai": True,
+        "anthropic": False,
         "vllm": False,
     }
+    openai = Connection.objects.get(name="openai")
+    assert openai.api_key == "sk-env-openai" and "sk-env-openai" not in openai.api_key_encrypted
+    assert (openai.kind, openai.base_url) == ("openai", settings.PROVIDERS["openai"]["base_url"])
+
+
+def test_the_catalog_never_prints_a_key() -> None:
+    """The catalog holds each connection's plain key for the provider it builds: its repr (a log line,
+    a traceback's locals, an assertion message) must not show it."""
+    row = Connection(name="acct", kind="openai", base_url="https://api.example.com/v1")
+    row.set_api_key("sk-very-secret-456")
+    row.save()
+    ModelOffer.objects.create(connection=row, model="m")
+    loaded = catalog.load_catalog()
+    assert loaded.connections["acct"].config["api_key"] == "sk-very-secret-456"
+    assert "sk-very-secret-456" not in repr(loaded) and "sk-very-secret-456" not in str(loaded.connections)

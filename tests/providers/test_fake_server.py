@@ -107,8 +107,35 @@ async def test_anthropic_stream_format(client: httpx.AsyncClient) -> None:
     assert '"stop_reason":"max_tokens"' in response.text
 
 
+async def test_gemini_stream_format(client: httpx.AsyncClient) -> None:
+    """Read with httpx-sse, not our provider: each event a whole GenerateContentResponse, the last with
+    finishReason and usageMetadata; a status fault answers a google.rpc error body."""
+    body = {
+        "contents": [{"role": "user", "parts": [{"text": "hello"}]}],
+        "generationConfig": {"maxOutputTokens": 2},
+    }
+    path = "/v1beta/models/g-1:streamGenerateContent"
+    response = await client.post(path, params={"alt": "sse"}, json=body, headers={"x-goog-api-key": "k"})
+    assert response.headers["content-type"] == "text/event-stream"
+    events = [json.loads(e.data) for e in decode_sse([response.content])]
+    assert [len(e["candidates"][0]["content"]["parts"][0]["text"]) > 0 for e in events] == [True, True, False]
+    assert events[-1]["candidates"][0]["finishReason"] == "MAX_TOKENS"
+    assert events[-1]["usageMetadata"] == {
+        "promptTokenCount": 1,
+        "candidatesTokenCount": 2,
+        "totalTokenCount": 3,
+    }
+    refused = await client.post(path, params={"alt": "sse"}, json=body, headers={"X-Fake-Fault": "http:403"})
+    assert refused.status_code == 403 and refused.json()["error"]["status"] == "PERMISSION_DENIED"
+
+
 @pytest.mark.parametrize(
-    ("path", "field"), [("/v1/chat/completions", "choices"), ("/v1/messages", "content")]
+    ("path", "field"),
+    [
+        ("/v1/chat/completions", "choices"),
+        ("/v1/messages", "content"),
+        ("/v1beta/models/m:generateContent", "candidates"),
+    ],
 )
 async def test_non_streaming_json(client: httpx.AsyncClient, path: str, field: str) -> None:
     response = await client.post(path, json={**CHAT, "stream": False})

@@ -219,9 +219,12 @@ async def test_cancel_during_backoff_propagates() -> None:
 # --- through the real provider classes and the fake server --------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["openai", "anthropic"])
-async def test_retry_before_first_token_over_http(fake_server: FakeProviderServer, kind: str) -> None:
-    fake_server.queue_faults("http:503")
+@pytest.mark.parametrize("fault", ["http:503", "rate_limit:0", "drop", "error_event"])
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
+async def test_retry_before_first_token_over_http(
+    fake_server: FakeProviderServer, kind: str, fault: str
+) -> None:
+    fake_server.queue_faults(fault)
     provider = make_provider(kind, fake_server)
     events, error = await run(provider, max_retries=2, sleep=Recorder())
     await provider.aclose()
@@ -229,13 +232,19 @@ async def test_retry_before_first_token_over_http(fake_server: FakeProviderServe
     assert [type(e) for e in events] == [TextDelta] * 5 + [Completion]  # one stream, no duplicates
 
 
-@pytest.mark.parametrize("kind", ["openai", "anthropic"])
-async def test_no_retry_after_first_token_over_http(fake_server: FakeProviderServer, kind: str) -> None:
-    fake_server.queue_faults("disconnect_after:3")
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [("disconnect_after:3", ProviderConnectionError), ("error_after:3", ProviderStreamError)],
+)
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
+async def test_no_retry_after_first_token_over_http(
+    fake_server: FakeProviderServer, kind: str, fault: str, error: type[ProviderError]
+) -> None:
+    fake_server.queue_faults(fault)
     provider = make_provider(kind, fake_server)
-    events, error = await run(provider, max_retries=2, sleep=Recorder())
+    events, raised = await run(provider, max_retries=2, sleep=Recorder())
     await provider.aclose()
-    assert isinstance(error, ProviderConnectionError) and fake_server.stats.calls == 1
+    assert isinstance(raised, error) and fake_server.stats.calls == 1
     assert len(events) == 3 and all(isinstance(e, TextDelta) for e in events)
 
 

@@ -96,7 +96,14 @@ async def test_create_over_the_api(api: AsyncClient, lab: Connection, model: str
 
 
 @pytest.mark.parametrize(
-    ("model", "ok"), [("lab/open", True), ("lab/research", False), ("lab/retired", False)]
+    ("model", "ok"),
+    [
+        ("lab/open", True),  # everyone
+        ("lab/research", False),  # a group the caller is not in
+        ("lab/retired", False),  # withdrawn
+        ("lab/nonexistent", False),  # unknown model
+        ("nowhere/open", False),  # unknown connection
+    ],
 )
 def test_create_over_the_page_form(lab: Connection, user: Any, model: str, ok: bool) -> None:
     client = Client()
@@ -180,3 +187,154 @@ def test_the_new_thread_menu_offers_only_configured_providers(user: Any) -> None
     menu = page[page.index('<select id="new-model"') : page.index("</select>")]
     assert 'value="demo/demo-1"' in menu
     assert "openai" not in menu and "anthropic" not in menu and "gemini" not in menu
+
+
+async def _withdraw(model: str) -> None:
+    await ModelOffer.objects.filter(model=model).aupdate(offered=False)
+    await sync_to_async(lambda: Connection.objects.get(name="lab").save())()  # admin saves: caches drop
+
+
+async def test_a_regenerate_is_checked_like_a_send(api: AsyncClient, lab: Connection, token: str) -> None:
+    """A regenerate is a new provider call: a withdrawn model is refused over the API and the socket."""
+    created = await api.post("/api/threads", {"model": "lab/open"}, content_type="application/json")
+    tid = created.json()["id"]
+    first = await api.post(f"/api/threads/{tid}/messages", {"content": "hi"}, content_type="application/json")
+    reply = first.json()["assistant_message"]["id"]
+    await _withdraw("open")
+
+    refused = await api.post(
+        f"/api/threads/{tid}/messages/{reply}/regenerate", {}, content_type="application/json"
+    )
+    assert (refused.status_code, refused.json()["error"]["code"]) == (400, "model_not_allowed")
+    comm = _ws(tid, token)
+    assert (await comm.connect(timeout=TIMEOUT))[0]
+    await _until(comm, "snapshot")
+    await comm.send_json_to({"type": "regenerate", "message_id": reply})
+    assert (await _until(comm, "error"))["error"]["code"] == "model_not_allowed"
+    await comm.disconnect()
+    assert await Message.objects.filter(thread_id=tid, role="assistant").acount() == 1
+
+
+async def test_a_socket_regenerates_with_the_model_switched_to(
+    api: AsyncClient, lab: Connection, token: str
+) -> None:
+    """The socket opened before the switch: its regenerate uses the thread's model now, not then."""
+    created = await api.post("/api/threads", {"model": "lab/open"}, content_type="application/json")
+    tid = created.json()["id"]
+    first = await api.post(f"/api/threads/{tid}/messages", {"content": "hi"}, content_type="application/json")
+    reply = first.json()["assistant_message"]["id"]
+    comm = _ws(tid, token)
+    assert (await comm.connect(timeout=TIMEOUT))[0]
+    await _until(comm, "snapshot")
+    switched = await api.patch(
+        f"/api/threads/{tid}", {"model": "demo/demo-1"}, content_type="application/json"
+    )
+    assert switched.status_code == 200
+    await _until(comm, "thread.updated")
+    await comm.send_json_to({"type": "regenerate", "message_id": reply})
+    done = await _until(comm, "message.done")
+    assert done["message"]["model_id"] == "demo/demo-1"
+    await comm.disconnect()
+
+
+async def _leave_group(user: Any) -> None:
+    await sync_to_async(user.groups.clear)()
+
+
+async def _delete_offer(user: Any) -> None:
+    await sync_to_async(lambda: ModelOffer.objects.get(model="research").delete())()
+
+
+async def _disable_connection(user: Any) -> None:
+    def disable() -> None:
+        conn = Connection.objects.get(name="lab")
+        conn.enabled = False
+        conn.save()
+
+    await sync_to_async(disable)()
+
+
+@pytest.mark.parametrize("lose", [_leave_group, _delete_offer, _disable_connection])
+async def test_every_send_checks_the_group_and_the_model_still_exist(
+    api: AsyncClient, lab: Connection, user: Any, token: str, lose: Any
+) -> None:
+    """The access table's group row on sends, and a model gone (unknown now): over the API and the socket."""
+    await sync_to_async(user.groups.add)(await Group.objects.aget(name="researchers"))
+    created = await api.post("/api/threads", {"model": "lab/research"}, content_type="application/json")
+    assert created.status_code == 201
+    tid = created.json()["id"]
+    first = await api.post(f"/api/threads/{tid}/messages", {"content": "hi"}, content_type="application/json")
+    assert first.status_code == 200 and first.json()["assistant_message"]["model_id"] == "lab/research"
+    await lose(user)
+
+    refused = await api.post(
+        f"/api/threads/{tid}/messages", {"content": "again"}, content_type="application/json"
+    )
+    assert (refused.status_code, refused.json()["error"]["code"]) == (400, "model_not_allowed")
+    comm = _ws(tid, token)
+    assert (await comm.connect(timeout=TIMEOUT))[0]
+    await _until(comm, "snapshot")
+    await comm.send_json_to({"type": "send", "content": "over the socket"})
+    assert (await _until(comm, "error"))["error"]["code"] == "model_not_allowed"
+    await comm.disconnect()
+    assert await Message.objects.filter(thread_id=tid).acount() == 2
+
+
+async def test_the_same_words_to_another_model_are_a_new_call(api: AsyncClient, lab: Connection) -> None:
+    """The coalesce key follows the model: resending a question at once after a switch is answered by the
+    model switched to, not from the other model's finished result (COALESCE_RESULT_TTL_S)."""
+    tid = (await api.post("/api/threads", {"model": "lab/open"}, content_type="application/json")).json()[
+        "id"
+    ]
+    url = f"/api/threads/{tid}/messages"
+    root = (await api.post(url, {"content": "hi"}, content_type="application/json")).json()
+    body = {"content": "same words", "parent_id": root["assistant_message"]["id"]}
+    first = (await api.post(url, body, content_type="application/json")).json()
+    again = (await api.post(url, body, content_type="application/json")).json()
+    assert again["assistant_message"]["id"] == first["assistant_message"]["id"]  # the result, reused
+    await api.patch(f"/api/threads/{tid}", {"model": "demo/demo-1"}, content_type="application/json")
+    switched = (await api.post(url, body, content_type="application/json")).json()
+    assert switched["coalesced"] == "leader"
+    assert switched["assistant_message"]["model_id"] == "demo/demo-1"
+    assert switched["assistant_message"]["id"] != first["assistant_message"]["id"]
+
+
+def test_the_thread_page_marks_a_withdrawn_model_and_offers_the_others(lab: Connection, user: Any) -> None:
+    client = Client()
+    client.force_login(user)
+    client.post("/", {"model": "lab/open", "title": "t"})
+    thread = Thread.objects.get()
+    ModelOffer.objects.filter(model="open").update(offered=False)
+    Connection.objects.get(name="lab").save()  # admin saves: caches drop
+    page = client.get(f"/threads/{thread.pk}/").content.decode()
+    picker = page[
+        page.index('<select id="model-picker"') : page.index("</select>", page.index("model-picker"))
+    ]
+    assert '<option value="lab/open" selected disabled>lab/open (no longer offered)</option>' in picker
+    assert '<option value="demo/demo-1">demo-1</option>' in picker and "lab/research" not in picker
+    assert "This thread's model is no longer offered to you: choose another to go on." in page
+    # Its "New thread" button starts a thread on the caller's default, not on the withdrawn model.
+    assert 'name="model" value="lab/open"' not in page
+    assert client.post("/", {}).status_code == 302
+
+
+async def test_an_imported_thread_gets_the_callers_default_model(
+    api: AsyncClient, lab: Connection, settings: Any
+) -> None:
+    """An import creates threads: on the model a creation naming none gets (the default staff ticked,
+    one the caller may use), not the settings' DEFAULT_PROVIDER model, which may be offered to nobody."""
+    await ModelOffer.objects.filter(model="open").aupdate(is_default=True)
+    await sync_to_async(lambda: Connection.objects.get(name="lab").save())()  # admin saves: caches drop
+    created = (await api.post("/api/threads", {}, content_type="application/json")).json()
+    assert created["model_id"] == "lab/open"
+    export = {
+        "format": "chatapp.thread.v1",
+        "thread": {"title": "Imported"},
+        "messages": [{"id": 1, "parent_id": None, "role": "user", "content": "hi"}],
+    }
+    made = await api.post("/api/threads/import", export, content_type="application/json")
+    assert made.status_code == 201, made.content
+    assert made.json()["threads"][0]["model_id"] == "lab/open"
+    settings.DEFAULT_PROVIDER = "openai"  # no key: not offered
+    made = await api.post("/api/threads/import", export, content_type="application/json")
+    assert made.json()["threads"][0]["model_id"] == "lab/open"

@@ -132,6 +132,29 @@ def checkout(tmp_path: Path) -> Checkout:
     return Checkout(dest, env)
 
 
+def quick_start_paths() -> list[str]:
+    """The site paths the Quick start names (`/admin/`), not file paths (`.venv/bin/`)."""
+    section = README[README.index(NEWCOMER_SECTIONS[0]) :]
+    section = section[: section.index("\n## ", 1)]
+    return re.findall(r"(?:^|[\s`(]|:\d+)(/[a-z][a-z0-9_-]*(?:/[a-z0-9_-]+)*/)", section, re.M)
+
+
+def test_every_path_the_quick_start_names_is_served() -> None:
+    """The README pointed a new staff member to /dashboard/, a 404 (the dashboard is /staff/dashboard/;
+    fails on the old code)."""
+    from django.urls import Resolver404, resolve
+
+    paths = quick_start_paths()
+    assert "/admin/" in paths and any("dashboard" in p for p in paths), paths
+    missing = []
+    for path in paths:
+        try:
+            resolve(path)
+        except Resolver404:
+            missing.append(path)
+    assert not missing, f"the README's Quick start names paths nothing serves: {missing}"
+
+
 def test_every_newcomer_command_of_the_readme_works_as_printed(checkout: Checkout) -> None:
     """#22 item 2: createsuperuser and create_api_token ended in a SECRET_KEY traceback in a checkout
     that `make run` had set up (fails on the old code: no .env, so manage.py refuses to start)."""

@@ -195,3 +195,51 @@ def test_what_counts_as_an_error_code(source: str, codes: set[str]) -> None:
 )
 def test_documented_matches_whole_routes_only(route: str, text: str, expected: bool) -> None:
     assert _documented(route, text) is expected
+
+
+# The JSON routes, as the tables write them (`GET /api/threads/{id}`): each gets a request and its answer
+# in the Examples (#22 item 12: "request and response examples for every route").
+_TABLE_ROUTE = re.compile(r"`(GET|POST|PATCH|DELETE) (/(?:api/|healthz|metrics)[^`?\s]*)")
+_SH_BLOCK = re.compile(r"```sh\n(.*?)```", re.S)
+_CURL_URL = re.compile(r"""(?:\$API|https?://[^/\s"']+)(/[^\s"'?]*)""")
+
+
+def table_routes(doc: str) -> set[tuple[str, str]]:
+    return set(_TABLE_ROUTE.findall(doc))
+
+
+def curl_examples(doc: str) -> set[tuple[str, str]]:
+    """(method, path) of every curl command in the doc's sh blocks (`$API` stands for `…/api`)."""
+    found: set[tuple[str, str]] = set()
+    for block in _SH_BLOCK.findall(doc):
+        for command in block.replace("\\\n", " ").splitlines():
+            command = command.split(" # ", 1)[0]
+            if not command.lstrip().startswith("curl "):
+                continue
+            method = re.search(r"-X (\w+)", command)
+            url = _CURL_URL.search(command)
+            assert url, command
+            path = ("/api" if url.group(0).startswith("$API") else "") + url.group(1)
+            found.add((method.group(1) if method else "GET", path))
+    return found
+
+
+def _example_for(route: tuple[str, str], examples: set[tuple[str, str]]) -> bool:
+    method, path = route
+    pattern = re.compile("[^/]+".join(re.escape(part) for part in re.split(r"\{[a-z_]+\}", path)))
+    return any(m == method and pattern.fullmatch(p) for m, p in examples)
+
+
+def test_the_example_walks_find_what_they_look_for(doc: str) -> None:
+    assert {("GET", "/api/threads/{id}"), ("POST", "/api/threads/cancel/{request_id}")} <= table_routes(doc)
+    assert ("POST", "/api/threads/cancel/rivers-1") in curl_examples(doc)
+    assert _example_for(("GET", "/api/threads/{id}"), {("GET", "/api/threads/7")})
+    assert not _example_for(("GET", "/api/threads/{id}"), {("GET", "/api/threads/7/export")})
+    assert not _example_for(("DELETE", "/api/threads/{id}"), {("GET", "/api/threads/7")})
+
+
+def test_every_json_route_has_an_example(doc: str) -> None:
+    """#22 item 12 (fails on the old code: the routes added by the second wave had no example)."""
+    examples = curl_examples(doc)
+    missing = sorted(f"{m} {p}" for m, p in table_routes(doc) if not _example_for((m, p), examples))
+    assert not missing, f"docs/api.md's Examples have no curl request (and answer) for: {missing}"

@@ -6,6 +6,7 @@ The copy shares this checkout's virtualenv (its pyproject.toml is dated back, so
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -132,6 +134,29 @@ def checkout(tmp_path: Path) -> Checkout:
     return Checkout(dest, env)
 
 
+def quick_start_paths() -> list[str]:
+    """The site paths the Quick start names (`/admin/`), not file paths (`.venv/bin/`)."""
+    section = README[README.index(NEWCOMER_SECTIONS[0]) :]
+    section = section[: section.index("\n## ", 1)]
+    return re.findall(r"(?:^|[\s`(]|:\d+)(/[a-z][a-z0-9_-]*(?:/[a-z0-9_-]+)*/)", section, re.M)
+
+
+def test_every_path_the_quick_start_names_is_served() -> None:
+    """The README pointed a new staff member to /dashboard/, a 404 (the dashboard is /staff/dashboard/;
+    fails on the old code)."""
+    from django.urls import Resolver404, resolve
+
+    paths = quick_start_paths()
+    assert "/admin/" in paths and any("dashboard" in p for p in paths), paths
+    missing = []
+    for path in paths:
+        try:
+            resolve(path)
+        except Resolver404:
+            missing.append(path)
+    assert not missing, f"the README's Quick start names paths nothing serves: {missing}"
+
+
 def test_every_newcomer_command_of_the_readme_works_as_printed(checkout: Checkout) -> None:
     """#22 item 2: createsuperuser and create_api_token ended in a SECRET_KEY traceback in a checkout
     that `make run` had set up (fails on the old code: no .env, so manage.py refuses to start)."""
@@ -165,6 +190,52 @@ def test_every_newcomer_command_of_the_readme_works_as_printed(checkout: Checkou
     assert (checkout.path / ".env").stat().st_mode & 0o077 == 0
     ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=ROOT)
     assert ignored.returncode == 0, ".env is git-ignored"
+
+
+def readme_block_after(heading_text: str) -> list[str]:
+    """The commands of the first sh block after `heading_text` in the README (comments dropped)."""
+    rest = README[README.index(heading_text) :]
+    block = re.search(r"```sh\n(.*?)```", rest, re.S)
+    assert block, heading_text
+    return [c for line in block.group(1).splitlines() if (c := line.split("  #", 1)[0].strip())]
+
+
+def _api(port: int, path: str, token: str, body: dict[str, object] | None = None) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as r:
+        answer: dict[str, Any] = json.loads(r.read())
+    return answer
+
+
+def test_the_fake_provider_block_of_the_readme_answers_through_openai(checkout: Checkout) -> None:
+    """The README's way to try the OpenAI provider without a key, as printed (the fake's port and the
+    app's changed for free ones): a send is answered by the fake server, through the openai connection."""
+    commands = readme_block_after("fault-injecting fake provider server, which lets you try")
+    assert len(commands) == 2 and commands[0].endswith("&") and "make run" in commands[1], commands
+    fake_port, port = free_port(), free_port()
+    fake = checkout.start(commands[0].rstrip("& ").replace("9100", str(fake_port)))
+    server = checkout.start(commands[1].replace("9100", str(fake_port)), PORT=str(port))
+    try:
+        _wait_healthy(server, port)
+        made = checkout.run(".venv/bin/python manage.py create_api_token alice")
+        assert made.returncode == 0, made.stderr
+        token = made.stdout.strip().splitlines()[-1]
+        thread = _api(port, "/api/threads", token, {"title": "Fake"})
+        assert thread["model_id"].startswith("openai/"), thread
+        sent = _api(
+            port, f"/api/threads/{thread['id']}/messages", token, {"content": "hello", "stream": False}
+        )
+        reply = sent["assistant_message"]
+        assert (reply["status"], reply["model_id"]) == ("complete", thread["model_id"]), sent
+        assert reply["content"] and "demo model" not in reply["content"]
+    finally:
+        log = _stop(server)
+        _stop(fake)
+    assert "Traceback" not in log, log
 
 
 def test_a_second_make_run_leaves_the_running_server_alone(checkout: Checkout) -> None:

@@ -221,3 +221,41 @@ def test_a_stopped_reply_keeps_no_stray_markdown(page: Page, slow_server: AppSer
     page.reload()
     expect(last_reply(page).locator(".body.md")).to_be_visible()
     assert "**" not in last_reply(page).locator(".body").inner_text()
+
+
+# Layout shifts of the page, with what moved (a buffered observer: those before the script ran too).
+LAYOUT_SHIFTS = """window.__shifts = [];
+new PerformanceObserver(list => { for (const e of list.getEntries()) window.__shifts.push(
+  {value: e.value, moved: e.sources.map(s => s.node && (s.node.id || s.node.className || s.node.nodeName))}
+); }).observe({type: 'layout-shift', buffered: true});"""
+
+
+def test_on_a_phone_the_pinned_header_leaves_the_thread_most_of_the_screen(
+    browser: Browser, app_server: AppServer, long_thread: dict[str, Any]
+) -> None:
+    """Item 6: the header stays in sight on a long thread, but on a phone it held the title, the model,
+    the status, the system prompt and three rows of actions: 304 px of a 780 px screen pinned over the
+    thread, more with the keyboard up (fails on the old code). Now short rows, the actions one row that
+    scrolls sideways; nothing in it moves when the script shows Rename and the status turns Live."""
+    context = _context(browser, app_server, "phone")
+    context.add_init_script(LAYOUT_SHIFTS)
+    context.add_cookies([{"name": "sessionid", "value": long_thread["sessionid"], "url": app_server.url}])
+    page = context.new_page()
+    page.goto(f"/threads/{long_thread['thread_id']}/")
+    expect(page.locator("#conn")).to_have_text("Live")
+    expect(page.locator("#rename")).to_be_visible()
+    assert page.evaluate("window.__shifts") == [], "the header's parts moved after the first paint"
+    page.evaluate("scrollTo(0, document.documentElement.scrollHeight / 2)")
+    head = page.locator(".chat-head").bounding_box()
+    assert head and head["y"] >= -1 and head["height"] <= 780 / 4, f"the pinned header is {head} on a phone"
+    expect(page.locator("#conn")).to_be_in_viewport()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    delete = page.locator(".chat-head").get_by_role("button", name="Delete")
+    delete.scroll_into_view_if_needed()  # the actions' row scrolls sideways, the page does not
+    expect(delete).to_be_in_viewport()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    page.locator(".chat-head summary", has_text="System prompt").click()
+    expect(page.get_by_role("textbox", name="System prompt")).to_be_visible()
+    box = page.get_by_role("textbox", name="System prompt").bounding_box()
+    assert box and box["width"] > 300, "an open system prompt takes a row of its own"
+    context.close()

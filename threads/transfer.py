@@ -10,11 +10,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 
 from providers.catalog import catalog
 from threads import branches, events, modelaccess
-from threads.models import Message, Thread
+from threads.models import ChatPreferences, Message, Thread
 from threads.validation import InvalidInput, text_problem
 
 FORMAT = "chatapp.thread.v1"
@@ -31,6 +32,7 @@ class Draft:
     title: str
     messages: list[tuple[str, str | None, str, str]] = field(default_factory=list)
     leaf: str | None = None
+    system_prompt: str | None = None  # None: the owner's default, as for a thread created without one
 
 
 def export_json(*, thread: Thread) -> dict[str, Any]:
@@ -121,7 +123,9 @@ def _ours(data: dict[str, Any]) -> Draft:
     messages = data.get("messages")
     if not isinstance(thread, dict) or not isinstance(messages, list):
         raise _bad("'thread' must be an object and 'messages' a list")
-    draft = Draft(title=_title(thread.get("title")))
+    draft = Draft(
+        title=_title(thread.get("title")), system_prompt=_system_prompt(thread.get("system_prompt"))
+    )
     seen: set[str] = set()
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
@@ -143,6 +147,15 @@ def _ours(data: dict[str, Any]) -> Draft:
     leaf = thread.get("current_leaf_id")
     draft.leaf = str(leaf) if leaf is not None and str(leaf) in seen else None
     return draft
+
+
+def _system_prompt(value: Any) -> str | None:
+    if value is None:
+        return None
+    prompt = _text(value, "the system prompt")
+    if len(prompt) > settings.MAX_SYSTEM_PROMPT_CHARS:
+        raise _bad(f"the system prompt is longer than {settings.MAX_SYSTEM_PROMPT_CHARS} characters")
+    return prompt
 
 
 def _chatgpt(conv: dict[str, Any], n: int) -> Draft:
@@ -206,13 +219,23 @@ def _chatgpt_message(message: Any, n: int) -> tuple[str | None, str]:
 
 def import_threads(*, owner: Any, drafts: list[Draft]) -> list[Thread]:
     """Write the drafts, all or nothing, on the model a new thread naming none gets: the owner's default
-    (#17; raises InvalidInput `model_not_allowed` when no model is offered to them)."""
+    (#17; raises InvalidInput `model_not_allowed` when no model is offered to them), with the file's
+    system prompt, else the owner's default one."""
     offer = modelaccess.choose(catalog(), modelaccess.group_ids(owner), model=None, provider=None)
+    default_prompt = (
+        ChatPreferences.objects.filter(user=owner).values_list("system_prompt", flat=True).first()
+    )
     made: list[Thread] = []
     with transaction.atomic():
         for draft in drafts:
             thread = Thread.objects.create(
-                owner=owner, title=draft.title, provider=offer.connection, model=offer.model
+                owner=owner,
+                title=draft.title,
+                provider=offer.connection,
+                model=offer.model,
+                system_prompt=draft.system_prompt
+                if draft.system_prompt is not None
+                else default_prompt or "",
             )
             ids: dict[str, int] = {}
             for i, (key, parent, role, content) in enumerate(draft.messages):

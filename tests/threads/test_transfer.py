@@ -11,7 +11,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
-from threads.models import Message, Thread
+from threads.models import ChatPreferences, Message, Thread
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.both]
 
@@ -116,6 +116,24 @@ async def test_export_json_is_the_whole_tree_and_imports_back(api: AsyncClient, 
     parents = [None if m["parent_id"] is None else ids[m["parent_id"]] for m in again["messages"]]
     assert parents == [None, 0, 1, 2, 1, 4]  # the same tree
     assert ids[copy["current_leaf_id"]] == 5  # the same branch shown
+
+
+async def test_an_import_keeps_the_files_system_prompt_else_takes_the_owners_default(
+    api: AsyncClient, user: Any, settings: Any
+) -> None:
+    thread = await sync_to_async(_tree)(user)
+    thread.system_prompt = "Answer in French."
+    await sync_to_async(thread.save)(update_fields=["system_prompt"])
+    data = json.loads((await api.get(f"/api/threads/{thread.pk}/export")).content)
+    await sync_to_async(ChatPreferences.objects.create)(user=user, system_prompt="Be brief.")
+    (copy,) = (await _import(api, data)).json()["threads"]
+    assert copy["system_prompt"] == "Answer in French."  # an export of ours keeps it
+    (chatgpt,) = (await _import(api, CHATGPT[:1])).json()["threads"]
+    assert chatgpt["system_prompt"] == "Be brief."  # none in the file: the owner's default
+    settings.MAX_SYSTEM_PROMPT_CHARS = 10
+    resp = await _import(api, data)
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid_import"
+    assert "system prompt" in resp.json()["error"]["message"]
 
 
 async def test_export_markdown_is_the_branch_shown(api: AsyncClient, user: Any, other_user: Any) -> None:

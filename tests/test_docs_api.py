@@ -213,3 +213,18 @@ def test_what_counts_as_an_error_code(source: str, codes: set[str]) -> None:
 )
 def test_documented_matches_whole_routes_only(route: str, text: str, expected: bool) -> None:
     assert _documented(route, text) is expected
+
+
+# A citation of the bare name: the agreed spec is not in this repository; docs/api.md is what it serves.
+_BARE_API_MD = re.compile(r"(?<![\w/])API\.md")
+
+
+def test_no_code_cites_an_api_md_outside_the_repository() -> None:
+    cites = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for package in (*RUNTIME, "tests")
+        for path in (ROOT / package).rglob("*.py")
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if _BARE_API_MD.search(line) and path != Path(__file__)
+    ]
+    assert not cites, f"these cite an API.md that is not in the repository (name docs/api.md): {cites}"

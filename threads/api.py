@@ -44,7 +44,7 @@ async def threads_collection(request: HttpRequest) -> HttpResponseBase:
         thread = await db_async(services.thread_create)(owner=user, data=data)
         chat.remember_created(thread)
         return json_response({**events.thread_data(thread), "usage": usage.no_usage()}, status=201)
-    # API.md v1.1 names the cursor `?cursor=` / `next_cursor`; v1 clients send `?before=` / read `next_before`.
+    # docs/api.md (v1.1): `?cursor=` / `next_cursor`; v1 clients send `?before=` / read `next_before`.
     raw = request.GET.get("cursor", request.GET.get("before"))
     before = parse_id(raw) if raw is not None else None
     if raw is not None and before is None:

@@ -21,7 +21,7 @@ from billing.models import Budget, BudgetHit, UsageRecord
 from billing.rules import Prices, cost_usd, estimate_prompt_tokens
 from billing.store import InProcessStore
 from providers.fake.server import FakeProviderServer
-from threads import chat
+from threads import chat, outcomes
 from threads.generation import generation_service
 from threads.models import Message, Thread
 from threads.validation import parse_send
@@ -370,7 +370,7 @@ async def test_the_charge_and_the_saving_are_written_before_the_answer_is_told(
     assert follower.coalesced == "follower"
     (saved,) = await records(kind="saved")  # the follower is answered: its saving is written
     assert saved.message_id == follower.assistant_message["id"]
-    done = await asyncio.wait_for(chat.wait_terminal(leader, thread_id=thread.pk), 10)
+    done = await asyncio.wait_for(outcomes.wait_terminal(leader, thread_id=thread.pk), 10)
     assert done["type"] == "message.done"
     (charge,) = await records(kind="charge")  # `done` is out: the call is charged
     assert charge.message_id == leader.assistant_message["id"] and charge.status == "complete"
@@ -474,7 +474,7 @@ async def test_identical_concurrent_regenerates_are_charged_once_and_the_followe
     )
     assert sorted((a.coalesced, b.coalesced)) == ["follower", "leader"]
     leader = a if a.coalesced == "leader" else b
-    await asyncio.wait_for(chat.wait_terminal(leader, thread_id=thread_id), 10)
+    await asyncio.wait_for(outcomes.wait_terminal(leader, thread_id=thread_id), 10)
     charges = await records(kind="charge")
     (saved,) = await records(kind="saved")
     assert len(charges) == 2  # the send's and the regenerate's, not one per regenerate request

@@ -20,7 +20,7 @@ from providers import Completion
 from threads import charging, coalescing, events, fanout, selectors, services
 
 if TYPE_CHECKING:
-    from threads.generation import Generation
+    from threads.generation_state import Generation
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ from core.dbasync import db_async
 from core.singleflight import Singleflight
 from threads import coalescing, events, fanout, services, usage
 from threads.coalescing import LEASE_S
-from threads.generation import Generation, generation_service
+from threads.generation import generation_service
+from threads.generation_state import Generation
 from threads.models import Message
 
 

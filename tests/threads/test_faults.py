@@ -21,7 +21,8 @@ from django.test import AsyncClient
 from chatapp.asgi import application
 from providers.fake.server import FakeProviderServer
 from threads import chat, events, groups, outcomes, services, sweep
-from threads.generation import Generation, generation_service
+from threads.generation import generation_service
+from threads.generation_state import Generation
 from threads.liveness import live_generations
 from threads.models import Message, Thread
 from threads.streamstate import stream_state

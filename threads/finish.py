@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Finalizing writes retried while the database blips: about 3 s in all.
+# Finalizing writes retried while the database blips: about 3 s in all. Not tenacity (providers/_retry.py
+# uses it for its backoff and Retry-After): a fixed list of delays on one exception family is this loop.
 SAVE_RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.5)
 
 

@@ -299,6 +299,7 @@ class GenerationService:
         UNSAVED_KEEP_S, the lease renewed meanwhile (no sweep takes the row). Once saved, the viewers
         get the real terminal event (message.done with the whole text)."""
         gen.settling = True
+        # A fixed wait and a deadline: not worth tenacity's AsyncRetrying (finish.save says the same).
         deadline = time.monotonic() + UNSAVED_KEEP_S
         while time.monotonic() < deadline:
             await asyncio.sleep(UNSAVED_RETRY_S)

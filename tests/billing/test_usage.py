@@ -13,13 +13,17 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Group
+from django.db import OperationalError
 from django.db.models.signals import pre_save
 from django.test import AsyncClient, Client
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from billing import budgets
+from billing import views as billing_views
 from billing.models import Budget, BudgetHit, UsageRecord
 from billing.rules import Prices, cost_usd, estimate_prompt_tokens
 from billing.store import InProcessStore
+from core.outages import DATABASE_UNAVAILABLE, REDIS_UNAVAILABLE
 from providers.fake.server import FakeProviderServer
 from threads import chat, outcomes
 from threads.generation import generation_service
@@ -284,6 +288,24 @@ async def test_api_usage_own_staff_and_errors(api: AsyncClient, user: Any, other
         assert resp.status_code == 400 and resp.json()["error"]["code"] == code, query
     assert (await AsyncClient().get("/api/usage")).status_code == 401
     assert (await api.post("/api/usage")).status_code == 405
+
+
+@pytest.mark.parametrize(
+    ("down", "told"),
+    [(OperationalError("gone"), DATABASE_UNAVAILABLE), (RedisConnectionError("gone"), REDIS_UNAVAILABLE)],
+)
+async def test_api_usage_answers_an_outage_as_every_route_does(
+    api: AsyncClient, monkeypatch: pytest.MonkeyPatch, down: Exception, told: tuple[str, str]
+) -> None:
+    """core/outages.py says what a client is told when the database or Redis is down, for every route."""
+
+    def report(*args: Any) -> Any:
+        raise down
+
+    monkeypatch.setattr(billing_views, "_report", report)
+    resp = await api.get("/api/usage")
+    assert resp.status_code == 503 and resp["Retry-After"] == "5"
+    assert resp.json()["error"] == {"code": told[0], "message": told[1]}
 
 
 def test_usage_page_and_staff_report(user: Any, admin_user: Any) -> None:

@@ -26,7 +26,16 @@ from django.utils import timezone
 
 from billing import selectors, services
 from billing.prices import aprices_for
-from billing.rules import Rule, amount, applicable, cost_usd, limit_amount, period_bounds, seconds_until_reset
+from billing.rules import (
+    Prices,
+    Rule,
+    amount,
+    applicable,
+    cost_usd,
+    limit_amount,
+    period_bounds,
+    seconds_until_reset,
+)
 from billing.store import MISSING, Check, budget_store
 from core.dbasync import db_async
 from core.outages import DATABASE_DOWN, REDIS_DOWN
@@ -95,22 +104,11 @@ async def admit(
     if not isinstance(prompt_tokens, int):
         prompt_tokens = await prompt_tokens()
     at = now()
-    reserve_tokens = prompt_tokens + settings.BUDGET_RESERVE_OUTPUT_TOKENS
-    reserve_cost = cost_usd(
-        input_tokens=prompt_tokens,
-        output_tokens=settings.BUDGET_RESERVE_OUTPUT_TOKENS,
-        prices=await aprices_for(provider, model),
-    )
     starts = [period_bounds(r.period, at)[0] for r in rules]
-    checks = [
-        Check(
-            key=_key(user_id, r, start),
-            limit=limit_amount(r),
-            reserve=amount(r.unit, tokens=reserve_tokens, cost=reserve_cost),
-            ttl_s=int(seconds_until_reset(r.period, at)) + 86400,
-        )
-        for r, start in zip(rules, starts, strict=True)
-    ]
+    prices = await aprices_for(provider, model)
+    checks = _checks(
+        user_id=user_id, rules=rules, starts=starts, at=at, prompt_tokens=prompt_tokens, prices=prices
+    )
     store = budget_store()
     try:
         verdict, index = await store.reserve(checks)
@@ -128,6 +126,31 @@ async def admit(
         await _note_refusal(user_id, rule, starts[index - 1])
         raise BudgetExceeded(rule, seconds_until_reset(rule.period, at))
     return Reservation(user_id, [(c.key, r.unit, c.reserve) for c, r in zip(checks, rules, strict=True)])
+
+
+def _checks(
+    *,
+    user_id: int,
+    rules: list[Rule],
+    starts: list[datetime.datetime],
+    at: datetime.datetime,
+    prompt_tokens: int,
+    prices: Prices,
+) -> list[Check]:
+    """One counter check per rule: a call's worth (its prompt and BUDGET_RESERVE_OUTPUT_TOKENS of output)."""
+    reserve_tokens = prompt_tokens + settings.BUDGET_RESERVE_OUTPUT_TOKENS
+    reserve_cost = cost_usd(
+        input_tokens=prompt_tokens, output_tokens=settings.BUDGET_RESERVE_OUTPUT_TOKENS, prices=prices
+    )
+    return [
+        Check(
+            key=_key(user_id, r, start),
+            limit=limit_amount(r),
+            reserve=amount(r.unit, tokens=reserve_tokens, cost=reserve_cost),
+            ttl_s=int(seconds_until_reset(r.period, at)) + 86400,
+        )
+        for r, start in zip(rules, starts, strict=True)
+    ]
 
 
 def _spent_all(*, user_id: int, rules: list[Rule], starts: list[datetime.datetime]) -> list[int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import math
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -17,7 +18,7 @@ from billing import selectors
 from billing.charts import day_bars
 from billing.rules import period_bounds
 from core.dbasync import db_async
-from core.outages import DEPENDENCY_DOWN
+from core.outages import DEPENDENCY_DOWN, DEPENDENCY_RETRY_AFTER_S, unavailable
 
 # The longest range one report covers (a year and a day: any calendar year fits).
 MAX_RANGE_DAYS = 366
@@ -91,9 +92,11 @@ async def api_usage(request: HttpRequest) -> HttpResponse:
         report = await db_async(_report)(request.GET.get("user"), user, request.GET)
     except BadQuery as exc:
         return _error(exc.code, exc.message, exc.status)
-    except DEPENDENCY_DOWN:
-        resp = _error("dependency_unavailable", "The database is not answering; try again shortly.", 503)
-        resp["Retry-After"] = "5"
+    except DEPENDENCY_DOWN as exc:
+        down = unavailable(exc)  # what every route tells (core/outages.py; threads/errors.py for the rest)
+        assert down is not None
+        resp = _error(*down, 503)
+        resp["Retry-After"] = str(math.ceil(DEPENDENCY_RETRY_AFTER_S))
         return resp
     resp = JsonResponse(report)
     resp["Cache-Control"] = "private, no-store"

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from csp.middleware import CSPMiddleware, PolicyParts
-from csp.utils import DIRECTIVES_T, build_policy
+from csp.utils import DIRECTIVES_T
 from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
@@ -24,11 +24,6 @@ from django.http.response import HttpResponseBase
 def socket_sources(*, host: str | None, secure: bool) -> DIRECTIVES_T:
     """The policy's additions for a page served to `host` (None when the Host header is not allowed)."""
     return {"connect-src": [f"{'wss' if secure else 'ws'}://{host}"]} if host else {}
-
-
-def csp_header(*, host: str | None, secure: bool) -> str:
-    """The policy a page served to `host` gets (settings' directives plus its socket URL)."""
-    return build_policy(update=socket_sources(host=host, secure=secure))
 
 
 def _host(request: HttpRequest) -> str | None:

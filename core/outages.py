@@ -16,6 +16,7 @@ __all__ = [
     "DATABASE_DOWN",
     "DATABASE_UNAVAILABLE",
     "DEPENDENCY_DOWN",
+    "DEPENDENCY_RETRY_AFTER_S",
     "REDIS_DOWN",
     "REDIS_UNAVAILABLE",
     "unavailable",
@@ -28,6 +29,9 @@ DATABASE_DOWN: tuple[type[Exception], ...] = (OperationalError, InterfaceError, 
 # these, so a bare OSError is not Redis and stays a bug (tests/core/test_outages.py pins it).
 REDIS_DOWN: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError)
 DEPENDENCY_DOWN = DATABASE_DOWN + REDIS_DOWN
+
+# How long a client should wait before retrying a request that met a dependency outage.
+DEPENDENCY_RETRY_AFTER_S = 5.0
 
 DATABASE_UNAVAILABLE = (
     "database_unavailable",

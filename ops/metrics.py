@@ -281,6 +281,25 @@ def _p95_ms(all_samples: Sequence[Sample], name: str) -> float:
     return round(quantile_from_buckets(0.95, _histogram_buckets(all_samples, name)) * 1000, 1)
 
 
+def _provider_calls(all_samples: Sequence[Sample]) -> dict[str, dict[str, int]]:
+    """Provider calls by provider, then outcome (outcomes never seen left out)."""
+    calls: dict[str, dict[str, int]] = defaultdict(dict)
+    for (provider, outcome), v in _by_label(
+        all_samples, PREFIX + "provider_calls_total", "provider", "outcome"
+    ).items():
+        if v:
+            calls[provider][outcome] = int(v)
+    return dict(calls)
+
+
+def _flags_by_process(all_samples: Sequence[Sample]) -> dict[str, dict[str, bool]]:
+    flags: dict[str, dict[str, bool]] = defaultdict(dict)
+    for s in all_samples:
+        if s.name == PREFIX + "flag_enabled":
+            flags[s.labels.get("pid", str(os.getpid()))][s.labels["flag"]] = s.value >= 1
+    return dict(flags)
+
+
 def summary(reg: CollectorRegistry | None = None) -> dict[str, Any]:
     """The figures of docs/api.md's metrics summary (without "flags"), for every process of the deployment.
 
@@ -288,12 +307,7 @@ def summary(reg: CollectorRegistry | None = None) -> dict[str, Any]:
     all_samples = samples(reg or registry())
     outcomes = {k[0]: int(v) for k, v in _by_label(all_samples, PREFIX + "requests_total", "outcome").items()}
     roles = {k[0]: int(v) for k, v in _by_label(all_samples, PREFIX + "coalesce_total", "role").items()}
-    calls: dict[str, dict[str, int]] = defaultdict(dict)
-    for (provider, outcome), v in _by_label(
-        all_samples, PREFIX + "provider_calls_total", "provider", "outcome"
-    ).items():
-        if v:
-            calls[provider][outcome] = int(v)
+    calls = _provider_calls(all_samples)
     total = sum(outcomes.values())
     # Failures are everything that neither completed nor was stopped on purpose by its user.
     failed = total - outcomes.get("ok", 0) - outcomes.get("cancelled", 0)
@@ -303,10 +317,6 @@ def summary(reg: CollectorRegistry | None = None) -> dict[str, Any]:
             all_samples, "django_http_responses_total_by_status_view_method_total", "view"
         ).items()
     }
-    flags_by_process: dict[str, dict[str, bool]] = defaultdict(dict)
-    for s in all_samples:
-        if s.name == PREFIX + "flag_enabled":
-            flags_by_process[s.labels.get("pid", str(os.getpid()))][s.labels["flag"]] = s.value >= 1
     subscriptions = sum(_by_label(all_samples, PREFIX + "stream_subscriptions").values())
     return {
         "coalesce": {
@@ -323,7 +333,7 @@ def summary(reg: CollectorRegistry | None = None) -> dict[str, Any]:
         "stream_subscriptions": int(subscriptions),
         "http_responses": sum(http_by_view.values()),
         "http_responses_by_view": http_by_view,
-        "flags_by_process": dict(flags_by_process),
+        "flags_by_process": _flags_by_process(all_samples),
         # Cumulative buckets [upper bound in ms (null: +Inf), count]: the dashboard derives windowed
         # percentiles from the difference of two polls.
         "histograms": {

@@ -112,7 +112,7 @@ async def prometheus_metrics(request: HttpRequest) -> HttpResponse:
     if request.method not in {"GET", "HEAD"}:
         return _only_get()
     if refusal := await metrics_refusal(request):
-        # API.md: anyone else gets 403 here; /api/metrics keeps the 401 of the v1 error table.
+        # docs/api.md: anyone else gets 403 here; /api/metrics keeps the 401 of the v1 error table.
         if refusal.status_code == 401:
             return _error("forbidden", "Metrics are for staff or the metrics token's holder.", 403)
         return refusal

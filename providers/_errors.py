@@ -73,10 +73,6 @@ class ProviderError(Exception):
         # The status the upstream answered with (None for transport errors and in-band errors).
         self.upstream_status = upstream_status
 
-    def to_dict(self) -> dict[str, str]:
-        """The API error payload: `{"code", "message"}` (never the detail)."""
-        return {"code": self.code, "message": self.message}
-
 
 class UnknownProvider(ProviderError):
     """The requested provider name is not in `settings.PROVIDERS` (or its kind is not implemented)."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
@@ -74,10 +73,3 @@ class SSEDecoder:
         elif field == "event":
             self._event = value
         return None
-
-
-def decode_sse(chunks: Iterable[bytes]) -> list[SSEEvent]:
-    """Every event of a whole body given as chunks (a convenience for tests and tools)."""
-    decoder = SSEDecoder()
-    events = [event for chunk in chunks for event in decoder.feed(chunk)]
-    return events + decoder.flush()

@@ -141,3 +141,29 @@ def test_the_documented_close_code_is_the_consumers() -> None:
     from threads.consumers import CLOSE_AUTH_REVOKED
 
     assert CLOSE_AUTH_REVOKED == 4001
+
+
+def _where_things_are() -> str:
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("## Where things are")
+    return readme[start : readme.index("\n## ", start + 1)]
+
+
+def test_where_things_are_maps_every_folder() -> None:
+    """README's "Where things are" has a row for every top-level folder (the house a newcomer walks)."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    folders = sorted({f.split("/")[0] for f in files if "/" in f and not f.startswith(".")})
+    section = _where_things_are()
+    missing = [d for d in folders if f"| `{d}/` |" not in section]
+    assert not missing, f"README's 'Where things are' has no row for {missing}"
+
+
+def test_where_things_are_names_the_floors_make_lint_holds() -> None:
+    (layers,) = [c["layers"] for c in PYPROJECT["tool"]["importlinter"]["contracts"] if c["id"] == "layers"]
+    assert " -> ".join(f"`{name}`" for name in layers) in _where_things_are()

@@ -16,7 +16,7 @@ from core.dbasync import db_async
 from core.outages import DEPENDENCY_DOWN
 from ops import metrics
 from providers.catalog import acatalog
-from threads import chat, errors, events, fanout, modelaccess, quotas, selectors, services, usage
+from threads import chat, errors, events, fanout, modelaccess, outcomes, quotas, selectors, services, usage
 from threads.generation import generation_service
 from threads.http import api_view, authed_user, body_json, json_response, sse
 from threads.limits import parse_id
@@ -44,7 +44,7 @@ async def threads_collection(request: HttpRequest) -> HttpResponseBase:
         thread = await db_async(services.thread_create)(owner=user, data=data)
         chat.remember_created(thread)
         return json_response({**events.thread_data(thread), "usage": usage.no_usage()}, status=201)
-    # API.md v1.1 names the cursor `?cursor=` / `next_cursor`; v1 clients send `?before=` / read `next_before`.
+    # docs/api.md (v1.1): `?cursor=` / `next_cursor`; v1 clients send `?before=` / read `next_before`.
     raw = request.GET.get("cursor", request.GET.get("before"))
     before = parse_id(raw) if raw is not None else None
     if raw is not None and before is None:
@@ -112,9 +112,9 @@ async def thread_messages(request: HttpRequest, thread_id: int) -> HttpResponseB
     return await final_response(outcome, thread)
 
 
-async def final_response(outcome: chat.SendOutcome, thread: Any) -> HttpResponseBase:
+async def final_response(outcome: outcomes.SendOutcome, thread: Any) -> HttpResponseBase:
     """A send's (or a regenerate's) answer once its generation ended: 200, or its error's status."""
-    final = await chat.wait_terminal(outcome, thread_id=thread.pk)
+    final = await outcomes.wait_terminal(outcome, thread_id=thread.pk)
     metrics.request(events.request_outcome(final))
     timings = outcome.generation.timings() if outcome.generation is not None else None
     body = {
@@ -201,12 +201,12 @@ def _free_soon(loop: asyncio.AbstractEventLoop, slot: _StreamSlot) -> None:
 
 
 async def _sse_events(
-    outcome: chat.SendOutcome, thread_id: int, channel: str, slot: _StreamSlot
+    outcome: outcomes.SendOutcome, thread_id: int, channel: str, slot: _StreamSlot
 ) -> AsyncIterator[bytes]:
     """The send's events as Server-Sent Events; frees the stream's slot when the stream ends."""
     metrics.stream_subscriptions.inc()
     try:
-        async for event in chat.stream_events(outcome, thread_id=thread_id, channel=channel):
+        async for event in outcomes.stream_events(outcome, thread_id=thread_id, channel=channel):
             yield sse(event)
             if event.get("type") in events.TERMINAL_EVENTS:
                 metrics.request(events.request_outcome(event))

@@ -31,7 +31,7 @@ from threads.models import Thread
 
 if TYPE_CHECKING:
     from threads.coalescing import Info
-    from threads.generation import Generation
+    from threads.generation_state import Generation
 
 log = logging.getLogger(__name__)
 

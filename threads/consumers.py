@@ -19,7 +19,7 @@ from core.dbasync import db_async
 from core.writebuffer import PATIENCE_KEY as CLOSE_PATIENCE
 from core.writebuffer import SCOPE_KEY as WRITE_BUFFER
 from ops import metrics
-from threads import branches, chat, errors, events, fanout, groups, quotas
+from threads import branches, chat, errors, events, fanout, groups, outcomes, quotas
 from threads.flow import CLOSE_PATIENCE_S, CLOSE_TOO_SLOW, Flow
 from threads.models import Thread
 from threads.regenerate import RegenerateRequest, regenerate
@@ -176,7 +176,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         self._sent.add(outcome.request_id)
         if outcome.generation is None:
             # A replayed request_id: tell this socket how it ended (or it will hear it from the group).
-            final = await chat.terminal_now(outcome)
+            final = await outcomes.terminal_now(outcome)
             if final is not None:
                 await self._send_json(final)
 
@@ -200,7 +200,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         )
         self._sent.add(outcome.request_id)
         if outcome.generation is None:
-            final = await chat.terminal_now(outcome)
+            final = await outcomes.terminal_now(outcome)
             if final is not None:
                 await self._send_json(final)
 

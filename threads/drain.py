@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable
 
 from threads import charging, events, finish, services
-from threads.generation import Generation, generation_service
+from threads.generation import generation_service
+from threads.generation_state import Generation
 
 log = logging.getLogger(__name__)
 

@@ -12,14 +12,11 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from billing.budgets import BudgetExceeded
-from core.outages import unavailable
+from core.outages import DEPENDENCY_RETRY_AFTER_S, unavailable
 from providers import ProviderError
 from threads import events
 from threads.services import Conflict, NotFound
 from threads.validation import InvalidInput
-
-# How long a client should wait before retrying a request that met a dependency outage.
-DEPENDENCY_RETRY_AFTER_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from threads import events, groups
 from threads.streamstate import stream_state
 
 if TYPE_CHECKING:
-    from threads.generation import Generation
+    from threads.generation_state import Generation
 
 log = logging.getLogger(__name__)
 

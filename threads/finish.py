@@ -20,11 +20,12 @@ from providers import Completion
 from threads import charging, coalescing, events, fanout, selectors, services
 
 if TYPE_CHECKING:
-    from threads.generation import Generation
+    from threads.generation_state import Generation
 
 log = logging.getLogger(__name__)
 
-# Finalizing writes retried while the database blips: about 3 s in all.
+# Finalizing writes retried while the database blips: about 3 s in all. Not tenacity (providers/_retry.py
+# uses it for its backoff and Retry-After): a fixed list of delays on one exception family is this loop.
 SAVE_RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.5)
 
 

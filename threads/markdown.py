@@ -156,12 +156,7 @@ def close_unfinished(text: str) -> str:
     left open in the last paragraph (an opener with nothing after it is dropped instead).
     static/chat/markdown.js does the same to streamed text (tests/threads/test_markdown_close.py)."""
     fences = list(_FENCE.finditer(text))
-    open_fence = ""
-    for m in fences:
-        if not open_fence:
-            open_fence = m[1]
-        elif m[1][0] == open_fence[0] and len(m[1]) >= len(open_fence):
-            open_fence = ""
+    open_fence = _open_fence(fences)
     if open_fence:
         return f"{text.rstrip(chr(10))}\n{open_fence}"
     # The last paragraph: after the last blank line, or after the line of the last (closing) fence.
@@ -170,7 +165,30 @@ def close_unfinished(text: str) -> str:
         line_end = text.find("\n", fences[-1].end())
         cut = max(cut, len(text) if line_end < 0 else line_end + 1)
     head, block = text[:cut], text[cut:]
-    stack: list[tuple[str, int]] = []  # (marker, where it opened in `block`)
+    closing = ""
+    for marker, at in reversed(_open_markers(block)):
+        if not block[at + len(marker) :].strip():  # nothing after the opener: drop it
+            block = block[:at].rstrip(" ")
+            continue
+        block = block.rstrip()
+        closing += marker
+    return head + block + closing
+
+
+def _open_fence(fences: list[re.Match[str]]) -> str:
+    """The code fence left open by these fence lines, or ""."""
+    open_fence = ""
+    for m in fences:
+        if not open_fence:
+            open_fence = m[1]
+        elif m[1][0] == open_fence[0] and len(m[1]) >= len(open_fence):
+            open_fence = ""
+    return open_fence
+
+
+def _open_markers(block: str) -> list[tuple[str, int]]:
+    """The emphasis markers and inline code span left open in `block`: (marker, where it opened)."""
+    stack: list[tuple[str, int]] = []
     code = -1  # where an open inline code span started
     i = 0
     while i < len(block):
@@ -201,11 +219,4 @@ def close_unfinished(text: str) -> str:
     if code >= 0:
         stack = [s for s in stack if s[1] < code]
         stack.append(("`", code))
-    closing = ""
-    for marker, at in reversed(stack):
-        if not block[at + len(marker) :].strip():  # nothing after the opener: drop it
-            block = block[:at].rstrip(" ")
-            continue
-        block = block.rstrip()
-        closing += marker
-    return head + block + closing
+    return stack

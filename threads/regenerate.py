@@ -22,11 +22,11 @@ from core.outages import DEPENDENCY_DOWN
 from ops import metrics
 from ops.flags import flag_enabled
 from threads import charging, chat, coalescing, events, quotas, services, tree
-from threads.chat import SendOutcome
 from threads.coalesce_math import coalesce_key
 from threads.coalesce_store import coalescer
 from threads.generation import generation_service
 from threads.models import Thread
+from threads.outcomes import SendOutcome
 
 
 @dataclass(frozen=True, slots=True)

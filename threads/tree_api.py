@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 
 from core.dbasync import db_async
-from threads import api, chat, events, regenerate, search, selectors, share, transfer, usage
+from threads import api, chat, events, outcomes, regenerate, search, selectors, share, transfer, usage
 from threads.http import api_view, authed_user, body_json, json_response
 from threads.services import NotFound
 from threads.validation import REGENERATE_FIELDS, InvalidInput, parse_regenerate
@@ -28,7 +28,7 @@ async def regenerate_message(request: HttpRequest, thread_id: int, message_id: i
         raise NotFound()
     req = regenerate.RegenerateRequest(**parsed)
 
-    async def start(channel: str | None = None) -> chat.SendOutcome:
+    async def start(channel: str | None = None) -> outcomes.SendOutcome:
         return await regenerate.regenerate(user=user, thread=thread, req=req, reply_channel=channel)
 
     if req.stream:

@@ -13,15 +13,19 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Group
+from django.db import OperationalError
 from django.db.models.signals import pre_save
 from django.test import AsyncClient, Client
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from billing import budgets
+from billing import views as billing_views
 from billing.models import Budget, BudgetHit, UsageRecord
 from billing.rules import Prices, cost_usd, estimate_prompt_tokens
 from billing.store import InProcessStore
+from core.outages import DATABASE_UNAVAILABLE, REDIS_UNAVAILABLE
 from providers.fake.server import FakeProviderServer
-from threads import chat
+from threads import chat, outcomes
 from threads.generation import generation_service
 from threads.models import Message, Thread
 from threads.validation import parse_send
@@ -286,6 +290,24 @@ async def test_api_usage_own_staff_and_errors(api: AsyncClient, user: Any, other
     assert (await api.post("/api/usage")).status_code == 405
 
 
+@pytest.mark.parametrize(
+    ("down", "told"),
+    [(OperationalError("gone"), DATABASE_UNAVAILABLE), (RedisConnectionError("gone"), REDIS_UNAVAILABLE)],
+)
+async def test_api_usage_answers_an_outage_as_every_route_does(
+    api: AsyncClient, monkeypatch: pytest.MonkeyPatch, down: Exception, told: tuple[str, str]
+) -> None:
+    """core/outages.py says what a client is told when the database or Redis is down, for every route."""
+
+    def report(*args: Any) -> Any:
+        raise down
+
+    monkeypatch.setattr(billing_views, "_report", report)
+    resp = await api.get("/api/usage")
+    assert resp.status_code == 503 and resp["Retry-After"] == "5"
+    assert resp.json()["error"] == {"code": told[0], "message": told[1]}
+
+
 def test_usage_page_and_staff_report(user: Any, admin_user: Any) -> None:
     for i, (u, inp) in enumerate([(user, 100), (user, 50), (admin_user, 7)]):
         UsageRecord.objects.create(
@@ -370,7 +392,7 @@ async def test_the_charge_and_the_saving_are_written_before_the_answer_is_told(
     assert follower.coalesced == "follower"
     (saved,) = await records(kind="saved")  # the follower is answered: its saving is written
     assert saved.message_id == follower.assistant_message["id"]
-    done = await asyncio.wait_for(chat.wait_terminal(leader, thread_id=thread.pk), 10)
+    done = await asyncio.wait_for(outcomes.wait_terminal(leader, thread_id=thread.pk), 10)
     assert done["type"] == "message.done"
     (charge,) = await records(kind="charge")  # `done` is out: the call is charged
     assert charge.message_id == leader.assistant_message["id"] and charge.status == "complete"
@@ -474,7 +496,7 @@ async def test_identical_concurrent_regenerates_are_charged_once_and_the_followe
     )
     assert sorted((a.coalesced, b.coalesced)) == ["follower", "leader"]
     leader = a if a.coalesced == "leader" else b
-    await asyncio.wait_for(chat.wait_terminal(leader, thread_id=thread_id), 10)
+    await asyncio.wait_for(outcomes.wait_terminal(leader, thread_id=thread_id), 10)
     charges = await records(kind="charge")
     (saved,) = await records(kind="saved")
     assert len(charges) == 2  # the send's and the regenerate's, not one per regenerate request

@@ -9,9 +9,10 @@ from typing import Any, cast
 
 import pytest
 from asgiref.sync import sync_to_async
+from csp.utils import build_policy
 from django.test import AsyncClient, Client
 
-from chatapp.csp import csp_header
+from chatapp.csp import socket_sources
 from threads.models import Message, Thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -116,7 +117,7 @@ def test_websocket_url_of_the_host_is_allowed(client: Client, user: Any) -> None
 )
 def test_csp_header(host: str | None, secure: bool, connect: list[str]) -> None:
     # django-csp does not keep the directives' order (it is not meaningful): compare them by name.
-    policy = _directives(csp_header(host=host, secure=secure))
+    policy = _directives(build_policy(update=socket_sources(host=host, secure=secure)))
     assert policy["default-src"] == policy["script-src"] == policy["style-src"] == ["'self'"]
     assert policy["connect-src"] == connect
 

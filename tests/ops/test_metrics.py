@@ -205,7 +205,7 @@ async def test_metrics_endpoints_share_one_access_rule(
     address only, on both endpoints."""
     settings.METRICS_TOKEN = METRICS_TOKEN
     settings.METRICS_ALLOWED_IPS = ["10.0.0.0/8"]
-    # /metrics refuses everyone else with 403 (API.md, Operations); /api/metrics says 401 to the anonymous.
+    # /metrics refuses everyone else with 403 (docs/api.md, Operations); /api/metrics says 401 to the anonymous.
     anonymous = 403 if path == "/metrics" else 401
     anon = await AsyncClient().get(path)  # the test client's address is 127.0.0.1
     code = "forbidden" if path == "/metrics" else "unauthenticated"

@@ -46,7 +46,7 @@ from providers import (
 def test_error_contract(error: ProviderError, code: str, status: int, retryable: bool, parent: type) -> None:
     assert (error.code, error.http_status, error.retryable) == (code, status, retryable)
     assert isinstance(error, parent)
-    assert error.to_dict() == {"code": code, "message": type(error).public_message}
+    assert error.message == type(error).public_message
     assert error.detail == str(error) == "x"
 
 
@@ -57,7 +57,6 @@ def test_the_public_message_never_carries_the_detail() -> None:
         error = cls(detail)
         assert error.detail == detail and error.message == cls.public_message
         assert "10.0.3.7" not in error.message and "org-" not in error.message
-        assert "10.0.3.7" not in str(error.to_dict())
     assert ProviderTimeout(detail, phase="idle").message == ProviderTimeout.public_message
 
 

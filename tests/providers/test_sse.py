@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from providers._sse import SSEDecoder, SSEEvent, decode_sse
+from providers._sse import SSEDecoder, SSEEvent
+
+
+def decode_sse(chunks: list[bytes]) -> list[SSEEvent]:
+    """Every event of a whole body given as chunks."""
+    decoder = SSEDecoder()
+    return [event for chunk in chunks for event in decoder.feed(chunk)] + decoder.flush()
 
 
 @pytest.mark.parametrize(

@@ -76,7 +76,7 @@ async def test_list_is_paginated(api: AsyncClient) -> None:
 
 
 async def test_lists_answer_next_cursor_as_api_md_names_it(api: AsyncClient) -> None:
-    """API.md v1.1: every list is paginated with `?cursor=` (opaque) and answers `next_cursor`."""
+    """docs/api.md (v1.1): every list is paginated with `?cursor=` (opaque) and answers `next_cursor`."""
     ids = [(await _new_thread(api))["id"] for _ in range(3)]
     from threads import selectors
 

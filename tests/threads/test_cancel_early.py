@@ -13,7 +13,7 @@ from asgiref.sync import sync_to_async
 
 from core.dbasync import db_async
 from tests.threads.recording import RecordingChannelLayer, ScriptedProvider
-from threads import chat, control, groups, services
+from threads import chat, control, groups, outcomes, services
 from threads.generation import GenerationService, generation_service
 from threads.models import Message, Thread
 from threads.validation import parse_send
@@ -70,7 +70,7 @@ async def test_a_cancel_while_start_waits_for_the_control_channel_stops_the_repl
     assert cancelled["status"] == "cancelled"  # the cancel won the row: the API answers 200
     layer.gate.set()
     outcome = await asyncio.wait_for(sending, TIMEOUT)
-    final = await asyncio.wait_for(chat.wait_terminal(outcome, thread_id=thread.pk), TIMEOUT)
+    final = await asyncio.wait_for(outcomes.wait_terminal(outcome, thread_id=thread.pk), TIMEOUT)
     assert final["type"] == "message.cancelled"
     assert provider.calls == 0, "the provider was asked (and billed) for a reply already cancelled"
     assert await _saved(outcome.assistant_message["id"]) == ("cancelled", "")

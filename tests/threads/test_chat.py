@@ -19,7 +19,7 @@ from tests.threads.recording import (
     RecordingChannelLayer,
     ScriptedProvider,
 )
-from threads import chat, groups, modelaccess, quotas, sweep
+from threads import chat, groups, modelaccess, outcomes, quotas, sweep
 from threads.coalesce_store import LEASE_S, CoalesceFailed, InProcessCoalescer
 from threads.models import Message, Thread
 from threads.validation import InvalidInput, parse_send
@@ -57,7 +57,7 @@ async def test_a_send_broadcasts_start_then_contiguous_deltas_then_done_to_the_t
     co: InProcessCoalescer,
 ) -> None:
     outcome = await chat.send(user=user, thread=thread, req=_req())
-    final = await asyncio.wait_for(chat.wait_terminal(outcome, thread_id=thread.pk), TIMEOUT)
+    final = await asyncio.wait_for(outcomes.wait_terminal(outcome, thread_id=thread.pk), TIMEOUT)
     sent = layer.events(groups.thread_group(thread.pk))
     assert [e["type"] for e in sent][0] == "message.start" and sent[-1] == final
     assert final["type"] == "message.done" and final["message"]["content"] == "Hello there"
@@ -85,7 +85,7 @@ async def test_identical_sends_share_one_generation_and_its_key_lives_for_the_re
     assert first.assistant_message["id"] == second.assistant_message["id"]
     leader = first if first.coalesced == "leader" else second
     assert leader.generation is not None
-    await asyncio.wait_for(chat.wait_terminal(leader, thread_id=thread.pk), TIMEOUT)
+    await asyncio.wait_for(outcomes.wait_terminal(leader, thread_id=thread.pk), TIMEOUT)
     key = leader.generation.coalesce_key
     assert key is not None and co._entries[key].expires == clock.now + 30.0  # finished: kept 30 s
 
@@ -147,7 +147,7 @@ async def test_a_reused_request_id_with_another_body_is_refused_and_with_the_sam
     co: InProcessCoalescer,
 ) -> None:
     first = await chat.send(user=user, thread=thread, req=_req(request_id="r-1"))
-    await asyncio.wait_for(chat.wait_terminal(first, thread_id=thread.pk), TIMEOUT)
+    await asyncio.wait_for(outcomes.wait_terminal(first, thread_id=thread.pk), TIMEOUT)
     again = await chat.send(user=user, thread=thread, req=_req(request_id="r-1"))
     assert again.coalesced == "follower" and again.assistant_message["id"] == first.assistant_message["id"]
     with pytest.raises(InvalidInput) as refused:
@@ -223,4 +223,4 @@ async def test_a_send_to_a_remembered_thread_runs_only_its_head_read_and_its_wri
     thread_reads = [q["sql"] for q in ctx.captured_queries if 'FROM "threads_thread"' in q["sql"]]
     assert all("current_leaf_id" in sql and '"provider"' not in sql for sql in thread_reads), thread_reads
     provider.hold.set()
-    await asyncio.wait_for(chat.wait_terminal(outcome, thread_id=thread.pk), TIMEOUT)
+    await asyncio.wait_for(outcomes.wait_terminal(outcome, thread_id=thread.pk), TIMEOUT)

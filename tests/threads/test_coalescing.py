@@ -202,8 +202,8 @@ async def test_never_across_users(api: AsyncClient, fake: FakeProviderServer, ot
 async def test_a_late_follower_stream_gets_the_text_so_far_then_the_rest(
     fake: FakeProviderServer, user: Any
 ) -> None:
-    """What an SSE follower is sent (threads.chat.stream_events), driven without an HTTP client."""
-    from threads import chat, groups
+    """What an SSE follower is sent (threads.outcomes.stream_events), driven without an HTTP client."""
+    from threads import chat, groups, outcomes
     from threads.generation import generation_service
     from threads.models import Thread
     from threads.validation import parse_send
@@ -221,7 +221,7 @@ async def test_a_late_follower_stream_gets_the_text_so_far_then_the_rest(
             pass
     follower = await chat.send(user=user, thread=thread, req=parse_send(body, max_chars=100))
     assert follower.coalesced == "follower"
-    evs = [e async for e in chat.stream_events(follower, thread_id=thread.pk, channel=channel)]
+    evs = [e async for e in outcomes.stream_events(follower, thread_id=thread.pk, channel=channel)]
     assert evs[0]["type"] == "message.start" and evs[-1]["type"] == "message.done"
     deltas = [e for e in evs if e["type"] == "message.delta"]
     seqs = [d["seq"] for d in deltas]

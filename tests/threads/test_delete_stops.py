@@ -16,7 +16,7 @@ from django.test import AsyncClient
 
 from providers.fake.server import FakeProviderServer, ThreadedFakeServer
 from tests.servers import daphne_servers, wait_until
-from threads import chat
+from threads import chat, outcomes
 from threads.models import Message, Thread
 from threads.validation import parse_send
 
@@ -43,14 +43,14 @@ async def thread(user: Any) -> Thread:
     return found
 
 
-async def _streaming(user: Any, thread: Thread, fake: FakeProviderServer) -> chat.SendOutcome:
+async def _streaming(user: Any, thread: Thread, fake: FakeProviderServer) -> outcomes.SendOutcome:
     req = parse_send({"content": "A long one, please"}, max_chars=100)
     outcome = await chat.send(user=user, thread=thread, req=req)
     await fake.wait_until(lambda s: s.concurrent == 1, within=TIMEOUT)
     return outcome
 
 
-async def _stopped(outcome: chat.SendOutcome, fake: FakeProviderServer) -> None:
+async def _stopped(outcome: outcomes.SendOutcome, fake: FakeProviderServer) -> None:
     assert outcome.generation is not None
     final = await asyncio.wait_for(asyncio.shield(outcome.generation.done), TIMEOUT)
     assert final["type"] in ("message.cancelled", "message.error"), final

@@ -20,8 +20,9 @@ from django.test import AsyncClient
 
 from chatapp.asgi import application
 from providers.fake.server import FakeProviderServer
-from threads import chat, events, groups, services, sweep
-from threads.generation import Generation, generation_service
+from threads import chat, events, groups, outcomes, services, sweep
+from threads.generation import generation_service
+from threads.generation_state import Generation
 from threads.liveness import live_generations
 from threads.models import Message, Thread
 from threads.streamstate import stream_state
@@ -236,7 +237,7 @@ async def test_cancel_racing_completion_ends_in_exactly_one_terminal_state(
         # Drained as they go (a channel holds 100 messages), up to the sentinel sent at the end.
         collectors = [asyncio.create_task(_collect_terminals(layer, c, "test.sentinel")) for c in viewers]
 
-        async def send(i: int) -> chat.SendOutcome:
+        async def send(i: int) -> outcomes.SendOutcome:
             req = SendRequest(
                 content=f"race {i}",
                 request_id=f"race-{i}",
@@ -256,7 +257,7 @@ async def test_cancel_racing_completion_ends_in_exactly_one_terminal_state(
             gen = outcome.generation
             rid = outcome.request_id
             if gen is None:  # SQLite only: a retried send replayed rows written before its lock error
-                await asyncio.wait_for(chat.wait_terminal(outcome, thread_id=thread.pk), TIMEOUT)
+                await asyncio.wait_for(outcomes.wait_terminal(outcome, thread_id=thread.pk), TIMEOUT)
                 return 0.0
             if expected is None:
                 await _end_of(gen)

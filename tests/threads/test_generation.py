@@ -18,7 +18,8 @@ from tests.threads.recording import (
 )
 from threads import groups, services
 from threads.coalesce_store import InProcessCoalescer
-from threads.generation import Generation, generation_service
+from threads.generation import generation_service
+from threads.generation_state import Generation
 from threads.models import Message, Thread
 from threads.validation import parse_send
 

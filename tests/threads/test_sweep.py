@@ -17,7 +17,8 @@ from accounts.audit import audit_record
 from accounts.models import AuditEvent
 from tests.threads.recording import RecordingChannelLayer
 from threads import groups, liveness, sweep
-from threads.generation import Generation, generation_service
+from threads.generation import generation_service
+from threads.generation_state import Generation
 from threads.models import Message, Thread
 
 pytestmark = pytest.mark.django_db(transaction=True)

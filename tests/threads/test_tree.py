@@ -158,7 +158,7 @@ async def test_regenerate_errors(api: AsyncClient, other_api: AsyncClient, provi
 async def test_identical_concurrent_regenerates_share_one_call_and_a_later_one_calls_again(
     api: AsyncClient, provider: Recorder, user: Any
 ) -> None:
-    from threads import chat, regenerate
+    from threads import outcomes, regenerate
 
     tid = await _thread(api)
     a = await _send(api, tid, "one")
@@ -175,12 +175,12 @@ async def test_identical_concurrent_regenerates_share_one_call_and_a_later_one_c
     )
     assert sorted((first.coalesced, second.coalesced)) == ["follower", "leader"]
     assert first.assistant_message["id"] == second.assistant_message["id"]
-    done = await asyncio.wait_for(chat.wait_terminal(second, thread_id=tid), 10)
+    done = await asyncio.wait_for(outcomes.wait_terminal(second, thread_id=tid), 10)
     assert done["type"] == "message.done" and provider.calls == calls + 1
     # Finished: the next regenerate is a new call, never the finished result.
     third = await regenerate.regenerate(user=user, thread=thread, req=req("r3"))
     assert third.coalesced == "leader" and third.assistant_message["id"] != first.assistant_message["id"]
-    await asyncio.wait_for(chat.wait_terminal(third, thread_id=tid), 10)
+    await asyncio.wait_for(outcomes.wait_terminal(third, thread_id=tid), 10)
     assert provider.calls == calls + 2
 
 

@@ -17,7 +17,8 @@ from django.db import OperationalError
 from core.dbasync import db_async
 from tests.threads.recording import RecordingChannelLayer, ScriptedProvider
 from threads import groups, services, sweep
-from threads.generation import Generation, GenerationService, generation_service
+from threads.generation import GenerationService, generation_service
+from threads.generation_state import Generation
 from threads.models import Message, Thread
 from threads.streamstate import stream_state
 from threads.validation import parse_send

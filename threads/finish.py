@@ -101,9 +101,15 @@ async def from_row(gen: Generation, layer: BaseChannelLayer) -> None:
 
 
 async def error(
-    gen: Generation, layer: BaseChannelLayer, code: str, message: str, retry_after: float | None = None
+    gen: Generation,
+    layer: BaseChannelLayer,
+    code: str,
+    message: str,
+    retry_after: float | None = None,
+    detail: str = "",
 ) -> None:
-    """The provider (or a bug) failed the stream: save the text so far with the error."""
+    """The provider (or a bug) failed the stream: save the text so far with the error (`detail`, the
+    provider's own words, for staff only: viewers get `code` and `message`)."""
     final = await save(
         services.message_finalize,
         message_id=gen.message_id,
@@ -111,6 +117,7 @@ async def error(
         content=gen.text(),
         error_code=code,
         error_message=message,
+        error_detail=detail,
     )
     if final is None:
         await cancelled(gen, layer)

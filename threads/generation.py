@@ -238,7 +238,13 @@ class GenerationService:
                 metrics.provider_call(provider_name, exc.code)
             await self._drain(gen, sender)
             return functools.partial(
-                finish.error, gen, self.layer, exc.code, exc.message, retry_after=exc.retry_after
+                finish.error,
+                gen,
+                self.layer,
+                exc.code,
+                exc.message,
+                retry_after=exc.retry_after,
+                detail=exc.detail,
             )
         except Exception as exc:  # a bug must not leave the message `streaming` forever
             log.exception("generation %s failed", gen.request_id)

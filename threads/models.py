@@ -69,6 +69,10 @@ class Message(models.Model):
     finish_reason = models.CharField(max_length=32, null=True, blank=True, default=None)
     error_code = models.CharField(max_length=64, blank=True, default="")
     error_message = models.CharField(max_length=500, blank=True, default="")
+    # What the provider really said (ProviderError.detail: its URL, the upstream's words, which can name
+    # the operator's organisation): for staff in admin, never in a payload a user or viewer gets. A
+    # database default too: processes still on the code before it insert rows without it.
+    error_detail = models.TextField(blank=True, default="", db_default="")
     # The model that answered ("<connection>/<model>"): a thread may switch model between sends.
     model_id = models.CharField(max_length=200, blank=True, default="")
 
@@ -103,6 +107,15 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role} #{self.pk} ({self.status})"
+
+
+class FailedReply(Message):
+    """Replies that ended `error`, as staff see them in admin: with the provider's own words."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "failed reply"
+        verbose_name_plural = "failed replies"
 
 
 class ChatPreferences(models.Model):

@@ -22,6 +22,10 @@ from threads import branches, context, events, modelaccess, selectors
 from threads.models import ChatPreferences, Message, Thread
 from threads.validation import InvalidInput, SendRequest, ThreadCreate, ThreadPatch
 
+# A provider's own error text kept for staff (Message.error_detail): an upstream's JSON error body, with
+# its URL, fits many times over; a page of HTML from a proxy is cut.
+ERROR_DETAIL_CHARS = 4000
+
 
 class NotFound(Exception):
     message = "No such thread or message."
@@ -295,6 +299,7 @@ def message_finalize(
     finish_reason: str | None = None,
     error_code: str = "",
     error_message: str = "",
+    error_detail: str = "",
 ) -> events.MessageData | None:
     """Compare-and-set streaming -> `status`. Returns the final message, or None if it was no longer
     streaming (cancelled meanwhile, or finalized by someone else): the caller must then not broadcast.
@@ -307,6 +312,7 @@ def message_finalize(
         finish_reason=finish_reason,
         error_code=error_code,
         error_message=error_message[:500],
+        error_detail=error_detail[:ERROR_DETAIL_CHARS],
         updated_at=timezone.now(),
     )
     if not updated:

@@ -14,6 +14,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from chatapp.asgi import application
+from core.writebuffer import SCOPE_KEY as WRITE_BUFFER
 from tests.asgi_http import Response, asgi_request
 from threads.models import Thread
 
@@ -288,6 +289,20 @@ async def test_replays_past_the_follower_budget_are_a_json_429(
     assert int(resp.headers["retry-after"]) >= 1
 
 
+async def test_followers_past_the_follower_budget_are_a_json_429(
+    token: str, ids: dict[str, int], settings: Any
+) -> None:
+    """Identical sends with fresh request_ids follow the first (its result is reused for
+    COALESCE_RESULT_TTL_S): each takes a follower's share, and past that bucket they are refused."""
+    settings.SEND_RATE_PER_MIN, settings.SEND_RATE_BURST = 6, 1  # followers and replays: 2 at once
+    sent = [await _post_send(token, ids["tid"], {"content": "x", "request_id": f"f-{n}"}) for n in range(3)]
+    assert [r.status for r in sent] == [200, 200, 200]
+    assert {r.json()["assistant_message"]["id"] for r in sent} == {sent[0].json()["assistant_message"]["id"]}
+    resp = await _post_send(token, ids["tid"], {"content": "x", "request_id": "f-3"})
+    assert_json_error(resp, 429, "rate_limited")
+    assert int(resp.headers["retry-after"]) >= 1
+
+
 @pytest.mark.parametrize(
     ("content_length", "code"),
     [
@@ -412,6 +427,33 @@ async def test_every_bad_frame_in_a_row_on_one_socket(token: str, ids: dict[str,
         assert (await comm.receive_json_from(timeout=10))["error"]["code"] == code, frame[:80]
     await _still_usable(comm)
     await comm.disconnect()
+
+
+@pytest.mark.parametrize(("unsent", "closed"), [(4096, False), (4097, True)])
+async def test_a_socket_with_too_much_unsent_is_closed_with_4008(
+    unsent: int, closed: bool, token: str, ids: dict[str, int], settings: Any
+) -> None:
+    """Bytes waiting to be written bound every socket, acknowledging or not (WS_MAX_BUFFER_BYTES). Under
+    daphne core/writebuffer.py measures them (tests/threads/test_write_buffer.py); here the probe is given."""
+    settings.WS_MAX_BUFFER_BYTES = 4096
+    waiting = {"bytes": 0}
+
+    async def measured(scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        return await application({**scope, WRITE_BUFFER: lambda: waiting["bytes"]}, receive, send)
+
+    comm = WebsocketCommunicator(
+        measured, f"/ws/threads/{ids['tid']}/", headers=[(b"authorization", f"Bearer {token}".encode())]
+    )
+    assert (await comm.connect(timeout=10))[0]
+    assert (await comm.receive_json_from(timeout=10))["type"] == "snapshot"
+    waiting["bytes"] = unsent
+    await comm.send_json_to({"type": "cancel", "request_id": "never-sent"})
+    answer = await comm.receive_output(timeout=10)
+    if closed:
+        assert answer == {"type": "websocket.close", "code": 4008}
+    else:
+        assert json.loads(answer["text"])["error"]["code"] == "not_found"
+        await comm.disconnect()
 
 
 @pytest.mark.parametrize("path", [f"/ws/threads/{HUGE_ID}/", "/ws/threads/0/"])

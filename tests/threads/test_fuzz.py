@@ -1,6 +1,9 @@
 """Property-based fuzzing of the JSON API and the WebSocket (hypothesis), through the deployed ASGI
 application: random methods, paths and ids, query strings, headers, content types and bodies (JSON
-shaped like the real ones, or any bytes); random frames on open sockets.
+shaped like the real ones, or any bytes); random frames on open sockets. The per-user limits are on
+and tight (sends and their followers' budget, sockets and streams together, history pages of 3), so
+their refusals are fuzzed too. The unsent-bytes bound (4008) reads daphne's transport, which this
+in-process fuzz has not: test_bad_input gives the socket a probe, test_write_buffer runs daphne.
 
 Properties: never a 5xx; every 4xx is JSON `{"error": {"code", "message"}}` (a 429 with a whole-second
 Retry-After); nothing is logged at ERROR; after any frame the socket still answers a valid one.
@@ -69,6 +72,7 @@ FIELDS = [
     "type",
     "count",
     "before",
+    "limit",
 ]
 scalars = st.one_of(
     st.none(),
@@ -96,7 +100,13 @@ valid_send = st.fixed_dictionaries(
 )
 # Providers that reach the network are never named: threads made here answer with the demo model.
 valid_create = st.fixed_dictionaries(
-    {}, optional={"title": st.text(max_size=60), "provider": st.just("demo")}
+    {},
+    optional={
+        "title": st.text(max_size=60),
+        "provider": st.just("demo"),
+        # The configured model, or one it may not name (400 model_not_allowed).
+        "model": st.sampled_from(["demo-1", "demo-1", "gpt-4o", "demo-1 ", ""]),
+    },
 )
 
 
@@ -164,13 +174,22 @@ extra_headers = st.dictionaries(
     max_size=3,
 )
 auths = st.sampled_from(["token", "token", "token", "none", "garbage", "basic"])
-queries = st.one_of(
-    st.just(b""),
-    st.sampled_from(
-        [b"before=1", b"before=x", b"before=99999999999999999999999", b"before=%C2%B2", b"before="]
-    ),
-    st.binary(max_size=20),
-)
+# Cursors, and history page sizes (GET /api/threads/{id}: 1 to 200 messages a page).
+PAGE_QUERIES = [
+    b"before=1",
+    b"before=x",
+    b"before=99999999999999999999999",
+    b"before=%C2%B2",
+    b"before=",
+    b"limit=1",
+    b"limit=200",
+    b"limit=0",
+    b"limit=201",
+    b"limit=x",
+    b"before=1&limit=2",
+    b"before=99999999999999999999999&limit=1",
+]
+queries = st.one_of(st.just(b""), st.sampled_from(PAGE_QUERIES), st.binary(max_size=20))
 
 
 @st.composite
@@ -202,7 +221,36 @@ good_sends = st.builds(
     valid_send,
     st.just("token"),
 )
-any_request = st.one_of(requests(), requests(), requests(), good_sends)
+# Reads of the caller's thread a page at a time (1 to 200 a page, or 400 invalid_limit / invalid_cursor).
+paged_reads = st.builds(
+    lambda query: {
+        "method": "GET",
+        "path": "/api/threads/{tid}",
+        "query": query,
+        "body": b"",
+        "ctype": "",
+        "auth": "token",
+        "extra": {},
+        "chunked": False,
+    },
+    st.sampled_from(PAGE_QUERIES)
+    | st.integers(min_value=-2, max_value=202).map(lambda n: f"limit={n}".encode()),
+)
+# Well-formed creates: the configured model, none, or one the caller may not use (400 model_not_allowed).
+good_creates = st.builds(
+    lambda body: {
+        "method": "POST",
+        "path": "/api/threads",
+        "query": b"",
+        "body": _encode(body),
+        "ctype": "application/json",
+        "auth": "token",
+        "extra": {},
+        "chunked": False,
+    },
+    valid_create,
+)
+any_request = st.one_of(requests(), requests(), requests(), good_sends, paged_reads, good_creates)
 
 
 def _ours_and_bad(record: logging.LogRecord) -> bool:
@@ -244,7 +292,9 @@ def fuzz_env(settings: Any, user: Any, other_user: Any) -> dict[str, Any]:
     settings.SEND_RATE_PER_MIN, settings.SEND_RATE_BURST = 6, 2
     # Streams count with sockets: a second stream (or one beside the fuzzed socket) is 429 too_many_streams.
     settings.MAX_SOCKETS_PER_USER = 2
-    return {"counts": {"http": 0, "ws": 0}, "statuses": {}}
+    # Pages of 3: the snapshot and GET /api/threads/{id} page (has_more) once a few sends are in.
+    settings.HISTORY_PAGE_SIZE = 3
+    return {"counts": {"http": 0, "ws": 0}, "statuses": {}, "codes": {}}
 
 
 @pytest.fixture
@@ -254,17 +304,19 @@ async def thread_ids(user: Any, other_user: Any) -> dict[str, str]:
     return {"tid": str(mine.pk), "other": str(theirs.pk)}
 
 
-def _check_answer(status: int, headers: dict[str, str], body: bytes, method: str) -> None:
+def _check_answer(status: int, headers: dict[str, str], body: bytes, method: str) -> str | None:
+    """Check one answer against the properties; the error code of a 4xx."""
     assert status < 500, (status, body[:300])
     if status < 400:
-        return
+        return None
     if method == "HEAD" and not body:
-        return
+        return None
     assert headers.get("content-type", "").startswith("application/json"), (status, headers, body[:300])
     error = json.loads(body)["error"]
     assert isinstance(error["code"], str) and error["code"] and isinstance(error["message"], str), error
     if status == 429:
         assert int(headers["retry-after"]) >= 1
+    return str(error["code"])
 
 
 async def _fire(req: dict[str, Any], token: str, ids: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
@@ -313,11 +365,14 @@ async def test_fuzz_http_api(
         await _settle()  # see _settle: one request's generation ends before the next request
         fuzz_env["counts"]["http"] += 1
         fuzz_env["statuses"][status] = fuzz_env["statuses"].get(status, 0) + 1
-        _check_answer(status, headers, body, req["method"])
+        code = _check_answer(status, headers, body, req["method"])
+        if code is not None:
+            fuzz_env["codes"][code] = fuzz_env["codes"].get(code, 0) + 1
     errors = [r for r in caplog.records if _ours_and_bad(r)]
     assert not errors, [r.getMessage() for r in errors]
     _REPORT["http"] = fuzz_env["counts"]["http"]
     _REPORT["statuses"] = fuzz_env["statuses"]
+    _REPORT["codes"] = fuzz_env["codes"]
     _REPORT["http_failed"] = False
 
 
@@ -337,8 +392,15 @@ def test_fuzz_http_api_ran_enough_requests() -> None:
     _ran("http")
     print(
         f"\nfuzz: {_REPORT.get('http', 0)} HTTP requests, statuses {sorted(_REPORT.get('statuses', {}).items())}"
+        f"\nerror codes {sorted(_REPORT.get('codes', {}).items())}"
     )
     assert _REPORT.get("http", 0) >= HTTP_MIN_REQUESTS
+    # The limits' refusals were reached, not only configured (#16: the send and follower budgets, paging,
+    # the model allowlist). too_many_streams needs two streams at once: test_bad_input, test_sse_cap.
+    assert LIMIT_CODES <= set(_REPORT.get("codes", {})), sorted(_REPORT.get("codes", {}))
+
+
+LIMIT_CODES = {"rate_limited", "invalid_limit", "invalid_cursor", "model_not_allowed"}
 
 
 FRAME_TYPES = ["send", "cancel", "ack", "history", "nope", ""]

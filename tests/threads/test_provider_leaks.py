@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.test import AsyncClient
+from django.test import AsyncClient, Client
 
 from chatapp.asgi import application
 from providers import ProviderError
@@ -132,8 +132,29 @@ async def test_an_unreachable_provider_does_not_name_its_address(
     body, seen = await _send_and_read_everything(await _thread(user, kind), token, f"refused-{kind}")
     assert body["error"]["code"] == "provider_connection_error", body
     _assert_nothing_internal(seen, base_url)
-    # The operator still learns where it failed: the detail is in the log.
+    # The operator still learns where it failed: the detail is in the log, and on the row for staff.
     assert any(urlsplit(base_url).netloc in r.getMessage() for r in caplog.records)
+    saved = await sync_to_async(Message.objects.get)(request_id=f"refused-{kind}", role="assistant")
+    assert urlsplit(base_url).netloc in saved.error_detail
+
+
+async def test_staff_read_the_detail_in_admin(
+    fake: FakeProviderServer, user: Any, token: str, settings: Any, admin_client: Client
+) -> None:
+    """#16 item 9: "the detail goes to the log and to staff". Admin's failed replies show it."""
+    _configure(settings, "openai", fake.openai_base_url)
+    fake.queue_faults("quota")  # the upstream's text names the organisation
+    body, seen = await _send_and_read_everything(await _thread(user, "openai"), token, "leak-admin")
+    assert body["error"]["code"] == "provider_quota_exceeded" and "org-fake" not in seen
+    saved = await sync_to_async(Message.objects.get)(request_id="leak-admin", role="assistant")
+    assert "org-fake" in saved.error_detail
+    listed = await sync_to_async(admin_client.get)("/admin/threads/failedreply/")
+    assert (
+        listed.status_code == 200
+        and f"/admin/threads/failedreply/{saved.pk}/change/" in listed.content.decode()
+    )
+    shown = await sync_to_async(admin_client.get)(f"/admin/threads/failedreply/{saved.pk}/change/")
+    assert shown.status_code == 200 and "org-fake" in shown.content.decode()
 
 
 async def test_the_detail_stays_available_to_logs(fake: FakeProviderServer, settings: Any) -> None:

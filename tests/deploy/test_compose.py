@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 from deploy.serve import NGINX, ROOT
-from tests.deploy.test_configs import nginx_test
+from tests.deploy.test_configs import nginx_test_site
 from tests.needs import missing, program
 
 COMPOSE = ROOT / "deploy" / "docker-compose.yml"
@@ -62,13 +62,5 @@ def test_the_compose_nginx_file_is_valid_and_points_at_the_app_services(tmp_path
     site = site.replace(
         "/etc/nginx/snippets/chatapp-proxy.conf", str(ROOT / "deploy/nginx/chatapp-proxy.conf")
     )
-    (tmp_path / "compose.conf").write_text(site)
-    temp = "\n".join(
-        f"{k}_temp_path {tmp_path}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(
-        f"pid {tmp_path}/nginx.pid;\nevents {{}}\nhttp {{\n{temp}\ninclude {tmp_path}/compose.conf;\n}}\n"
-    )
-    result = nginx_test(conf, tmp_path)
+    result = nginx_test_site(site, tmp_path)
     assert result.returncode == 0, result.stderr

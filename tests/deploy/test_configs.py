@@ -28,6 +28,19 @@ def nginx_test(conf: Path, prefix: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def nginx_test_site(site: str, prefix: Path) -> subprocess.CompletedProcess[str]:
+    """`nginx -t` of a site file as Debian includes it, inside an http block, all state under `prefix`."""
+    (prefix / "site.conf").write_text(site)
+    temp = "\n".join(
+        f"{k}_temp_path {prefix}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    conf = prefix / "nginx.conf"
+    conf.write_text(
+        f"pid {prefix}/nginx.pid;\nevents {{}}\nhttp {{\n{temp}\ninclude {prefix}/site.conf;\n}}\n"
+    )
+    return nginx_test(conf, prefix)
+
+
 def test_the_generated_config_is_valid_and_keeps_everything_in_its_prefix(tmp_path: Path) -> None:
     text = nginx_conf(port=18080, upstreams=[18001, 18002], prefix=tmp_path)
     assert "server 127.0.0.1:18001 max_fails=0;" in text and f"include {PROXY_SNIPPET};" in text
@@ -66,13 +79,5 @@ def test_the_site_file_is_valid_in_an_http_block(tmp_path: Path) -> None:
     site = site.replace("listen 80;", "listen 127.0.0.1:18081;").replace("listen [::]:80;", "")
     site = site.replace("listen 443 ssl http2;", "listen 127.0.0.1:18443 ssl http2;")
     site = site.replace("listen [::]:443 ssl http2;", "")
-    (tmp_path / "chatapp.conf").write_text(site)
-    temp = "\n".join(
-        f"{k}_temp_path {tmp_path}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(
-        f"pid {tmp_path}/nginx.pid;\nevents {{}}\nhttp {{\n{temp}\ninclude {tmp_path}/chatapp.conf;\n}}\n"
-    )
-    result = nginx_test(conf, tmp_path)
+    result = nginx_test_site(site, tmp_path)
     assert result.returncode == 0, result.stderr

@@ -52,17 +52,18 @@ class PreparedSend:
     system_prompt: str = ""
 
 
+def default_system_prompt(owner: User) -> str:
+    """The prompt a thread of `owner`'s gets when it names none (their settings page's default)."""
+    return ChatPreferences.objects.filter(user=owner).values_list("system_prompt", flat=True).first() or ""
+
+
 def thread_create(*, owner: User, data: ThreadCreate) -> Thread:
     """A thread on the model `data` names, if `owner` may use it (else 400 `model_not_allowed`), or
     their default model; its system prompt, else the owner's default one."""
     offer = modelaccess.choose(
         catalog(), modelaccess.group_ids(owner), model=data.model, provider=data.provider
     )
-    prompt = data.system_prompt
-    if prompt is None:
-        prompt = (
-            ChatPreferences.objects.filter(user=owner).values_list("system_prompt", flat=True).first() or ""
-        )
+    prompt = data.system_prompt if data.system_prompt is not None else default_system_prompt(owner)
     return Thread.objects.create(
         owner=owner, title=data.title, provider=offer.connection, model=offer.model, system_prompt=prompt
     )

@@ -14,8 +14,8 @@ from django.conf import settings
 from django.db import transaction
 
 from providers.catalog import catalog
-from threads import branches, events, modelaccess
-from threads.models import ChatPreferences, Message, Thread
+from threads import branches, events, modelaccess, services
+from threads.models import Message, Thread
 from threads.validation import InvalidInput, text_problem
 
 FORMAT = "chatapp.thread.v1"
@@ -222,9 +222,7 @@ def import_threads(*, owner: Any, drafts: list[Draft]) -> list[Thread]:
     (#17; raises InvalidInput `model_not_allowed` when no model is offered to them), with the file's
     system prompt, else the owner's default one."""
     offer = modelaccess.choose(catalog(), modelaccess.group_ids(owner), model=None, provider=None)
-    default_prompt = (
-        ChatPreferences.objects.filter(user=owner).values_list("system_prompt", flat=True).first()
-    )
+    default_prompt = services.default_system_prompt(owner)
     made: list[Thread] = []
     with transaction.atomic():
         for draft in drafts:
@@ -233,9 +231,7 @@ def import_threads(*, owner: Any, drafts: list[Draft]) -> list[Thread]:
                 title=draft.title,
                 provider=offer.connection,
                 model=offer.model,
-                system_prompt=draft.system_prompt
-                if draft.system_prompt is not None
-                else default_prompt or "",
+                system_prompt=draft.system_prompt if draft.system_prompt is not None else default_prompt,
             )
             ids: dict[str, int] = {}
             for i, (key, parent, role, content) in enumerate(draft.messages):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import math
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -19,6 +18,7 @@ from billing.charts import day_bars
 from billing.rules import period_bounds
 from core.dbasync import db_async
 from core.outages import DEPENDENCY_DOWN, DEPENDENCY_RETRY_AFTER_S, unavailable
+from core.retryafter import retry_after_header
 
 # The longest range one report covers (a year and a day: any calendar year fits).
 MAX_RANGE_DAYS = 366
@@ -96,7 +96,7 @@ async def api_usage(request: HttpRequest) -> HttpResponse:
         down = unavailable(exc)  # what every route tells (core/outages.py; threads/errors.py for the rest)
         assert down is not None
         resp = _error(*down, 503)
-        resp["Retry-After"] = str(math.ceil(DEPENDENCY_RETRY_AFTER_S))
+        resp["Retry-After"] = str(retry_after_header(DEPENDENCY_RETRY_AFTER_S))
         return resp
     resp = JsonResponse(report)
     resp["Cache-Control"] = "private, no-store"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from billing.budgets import BudgetExceeded
+from core import retryafter
 from core.outages import DEPENDENCY_RETRY_AFTER_S, unavailable
 from providers import ProviderError
 from threads import events
@@ -65,8 +66,8 @@ INTERNAL_ERROR = ClientError("internal_error", "Something went wrong on our side
 
 
 def retry_after_header(seconds: float) -> str:
-    """HTTP's Retry-After: whole seconds, rounded up, at least one."""
-    return str(max(1, math.ceil(seconds)))
+    """HTTP's Retry-After header: whole seconds, rounded up, at least one."""
+    return str(retryafter.retry_after_header(seconds))
 
 
 # --- WebSocket ----------------------------------------------------------------------------------------

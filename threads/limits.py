@@ -33,14 +33,6 @@ def parse_id(raw: str) -> int | None:
     return value if id_in_range(value) else None
 
 
-def retry_after_header(seconds: float) -> int:
-    """The `Retry-After` value for a wait of `seconds`: whole seconds, rounded up, at least 1 (a client
-    that retried after 0 s would be refused again)."""
-    if not seconds > 0 or math.isinf(seconds):
-        return 1
-    return max(1, math.ceil(seconds))
-
-
 # --- request bodies -------------------------------------------------------------------------------
 
 

@@ -44,7 +44,8 @@ from core.gcra import Limit
 from core.gcra_store import InProcessBackend, RedisBackend
 from core.outages import REDIS_DOWN
 from core.redisconn import redis_for_loop
-from threads.limits import follow_rate_limit, retry_after_header, send_rate_limit, socket_admit
+from core.retryafter import retry_after_header
+from threads.limits import follow_rate_limit, send_rate_limit, socket_admit
 from threads.validation import InvalidInput
 
 log = logging.getLogger(__name__)

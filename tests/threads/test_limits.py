@@ -7,6 +7,7 @@ import math
 import pytest
 
 from core.gcra import Limit
+from core.retryafter import retry_after_header
 from threads.limits import (
     MAX_ID,
     SocketAdmission,
@@ -15,7 +16,6 @@ from threads.limits import (
     frame_size,
     id_in_range,
     parse_id,
-    retry_after_header,
     send_rate_limit,
     socket_admit,
 )

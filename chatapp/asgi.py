@@ -70,8 +70,9 @@ class ApiASGIHandler(ASGIHandler):
             raise AssertionError(f"Invalid ASGI message after request body: {message['type']}")
 
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """Django's `ASGIHandler.handle` (5.2), but `request_started` and `request_finished` are sent
-        inline instead of through `sync_to_async`: two thread hops per request fewer. Their receivers
+        """Django's `ASGIHandler.handle` (5.2), but the view runs in this task (see below), and
+        `request_started` and `request_finished` are sent inline instead of through `sync_to_async`:
+        two thread hops per request fewer. Their receivers
         (reset_queries, close_old_connections, close_caches, reset_urlconf) touch only this thread's
         database connections, and an API request has none here: its queries run in `db_async` calls,
         which close stale connections themselves (chatapp/middleware.py loads session users that way).
@@ -91,38 +92,42 @@ class ApiASGIHandler(ASGIHandler):
             error_response.close()
             return
 
-        async def process_request(request: Any, send: Any) -> Any:
+        # As Django, a disconnect while the response is computed cancels the view; but the view runs in
+        # this task, not a second one awaited beside the listener: on a burst each extra task and wait
+        # was one more turn of a loop crowded with the other arrivals, on the leader's way to the provider.
+        handler = asyncio.current_task()
+        assert handler is not None
+        state: dict[str, Any] = {"done": False, "disconnected": False, "error": None}
+
+        async def watch() -> None:
+            try:
+                await self.listen_for_disconnect(receive)
+            except AssertionError as exc:  # a message no client may send after the body
+                state["error"] = exc
+            if not state["done"]:
+                state["disconnected"] = True
+                handler.cancel()
+
+        watcher = asyncio.create_task(watch())
+        response = None
+        try:
             response = await self.run_get_response(request)
             with contextlib.suppress(asyncio.CancelledError):  # the client left during send_response
                 await self.send_response(response, send)
-            return response
-
-        # As Django: a disconnect while the response is computed cancels the view.
-        tasks = [
-            asyncio.create_task(self.listen_for_disconnect(receive)),
-            asyncio.create_task(process_request(request, send)),
-        ]
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            if task.done():
-                try:
-                    task.result()
-                except RequestAborted:
-                    pass
-                except AssertionError:
-                    body_file.close()
-                    raise
-            else:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        try:
-            response = tasks[1].result()
         except asyncio.CancelledError:
-            signals.request_finished.send(sender=self.__class__)
-        else:
-            response.close()  # sends request_finished
-        body_file.close()
+            if not state["disconnected"]:
+                raise  # the server's own cancel (shutdown): not ours to swallow
+            handler.uncancel()
+        finally:
+            state["done"] = True
+            watcher.cancel()
+            if response is None:
+                signals.request_finished.send(sender=self.__class__)
+            else:
+                response.close()  # sends request_finished
+            body_file.close()
+        if state["error"] is not None:
+            raise state["error"]
 
 
 # Each executor must run one call at a time (asgiref's rule for a context's executor); several of

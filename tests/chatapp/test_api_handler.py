@@ -206,3 +206,110 @@ async def test_a_bad_host_elsewhere_under_api_is_json_too(path: str) -> None:
 async def test_a_bad_host_on_a_page_is_djangos_400() -> None:
     resp = await _raw("GET", "/accounts/login/", host=b"evil.example")
     assert resp["status"] == 400 and resp["json"] is None
+
+
+class _HeldView:
+    """A handler whose view waits until released, noting the task it ran in and whether it was
+    cancelled (the disconnect rules of Django's handler, kept with the view in the handler's task)."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        from django.http import JsonResponse
+
+        from chatapp.asgi import ApiASGIHandler
+
+        self.release = asyncio.Event()
+        self.started = asyncio.Event()
+        self.task: Any = None
+        self.cancelled = False
+        held = self
+
+        class Handler(ApiASGIHandler):
+            async def run_get_response(self, request: Any) -> Any:
+                held.task = asyncio.current_task()
+                held.started.set()
+                try:
+                    await held.release.wait()
+                except asyncio.CancelledError:
+                    held.cancelled = True
+                    raise
+                return JsonResponse({"ok": True})
+
+        self.app = Handler()
+
+    def communicator(self, method: str = "GET", path: str = "/api/threads") -> ApplicationCommunicator:
+        scope = {
+            "type": "http",
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "headers": [(b"host", b"testserver")],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 80),
+        }
+        return ApplicationCommunicator(self.app, scope)
+
+
+async def _started(
+    held: _HeldView, method: str = "GET", path: str = "/api/threads"
+) -> ApplicationCommunicator:
+    import asyncio
+
+    comm = held.communicator(method, path)
+    await comm.send_input({"type": "http.request", "body": b""})
+    await asyncio.wait_for(held.started.wait(), 5)
+    return comm
+
+
+async def test_the_view_runs_in_the_handlers_own_task() -> None:
+    """No second task per request: on a burst every task and wait was one more turn of a crowded loop
+    on the leader's way to the provider (benchmarks/coalesce_bench.py). Fails on the old handler."""
+    held = _HeldView()
+    comm = await _started(held)
+    assert held.task is comm.future
+    held.release.set()
+    assert (await comm.receive_output(timeout=5))["status"] == 200
+    await comm.send_input({"type": "http.disconnect"})
+    await comm.wait(timeout=5)
+
+
+async def test_a_disconnect_while_the_view_runs_cancels_it_and_the_request_ends_quietly() -> None:
+    finished: list[bool] = []
+
+    def on_finished(**kwargs: Any) -> None:
+        finished.append(True)
+
+    held = _HeldView()
+    signals.request_finished.connect(on_finished)
+    try:
+        comm = await _started(held)
+        await comm.send_input({"type": "http.disconnect"})
+        await comm.wait(timeout=5)  # raises if the handler did
+    finally:
+        signals.request_finished.disconnect(on_finished)
+    assert held.cancelled and finished == [True]
+    assert await comm.receive_nothing()  # nothing was answered to a client that left
+
+
+async def test_the_servers_own_cancel_is_not_taken_for_a_disconnect() -> None:
+    import asyncio
+
+    held = _HeldView()
+    comm = await _started(held)
+    comm.future.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await comm.future
+    assert held.cancelled
+
+
+async def test_a_message_no_client_may_send_after_the_body_is_an_error() -> None:
+    held = _HeldView()
+    comm = await _started(held)
+    await comm.send_input({"type": "http.request", "body": b"more"})
+    with pytest.raises(AssertionError, match="Invalid ASGI message"):
+        await comm.wait(timeout=5)
+    assert held.cancelled

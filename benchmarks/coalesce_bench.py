@@ -65,11 +65,13 @@ async def direct_single(base: str, k: int) -> list[float]:
         return [await loadgen.stream_openai(client, base, f"direct {i}") for i in range(k)]
 
 
-async def direct_burst(base: str, n: int, stream: bool) -> list[float]:
+async def direct_burst(base: str, n: int, stream: bool, prewarm: bool) -> list[float]:
     """N distinct requests at once straight to the provider, each on its own connection like the app
     burst. Streams: the provider's own concurrency cost. Whole answers (one body after the same delay):
     the floor of this client for N concurrent waits."""
     async with loadgen.session() as client:
+        if prewarm:
+            await loadgen.prewarm(client, f"{base}/_bench/prewarm", n)
         tasks = (loadgen.stream_openai(client, base, f"burst {i}", stream=stream) for i in range(n))
         return list(await asyncio.gather(*tasks))
 
@@ -123,10 +125,13 @@ def cpu_seconds(pids: list[int]) -> tuple[float, float]:
 
 
 async def burst(
-    fake: Any, pids: list[int], urls: list[str], token: str, n: int, prov: float
+    fake: Any, pids: list[int], urls: list[str], token: str, n: int, prov: float, prewarm: bool = False
 ) -> dict[str, Any]:
     async with app_client(token) as client:
         tid = await _new_thread(client, urls[0])
+        if prewarm:  # an unknown path: a 404 from the URL router, no database, no provider
+            per_url = -(-n // len(urls))
+            await asyncio.gather(*(loadgen.prewarm(client, f"{u}/_bench/prewarm", per_url) for u in urls))
         fake.reset()
         cpu0, t0 = cpu_seconds(pids), time.monotonic()
         samples = await asyncio.gather(*(_send(client, urls[i % len(urls)], tid, CONTENT) for i in range(n)))
@@ -239,6 +244,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--database-url", default="")
     p.add_argument("--redis-url", default="")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "coalesce.json"))
+    p.add_argument(
+        "--prewarm",
+        action="store_true",
+        help="open each burst's connections first and keep them alive, as a crowd of clients has theirs"
+        " (the direct bursts too): the N requests then arrive at once instead of one connect at a time",
+    )
     p.add_argument("--fake-in-process", action="store_true", help="run the fake provider in a thread here")
     opts = p.parse_args(argv)
     if opts.processes > 1 and not (opts.redis_url and opts.database_url.startswith("postgres")):
@@ -268,14 +279,18 @@ def main(argv: list[str] | None = None) -> None:
                 direct = {"single_s": single, "single_median_s": prov}
                 for n in sizes:
                     for kind in ("streams", "whole"):
-                        lat = asyncio.run(direct_burst(fake.openai_base_url, n, kind == "streams"))
+                        lat = asyncio.run(
+                            direct_burst(fake.openai_base_url, n, kind == "streams", opts.prewarm)
+                        )
                         direct[f"{kind}{n}_p50_s"], direct[f"{kind}{n}_p95_s"] = pct(lat, 50), pct(lat, 95)
                 for mode in ("on", "off"):
                     urls = app.start(COALESCE_ENABLED="true" if mode == "on" else "false")
                     asyncio.run(sequential_sends(urls, token, "warm-up", len(urls)))
                     for n in sizes:
                         pids = [proc.pid for proc, _ in app.procs]
-                        runs[mode][str(n)] = asyncio.run(burst(fake, pids, urls, token, n, prov))
+                        runs[mode][str(n)] = asyncio.run(
+                            burst(fake, pids, urls, token, n, prov, opts.prewarm)
+                        )
                     runs[mode]["single_s"] = asyncio.run(sequential_sends(urls, token, "single", opts.k))
                     app.stop()
             finally:

@@ -35,6 +35,7 @@ from chatapp.middleware import API_MIDDLEWARE, API_PREFIX  # noqa: E402
 from chatapp.origin import SameOriginValidator  # noqa: E402
 from chatapp.shutdown import ConnectionTracker, install_graceful_shutdown  # noqa: E402
 from core.writebuffer import WriteBufferProbe  # noqa: E402
+from threads import sendgate  # noqa: E402
 from threads.consumers import ThreadConsumer  # noqa: E402
 
 
@@ -58,8 +59,16 @@ class ApiASGIHandler(ASGIHandler):
         starting and joining two threads per request (a tenth of the CPU of a burst of sends)."""
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
-        async with ThreadSensitiveContext(executor=next(_SYNC_EXECUTORS)):
-            await self.handle(scope, receive, send)
+        # Leader first (threads/sendgate.py): a send waits while the thread's first send in this
+        # process is on its way to the provider; that one lets go in the view, or here at the latest.
+        thread_id = sendgate.send_thread_id(scope["method"], scope["path"])
+        if thread_id is not None:
+            await sendgate.take_turn(thread_id)
+        try:
+            async with ThreadSensitiveContext(executor=next(_SYNC_EXECUTORS)):
+                await self.handle(scope, receive, send)
+        finally:
+            sendgate.release_turn()
 
     async def listen_for_disconnect(self, receive: Any) -> None:
         """As Django's, but a disconnect returns instead of raising RequestAborted: `handle` ignores

@@ -16,7 +16,19 @@ from core.dbasync import db_async
 from core.outages import DEPENDENCY_DOWN
 from ops import metrics
 from providers.catalog import acatalog
-from threads import chat, errors, events, fanout, modelaccess, outcomes, quotas, selectors, services, usage
+from threads import (
+    chat,
+    errors,
+    events,
+    fanout,
+    modelaccess,
+    outcomes,
+    quotas,
+    selectors,
+    sendgate,
+    services,
+    usage,
+)
 from threads.generation import generation_service
 from threads.http import api_view, authed_user, body_json, json_response, sse
 from threads.limits import parse_id
@@ -109,6 +121,7 @@ async def thread_messages(request: HttpRequest, thread_id: int) -> HttpResponseB
     if req.stream:
         return await _sse_response(request, thread, req)
     outcome = await chat.send(user=authed_user(request), thread=thread, req=req)
+    sendgate.release_turn()  # its generation has started, or it follows one: the others may come
     return await final_response(outcome, thread)
 
 
@@ -154,6 +167,7 @@ async def _sse_response(
     except BaseException:
         await slot.free()
         raise
+    sendgate.release_turn()  # before streaming: the others to this thread may come
     body = _sse_events(outcome, thread.pk, slot.sub.channel, slot)
     # A body never read (the client left before its first byte) runs no `finally`: free it when dropped.
     weakref.finalize(body, _free_soon, asyncio.get_running_loop(), slot)

@@ -313,3 +313,24 @@ async def test_a_message_no_client_may_send_after_the_body_is_an_error() -> None
     with pytest.raises(AssertionError, match="Invalid ASGI message"):
         await comm.wait(timeout=5)
     assert held.cancelled
+
+
+async def test_a_send_waits_while_the_first_send_to_its_thread_is_on_its_way() -> None:
+    """Leader first (threads/sendgate.py): the view here never lets go of the turn, so the second send
+    to thread 5 starts when the first request ends; a send to thread 6 does not wait."""
+    import asyncio
+
+    first, second, elsewhere = _HeldView(), _HeldView(), _HeldView()
+    comm1 = await _started(first, "POST", "/api/threads/5/messages")
+    comm2 = second.communicator("POST", "/api/threads/5/messages")
+    await comm2.send_input({"type": "http.request", "body": b""})
+    await _started(elsewhere, "POST", "/api/threads/6/messages")
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert second.task is None
+    first.release.set()
+    assert (await comm1.receive_output(timeout=5))["status"] == 200
+    await asyncio.wait_for(second.started.wait(), 5)
+    second.release.set()
+    elsewhere.release.set()
+    assert (await comm2.receive_output(timeout=5))["status"] == 200

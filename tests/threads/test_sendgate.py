@@ -1,0 +1,93 @@
+"""Leader first (threads/sendgate.py): the first send to a thread in a process runs ahead of the sends
+arriving with it; they wait, doing nothing, until it lets go (or MAX_WAIT_S), then go on together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from typing import Any
+
+import pytest
+
+from threads import sendgate
+
+
+@pytest.mark.parametrize(
+    "method, path, expected",
+    [
+        ("POST", "/api/threads/12/messages", 12),
+        ("GET", "/api/threads/12/messages", None),
+        ("POST", "/api/threads/12", None),
+        ("POST", "/api/threads/12/messages/3/regenerate", None),
+        ("POST", "/api/threads/x/messages", None),
+        ("POST", "/api/threads/12/messagesX", None),
+    ],
+)
+def test_only_the_http_send_route_takes_turns(method: str, path: str, expected: int | None) -> None:
+    assert sendgate.send_thread_id(method, path) == expected
+
+
+def _in_own_context(coro: Any) -> asyncio.Task[Any]:
+    """A task with a context of its own, as each request has."""
+    return asyncio.create_task(coro, context=contextvars.Context())
+
+
+async def test_sends_arriving_with_the_first_wait_until_it_lets_go_then_go_on_together() -> None:
+    order: list[str] = []
+    let_go = asyncio.Event()
+
+    async def first() -> None:
+        assert await sendgate.take_turn(1)
+        order.append("first ahead")
+        await let_go.wait()
+        sendgate.release_turn()
+
+    async def other(name: str) -> None:
+        assert not await sendgate.take_turn(1)
+        order.append(name)
+
+    tasks = [_in_own_context(first()), *(_in_own_context(other(f"other {i}")) for i in range(3))]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert order == ["first ahead"]  # the others are parked
+    let_go.set()
+    await asyncio.gather(*tasks)
+    assert sorted(order[1:]) == ["other 0", "other 1", "other 2"]
+    assert await sendgate.take_turn(1)  # free again: the next send holds it
+    sendgate.release_turn()
+
+
+async def test_other_threads_do_not_wait() -> None:
+    async def hold() -> None:
+        assert await sendgate.take_turn(1)
+        await asyncio.sleep(3600)
+
+    holder = _in_own_context(hold())
+    await asyncio.sleep(0)
+    try:
+        assert await asyncio.wait_for(_in_own_context(sendgate.take_turn(2)), 1)
+    finally:
+        holder.cancel()
+
+
+async def test_a_turn_held_too_long_lets_the_others_through() -> None:
+    async def hold() -> None:
+        assert await sendgate.take_turn(7)
+        await asyncio.sleep(3600)
+
+    holder = _in_own_context(hold())
+    await asyncio.sleep(0)
+    try:
+        waited = _in_own_context(sendgate.take_turn(7, max_wait_s=0.01))
+        assert await asyncio.wait_for(waited, 5) is False
+    finally:
+        holder.cancel()
+
+
+async def test_letting_go_twice_or_without_a_turn_is_harmless() -> None:
+    sendgate.release_turn()
+    assert await sendgate.take_turn(3)
+    sendgate.release_turn()
+    sendgate.release_turn()
+    assert await sendgate.take_turn(3)
+    sendgate.release_turn()

@@ -1,0 +1,74 @@
+"""Leader first: in each process, the first send to a thread runs ahead of the sends that arrive with it.
+
+A burst of identical sends lands in one turn of the event loop, and asyncio runs ready work first come,
+first served: every await on the first send's way to the provider (the claim, the rows, the request)
+waited behind every other arrival's parsing, authentication and coalescing, so its provider call began
+only once the process had taken in most of the burst (benchmarks/coalesce_bench.py). Here the first
+send to a thread takes the thread's turn; sends to that thread arriving meanwhile wait, doing nothing,
+until it has started its generation or joined another's (`release_turn`), then all go on together and
+follow it. A turn is never held longer than MAX_WAIT_S, whatever its holder is waiting for.
+
+Only the HTTP send route takes turns: it is where a crowd of separate clients lands at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import re
+import weakref
+
+__all__ = ["MAX_WAIT_S", "release_turn", "send_thread_id", "take_turn"]
+
+# The longest a send waits for the thread's first one (its claim, two writes and a request, normally
+# a few ms): past it, it goes on anyway and is simply not ahead of the others.
+MAX_WAIT_S = 0.5
+
+_SEND_PATH = re.compile(r"/api/threads/(\d+)/messages")
+
+# Per event loop (tests run many): thread id -> the event its turn's holder sets when it lets go.
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, asyncio.Event]] = (
+    weakref.WeakKeyDictionary()
+)
+# The turn this request holds, if any, for `release_turn` further down the same request.
+_held: contextvars.ContextVar[tuple[int, asyncio.Event] | None] = contextvars.ContextVar(
+    "sendgate_held", default=None
+)
+
+
+def send_thread_id(method: str, path: str) -> int | None:
+    """The thread a request sends to, if it is a send (POST /api/threads/<id>/messages)."""
+    if method != "POST":
+        return None
+    match = _SEND_PATH.fullmatch(path)
+    return int(match.group(1)) if match else None
+
+
+async def take_turn(thread_id: int, *, max_wait_s: float = MAX_WAIT_S) -> bool:
+    """Hold the thread's turn if nobody does (True), else wait until its holder lets go or `max_wait_s`
+    passes (False: go on without holding it; those released together run side by side)."""
+    turns = _turns.setdefault(asyncio.get_running_loop(), {})
+    held = turns.get(thread_id)
+    if held is None:
+        event = turns[thread_id] = asyncio.Event()
+        _held.set((thread_id, event))
+        return True
+    try:
+        async with asyncio.timeout(max_wait_s):
+            await held.wait()
+    except TimeoutError:
+        pass
+    return False
+
+
+def release_turn() -> None:
+    """Let go of the turn this request holds (no-op if it holds none, or let go already)."""
+    held = _held.get()
+    if held is None:
+        return
+    _held.set(None)
+    thread_id, event = held
+    turns = _turns.get(asyncio.get_running_loop(), {})
+    if turns.get(thread_id) is event:
+        del turns[thread_id]
+    event.set()

@@ -18,7 +18,13 @@ from threads.generation import GenerationService, generation_service
 from threads.models import Message, Thread
 from threads.validation import parse_send
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.both]
+# The service's background sweep reads `streaming` rows beside the test's writes: on SQLite's shared
+# in-memory database that read could lock threads_message under the test's cancel (about 1 run in 16).
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.both,
+    pytest.mark.usefixtures("no_background_sweeps"),
+]
 
 TIMEOUT = 10.0
 

@@ -57,13 +57,22 @@ async def test_sends_arriving_with_the_first_wait_until_it_lets_go_then_go_on_to
     sendgate.release_turn()
 
 
-async def test_other_threads_do_not_wait() -> None:
+async def _holding(thread_id: int) -> asyncio.Task[None]:
+    """A request that takes the thread's turn and keeps it until cancelled."""
+    taken = asyncio.Event()
+
     async def hold() -> None:
-        assert await sendgate.take_turn(1)
-        await asyncio.sleep(3600)
+        assert await sendgate.take_turn(thread_id)
+        taken.set()
+        await asyncio.Event().wait()
 
     holder = _in_own_context(hold())
-    await asyncio.sleep(0)
+    await asyncio.wait_for(taken.wait(), 5)
+    return holder
+
+
+async def test_other_threads_do_not_wait() -> None:
+    holder = await _holding(1)
     try:
         assert await asyncio.wait_for(_in_own_context(sendgate.take_turn(2)), 1)
     finally:
@@ -71,12 +80,7 @@ async def test_other_threads_do_not_wait() -> None:
 
 
 async def test_a_turn_held_too_long_lets_the_others_through() -> None:
-    async def hold() -> None:
-        assert await sendgate.take_turn(7)
-        await asyncio.sleep(3600)
-
-    holder = _in_own_context(hold())
-    await asyncio.sleep(0)
+    holder = await _holding(7)
     try:
         waited = _in_own_context(sendgate.take_turn(7, max_wait_s=0.01))
         assert await asyncio.wait_for(waited, 5) is False

@@ -8,6 +8,8 @@ was 16 % of the server's CPU (py-spy profile of benchmarks/coalesce_bench.py's b
 
 from __future__ import annotations
 
+import sys
+
 
 def skip_twisted_form_parsing() -> bool:
     """Make daphne's requests skip Twisted's form parsing; False when daphne is not installed."""
@@ -19,3 +21,16 @@ def skip_twisted_form_parsing() -> bool:
     # over it, so every request reads False whatever Twisted sets.
     WebRequest._parsePOSTFormSubmission = property(lambda self: False, lambda self, value: None)
     return True
+
+
+def urgent_first() -> bool:
+    """Run urgent callbacks first (core/urgent.py) on daphne's event loop, which daphne makes when its
+    server module is imported and runs once the application is loaded. False when this process is not
+    daphne's (Twisted's reactor is not imported: importing it here would install the wrong one)."""
+    reactor = sys.modules.get("twisted.internet.reactor")
+    loop = getattr(reactor, "_asyncioEventloop", None)  # daphne installs Twisted's asyncio reactor
+    if loop is None:
+        return False
+    from core import urgent
+
+    return urgent.install(loop)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import os
 from collections.abc import Callable
@@ -61,7 +62,13 @@ def db_async(fn: Callable[..., Any]) -> Any:
     itself runs to its end, as with `sync_to_async`.
     """
 
-    def run(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any], args: Any, kwargs: Any) -> None:
+    def run(
+        loop: asyncio.AbstractEventLoop,
+        fut: asyncio.Future[Any],
+        ctx: contextvars.Context,
+        args: Any,
+        kwargs: Any,
+    ) -> None:
         outcome: tuple[bool, Any]
         try:
             _close_stale_connections()
@@ -72,7 +79,8 @@ def db_async(fn: Callable[..., Any]) -> Any:
         except BaseException as exc:  # handed to the caller, whatever it is: it must never wait forever
             outcome = (False, exc)
         try:
-            loop.call_soon_threadsafe(_settle, fut, *outcome)
+            # In the caller's context: an urgent caller (core/urgent.py) resumes ahead of the others.
+            loop.call_soon_threadsafe(_settle, fut, *outcome, context=ctx)
         except RuntimeError:  # the loop closed meanwhile: nobody is waiting
             pass
 
@@ -80,7 +88,7 @@ def db_async(fn: Callable[..., Any]) -> Any:
     async def call(*args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        _EXECUTOR.submit(run, loop, fut, args, kwargs)
+        _EXECUTOR.submit(run, loop, fut, contextvars.copy_context(), args, kwargs)
         return await fut
 
     return call

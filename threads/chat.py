@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 from typing import Any
 
 from django.conf import settings
@@ -16,6 +15,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from core import urgent
 from core.dbasync import db_async
 from core.outages import DEPENDENCY_DOWN
 from core.ttlcache import TTLCache
@@ -116,8 +116,10 @@ async def send(
 
     Runs detached from the caller: a client that disconnects mid-send cancels its request, and a
     leader cut off between claiming the burst and publishing its rows would fail every follower."""
+    # A fresh context (nothing of the request's), urgent if the request is (it holds its thread's turn).
     task = asyncio.create_task(
-        _send(user=user, thread=thread, req=req, reply_channel=reply_channel), context=contextvars.Context()
+        _send(user=user, thread=thread, req=req, reply_channel=reply_channel),
+        context=urgent.urgent_context(urgent.is_urgent()),
     )
     # If the caller is cancelled nobody awaits the task: retrieve its outcome so nothing is "never retrieved".
     task.add_done_callback(lambda t: t.cancelled() or t.exception())

@@ -1,6 +1,6 @@
 """How a generation ends: its result saved (retried while the database blips), its call charged
-(threads/charging.py), then its terminal event given to its waiters, its burst key finished
-(threads/coalescing.py), and the event broadcast to the thread. Every ending goes through `terminal`
+(threads/charging.py), then its burst key finished (threads/coalescing.py), the event broadcast to the
+thread, and its terminal event given to its waiters in this process. Every ending goes through `terminal`
 once the row says how it ended.
 """
 
@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 # Finalizing writes retried while the database blips: about 3 s in all. Not tenacity (providers/_retry.py
 # uses it for its backoff and Retry-After): a fixed list of delays on one exception family is this loop.
 SAVE_RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.5)
+# How long this process's waiters wait for the other processes to be told first (a Redis round trip or
+# two, normally a few ms): past it (Redis slow or away) they hear the end anyway.
+TELL_FIRST_S = 0.05
 
 
 async def save(fn: Any, **kwargs: Any) -> Any:
@@ -138,16 +141,32 @@ async def error(
 async def terminal(
     gen: Generation, layer: BaseChannelLayer, event: events.TerminalEvent, *, charge: bool = True
 ) -> None:
-    """Charge the call, then resolve the waiters, finish the burst key, and tell the thread. Charged
-    first: whoever hears the end (and then reads its usage, or sends again) finds the charge written."""
+    """Charge the call, tell the other processes (finish the burst key, tell the thread), then resolve
+    this process's waiters. Charged first: whoever hears the end (and then reads its usage, or sends
+    again) finds the charge written. Told before the waiters here are resolved: answering a burst's
+    hundreds of waiters takes this loop a while, and the other processes' waiters would hear the end
+    only after it; but the waiters here never wait on Redis longer than TELL_FIRST_S."""
     if charge:
         await charging.charge(gen, status=charging.STATUS_OF_EVENT.get(event["type"], "error"))
     message = event.get("message")
     if message is not None and gen.usage is not None:
         message["usage"] = gen.usage
-    if not gen.done.done():
-        gen.done.set_result(event)
-        metrics.observe_latency_ms((time.monotonic() - gen.started) * 1000)
+    told = asyncio.ensure_future(_tell(gen, layer, event))
+    try:
+        await asyncio.wait({told}, timeout=TELL_FIRST_S)
+    except BaseException:
+        told.cancel()
+        raise
+    finally:
+        if not gen.done.done():
+            gen.done.set_result(event)
+            metrics.observe_latency_ms((time.monotonic() - gen.started) * 1000)
+    await told
+
+
+async def _tell(gen: Generation, layer: BaseChannelLayer, event: events.TerminalEvent) -> None:
+    """The other processes hear the end: the burst's key (its result answers identical sends) and the
+    thread's group."""
     if gen.coalesce_key is not None:
         try:
             await coalescing.finish(

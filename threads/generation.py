@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
 
-from core import loopres
+from core import loopres, urgent
 from core.cancelguard import raise_if_cancelling
 from core.gcra import Limit
 from core.outages import DATABASE_DOWN
@@ -105,10 +105,12 @@ class GenerationService:
             history.insert(0, ChatMessage("system", prepared.system_prompt))
         # A fresh context: a task created during a request would inherit that request's
         # thread-sensitive executor, and its database calls would fail once the request ended.
+        # Urgent (core/urgent.py): its way to the provider, its deltas and its end go before the
+        # intake of the burst that is still arriving.
         gen.task = asyncio.create_task(
             self._run(gen, prepared.provider, params, history),
             name=f"gen:{gen.request_id}",
-            context=contextvars.Context(),
+            context=urgent.urgent_context(),
         )
         return gen
 

@@ -8,6 +8,9 @@ send to a thread takes the thread's turn; sends to that thread arriving meanwhil
 until it has started its generation or joined another's (`release_turn`), then all go on together and
 follow it. A turn is never held longer than MAX_WAIT_S, whatever its holder is waiting for.
 
+The holder is also urgent while it holds the turn (core/urgent.py): the arrivals still being read and
+parsed run after each of its steps, not before.
+
 Only the HTTP send route takes turns: it is where a crowd of separate clients lands at once.
 """
 
@@ -17,6 +20,8 @@ import asyncio
 import contextvars
 import re
 import weakref
+
+from core import urgent
 
 __all__ = ["MAX_WAIT_S", "release_turn", "send_thread_id", "take_turn"]
 
@@ -52,6 +57,7 @@ async def take_turn(thread_id: int, *, max_wait_s: float = MAX_WAIT_S) -> bool:
     if held is None:
         event = turns[thread_id] = asyncio.Event()
         _held.set((thread_id, event))
+        urgent.mark()
         return True
     try:
         async with asyncio.timeout(max_wait_s):
@@ -67,6 +73,7 @@ def release_turn() -> None:
     if held is None:
         return
     _held.set(None)
+    urgent.mark(False)
     thread_id, event = held
     turns = _turns.get(asyncio.get_running_loop(), {})
     if turns.get(thread_id) is event:

@@ -9,10 +9,11 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from core import dbasync
+from core import dbasync, urgent
 from core.dbasync import db_async
 
 # close_old_connections() runs around each call: a worker thread may hold a connection from a test before.
@@ -73,6 +74,48 @@ async def test_a_failing_connection_cleanup_reaches_the_caller_instead_of_a_hang
     monkeypatch.setattr(dbasync, "_close_stale_connections", broken)
     with pytest.raises(ConnectionError, match="cleanup failed"):
         await asyncio.wait_for(db_async(_echo)(1), 10)
+
+
+def test_an_urgent_caller_resumes_ahead_of_the_work_queued_before_its_answer() -> None:
+    """core/urgent.py: the answer comes back in the caller's context, so an urgent caller (a burst's
+    leader on its way to the provider) does not wait behind a loop full of other arrivals."""
+    loop = asyncio.new_event_loop()
+    assert urgent.install(loop)
+    ticks = [0]
+    answered: list[int] = []
+    done = asyncio.Event()
+
+    def tick() -> None:  # one of many ordinary callbacks, each queueing itself again
+        ticks[0] += 1
+        if not done.is_set():
+            loop.call_soon(tick)
+
+    real = loop.call_soon_threadsafe
+
+    def noting(*args: Any, **kwargs: Any) -> Any:
+        answered.append(ticks[0])  # the worker hands the answer over now
+        return real(*args, **kwargs)
+
+    loop.call_soon_threadsafe = noting  # type: ignore[method-assign,assignment]
+
+    async def main() -> int:
+        async def caller() -> int:
+            urgent.mark()
+            await db_async(_echo)(1)
+            done.set()
+            return ticks[0]
+
+        task = asyncio.create_task(caller())
+        for _ in range(1000):
+            loop.call_soon(tick)
+        return await task
+
+    try:
+        resumed = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert len(answered) == 1
+    assert resumed - answered[0] < 100  # not behind the thousand ticks queued meanwhile
 
 
 # Run in a process of its own on a SQLite file: the test database is in memory, and Django never

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
@@ -13,14 +14,16 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 
+from core import urgent
 from providers.catalog import acatalog
 from tests.threads.recording import (
     FakeClock,
     RecordingChannelLayer,
     ScriptedProvider,
 )
-from threads import chat, groups, modelaccess, outcomes, quotas, sweep
+from threads import chat, fanout, finish, groups, modelaccess, outcomes, quotas, sweep
 from threads.coalesce_store import LEASE_S, CoalesceFailed, InProcessCoalescer
+from threads.generation import generation_service
 from threads.models import Message, Thread
 from threads.validation import InvalidInput, parse_send
 
@@ -224,3 +227,86 @@ async def test_a_send_to_a_remembered_thread_runs_only_its_head_read_and_its_wri
     assert all("current_leaf_id" in sql and '"provider"' not in sql for sql in thread_reads), thread_reads
     provider.hold.set()
     await asyncio.wait_for(outcomes.wait_terminal(outcome, thread_id=thread.pk), TIMEOUT)
+
+
+async def test_a_send_from_an_urgent_request_stays_urgent_and_every_generation_is_urgent(
+    user: Any,
+    thread: Thread,
+    layer: RecordingChannelLayer,
+    provider: ScriptedProvider,
+    co: InProcessCoalescer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """core/urgent.py: the turn's holder (threads/sendgate.py) and generations go ahead of a burst."""
+    sends: list[bool] = []
+    calls: list[bool] = []
+    real = chat.thread_for_call
+
+    async def recording(**kwargs: Any) -> Thread:
+        sends.append(urgent.is_urgent())  # the first step of the send's own task
+        return await real(**kwargs)
+
+    monkeypatch.setattr(chat, "thread_for_call", recording)
+    provider.on_call.append(lambda: calls.append(urgent.is_urgent()))
+
+    async def send(content: str, *, marked: bool) -> None:
+        urgent.mark(marked)
+        outcome = await chat.send(user=user, thread=thread, req=_req(content))
+        await asyncio.wait_for(outcomes.wait_terminal(outcome, thread_id=thread.pk), TIMEOUT)
+
+    await asyncio.create_task(send("first", marked=True), context=contextvars.Context())
+    await asyncio.create_task(send("second", marked=False), context=contextvars.Context())
+    assert sends == [True, False]
+    assert calls == [True, True]
+
+
+async def test_the_other_processes_are_told_the_end_before_this_ones_waiters_hear_it(
+    user: Any,
+    thread: Thread,
+    layer: RecordingChannelLayer,
+    provider: ScriptedProvider,
+    co: InProcessCoalescer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Resolving hundreds of waiters here takes a while: the terminal event must not wait behind it."""
+    told: list[tuple[str, bool]] = []
+    real = fanout.broadcast
+
+    async def recording(layer_: Any, thread_id: int, event: Any, **kwargs: Any) -> None:
+        if event["type"] == "message.done":
+            gen = generation_service().running[event["message"]["id"]]
+            told.append((event["type"], gen.done.done()))
+        await real(layer_, thread_id, event, **kwargs)
+
+    monkeypatch.setattr(finish.fanout, "broadcast", recording)
+    outcome = await chat.send(user=user, thread=thread, req=_req())
+    final = await asyncio.wait_for(outcomes.wait_terminal(outcome, thread_id=thread.pk), TIMEOUT)
+    assert final["type"] == "message.done"
+    assert told == [("message.done", False)]  # the waiters here had not heard it yet
+
+
+async def test_this_process_waiters_hear_the_end_while_telling_the_others_hangs(
+    user: Any,
+    thread: Thread,
+    layer: RecordingChannelLayer,
+    provider: ScriptedProvider,
+    co: InProcessCoalescer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redis slow or away: the waiters here are not held past finish.TELL_FIRST_S."""
+    release = asyncio.Event()
+    real = fanout.broadcast
+
+    async def hanging(layer_: Any, thread_id: int, event: Any, **kwargs: Any) -> None:
+        if event["type"] == "message.done":
+            await release.wait()
+        await real(layer_, thread_id, event, **kwargs)
+
+    monkeypatch.setattr(finish.fanout, "broadcast", hanging)
+    outcome = await chat.send(user=user, thread=thread, req=_req())
+    assert outcome.generation is not None
+    final = await asyncio.wait_for(outcomes.wait_terminal(outcome, thread_id=thread.pk), TIMEOUT)
+    assert final["type"] == "message.done"
+    assert outcome.generation.task is not None and not outcome.generation.task.done()  # still telling
+    release.set()
+    await asyncio.wait_for(asyncio.shield(outcome.generation.task), TIMEOUT)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from core import urgent
 from threads import sendgate
 
 
@@ -95,3 +96,22 @@ async def test_letting_go_twice_or_without_a_turn_is_harmless() -> None:
     sendgate.release_turn()
     assert await sendgate.take_turn(3)
     sendgate.release_turn()
+
+
+async def test_the_turns_holder_is_urgent_until_it_lets_go_and_those_who_waited_are_not() -> None:
+    """core/urgent.py: the holder's steps go ahead of the burst's other arrivals."""
+    seen: dict[str, bool] = {}
+
+    async def first() -> None:
+        assert await sendgate.take_turn(5)
+        seen["holding"] = urgent.is_urgent()
+        await asyncio.sleep(0)
+        sendgate.release_turn()
+        seen["let go"] = urgent.is_urgent()
+
+    async def other() -> None:
+        assert not await sendgate.take_turn(5)
+        seen["waited"] = urgent.is_urgent()
+
+    await asyncio.gather(_in_own_context(first()), _in_own_context(other()))
+    assert seen == {"holding": True, "let go": False, "waited": False}

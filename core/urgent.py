@@ -1,0 +1,93 @@
+"""Urgent work first: an event loop's ready callbacks from an urgent context run before the others.
+
+asyncio runs ready callbacks first come, first served. When a burst of a thousand sends lands, each
+turn of the loop runs every arrival's next step, so each await on the way of the one send that matters
+(the burst's leader: its claim, its rows, its provider request; then its generation telling the other
+processes it has ended) waited a whole turn, tens of milliseconds. Here a callback whose context is
+marked urgent (`mark`, `urgent_context`) goes ahead of the unmarked ones already waiting, behind the
+urgent ones (so urgent work keeps its own order). Unmarked work is never held back for long: at most
+MAX_URGENT_RUN urgent callbacks run between two of its own.
+
+What is urgent follows contexts: a task's steps and the futures it awaits carry the task's context,
+and a connection's reads carry the context it was opened in (a provider connection opened by a
+generation is urgent). Hand-written: asyncio has no priorities and no library adds them to a running
+loop; this is one deque subclass, measured in benchmarks/coalesce_bench.py (README, Leader first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextvars
+from typing import Any
+
+__all__ = ["install", "installed", "is_urgent", "mark", "urgent_context"]
+
+# At most this many urgent callbacks run in a row: an urgent task that yields without waiting (a loop
+# of sleep(0), as the fast demo provider's) must not stop everything else.
+MAX_URGENT_RUN = 32
+
+_URGENT: contextvars.ContextVar[bool] = contextvars.ContextVar("urgent", default=False)
+
+
+def mark(urgent: bool = True) -> None:
+    """Mark (or unmark) the current context: this task's later steps, and tasks it starts."""
+    _URGENT.set(urgent)
+
+
+def is_urgent() -> bool:
+    return _URGENT.get()
+
+
+def urgent_context(urgent: bool = True) -> contextvars.Context:
+    """A fresh context (nothing of the caller's), marked urgent or not: for a detached task."""
+    ctx = contextvars.Context()
+    if urgent:
+        ctx.run(_URGENT.set, True)
+    return ctx
+
+
+def _urgent(handle: Any) -> bool:
+    # Every asyncio Handle has a context (its creator's copy when none was given).
+    ctx = handle._context
+    return ctx is not None and ctx.get(_URGENT, False)
+
+
+class _UrgentFirst(collections.deque):
+    """The loop's ready queue: an urgent handle is appended after the urgent ones at its head, unless
+    MAX_URGENT_RUN urgent ones have run since the last ordinary one (then it queues like any other)."""
+
+    __slots__ = ("_run",)
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._run = 0  # urgent handles taken since the last ordinary one
+
+    def append(self, handle: Any) -> None:
+        if self._run >= MAX_URGENT_RUN or not _urgent(handle):
+            super().append(handle)
+            return
+        at, n = 0, len(self)
+        while at < n and _urgent(self[at]):
+            at += 1
+        self.insert(at, handle)
+
+    def popleft(self) -> Any:
+        handle = super().popleft()
+        self._run = self._run + 1 if _urgent(handle) else 0
+        return handle
+
+
+def install(loop: asyncio.AbstractEventLoop) -> bool:
+    """Make `loop` run urgent callbacks first; before it runs (another thread may be appending to a
+    running loop's queue). False for a loop without asyncio's ready queue (uvloop): nothing changes."""
+    if installed(loop):
+        return True
+    if loop.is_running() or not isinstance(getattr(loop, "_ready", None), collections.deque):
+        return False
+    loop._ready = _UrgentFirst(loop._ready)  # type: ignore[attr-defined]
+    return True
+
+
+def installed(loop: asyncio.AbstractEventLoop) -> bool:
+    return isinstance(getattr(loop, "_ready", None), _UrgentFirst)

@@ -105,8 +105,8 @@ class GenerationService:
             history.insert(0, ChatMessage("system", prepared.system_prompt))
         # A fresh context: a task created during a request would inherit that request's
         # thread-sensitive executor, and its database calls would fail once the request ended.
-        # Urgent (core/urgent.py): its way to the provider, its deltas and its end go before the
-        # intake of the burst that is still arriving.
+        # Urgent (core/urgent.py) until the provider's first token: its way to the provider goes before
+        # the intake of the burst that is still arriving.
         gen.task = asyncio.create_task(
             self._run(gen, prepared.provider, params, history),
             name=f"gen:{gen.request_id}",
@@ -171,7 +171,8 @@ class GenerationService:
     async def _run(
         self, gen: Generation, provider_name: str, params: GenerationParams, history: list[ChatMessage]
     ) -> None:
-        lease = asyncio.create_task(self._keep_lease(gen))
+        # Not urgent (core/urgent.py): only the way to the provider is.
+        lease = asyncio.create_task(self._keep_lease(gen), context=urgent.urgent_context(False))
         # How the run ends, saved and told; what is retried if the database refuses it (a cancel's,
         # unless the stream ended otherwise).
         ending: Ending = functools.partial(finish.cancelled, gen, self.layer)
@@ -225,6 +226,7 @@ class GenerationService:
         sender = asyncio.create_task(
             fanout.run_sender(gen, self.layer, flush_s=settings.STREAM_FLUSH_MS / 1000),
             name=f"gen-send:{gen.request_id}",
+            context=urgent.urgent_context(False),
         )
         try:
             completion = await self._stream(gen, provider_name, params, history)
@@ -285,6 +287,9 @@ class GenerationService:
                 if gen.ttft_ms is None:
                     gen.ttft_ms = (time.monotonic() - gen.started) * 1000
                     metrics.observe_ttft_ms(gen.ttft_ms)
+                    # The provider answers: the rest of the stream takes its turns with the others
+                    # (a thousand urgent streams would leave the process's other work behind).
+                    urgent.mark(False)
                 gen.pending.append(ev.text)
                 gen.wake.set()
         return completion

@@ -9,6 +9,7 @@ import contextvars
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -229,25 +230,37 @@ async def test_a_send_to_a_remembered_thread_runs_only_its_head_read_and_its_wri
     await asyncio.wait_for(outcomes.wait_terminal(outcome, thread_id=thread.pk), TIMEOUT)
 
 
-async def test_a_send_from_an_urgent_request_stays_urgent_and_every_generation_is_urgent(
+@dataclass
+class _Watching(ScriptedProvider):
+    """Notes, as it hands over each event, whether the generation reading it is urgent."""
+
+    urgency: list[bool] = field(default_factory=list)
+
+    async def stream(self, messages: Any, params: Any) -> AsyncIterator[Any]:
+        async for ev in super().stream(messages, params):
+            self.urgency.append(urgent.is_urgent())
+            yield ev
+
+
+async def test_a_send_from_an_urgent_request_stays_urgent_and_a_generation_is_until_its_first_token(
     user: Any,
     thread: Thread,
     layer: RecordingChannelLayer,
-    provider: ScriptedProvider,
     co: InProcessCoalescer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """core/urgent.py: the turn's holder (threads/sendgate.py) and generations go ahead of a burst."""
+    """core/urgent.py: the turn's holder (threads/sendgate.py) and a generation on its way to the
+    provider go ahead of a burst; once the provider answers, the stream takes its turns."""
     sends: list[bool] = []
-    calls: list[bool] = []
     real = chat.thread_for_call
+    provider = _Watching(chunks=("Hel", "lo", " there"))
+    monkeypatch.setattr("threads.generation.get_provider", lambda name: provider)
 
     async def recording(**kwargs: Any) -> Thread:
         sends.append(urgent.is_urgent())  # the first step of the send's own task
         return await real(**kwargs)
 
     monkeypatch.setattr(chat, "thread_for_call", recording)
-    provider.on_call.append(lambda: calls.append(urgent.is_urgent()))
 
     async def send(content: str, *, marked: bool) -> None:
         urgent.mark(marked)
@@ -257,7 +270,8 @@ async def test_a_send_from_an_urgent_request_stays_urgent_and_every_generation_i
     await asyncio.create_task(send("first", marked=True), context=contextvars.Context())
     await asyncio.create_task(send("second", marked=False), context=contextvars.Context())
     assert sends == [True, False]
-    assert calls == [True, True]
+    # Each generation: urgent until its first token is taken, then not (three tokens, the completion).
+    assert provider.urgency == [True, False, False, False] * 2
 
 
 async def test_the_other_processes_are_told_the_end_before_this_ones_waiters_hear_it(

@@ -242,12 +242,9 @@ class _Watching(ScriptedProvider):
             yield ev
 
 
+@pytest.mark.usefixtures("layer", "co")
 async def test_a_send_from_an_urgent_request_stays_urgent_and_a_generation_is_until_its_first_token(
-    user: Any,
-    thread: Thread,
-    layer: RecordingChannelLayer,
-    co: InProcessCoalescer,
-    monkeypatch: pytest.MonkeyPatch,
+    user: Any, thread: Thread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """core/urgent.py: the turn's holder (threads/sendgate.py) and a generation on its way to the
     provider go ahead of a burst; once the provider answers, the stream takes its turns."""
@@ -274,49 +271,46 @@ async def test_a_send_from_an_urgent_request_stays_urgent_and_a_generation_is_un
     assert provider.urgency == [True, False, False, False] * 2
 
 
-async def test_the_other_processes_are_told_the_end_before_this_ones_waiters_hear_it(
-    user: Any,
-    thread: Thread,
-    layer: RecordingChannelLayer,
-    provider: ScriptedProvider,
-    co: InProcessCoalescer,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Resolving hundreds of waiters here takes a while: the terminal event must not wait behind it."""
-    told: list[tuple[str, bool]] = []
+def _before_the_done_broadcast(monkeypatch: pytest.MonkeyPatch, hook: Callable[[Any], Any]) -> None:
+    """Await `hook(event)` before a message.done reaches the thread's group (threads/finish.py)."""
     real = fanout.broadcast
 
-    async def recording(layer_: Any, thread_id: int, event: Any, **kwargs: Any) -> None:
+    async def wrapped(layer_: Any, thread_id: int, event: Any, **kwargs: Any) -> None:
         if event["type"] == "message.done":
-            gen = generation_service().running[event["message"]["id"]]
-            told.append((event["type"], gen.done.done()))
+            await hook(event)
         await real(layer_, thread_id, event, **kwargs)
 
-    monkeypatch.setattr(finish.fanout, "broadcast", recording)
+    monkeypatch.setattr(finish.fanout, "broadcast", wrapped)
+
+
+@pytest.mark.usefixtures("layer", "provider", "co")
+async def test_the_other_processes_are_told_the_end_before_this_ones_waiters_hear_it(
+    user: Any, thread: Thread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resolving hundreds of waiters here takes a while: the terminal event must not wait behind it."""
+    heard: list[bool] = []
+
+    async def note(event: Any) -> None:
+        heard.append(generation_service().running[event["message"]["id"]].done.done())
+
+    _before_the_done_broadcast(monkeypatch, note)
     outcome = await chat.send(user=user, thread=thread, req=_req())
     final = await asyncio.wait_for(outcomes.wait_terminal(outcome, thread_id=thread.pk), TIMEOUT)
     assert final["type"] == "message.done"
-    assert told == [("message.done", False)]  # the waiters here had not heard it yet
+    assert heard == [False]  # the waiters here had not heard it yet
 
 
+@pytest.mark.usefixtures("layer", "provider", "co")
 async def test_this_process_waiters_hear_the_end_while_telling_the_others_hangs(
-    user: Any,
-    thread: Thread,
-    layer: RecordingChannelLayer,
-    provider: ScriptedProvider,
-    co: InProcessCoalescer,
-    monkeypatch: pytest.MonkeyPatch,
+    user: Any, thread: Thread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Redis slow or away: the waiters here are not held past finish.TELL_FIRST_S."""
     release = asyncio.Event()
-    real = fanout.broadcast
 
-    async def hanging(layer_: Any, thread_id: int, event: Any, **kwargs: Any) -> None:
-        if event["type"] == "message.done":
-            await release.wait()
-        await real(layer_, thread_id, event, **kwargs)
+    async def hang(event: Any) -> None:
+        await release.wait()
 
-    monkeypatch.setattr(finish.fanout, "broadcast", hanging)
+    _before_the_done_broadcast(monkeypatch, hang)
     outcome = await chat.send(user=user, thread=thread, req=_req())
     assert outcome.generation is not None
     final = await asyncio.wait_for(outcomes.wait_terminal(outcome, thread_id=thread.pk), TIMEOUT)

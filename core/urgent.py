@@ -10,8 +10,8 @@ MAX_URGENT_RUN urgent callbacks run between two of its own.
 
 What is urgent follows contexts: a task's steps and the futures it awaits carry the task's context,
 and a connection's reads carry the context it was opened in (a provider connection opened by a
-generation is urgent). Hand-written: asyncio has no priorities and no library adds them to a running
-loop; this is one deque subclass, measured in benchmarks/coalesce_bench.py (README, Leader first).
+generation is urgent). Hand-written: asyncio has no priorities and no kept library adds them (qloop is
+a proof of concept); this is one deque subclass, measured in benchmarks/coalesce_bench.py (README).
 """
 
 from __future__ import annotations

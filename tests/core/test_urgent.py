@@ -74,14 +74,16 @@ def test_a_tasks_wait_on_a_future_resumes_it_first_when_the_future_is_set(
 
     async def main() -> None:
         fut = loop.create_future()
+        waiting = asyncio.Event()
 
         async def waiter() -> None:
             urgent.mark()
+            waiting.set()  # and in the same step, waits on the future
             await fut
             order.append("urgent waiter")
 
         task = asyncio.create_task(waiter())
-        await asyncio.sleep(0)  # it waits now
+        await waiting.wait()
         loop.call_soon(order.append, "queued first")
         fut.set_result(None)
         await task
@@ -106,12 +108,15 @@ def test_the_reads_of_a_connection_opened_in_an_urgent_context_come_first(
         opening = asyncio.create_task(open_reader(), context=urgent.urgent_context(opened_urgent))
         reader, writer = await opening
 
+        waiting = asyncio.Event()
+
         async def read() -> None:
+            waiting.set()  # and in the same step, waits for bytes
             await reader.read(10)
             order.append("read")
 
         reading = asyncio.create_task(read(), context=urgent.urgent_context())
-        await asyncio.sleep(0)
+        await waiting.wait()
         theirs.send(b"data")
         for i in range(5):  # ordinary work queued before the bytes are seen
             loop.call_soon(order.append, f"queued {i}")

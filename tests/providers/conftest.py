@@ -21,9 +21,9 @@ from providers import (
     Timeouts,
 )
 from providers.fake.server import FakeProviderServer
+from tests.deadlines import provider_timeouts
 
-# Short deadlines keep the timeout tests fast; far above what a loopback server needs otherwise.
-TEST_TIMEOUTS = Timeouts(connect=1.0, first_byte=0.3, idle=0.3, total=5.0)
+TEST_TIMEOUTS = provider_timeouts(expects_timeout=False)
 HELLO = [ChatMessage("system", "Be brief."), ChatMessage("user", "Say hello")]
 PARAMS = GenerationParams(model="fake-model", max_tokens=100)
 

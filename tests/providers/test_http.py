@@ -27,6 +27,7 @@ from providers import (
 )
 from providers._http import extra_params, parse_retry_after
 from providers.fake.server import FakeProviderServer
+from tests.deadlines import provider_timeouts
 
 from .conftest import HELLO, PARAMS, collect, make_provider
 
@@ -246,7 +247,11 @@ async def test_fault_maps_to_typed_error(
     tokens: int,
 ) -> None:
     fake_server.queue_faults(fault)
-    texts, completion, exc = await collect(http_provider)
+    provider = http_provider
+    if error is ProviderTimeout:
+        provider = make_provider(http_provider.name, fake_server, provider_timeouts(expects_timeout=True))
+    texts, completion, exc = await collect(provider)
+    await provider.aclose()
     assert type(exc) is error, exc
     assert len(texts) == tokens and completion is None
     assert fake_server.stats.calls == 1

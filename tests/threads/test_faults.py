@@ -20,6 +20,7 @@ from django.test import AsyncClient
 
 from chatapp.asgi import application
 from providers.fake.server import FakeProviderServer
+from tests.deadlines import deadlines
 from threads import chat, events, groups, outcomes, services, sweep
 from threads.generation import generation_service
 from threads.generation_state import Generation
@@ -32,10 +33,9 @@ T = TypeVar("T")
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.both]
 
 TIMEOUT = 10.0
+
+
 # Far above what a loopback fake needs, short enough that the timeout faults end in well under a second.
-FAST_TIMEOUTS = {"connect": 1.0, "first_byte": 0.3, "idle": 0.3, "total": 5.0}
-
-
 @pytest.fixture
 async def fake(settings: Any) -> AsyncIterator[FakeProviderServer]:
     async with FakeProviderServer(ttft_ms=0, tps=0, tokens=8) as server:
@@ -44,7 +44,7 @@ async def fake(settings: Any) -> AsyncIterator[FakeProviderServer]:
             "openai": {"base_url": server.openai_base_url, "api_key": "sk-test", "model": "fake-model"},
         }
         settings.PROVIDER_MAX_RETRIES = 0  # one call per send: the fault is what the viewers see
-        settings.PROVIDER_TIMEOUTS = dict(FAST_TIMEOUTS)
+        settings.PROVIDER_TIMEOUTS = deadlines(expects_timeout=False)
         yield server
 
 
@@ -102,8 +102,9 @@ async def test_provider_fault_ends_in_error_for_every_viewer_with_partial_text_k
     status: int,
     partial: int | None,
 ) -> None:
+    settings.PROVIDER_TIMEOUTS = deadlines(expects_timeout=code == "provider_timeout")
     if partial is None:
-        settings.PROVIDER_TIMEOUTS = {**FAST_TIMEOUTS, "total": 0.6}
+        settings.PROVIDER_TIMEOUTS["total"] = 0.6
     fake.configure(**knobs)
     fake.queue_faults(fault)
     viewers = [await _viewer(thread, token), await _viewer(thread, token)]

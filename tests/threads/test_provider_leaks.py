@@ -19,12 +19,12 @@ from django.test import AsyncClient, Client
 from chatapp.asgi import application
 from providers import ProviderError
 from providers.fake.server import FakeProviderServer
+from tests.deadlines import deadlines
 from threads.models import Message, Thread
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.both]
 
 TIMEOUT = 10.0
-FAST_TIMEOUTS = {"connect": 1.0, "first_byte": 0.3, "idle": 0.3, "total": 5.0}
 # Every text the fake upstream writes into an error says "(fake" (and the quota and rate-limit ones
 # name an organisation, as OpenAI's do); its malformed event starts a string with "unterminated".
 UPSTREAM_MARKERS = ("(fake", "org-fake", "unterminated", "Overloaded", "insufficient_quota")
@@ -57,7 +57,7 @@ def _configure(settings: Any, kind: str, base_url: str) -> None:
         kind: {"base_url": base_url, "api_key": "sk-secret-test-key", "model": "fake-model"},
     }
     settings.PROVIDER_MAX_RETRIES = 0  # one call per send: the fault is what users see
-    settings.PROVIDER_TIMEOUTS = dict(FAST_TIMEOUTS)
+    settings.PROVIDER_TIMEOUTS = deadlines(expects_timeout=False)
 
 
 def _base_url(kind: str, server: FakeProviderServer) -> str:
@@ -110,6 +110,7 @@ async def test_provider_fault_shows_users_a_code_and_a_plain_sentence(
 ) -> None:
     base_url = _base_url(kind, fake)
     _configure(settings, kind, base_url)
+    settings.PROVIDER_TIMEOUTS = deadlines(expects_timeout=code == "provider_timeout")
     fake.queue_faults(fault)
     body, seen = await _send_and_read_everything(await _thread(user, kind), token, f"leak-{kind}-{fault}")
     assert body["error"]["code"] == code and body["error"]["message"], body

@@ -157,6 +157,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL: str = env.str("REDIS_URL", default="")
 # Every Redis key of this deployment (channel layer, coalescer, pacer) starts with this prefix.
 REDIS_KEY_PREFIX: str = env.str("CHANNEL_LAYER_PREFIX", default="chatapp")
+# Connections per process of the app's own Redis client (core/redisconn.py); Redis admits 10,000 by default.
+REDIS_POOL_SIZE: int = env.int("REDIS_POOL_SIZE", default=512)
 CHANNEL_LAYERS: dict[str, Any]
 if REDIS_URL:
     CHANNEL_LAYERS = {

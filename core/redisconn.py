@@ -2,7 +2,9 @@
 
 redis-py's asyncio connections belong to the loop that opened them, so the client is per loop, made on
 first use and closed by `core.loopres.aclose_all()` after everything that uses it. The pool blocks
-rather than raises when every connection is busy: under a burst, callers wait their turn.
+rather than raises when every connection is busy: under a burst, callers wait their turn. It is sized
+(settings.REDIS_POOL_SIZE) for a loaded process, whose commands each hold a connection until the busy
+loop reads the reply: 64 were too few for 500 generations a process (503s, leases not renewed).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from redis.backoff import ExponentialBackoff
 
 from core import loopres
 
-MAX_CONNECTIONS = 64
 POOL_TIMEOUT_S = 10.0
 # A command that meets a dead pooled connection (Redis restarted) reconnects and tries again, 3 times
 # over about 0.35 s; Redis really down still fails fast enough for a 503.
@@ -38,7 +39,10 @@ def redis_for_loop() -> redis.Redis:
     client = _per_loop.get(loop)
     if client is None:
         pool = redis.BlockingConnectionPool.from_url(
-            settings.REDIS_URL, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT_S, retry=redis_retry()
+            settings.REDIS_URL,
+            max_connections=settings.REDIS_POOL_SIZE,
+            timeout=POOL_TIMEOUT_S,
+            retry=redis_retry(),
         )
         client = _per_loop[loop] = redis.Redis.from_pool(pool)  # the client owns (and closes) the pool
         loopres.register(_close_redis, stage=loopres.Stage.CONNECTION)

@@ -94,6 +94,10 @@ async def _send_delta(gen: Generation, layer: BaseChannelLayer) -> None:
     text = "".join(gen.pending)
     gen.pending.clear()
     seq = gen.seq + 1
+    # The generation's own text first: the reply is saved from it, with every token, whether or not
+    # Redis records this delta (it answers snapshots here; a viewer that misses seq N re-syncs).
+    gen.sent.append(text)
+    gen.seq = seq
     event = events.message_delta(request_id=gen.request_id, message_id=gen.message_id, seq=seq, text=text)
     try:
         # Recorded before it is sent: a snapshot reporting seq N then holds all text to N.
@@ -106,8 +110,6 @@ async def _send_delta(gen: Generation, layer: BaseChannelLayer) -> None:
                 seq=seq,
                 text=text,
             )
-        gen.sent.append(text)
-        gen.seq = seq
         await broadcast(layer, gen.thread_id, event, only=gen.reply_channel)
     except Exception:  # a full channel must not stop the generation; seq lets clients re-sync
         log.warning("delta %s/%s not delivered", gen.request_id, seq, exc_info=True)

@@ -35,7 +35,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.both]
 TIMEOUT = 10.0
 
 
-# Far above what a loopback fake needs, short enough that the timeout faults end in well under a second.
 @pytest.fixture
 async def fake(settings: Any) -> AsyncIterator[FakeProviderServer]:
     async with FakeProviderServer(ttft_ms=0, tps=0, tokens=8) as server:

@@ -100,7 +100,8 @@ async def _send_delta(gen: Generation, layer: BaseChannelLayer) -> None:
     gen.seq = seq
     event = events.message_delta(request_id=gen.request_id, message_id=gen.message_id, seq=seq, text=text)
     try:
-        # Recorded before it is sent: a snapshot reporting seq N then holds all text to N.
+        # Recorded before it is sent: a snapshot reporting seq N then holds all text to N. After a
+        # failed write, the next one carries the deltas Redis missed (and registers, if it was the first).
         shared = stream_state()
         if shared is not None:
             await shared.append(
@@ -108,8 +109,10 @@ async def _send_delta(gen: Generation, layer: BaseChannelLayer) -> None:
                 thread_id=gen.thread_id,
                 message_id=gen.message_id,
                 seq=seq,
-                text=text,
+                text="".join(gen.sent[gen.recorded :]),
+                first=gen.recorded == 0,
             )
+            gen.recorded = seq
         await broadcast(layer, gen.thread_id, event, only=gen.reply_channel)
     except Exception:  # a full channel must not stop the generation; seq lets clients re-sync
         log.warning("delta %s/%s not delivered", gen.request_id, seq, exc_info=True)

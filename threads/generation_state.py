@@ -31,9 +31,11 @@ class Generation:
     queue_wait_ms: float = 0.0
     # Text received from the provider but not yet sent as a delta.
     pending: list[str] = field(default_factory=list)
-    # Text already sent in deltas 1..seq (what a snapshot reports).
+    # Text of deltas 1..seq, one entry each (what a snapshot reports).
     sent: list[str] = field(default_factory=list)
     seq: int = 0
+    # Deltas the shared stream state (Redis) holds: 1..recorded. Behind seq after a failed write.
+    recorded: int = 0
     finished: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)

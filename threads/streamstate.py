@@ -40,14 +40,16 @@ class RedisStreamState:
     def _keys(self, message_id: int, thread_id: int) -> tuple[str, str, str]:
         return self._text_key(message_id), self._meta_key(message_id), self._thread_key(thread_id)
 
-    async def append(self, *, request_id: str, thread_id: int, message_id: int, seq: int, text: str) -> None:
-        """Record delta `seq` (atomically with the text so far). The first delta also registers the
-        generation (its thread's set, its request_id, the keys' expiry); later ones only add text and
-        move the seq: two commands instead of eight, for every delta of every stream."""
+    async def append(
+        self, *, request_id: str, thread_id: int, message_id: int, seq: int, text: str, first: bool
+    ) -> None:
+        """Record the text up to delta `seq` (atomically with the text so far). The first write also
+        registers the generation (its thread's set, its request_id, the keys' expiry); later ones only add
+        text and move the seq: two commands instead of eight, for every delta of every stream."""
         text_key, meta_key, set_key = self._keys(message_id, thread_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.append(text_key, text.encode())
-            if seq == 1:
+            if first:
                 pipe.hset(meta_key, mapping={"seq": seq, "request_id": request_id, "thread_id": thread_id})
                 pipe.sadd(set_key, message_id)
                 for key in (text_key, meta_key, set_key):

@@ -1,4 +1,5 @@
-"""A delta Redis does not record is still part of the reply: the saved message holds every token."""
+"""A delta Redis does not record is still part of the reply (the saved message holds every token), and
+the next write gives Redis what it missed."""
 
 from __future__ import annotations
 
@@ -17,16 +18,16 @@ class _FailingOnce:
 
     def __init__(self) -> None:
         self.failed = False
-        self.appended: list[tuple[int, str]] = []
+        self.appended: list[tuple[int, str, bool]] = []
 
-    async def append(self, *, seq: int, text: str, **_: Any) -> None:
+    async def append(self, *, seq: int, text: str, first: bool, **_: Any) -> None:
         if not self.failed:
             self.failed = True
             raise RedisConnectionError("No connection available.")
-        self.appended.append((seq, text))
+        self.appended.append((seq, text, first))
 
 
-async def test_a_delta_redis_fails_to_record_stays_in_the_text_the_reply_is_saved_from(
+async def test_a_delta_redis_fails_to_record_stays_in_the_reply_and_reaches_redis_with_the_next(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     state = _FailingOnce()
@@ -34,14 +35,15 @@ async def test_a_delta_redis_fails_to_record_stays_in_the_text_the_reply_is_save
     layer = RecordingChannelLayer()
     gen = Generation(request_id="r1", thread_id=1, message_id=1)
 
-    gen.pending.append("Hel")
-    await fanout._send_delta(gen, layer)  # Redis fails: not recorded, not sent
-    gen.pending.append("lo")
-    await fanout._send_delta(gen, layer)
+    for chunk in ("Hel", "lo", "!"):  # Redis fails the first: not recorded, not sent
+        gen.pending.append(chunk)
+        await fanout._send_delta(gen, layer)
 
-    assert gen.text() == "Hello"  # was "lo": the first delta's text was dropped with the error
-    # Seq 1 was neither recorded nor sent: a viewer sees the gap at seq 2 and re-syncs from a snapshot.
-    assert gen.seq == 2 and state.appended == [(2, "lo")]
+    assert gen.text() == "Hello!"  # was "lo!": the first delta's text was dropped with the error
+    assert gen.snapshot_entry() == {"request_id": "r1", "message_id": 1, "text": "Hello!", "seq": 3}
+    # Redis gets the text it missed with the next write, which registers the generation (it was the
+    # first to succeed): a snapshot from another process holds all text to the seq it reports.
+    assert state.appended == [(2, "Hello", True), (3, "!", False)]
+    # Seq 1 was never sent: a viewer sees the gap at seq 2 and re-syncs from a snapshot.
     sent = [(e["seq"], e["text"]) for e in layer.events(groups.thread_group(1))]
-    assert sent == [(2, "lo")]
-    assert gen.snapshot_entry()["text"] == "Hello"
+    assert sent == [(2, "lo"), (3, "!")]

@@ -38,10 +38,10 @@ async def state() -> AsyncIterator[RedisStreamState]:
 
 async def test_the_first_delta_registers_and_later_ones_only_add_text(state: RedisStreamState) -> None:
     Counting.commands = 0
-    await state.append(request_id="r1", thread_id=7, message_id=42, seq=1, text="Hel")
+    await state.append(request_id="r1", thread_id=7, message_id=42, seq=1, text="Hel", first=True)
     first = Counting.commands
     for seq, text in ((2, "lo"), (3, ", "), (4, "world")):
-        await state.append(request_id="r1", thread_id=7, message_id=42, seq=seq, text=text)
+        await state.append(request_id="r1", thread_id=7, message_id=42, seq=seq, text=text, first=False)
     assert (Counting.commands - first) / 3 == 2  # APPEND and HSET seq
     assert await state.in_flight(7) == [
         {"request_id": "r1", "message_id": 42, "text": "Hello, world", "seq": 4}

@@ -4,8 +4,9 @@ asyncio runs ready callbacks first come, first served. When a burst of a thousan
 turn of the loop runs every arrival's next step, so each await on the way of the one send that matters
 (the burst's leader: its claim, its rows, its provider request) waited a whole turn, tens of
 milliseconds. Here a callback whose context is marked urgent (`mark`, `urgent_context`) goes ahead of
-the unmarked ones already waiting, behind the urgent ones (so urgent work keeps its own order). Unmarked work is never held back for long: at most
-MAX_URGENT_RUN urgent callbacks run between two of its own.
+the unmarked ones already waiting, behind the urgent ones (so urgent work keeps its own order).
+Unmarked work is never held back for long: at most MAX_URGENT_RUN urgent callbacks run between two of
+its own.
 
 What is urgent follows contexts: a task's steps and the futures it awaits carry the task's context,
 and a connection's reads carry the context it was opened in (a provider connection opened by a

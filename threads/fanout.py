@@ -104,15 +104,17 @@ async def _send_delta(gen: Generation, layer: BaseChannelLayer) -> None:
         # failed write, the next one carries the deltas Redis missed (and registers, if it was the first).
         shared = stream_state()
         if shared is not None:
+            missed = "".join(gen.sent[gen.recorded :])
             await shared.append(
                 request_id=gen.request_id,
                 thread_id=gen.thread_id,
                 message_id=gen.message_id,
                 seq=seq,
-                text="".join(gen.sent[gen.recorded :]),
+                text=missed,
+                offset=gen.recorded_bytes,
                 first=gen.recorded == 0,
             )
-            gen.recorded = seq
+            gen.recorded, gen.recorded_bytes = seq, gen.recorded_bytes + len(missed.encode())
         await broadcast(layer, gen.thread_id, event, only=gen.reply_channel)
     except Exception:  # a full channel must not stop the generation; seq lets clients re-sync
         log.warning("delta %s/%s not delivered", gen.request_id, seq, exc_info=True)

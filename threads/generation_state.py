@@ -34,8 +34,10 @@ class Generation:
     # Text of deltas 1..seq, one entry each (what a snapshot reports).
     sent: list[str] = field(default_factory=list)
     seq: int = 0
-    # Deltas the shared stream state (Redis) holds: 1..recorded. Behind seq after a failed write.
+    # Deltas the shared stream state (Redis) holds: 1..recorded, recorded_bytes of UTF-8 text. Behind
+    # seq after a failed write.
     recorded: int = 0
+    recorded_bytes: int = 0
     finished: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)

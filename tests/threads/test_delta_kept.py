@@ -18,13 +18,13 @@ class _FailingOnce:
 
     def __init__(self) -> None:
         self.failed = False
-        self.appended: list[tuple[int, str, bool]] = []
+        self.appended: list[tuple[int, str, int, bool]] = []
 
-    async def append(self, *, seq: int, text: str, first: bool, **_: Any) -> None:
+    async def append(self, *, seq: int, text: str, offset: int, first: bool, **_: Any) -> None:
         if not self.failed:
             self.failed = True
             raise RedisConnectionError("No connection available.")
-        self.appended.append((seq, text, first))
+        self.appended.append((seq, text, offset, first))
 
 
 async def test_a_delta_redis_fails_to_record_stays_in_the_reply_and_reaches_redis_with_the_next(
@@ -43,7 +43,7 @@ async def test_a_delta_redis_fails_to_record_stays_in_the_reply_and_reaches_redi
     assert gen.snapshot_entry() == {"request_id": "r1", "message_id": 1, "text": "Hello!", "seq": 3}
     # Redis gets the text it missed with the next write, which registers the generation (it was the
     # first to succeed): a snapshot from another process holds all text to the seq it reports.
-    assert state.appended == [(2, "Hello", True), (3, "!", False)]
+    assert state.appended == [(2, "Hello", 0, True), (3, "!", 5, False)]
     # Seq 1 was never sent: a viewer sees the gap at seq 2 and re-syncs from a snapshot.
     sent = [(e["seq"], e["text"]) for e in layer.events(groups.thread_group(1))]
     assert sent == [(2, "lo"), (3, "!")]

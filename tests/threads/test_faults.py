@@ -329,7 +329,13 @@ async def test_orphan_sweep_interrupts_rows_no_live_generation_owns(user: Any, t
     shared = stream_state()
     if shared is not None:  # Redis: what the dead process had streamed is still there
         await shared.append(
-            request_id="orphan-1", thread_id=thread.pk, message_id=orphan, seq=1, text="so far", first=True
+            request_id="orphan-1",
+            thread_id=thread.pk,
+            message_id=orphan,
+            seq=1,
+            text="so far",
+            offset=0,
+            first=True,
         )
     await live_generations().renew(living)
     viewer = await svc.layer.new_channel()

@@ -1,15 +1,23 @@
-"""daphne's requests skip Twisted's form parsing (Django still parses forms itself), and its loop runs
-urgent callbacks first (core/urgent.py)."""
+"""daphne's requests skip Twisted's form parsing (Django still parses forms itself), its loop runs
+urgent callbacks first (core/urgent.py), and a finished answer is sent at once."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
+import httpx
 from daphne.http_protocol import WebRequest
 
 import chatapp.asgi  # noqa: F401 - applies the tuning, as in a server process
-from chatapp.daphne_tuning import skip_twisted_form_parsing
+from chatapp.daphne_tuning import can_send_now, skip_twisted_form_parsing
+from tests.servers import free_port, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_requests_never_parse_forms_whatever_twisted_sets() -> None:
@@ -42,3 +50,77 @@ def test_outside_daphne_nothing_is_installed_and_no_reactor_is_imported() -> Non
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["False", "False"]
+
+
+# An ASGI app served by a real daphne process with chatapp's tuning: it answers, then keeps the rest of
+# that turn of the loop busy (as a process answering hundreds of followers at once) until the client
+# says it has the answer, or BUSY_S passes.
+_BUSY_APP = """
+import os, time
+import chatapp.asgi  # noqa: F401 - daphne's tuning, applied as in the server process
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await receive()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"answered"})
+    flag = os.environ["ANSWERED_FLAG"]
+    deadline = time.monotonic() + float(os.environ["BUSY_S"])
+    while not os.path.exists(flag) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    with open(os.environ["OUTCOME"], "w") as out:
+        out.write("received while busy" if os.path.exists(flag) else "received after")
+"""
+
+
+def test_a_finished_answer_reaches_its_client_while_the_loop_is_still_busy(tmp_path: Path) -> None:
+    """Before, Twisted sent it at the loop's next poll: the client got it only once the turn ended."""
+    (tmp_path / "busy_app.py").write_text(_BUSY_APP)
+    flag, outcome, port = tmp_path / "answered", tmp_path / "outcome", free_port()
+    env = os.environ | {
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "ANSWERED_FLAG": str(flag),
+        "OUTCOME": str(outcome),
+        "BUSY_S": "15",
+    }
+    daphne = Path(sys.executable).with_name("daphne")
+    with (tmp_path / "daphne.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [str(daphne), "-b", "127.0.0.1", "-p", str(port), "busy_app:app"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(lambda: _accepts(port), timeout=60, interval=0.05)
+        reply = httpx.get(f"http://127.0.0.1:{port}/", timeout=60)
+        flag.touch()
+        assert reply.text == "answered"
+        wait_until(outcome.exists, timeout=60, interval=0.05)
+        assert outcome.read_text() == "received while busy", (tmp_path / "daphne.log").read_text()[-2000:]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _accepts(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+    return False
+
+
+def test_only_a_connected_socket_that_is_not_closing_is_sent_to_at_once() -> None:
+    class Transport:
+        def __init__(self, connected: int, disconnecting: bool) -> None:
+            self.connected, self.disconnecting = connected, disconnecting
+
+        def doWrite(self) -> None:  # noqa: N802 - Twisted's name
+            pass
+
+    assert can_send_now(Transport(connected=1, disconnecting=False))
+    assert not can_send_now(Transport(connected=1, disconnecting=True))  # its last write ends it
+    assert not can_send_now(Transport(connected=0, disconnecting=False))
+    assert not can_send_now(None)
+    assert not can_send_now(object())  # not a socket transport (no doWrite)

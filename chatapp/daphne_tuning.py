@@ -71,8 +71,7 @@ def can_send_now(transport: Any) -> bool:
     """A connected socket transport that is not closing (a closing one is the reactor's to finish: its
     last write also ends the connection)."""
     return (
-        transport is not None
-        and hasattr(transport, "doWrite")
+        hasattr(transport, "doWrite")
         and bool(getattr(transport, "connected", False))
         and not getattr(transport, "disconnecting", True)
     )

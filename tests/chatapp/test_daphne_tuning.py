@@ -54,34 +54,40 @@ def test_outside_daphne_nothing_is_installed_and_no_reactor_is_imported() -> Non
 
 # An ASGI app served by a real daphne process with chatapp's tuning: it answers, then keeps the rest of
 # that turn of the loop busy (as a process answering hundreds of followers at once) until the client
-# says it has the answer, or BUSY_S passes.
+# says through a FIFO that it has the answer, or BUSY_S passes. GET /outcome says which it was.
 _BUSY_APP = """
-import os, time
+import os, select
 import chatapp.asgi  # noqa: F401 - daphne's tuning, applied as in the server process
+
+outcome = []
+
+async def answer(send, body):
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": body})
 
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return
     await receive()
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-    await send({"type": "http.response.body", "body": b"answered"})
-    flag = os.environ["ANSWERED_FLAG"]
-    deadline = time.monotonic() + float(os.environ["BUSY_S"])
-    while not os.path.exists(flag) and time.monotonic() < deadline:
-        time.sleep(0.005)
-    with open(os.environ["OUTCOME"], "w") as out:
-        out.write("received while busy" if os.path.exists(flag) else "received after")
+    if scope["path"] == "/outcome":
+        await answer(send, outcome[-1].encode())
+        return
+    said = os.open(os.environ["SAID_FIFO"], os.O_RDONLY | os.O_NONBLOCK)
+    await answer(send, b"answered")
+    ready, _, _ = select.select([said], [], [], float(os.environ["BUSY_S"]))
+    os.close(said)
+    outcome.append("received while busy" if ready else "received after")
 """
 
 
 def test_a_finished_answer_reaches_its_client_while_the_loop_is_still_busy(tmp_path: Path) -> None:
     """Before, Twisted sent it at the loop's next poll: the client got it only once the turn ended."""
     (tmp_path / "busy_app.py").write_text(_BUSY_APP)
-    flag, outcome, port = tmp_path / "answered", tmp_path / "outcome", free_port()
+    said, port = tmp_path / "said", free_port()
+    os.mkfifo(said)
     env = os.environ | {
         "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")]),
-        "ANSWERED_FLAG": str(flag),
-        "OUTCOME": str(outcome),
+        "SAID_FIFO": str(said),
         "BUSY_S": "15",
     }
     daphne = Path(sys.executable).with_name("daphne")
@@ -96,10 +102,14 @@ def test_a_finished_answer_reaches_its_client_while_the_loop_is_still_busy(tmp_p
     try:
         wait_until(lambda: _accepts(port), timeout=60, interval=0.05)
         reply = httpx.get(f"http://127.0.0.1:{port}/", timeout=60)
-        flag.touch()
+        # No reader left (ENXIO) when the app already stopped waiting: it then reports "received after".
+        with contextlib.suppress(OSError):
+            fifo = os.open(said, os.O_WRONLY | os.O_NONBLOCK)
+            os.write(fifo, b"!")
+            os.close(fifo)
         assert reply.text == "answered"
-        wait_until(outcome.exists, timeout=60, interval=0.05)
-        assert outcome.read_text() == "received while busy", (tmp_path / "daphne.log").read_text()[-2000:]
+        outcome = httpx.get(f"http://127.0.0.1:{port}/outcome", timeout=60).text
+        assert outcome == "received while busy", (tmp_path / "daphne.log").read_text()[-2000:]
     finally:
         proc.terminate()
         proc.wait(timeout=30)

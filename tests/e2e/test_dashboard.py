@@ -63,3 +63,29 @@ def test_the_dashboard_opens_with_history(
     assert page.evaluate("document.documentElement.scrollWidth") <= width, wide
     page.screenshot(path=str(screenshots / f"dashboard-{size}.png"), full_page=True)
     context.close()
+
+
+def test_the_status_line_is_read_whole_on_a_phone(browser: Browser, dash_server: AppServer) -> None:
+    """The status says why the figures stopped and what to do ("log in again as staff"): on a 360 px
+    phone it wraps instead of being cut (fails on the old code: one line, the end an ellipsis), in the
+    room it keeps for two lines, so an update shifts nothing below it."""
+    seed = dash_server.seed_demo()
+    dash_server.manage(
+        "shell",
+        "-c",
+        f"from django.contrib.auth.models import User; User.objects.filter(username='{seed['username']}').update(is_staff=True)",
+    )
+    context = browser.new_context(base_url=dash_server.url, viewport={"width": 360, "height": 800})
+    context.add_cookies([{"name": "sessionid", "value": seed["sessionid"], "url": dash_server.url}])
+    page = context.new_page()
+    page.goto("/staff/dashboard/")
+    status = page.locator("#status")
+    room = status.bounding_box()
+    # The session ends while the page polls: every later poll is refused.
+    page.route("**/api/metrics", lambda route: route.fulfill(status=403, body="{}"))
+    expect(status).to_contain_text("log in again as staff", timeout=15_000)
+    cut = status.evaluate("e => e.scrollWidth > e.clientWidth || e.scrollHeight > e.clientHeight")
+    assert not cut, status.text_content()
+    box = status.bounding_box()
+    assert room and box and box["height"] == room["height"], "the status keeps its height"
+    context.close()

@@ -43,6 +43,7 @@ from benchmarks._common import TOKENS, TPS, TTFT_MS, pct, process_cpu_seconds  #
 from benchmarks.deploy import Deployment, SubprocessFakeServer  # noqa: E402
 
 CONTENT = "Summarise the plot of Hamlet in three sentences."
+MODES = ("on", "off")  # COALESCE_ENABLED, in this order
 # PACER_OPENAI_RPS=0: unlimited, so the pacer does not interfere; SEND_RATE_PER_MIN=0: no per-user send
 # budget (the flag-off burst is N generations of one user); the prefix keeps off others' Redis keys.
 APP_ENV = """DEBUG=true OPENAI_API_KEY=sk-bench OPENAI_MODEL=fake-model DEFAULT_PROVIDER=openai
@@ -86,7 +87,7 @@ def App(opts: argparse.Namespace, fake_url: str, tmp: Path) -> Deployment:
     }
     if opts.redis_url:
         env["REDIS_URL"] = opts.redis_url
-    return Deployment(env, tmp, processes=opts.processes, label="coalesce")
+    return Deployment(env, tmp, processes=opts.processes, label="coalesce", app_root=opts.app_dir)
 
 
 async def _send(client: aiohttp.ClientSession, url: str, thread_id: int, content: str) -> Sample:
@@ -209,7 +210,7 @@ ROWS = [
 ]
 
 
-def report(n: int, direct: dict[str, Any], on: dict[str, Any], off: dict[str, Any]) -> dict[str, bool]:
+def report(n: int, direct: dict[str, Any], on: dict[str, Any], off: dict[str, Any] | None) -> dict[str, bool]:
     prov = direct["single_median_s"]
     print(f"\n== burst of N={n} identical sends ==")
     print(
@@ -220,7 +221,10 @@ def report(n: int, direct: dict[str, Any], on: dict[str, Any], off: dict[str, An
         print(f"  {n} {kind:7} p50 {p50:.3f} s ({p50 / prov:.3f}x), p95 {p95:.3f} s ({p95 / prov:.3f}x)")
     print(f"{'':28}{'flag on':>16}{'flag off':>16}")
     for label, key in ROWS:
-        cells = [fmt(res.get(key, res["breakdown"].get(key))) if key else "" for res in (on, off)]
+        cells = [
+            fmt(res.get(key, res["breakdown"].get(key))) if key and res is not None else ""
+            for res in (on, off)
+        ]
         print(f"{label:28}{cells[0]:>16}{cells[1]:>16}")
     met = {
         "calls == 1": on["provider_calls"] == 1,
@@ -251,6 +255,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         " (the direct bursts too): the N requests then arrive at once instead of one connect at a time",
     )
     p.add_argument("--fake-in-process", action="store_true", help="run the fake provider in a thread here")
+    p.add_argument(
+        "--app-dir",
+        type=Path,
+        default=ROOT,
+        help="the checkout whose app runs (default this one; benchmarks.ab compares two)",
+    )
+    p.add_argument(
+        "--no-contrast",
+        action="store_true",
+        help="skip the coalescing-off burst (half the run: for comparing two codes, benchmarks.ab)",
+    )
     opts = p.parse_args(argv)
     if opts.processes > 1 and not (opts.redis_url and opts.database_url.startswith("postgres")):
         p.error("--processes > 1 needs --redis-url and a postgres --database-url")
@@ -283,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
                             direct_burst(fake.openai_base_url, n, kind == "streams", opts.prewarm)
                         )
                         direct[f"{kind}{n}_p50_s"], direct[f"{kind}{n}_p95_s"] = pct(lat, 50), pct(lat, 95)
-                for mode in ("on", "off"):
+                for mode in MODES[: 1 if opts.no_contrast else 2]:
                     urls = app.start(COALESCE_ENABLED="true" if mode == "on" else "false")
                     asyncio.run(sequential_sends(urls, token, "warm-up", len(urls)))
                     for n in sizes:
@@ -295,9 +310,9 @@ def main(argv: list[str] | None = None) -> None:
                     app.stop()
             finally:
                 app.stop()
-    targets = {n: report(n, direct, runs["on"][str(n)], runs["off"][str(n)]) for n in sizes}
+    targets = {n: report(n, direct, runs["on"][str(n)], runs["off"].get(str(n))) for n in sizes}
     print(f"\n== N=1: {opts.k} sequential sends through the app vs the provider directly ({prov:.3f} s) ==")
-    for mode in ("on", "off"):
+    for mode in (m for m in MODES if runs[m]):
         med = statistics.median(runs[mode]["single_s"])
         print(
             f"flag {mode:3}: median {med:.3f} s, fixed app overhead {med - prov:+.3f} s ({med / prov:.3f}x)"

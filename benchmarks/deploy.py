@@ -138,14 +138,18 @@ class Deployment:
         processes: int = 1,
         label: str = "app",
         asgi_app: str = DEFAULT_ASGI_APP,
+        app_root: Path = ROOT,
     ) -> None:
         self.env, self.tmp, self.processes, self.label = env, tmp, processes, label
         self.asgi_app = asgi_app
+        self.app_root = app_root  # whose code runs: this checkout's, or another's (benchmarks.ab)
         self.procs: list[tuple[subprocess.Popen[bytes], str]] = []
 
     def manage(self, *args: str) -> str:
         cmd = [str(BIN / "python"), "manage.py", *args]
-        res = subprocess.run(cmd, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=180)
+        res = subprocess.run(
+            cmd, cwd=self.app_root, env=self.env, capture_output=True, text=True, timeout=180
+        )
         if res.returncode != 0:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{res.stderr[-2000:]}")
         return res.stdout
@@ -167,7 +171,7 @@ class Deployment:
             log = open(self.tmp / f"daphne-{self.label}-{i}.log", "wb")  # the child keeps its own copy
             endpoint = f"tcp:port={port}:interface=127.0.0.1:backlog=1024"
             cmd = [str(BIN / "daphne"), "-e", endpoint, self.asgi_app]
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(cmd, cwd=self.app_root, env=env, stdout=log, stderr=subprocess.STDOUT)
             log.close()
             self.procs.append((proc, f"http://127.0.0.1:{port}"))
         deadline = time.monotonic() + 60

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Collection
 from typing import TYPE_CHECKING
 
@@ -29,8 +30,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Half a lease: a dead process's rows are failed within about LEASE_S + 2 sweeps (< 15 s).
+# Half a lease: a dead process's rows are failed within about LEASE_S + 2 sweeps (< 15 s; a row it wrote
+# in its last seconds, within FIRST_LEASE_GRACE_S + 2 sweeps of its creation).
 ORPHAN_SWEEP_EVERY_S = LEASE_S / 2
+# A row younger than this is nobody's orphan yet: its generation writes its first lease just after the
+# row, and a loaded process (a thousand generations starting at once) can write it seconds late; a live
+# generation failed as `interrupted` loses its reply. A dead process's young rows wait this much longer.
+FIRST_LEASE_GRACE_S = LEASE_S
 # A row idle this long past the provider's total timeout, with no lease, is failed as `generation_lost`:
 # the backstop behind the orphan sweep. Never a row whose lease lives: each retry of a provider call
 # gets fresh deadlines, and a result waiting for the database keeps its lease, so both may run longer.
@@ -78,20 +84,25 @@ async def streaming_pages(
         after = rows[-1]["id"]
 
 
-async def sweep_orphans(svc: GenerationService, suspects: set[int]) -> set[int]:
+async def sweep_orphans(svc: GenerationService, suspects: set[int], *, now: float | None = None) -> set[int]:
     """Fail the `streaming` rows that no live generation owns: `interrupted`, the text streamed so far
     kept (from the shared stream state), viewers told. A row is failed when its lease was missing at two
     sweeps in a row (ORPHAN_SWEEP_EVERY_S apart, more than a renewal period: a Redis restart that lost
-    the leases is healed by the next renewal first), or at once when it is older than this process and
-    there is no other process (no Redis). Returns this pass's suspects (missing once)."""
+    the leases is healed by the next renewal first) once it is FIRST_LEASE_GRACE_S old, or at once when
+    it is older than this process and there is no other process (no Redis). Returns this pass's
+    suspects (missing once). `now`: the wall clock (time.time()), the rows' `created` clock."""
     liveness = live_generations()
+    now = time.time() if now is None else now
     missing: set[int] = set()
     async for rows, alive in streaming_pages(exclude=list(svc.running)):
         for row in rows:
             if row["id"] in alive or row["id"] in svc.running:
                 continue
+            ownerless = liveness.owns_everything_before(row["created"])
+            if not ownerless and now - row["created"] < FIRST_LEASE_GRACE_S:
+                continue  # its generation may not have written its first lease yet
             missing.add(row["id"])
-            if row["id"] in suspects or liveness.owns_everything_before(row["created"]):
+            if row["id"] in suspects or ownerless:
                 await _interrupt(svc, row)
     return missing
 

@@ -340,9 +340,10 @@ async def test_orphan_sweep_interrupts_rows_no_live_generation_owns(user: Any, t
     await live_generations().renew(living)
     viewer = await svc.layer.new_channel()
     await svc.layer.group_add(groups.thread_group(thread.pk), viewer)
-    suspects = await sweep.sweep_orphans(svc, set())
+    later = time.time() + sweep.FIRST_LEASE_GRACE_S  # the rows are past their first lease's grace
+    suspects = await sweep.sweep_orphans(svc, set(), now=later)
     assert suspects == {orphan}, "missing once: only a suspect (a restarted Redis may have lost it)"
-    await sweep.sweep_orphans(svc, suspects)
+    await sweep.sweep_orphans(svc, suspects, now=later + sweep.ORPHAN_SWEEP_EVERY_S)
     saved = await sync_to_async(Message.objects.get)(pk=orphan)
     assert saved.status == "error" and saved.error_code == "interrupted"
     assert saved.content == ("so far" if shared is not None else "")

@@ -58,11 +58,35 @@ async def test_a_row_of_this_process_s_lifetime_is_failed_only_when_missing_at_t
     orphan = await _streaming(thread, "lost")
     monkeypatch.setattr(liveness, "PROCESS_STARTED", orphan.created_at.timestamp() - 1)
     svc = generation_service()
-    suspects = await sweep.sweep_orphans(svc, set())
+    later = orphan.created_at.timestamp() + sweep.FIRST_LEASE_GRACE_S
+    suspects = await sweep.sweep_orphans(svc, set(), now=later)
     assert suspects == {orphan.pk} and await _status(orphan) == "streaming" and layer.broadcasts == []
-    await sweep.sweep_orphans(svc, suspects)
+    await sweep.sweep_orphans(svc, suspects, now=later + sweep.ORPHAN_SWEEP_EVERY_S)
     assert await _status(orphan) == "error"
     assert [e["error"]["code"] for e in layer.events(groups.thread_group(thread.pk))] == ["interrupted"]
+
+
+async def test_a_row_written_moments_ago_is_not_failed_before_its_generation_could_write_its_lease(
+    thread: Thread, layer: RecordingChannelLayer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process's generation writes its lease just after its row; a process starting a thousand
+    at once (a burst with coalescing off) wrote some seconds late, and a sweep meanwhile failed the live
+    generation: its reply lost, the sender answered 502 (fails on the old code: failed at the second
+    sweep, 2.5 s after the row). Past FIRST_LEASE_GRACE_S a row without a lease is swept as before."""
+    young = await _streaming(thread, "lease-on-its-way")
+    monkeypatch.setattr(liveness, "PROCESS_STARTED", young.created_at.timestamp() - 1)
+    svc = generation_service()
+    born = young.created_at.timestamp()
+    suspects: set[int] = set()
+    for now in (born, born + sweep.ORPHAN_SWEEP_EVERY_S, born + 2 * sweep.ORPHAN_SWEEP_EVERY_S - 0.1):
+        suspects = await sweep.sweep_orphans(svc, suspects, now=now)
+    assert await _status(young) == "streaming" and layer.broadcasts == []
+    for now in (
+        born + sweep.FIRST_LEASE_GRACE_S,
+        born + sweep.FIRST_LEASE_GRACE_S + sweep.ORPHAN_SWEEP_EVERY_S,
+    ):
+        suspects = await sweep.sweep_orphans(svc, suspects, now=now)
+    assert await _status(young) == "error"
 
 
 async def test_a_generation_this_process_runs_is_never_swept(

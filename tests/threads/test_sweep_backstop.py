@@ -5,6 +5,7 @@ the embedded defaults (this process's liveness) and on Redis (leases of every pr
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -85,8 +86,9 @@ async def test_the_orphan_sweep_finds_an_orphan_behind_more_than_500_live_rows(
     # Every row predates this process (without Redis an orphan is then failed at the first pass).
     monkeypatch.setattr(liveness, "PROCESS_STARTED", 2**40)
     svc = generation_service()
-    suspects = await sweep.sweep_orphans(svc, set())
-    await sweep.sweep_orphans(svc, suspects)
+    later = time.time() + sweep.FIRST_LEASE_GRACE_S  # with Redis: two passes once the rows are that old
+    suspects = await sweep.sweep_orphans(svc, set(), now=later)
+    await sweep.sweep_orphans(svc, suspects, now=later + sweep.ORPHAN_SWEEP_EVERY_S)
     assert await _status(orphan) == ("error", "interrupted")
     statuses = await sync_to_async(
         lambda: set(Message.objects.filter(pk__in=live).values_list("status", flat=True))

@@ -7,6 +7,7 @@ The same outage through real daphne and a real cut connection: tests/threads/tes
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -108,7 +109,8 @@ async def test_a_process_that_stops_before_the_database_is_back_leaves_the_text_
     assert await shared.text_of(message_id=gen.message_id) == "Hello, world"
     outage.down = False
     other = GenerationService(layer)  # another process's sweep, two passes
-    suspects = await sweep.sweep_orphans(other, set())
-    await sweep.sweep_orphans(other, suspects)
+    later = time.time() + sweep.FIRST_LEASE_GRACE_S  # the row is past its first lease's grace
+    suspects = await sweep.sweep_orphans(other, set(), now=later)
+    await sweep.sweep_orphans(other, suspects, now=later + sweep.ORPHAN_SWEEP_EVERY_S)
     saved = await _row(gen.message_id)
     assert (saved.status, saved.error_code, saved.content) == ("error", "interrupted", "Hello, world")

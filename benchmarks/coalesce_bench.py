@@ -210,6 +210,11 @@ ROWS = [
 ]
 
 
+def floor_ratio(direct: dict[str, Any], n: int) -> float:
+    """The client's own floor at burst `n`: N whole answers straight to the provider, p95 / its own time."""
+    return float(direct[f"whole{n}_p95_s"] / direct["single_median_s"])
+
+
 def report(n: int, direct: dict[str, Any], on: dict[str, Any], off: dict[str, Any] | None) -> dict[str, bool]:
     prov = direct["single_median_s"]
     print(f"\n== burst of N={n} identical sends ==")
@@ -232,7 +237,7 @@ def report(n: int, direct: dict[str, Any], on: dict[str, Any], off: dict[str, An
         "p95 ratio <= 1.05": on["p95_follower_ratio"] <= 1.05,
     }
     print("targets (flag on): " + ", ".join(f"{k}: {'MET' if v else 'MISSED'}" for k, v in met.items()))
-    floor = direct[f"whole{n}_p95_s"] / prov
+    floor = floor_ratio(direct, n)
     print(f"  (the client's own floor: {n} whole answers straight to the provider, p95 {floor:.3f}x)")
     return met
 

@@ -37,11 +37,12 @@ class Figures:
     floor: float  # the same N whole answers straight to the provider, p95 / the provider's time
     first_call_s: float  # the provider call after the first send
     after_gen_p95_s: float  # answered after the generation ended, p95
+    cpu_ms: float  # the app processes' CPU over the burst, per send (steadier than any time)
     errors: int
     calls: int
 
 
-FIELDS = ("p95_ratio", "floor", "first_call_s", "after_gen_p95_s")
+FIELDS = ("p95_ratio", "floor", "first_call_s", "after_gen_p95_s", "cpu_ms")
 
 
 def figures(result: dict[str, Any], n: int) -> Figures:
@@ -53,6 +54,7 @@ def figures(result: dict[str, Any], n: int) -> Figures:
         floor=floor_ratio(result["direct"], n),
         first_call_s=_number(breakdown["first_call_s"]),
         after_gen_p95_s=_number(breakdown["after_gen_p95_s"]),
+        cpu_ms=_number(breakdown.get("cpu_app_per_request_ms")),
         errors=on["errors"],
         calls=on["provider_calls"],
     )
@@ -113,12 +115,13 @@ def burst_size(bench_args: list[str]) -> int:
 
 def table(rows: list[tuple[str, Figures]]) -> list[str]:
     lines = [
-        f"{'run':8}{'p95/provider':>14}{'floor':>8}{'first call':>12}{'after gen p95':>15}{'errors':>8}{'calls':>7}"
+        f"{'run':8}{'p95/provider':>14}{'floor':>8}{'first call':>12}{'after gen p95':>15}{'CPU/send':>10}"
+        f"{'errors':>8}{'calls':>7}"
     ]
     for label, f in rows:
         lines.append(
             f"{label:8}{f.p95_ratio:>13.3f}x{f.floor:>7.3f}x{f.first_call_s:>11.3f}s{f.after_gen_p95_s:>14.3f}s"
-            f"{f.errors:>8}{f.calls:>7}"
+            f"{f.cpu_ms:>8.3f}ms{f.errors:>8}{f.calls:>7}"
         )
     return lines
 

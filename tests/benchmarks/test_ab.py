@@ -21,7 +21,11 @@ def _result(p95: float, *, first: float | None = 0.25, n: int = 1000) -> dict[st
                     "p95_follower_ratio": p95,
                     "errors": 0,
                     "provider_calls": 1,
-                    "breakdown": {"first_call_s": first, "after_gen_p95_s": 0.2},
+                    "breakdown": {
+                        "first_call_s": first,
+                        "after_gen_p95_s": 0.2,
+                        "cpu_app_per_request_ms": 0.9,
+                    },
                 }
             },
             "off": {},
@@ -31,7 +35,14 @@ def _result(p95: float, *, first: float | None = 0.25, n: int = 1000) -> dict[st
 
 def test_figures_are_read_from_the_flag_on_burst() -> None:
     f = ab.figures(_result(1.3), 1000)
-    assert (f.p95_ratio, f.first_call_s, f.after_gen_p95_s, f.errors, f.calls) == (1.3, 0.25, 0.2, 0, 1)
+    assert (f.p95_ratio, f.first_call_s, f.after_gen_p95_s, f.cpu_ms, f.errors, f.calls) == (
+        1.3,
+        0.25,
+        0.2,
+        0.9,
+        0,
+        1,
+    )
     assert f.floor == pytest.approx(1.35 / 1.25)
     assert math.isnan(ab.figures(_result(1.3, first=None), 1000).first_call_s)  # no call was made
 

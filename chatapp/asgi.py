@@ -11,12 +11,18 @@ from concurrent.futures import ThreadPoolExecutor
 from asgiref.sync import ThreadSensitiveContext
 from django.core.asgi import get_asgi_application
 
-from chatapp.daphne_tuning import answers_sent_at_once, skip_twisted_form_parsing, urgent_first
+from chatapp.daphne_tuning import (
+    answers_sent_at_once,
+    skip_twisted_access_log,
+    skip_twisted_form_parsing,
+    urgent_first,
+)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatapp.settings")
 # Django must be set up before importing code that touches models.
 django_asgi_app = get_asgi_application()
 skip_twisted_form_parsing()
+skip_twisted_access_log()  # daphne writes its own
 answers_sent_at_once()  # a follower's answer leaves when it is finished
 urgent_first()  # a burst's leader and the generations go first (core/urgent.py)
 

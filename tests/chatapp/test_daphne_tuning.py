@@ -4,17 +4,19 @@ urgent callbacks first (core/urgent.py), and a finished answer is sent at once."
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-from daphne.http_protocol import WebRequest
+from daphne.http_protocol import HTTPFactory, WebRequest
 
 import chatapp.asgi  # noqa: F401 - applies the tuning, as in a server process
-from chatapp.daphne_tuning import can_send_now, skip_twisted_form_parsing
+from chatapp.daphne_tuning import can_send_now, skip_twisted_access_log, skip_twisted_form_parsing
 from tests.servers import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,6 +27,17 @@ def test_requests_never_parse_forms_whatever_twisted_sets() -> None:
     request = WebRequest.__new__(WebRequest)
     request._parsePOSTFormSubmission = True  # what Twisted's Request.__init__ assigns
     assert request._parsePOSTFormSubmission is False
+
+
+def test_twisted_formats_no_access_line_of_its_own_daphne_writes_the_access_log() -> None:
+    assert skip_twisted_access_log() is True
+    factory = HTTPFactory.__new__(HTTPFactory)
+    formatted: list[object] = []
+    factory._logFormatter = lambda *args: formatted.append(args) or "line"
+    factory._logDateTime = "05/Dec/2026:12:00:00 +0000"
+    factory._logFile = io.StringIO()
+    factory.log(WebRequest.__new__(WebRequest))
+    assert formatted == [] and factory._logFile.getvalue() == ""
 
 
 def test_daphnes_loop_runs_urgent_callbacks_first_once_the_app_is_loaded() -> None:
@@ -113,6 +126,79 @@ def test_a_finished_answer_reaches_its_client_while_the_loop_is_still_busy(tmp_p
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# An ASGI app served by a real daphne process with chatapp's tuning, counting the reactor's watches for
+# a socket to become writable. GET /?<n> answers n bytes; GET /watched how many watches began so far.
+_WATCH_APP = """
+import chatapp.asgi  # noqa: F401 - daphne's tuning, applied as in the server process
+from twisted.internet import reactor
+
+watched = []
+_add_writer = reactor.addWriter
+
+def add_writer(writer):
+    watched.append(writer)
+    _add_writer(writer)
+
+reactor.addWriter = add_writer
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await receive()
+    if scope["path"] == "/watched":
+        body = str(len(watched)).encode()
+    else:
+        body = b"x" * int(scope["query_string"])
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": body})
+"""
+
+
+@contextlib.contextmanager
+def _daphne(tmp_path: Path, source: str, **env: str) -> Iterator[str]:
+    """A daphne process serving `source`'s `app` (written to tmp_path); its base URL."""
+    (tmp_path / "served_app.py").write_text(source)
+    port = free_port()
+    env = (
+        os.environ
+        | {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        | env
+    )
+    daphne = Path(sys.executable).with_name("daphne")
+    with (tmp_path / "daphne.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [str(daphne), "-b", "127.0.0.1", "-p", str(port), "served_app:app"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(lambda: _accepts(port), timeout=60, interval=0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_a_whole_answer_the_socket_takes_at_once_is_never_watched_for_by_the_reactor(tmp_path: Path) -> None:
+    """Before, Twisted began watching the socket when the answer was written (an epoll_ctl), and stopped
+    once it was sent (another): two system calls and their bookkeeping per answer."""
+    with _daphne(tmp_path, _WATCH_APP) as url, httpx.Client(timeout=60) as client:
+        assert client.get(f"{url}/?1000").text == "x" * 1000
+        assert client.get(f"{url}/watched").text == "0"
+        # More than a socket takes at once: the rest is the reactor's to send, as before.
+        big = 64 * 1024 * 1024
+        with client.stream("GET", f"{url}/?{big}") as reply:
+            received = sum(len(chunk) for chunk in reply.iter_bytes())
+        assert received == big
+        assert int(client.get(f"{url}/watched").text) >= 1
+    # An answer that ends its connection: the close, after the bytes, is the reactor's, as before.
+    with _daphne(tmp_path, _WATCH_APP) as url:
+        closing = httpx.get(f"{url}/?1000", headers={"Connection": "close"}, timeout=10)
+        assert closing.text == "x" * 1000 and closing.headers.get("connection") == "close"
 
 
 def _accepts(port: int) -> bool:

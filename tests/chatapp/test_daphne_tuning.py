@@ -33,7 +33,12 @@ def test_twisted_formats_no_access_line_of_its_own_daphne_writes_the_access_log(
     assert skip_twisted_access_log() is True
     factory = HTTPFactory.__new__(HTTPFactory)
     formatted: list[object] = []
-    factory._logFormatter = lambda *args: formatted.append(args) or "line"
+
+    def formatter(*args: object) -> str:
+        formatted.append(args)
+        return "line"
+
+    factory._logFormatter = formatter
     factory._logDateTime = "05/Dec/2026:12:00:00 +0000"
     factory._logFile = io.StringIO()
     factory.log(WebRequest.__new__(WebRequest))

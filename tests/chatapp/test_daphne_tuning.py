@@ -98,20 +98,20 @@ async def app(scope, receive, send):
 """
 
 
-def test_a_finished_answer_reaches_its_client_while_the_loop_is_still_busy(tmp_path: Path) -> None:
-    """Before, Twisted sent it at the loop's next poll: the client got it only once the turn ended."""
-    (tmp_path / "busy_app.py").write_text(_BUSY_APP)
-    said, port = tmp_path / "said", free_port()
-    os.mkfifo(said)
-    env = os.environ | {
-        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")]),
-        "SAID_FIFO": str(said),
-        "BUSY_S": "15",
-    }
+@contextlib.contextmanager
+def _daphne(tmp_path: Path, source: str, **env: str) -> Iterator[str]:
+    """A daphne process serving `source`'s `app` (written to tmp_path); its base URL."""
+    (tmp_path / "served_app.py").write_text(source)
+    port = free_port()
+    env = (
+        os.environ
+        | {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        | env
+    )
     daphne = Path(sys.executable).with_name("daphne")
     with (tmp_path / "daphne.log").open("wb") as log:
         proc = subprocess.Popen(
-            [str(daphne), "-b", "127.0.0.1", "-p", str(port), "busy_app:app"],
+            [str(daphne), "-b", "127.0.0.1", "-p", str(port), "served_app:app"],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -119,18 +119,26 @@ def test_a_finished_answer_reaches_its_client_while_the_loop_is_still_busy(tmp_p
         )
     try:
         wait_until(lambda: _accepts(port), timeout=60, interval=0.05)
-        reply = httpx.get(f"http://127.0.0.1:{port}/", timeout=60)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_a_finished_answer_reaches_its_client_while_the_loop_is_still_busy(tmp_path: Path) -> None:
+    """Before, Twisted sent it at the loop's next poll: the client got it only once the turn ended."""
+    said = tmp_path / "said"
+    os.mkfifo(said)
+    with _daphne(tmp_path, _BUSY_APP, SAID_FIFO=str(said), BUSY_S="15") as url:
+        reply = httpx.get(f"{url}/", timeout=60)
         # No reader left (ENXIO) when the app already stopped waiting: it then reports "received after".
         with contextlib.suppress(OSError):
             fifo = os.open(said, os.O_WRONLY | os.O_NONBLOCK)
             os.write(fifo, b"!")
             os.close(fifo)
         assert reply.text == "answered"
-        outcome = httpx.get(f"http://127.0.0.1:{port}/outcome", timeout=60).text
+        outcome = httpx.get(f"{url}/outcome", timeout=60).text
         assert outcome == "received while busy", (tmp_path / "daphne.log").read_text()[-2000:]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 # An ASGI app served by a real daphne process with chatapp's tuning, counting the reactor's watches for
@@ -159,33 +167,6 @@ async def app(scope, receive, send):
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": body})
 """
-
-
-@contextlib.contextmanager
-def _daphne(tmp_path: Path, source: str, **env: str) -> Iterator[str]:
-    """A daphne process serving `source`'s `app` (written to tmp_path); its base URL."""
-    (tmp_path / "served_app.py").write_text(source)
-    port = free_port()
-    env = (
-        os.environ
-        | {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")])}
-        | env
-    )
-    daphne = Path(sys.executable).with_name("daphne")
-    with (tmp_path / "daphne.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [str(daphne), "-b", "127.0.0.1", "-p", str(port), "served_app:app"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_until(lambda: _accepts(port), timeout=60, interval=0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_a_whole_answer_the_socket_takes_at_once_is_never_watched_for_by_the_reactor(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from scripts import devrun
+from tests.needs import missing
 from tests.servers import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -262,7 +263,7 @@ def test_host_0_0_0_0_serves_this_machines_lan_address_in_development(checkout: 
     code). The page and its socket are asked for with the machine's own address as Host."""
     names = devrun.machine_names()
     if not names:
-        pytest.skip("this machine has no address but loopback")
+        missing("this machine has no address but loopback")
     port = free_port()
     server = checkout.start("make run", HOST="0.0.0.0", PORT=str(port))
     try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from accounts.models import AuditEvent
-from tests.servers import free_port
+from tests.servers import free_port, wait_until
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
@@ -35,19 +34,20 @@ def issuer() -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:  # until it answers its discovery document (a readiness probe, not a fixed sleep)
-            try:
-                if httpx.get(f"{url}/.well-known/openid-configuration", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "oidc-provider-mock did not start"
-            time.sleep(0.1)
+        # Until it answers its discovery document, or stops.
+        wait_until(lambda: proc.poll() is not None or _discovers(url), timeout=30, interval=0.1)
+        assert proc.poll() is None, "oidc-provider-mock did not start"
         yield url
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _discovers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/.well-known/openid-configuration", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from billing.rules import Prices, cost_usd, estimate_prompt_tokens
 from billing.store import InProcessStore
 from core.outages import DATABASE_UNAVAILABLE, REDIS_UNAVAILABLE
 from providers.fake.server import FakeProviderServer
+from tests.waiting import wait_until_async
 from threads import chat, outcomes
 from threads.generation import generation_service
 from threads.models import Message, Thread
@@ -123,10 +124,10 @@ async def test_a_cancelled_generation_is_charged_for_what_it_generated(
     fake.configure(tps=20, tokens=400)
     thread_id = await _thread(api, provider="openai", model="fake-model")
     send = asyncio.create_task(_send(api, thread_id, "A long one", request_id="r-cancel"))
-    async with asyncio.timeout(5):  # a few tokens arrive (20 a second)
-        # Polled: the generation's text has no event of its own a test could wait on.
-        while sum(len(g.text()) for g in generation_service().running.values()) < 10:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+    # A few tokens arrive (20 a second). Polled: the generation's text has no event a test could wait on.
+    await wait_until_async(
+        lambda: sum(len(g.text()) for g in generation_service().running.values()) >= 10, within=5
+    )
     await chat.cancel(user=user, request_id="r-cancel")
     resp = await send
     (charge,) = await records(kind="charge")

@@ -3,7 +3,6 @@ truth): a channel layer that records broadcasts, the process's start time moved 
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -16,6 +15,7 @@ from accounts import retention
 from accounts.audit import audit_record
 from accounts.models import AuditEvent
 from tests.threads.recording import RecordingChannelLayer
+from tests.waiting import wait_until_async
 from threads import groups, liveness, sweep
 from threads.generation import generation_service
 from threads.generation_state import Generation
@@ -117,10 +117,8 @@ async def test_the_background_sweep_prunes_old_audit_rows_by_itself(
 
     generation_service().ensure_started()  # as a process's first socket, send or health check does
 
-    async def pruned() -> None:
-        # Polling the database, which announces nothing; wait_for below is the deadline.
-        while await sync_to_async(AuditEvent.objects.filter(at__lte=old).exists)():  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+    async def pruned() -> bool:  # the database announces nothing: polled
+        return not await sync_to_async(AuditEvent.objects.filter(at__lte=old).exists)()
 
-    await asyncio.wait_for(pruned(), timeout=10)
+    await wait_until_async(pruned, within=10, interval=0.05)
     assert await sync_to_async(AuditEvent.objects.count)() == 1

@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         f"benchmarks.ab: A={checkouts['A']} B={checkouts['B']} runs={opts.runs} n={n}: {' '.join(bench_args)}"
     )
     results: dict[str, list[Figures]] = {"A": [], "B": []}
+    print(table([])[0], flush=True)  # each run's row follows as it ends
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
         try:
             for i in range(opts.runs):

@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
                             direct_burst(fake.openai_base_url, n, kind == "streams", opts.prewarm)
                         )
                         direct[f"{kind}{n}_p50_s"], direct[f"{kind}{n}_p95_s"] = pct(lat, 50), pct(lat, 95)
-                for mode in MODES[: 1 if opts.no_contrast else 2]:
+                for mode in MODES[:1] if opts.no_contrast else MODES:
                     urls = app.start(COALESCE_ENABLED="true" if mode == "on" else "false")
                     asyncio.run(sequential_sends(urls, token, "warm-up", len(urls)))
                     for n in sizes:

@@ -13,6 +13,7 @@ from django.core.asgi import get_asgi_application
 
 from chatapp.daphne_tuning import (
     answers_sent_at_once,
+    intake_held_for_leaders,
     skip_twisted_access_log,
     skip_twisted_form_parsing,
     urgent_first,
@@ -25,6 +26,7 @@ skip_twisted_form_parsing()
 skip_twisted_access_log()  # daphne writes its own
 answers_sent_at_once()  # a follower's answer leaves when it is finished
 urgent_first()  # a burst's leader and the generations go first (core/urgent.py)
+intake_held_for_leaders()  # and the burst's rest is read once its leader is on its way (core/intake.py)
 
 from typing import Any  # noqa: E402
 

@@ -1,4 +1,5 @@
-"""daphne's HTTP layer tuned for this app: work it never uses switched off, answers sent when finished.
+"""daphne's HTTP layer tuned for this app: work it never uses switched off, answers sent when finished,
+and reading held while a burst's leader is on its way (core/intake.py).
 
 Twisted's `Request.requestReceived` parses the Content-Type of every POST with the `email` package and,
 for form and multipart bodies, the whole body into `request.args`. daphne never reads `args`: it hands
@@ -123,3 +124,70 @@ def can_send_now(transport: Any) -> bool:
         and bool(getattr(transport, "connected", False))
         and not getattr(transport, "disconnecting", True)
     )
+
+
+def intake_held_for_leaders() -> bool:
+    """Let a burst's leader hold the reading of requests (core/intake.py) on daphne's reactor; False
+    when this process is not daphne's (Twisted's reactor is not imported)."""
+    reactor = sys.modules.get("twisted.internet.reactor")
+    if reactor is None or not hasattr(reactor, "getReaders"):
+        return False
+    from twisted.web.http import HTTPChannel
+
+    from core import intake
+
+    made = HTTPChannel.connectionMade
+    if getattr(made, "holds_intake", False):
+        return True
+    server = TwistedIntake(reactor)
+    intake.install(server)
+
+    def made_while_held(self: Any) -> None:
+        made(self)
+        server.opened(self.transport)
+
+    made_while_held.holds_intake = True  # type: ignore[attr-defined]
+    HTTPChannel.connectionMade = made_while_held  # type: ignore[method-assign]
+    return True
+
+
+class TwistedIntake:
+    """Stops reading on the reactor's idle HTTP connections, and on those opened meanwhile, until
+    `resume`. A connection in the middle of a request, a WebSocket and the listening port read on."""
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self._stopped: list[Any] = []
+        self.paused = False
+
+    def pause(self) -> None:
+        self.paused = True
+        for reader in self._reactor.getReaders():
+            if _idle_http(reader):
+                self._stop(reader)
+
+    def opened(self, transport: Any) -> None:
+        """A connection just made: held too while paused (it is idle: nothing read yet)."""
+        if self.paused:
+            self._stop(transport)
+
+    def resume(self) -> None:
+        self.paused = False
+        stopped, self._stopped = self._stopped, []
+        for transport in stopped:
+            if transport.connected and not transport.disconnecting:
+                transport.startReading()
+
+    def _stop(self, transport: Any) -> None:
+        transport.stopReading()
+        self._stopped.append(transport)
+
+
+def _idle_http(reader: Any) -> bool:
+    """An HTTP connection between requests (Twisted's HTTPChannel, behind the wrapper that would have
+    negotiated HTTP/2; a WebSocket's transport has another protocol)."""
+    from twisted.web.http import HTTPChannel
+
+    protocol = getattr(reader, "protocol", None)
+    channel = getattr(protocol, "_channel", protocol)
+    return isinstance(channel, HTTPChannel) and not channel.requests

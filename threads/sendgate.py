@@ -9,7 +9,9 @@ until it has started its generation or joined another's (`release_turn`), then a
 follow it. A turn is never held longer than MAX_WAIT_S, whatever its holder is waiting for.
 
 The holder is also urgent while it holds the turn (core/urgent.py): the arrivals still being read and
-parsed run after each of its steps, not before.
+parsed run after each of its steps, not before. And once someone waits on its turn (a burst), the
+process reads no more requests until it lets go (core/intake.py), so its awaits are not answered only
+after the loop has read the rest of the burst.
 
 Only the HTTP send route takes turns: it is where a crowd of separate clients lands at once.
 """
@@ -21,7 +23,7 @@ import contextvars
 import re
 import weakref
 
-from core import urgent
+from core import intake, urgent
 
 __all__ = ["MAX_WAIT_S", "release_turn", "send_thread_id", "take_turn"]
 
@@ -59,6 +61,7 @@ async def take_turn(thread_id: int, *, max_wait_s: float = MAX_WAIT_S) -> bool:
         _held.set((thread_id, event))
         urgent.mark()
         return True
+    intake.hold(held)  # a crowd: the loop is the leader's until it lets go (at most intake.MAX_HOLD_S)
     try:
         async with asyncio.timeout(max_wait_s):
             await held.wait()
@@ -79,3 +82,4 @@ def release_turn() -> None:
     if turns.get(thread_id) is event:
         del turns[thread_id]
     event.set()
+    intake.let_go(event)

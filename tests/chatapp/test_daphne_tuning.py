@@ -14,9 +14,16 @@ from pathlib import Path
 
 import httpx
 from daphne.http_protocol import HTTPFactory, WebRequest
+from twisted.web import http
+from twisted.web.http import HTTPChannel, _genericHTTPChannelProtocolFactory
 
 import chatapp.asgi  # noqa: F401 - applies the tuning, as in a server process
-from chatapp.daphne_tuning import can_send_now, skip_twisted_access_log, skip_twisted_form_parsing
+from chatapp.daphne_tuning import (
+    TwistedIntake,
+    can_send_now,
+    skip_twisted_access_log,
+    skip_twisted_form_parsing,
+)
 from tests.servers import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -206,3 +213,177 @@ def test_only_a_connected_socket_that_is_not_closing_is_sent_to_at_once() -> Non
     assert not can_send_now(Transport(connected=0, disconnecting=False))
     assert not can_send_now(None)
     assert not can_send_now(object())  # not a socket transport (no doWrite)
+
+
+# An ASGI app served by a real daphne process with chatapp's tuning, its sends taking turns as chatapp's
+# handler does (threads/sendgate.py). The first send to thread 1 leads: it says so in a file, waits for
+# the client's word through a FIFO, makes three round trips through the loop's poll (as its claims and
+# rows do), counts the GET /other requests daphne has read by then, and lets go. GET /report: that count.
+_HOLD_APP = """
+import asyncio, os, socket
+from pathlib import Path
+import chatapp.asgi  # noqa: F401 - daphne's tuning, applied as in the server process
+from twisted.web.http import HTTPChannel
+from threads import sendgate
+
+read = []
+report = []
+_received = HTTPChannel.dataReceived
+
+def received(self, data):
+    if data.startswith(b"GET /other"):
+        read.append(data)
+    _received(self, data)
+
+HTTPChannel.dataReceived = received
+
+async def answer(send, body):
+    length = str(len(body)).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", length)]})
+    await send({"type": "http.response.body", "body": body})
+
+async def word_from_client():
+    loop = asyncio.get_running_loop()
+    fifo = os.open(os.environ["GO_FIFO"], os.O_RDONLY | os.O_NONBLOCK)
+    said = loop.create_future()
+    loop.add_reader(fifo, lambda: said.done() or said.set_result(None))
+    Path(os.environ["STATE_DIR"], "leading").touch()
+    await said
+    loop.remove_reader(fifo)
+    os.close(fifo)
+
+async def round_trips(count):
+    # each answered at the loop's next poll, as a Redis reply is
+    loop = asyncio.get_running_loop()
+    a, b = socket.socketpair()
+    for _ in range(count):
+        polled = loop.create_future()
+        loop.add_reader(b, lambda: polled.done() or polled.set_result(b.recv(1)))
+        a.send(b"x")
+        await polled
+        loop.remove_reader(b)
+    a.close(), b.close()
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await receive()
+    thread_id = sendgate.send_thread_id(scope["method"], scope["path"])
+    if thread_id is None:
+        await answer(send, str(report).encode() if scope["path"] == "/report" else b"other")
+        return
+    if not os.path.exists(os.path.join(os.environ["STATE_DIR"], "leading")):
+        assert await sendgate.take_turn(thread_id)
+        await word_from_client()
+        await round_trips(3)
+        report.append(len(read))
+        sendgate.release_turn()
+    else:
+        Path(os.environ["STATE_DIR"], "waiting").touch()
+        await sendgate.take_turn(thread_id)
+    await answer(send, b"sent")
+"""
+
+
+def _request(line: str, sock: socket.socket) -> socket.socket:
+    sock.settimeout(60)
+    sock.sendall(f"{line} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
+    return sock
+
+
+def _body(sock: socket.socket) -> bytes:
+    """One whole answer's body (the app's are short, with a Content-Length)."""
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < _length(data):
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    return data.partition(b"\r\n\r\n")[2]
+
+
+def _length(data: bytes) -> int:
+    head = data.partition(b"\r\n\r\n")[0].lower()
+    return int(head.split(b"content-length:")[1].split(b"\r\n")[0]) if b"content-length:" in head else 0
+
+
+def test_while_a_burst_leader_is_on_its_way_no_other_request_is_read(tmp_path: Path) -> None:
+    """core/intake.py: before, daphne read the requests arriving meanwhile in the turns of the loop that
+    answered the leader's awaits (here 11 of the 12 by its third round trip)."""
+    go = tmp_path / "go"
+    os.mkfifo(go)
+    with (
+        _daphne(tmp_path, _HOLD_APP, GO_FIFO=str(go), STATE_DIR=str(tmp_path)) as url,
+        contextlib.ExitStack() as sockets,
+    ):
+        port = int(url.rsplit(":", 1)[1])
+
+        def request(line: str, sock: socket.socket | None = None) -> socket.socket:
+            return _request(
+                line, sock or sockets.enter_context(socket.create_connection(("127.0.0.1", port)))
+            )
+
+        idle = [request("GET /warm") for _ in range(8)]  # keep-alive connections, idle after
+        assert [_body(sock) for sock in idle] == [b"other"] * 8
+        leader = request("POST /api/threads/1/messages")
+        wait_until(lambda: (tmp_path / "leading").exists(), timeout=30, interval=0.01)
+        follower = request("POST /api/threads/1/messages")
+        wait_until(lambda: (tmp_path / "waiting").exists(), timeout=30, interval=0.01)
+        others = [request("GET /other", sock) for sock in idle]
+        others += [request("GET /other") for _ in range(4)]  # new connections
+        fifo = os.open(go, os.O_WRONLY | os.O_NONBLOCK)
+        os.write(fifo, b"!")
+        os.close(fifo)
+        assert _body(leader) == _body(follower) == b"sent"
+        assert [_body(sock) for sock in others] == [b"other"] * 12  # all read once it let go
+        assert _body(request("GET /report")) == b"[0]", (tmp_path / "daphne.log").read_text()[-2000:]
+
+
+class _Transport:
+    def __init__(self, protocol: object, *, connected: int = 1) -> None:
+        self.protocol, self.connected, self.disconnecting = protocol, connected, False
+        self.reading = True
+
+    def stopReading(self) -> None:  # noqa: N802 - Twisted's name
+        self.reading = False
+
+    def startReading(self) -> None:  # noqa: N802 - Twisted's name
+        self.reading = True
+
+
+def _http(*, busy: bool = False) -> object:
+    """An HTTP connection's protocol as daphne's factory makes it (HTTPChannel behind its wrapper)."""
+    wrapper = _genericHTTPChannelProtocolFactory(http.HTTPFactory())
+    channel = wrapper._channel
+    assert isinstance(channel, HTTPChannel)
+    if busy:
+        channel.requests.append(object())  # a request being read or answered
+    return wrapper
+
+
+def test_the_held_intake_stops_idle_http_connections_only_and_restarts_those_still_open() -> None:
+    idle, busy, bare = _Transport(_http()), _Transport(_http(busy=True)), _Transport(HTTPChannel())
+    websocket, port, closed = _Transport(object()), _Transport(None), _Transport(_http())
+
+    class Reactor:
+        def getReaders(self) -> list[_Transport]:  # noqa: N802 - Twisted's name
+            return [idle, busy, bare, websocket, port, closed]
+
+    server = TwistedIntake(Reactor())
+    server.pause()
+    assert [t.reading for t in (idle, busy, bare, websocket, port, closed)] == [
+        False,
+        True,
+        False,
+        True,
+        True,
+        False,
+    ]
+    opened = _Transport(_http())
+    server.opened(opened)  # made while held: held too
+    assert not opened.reading
+    closed.connected = 0
+    server.resume()
+    assert [t.reading for t in (idle, bare, opened, closed)] == [True, True, True, False]
+    later = _Transport(_http())
+    server.opened(later)  # not held any more
+    assert later.reading

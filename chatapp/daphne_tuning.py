@@ -130,7 +130,7 @@ def intake_held_for_leaders() -> bool:
     """Let a burst's leader hold the reading of requests (core/intake.py) on daphne's reactor; False
     when this process is not daphne's (Twisted's reactor is not imported)."""
     reactor = sys.modules.get("twisted.internet.reactor")
-    if reactor is None or not hasattr(reactor, "getReaders"):
+    if getattr(reactor, "_asyncioEventloop", None) is None:  # as urgent_first: daphne's reactor only
         return False
     from twisted.web.http import HTTPChannel
 

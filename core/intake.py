@@ -54,14 +54,16 @@ def install(server: Server | None) -> None:
     _hold.spent.clear()
 
 
-def hold(holder: Hashable, *, max_hold_s: float = MAX_HOLD_S) -> None:
-    """`holder` (a crowded send turn) needs the loop: stop reading requests, unless stopped already."""
+def hold(holder: Hashable, *, max_hold_s: float | None = None) -> None:
+    """`holder` (a crowded send turn) needs the loop: stop reading requests, unless stopped already;
+    for at most `max_hold_s` (MAX_HOLD_S as it is when called)."""
     if _hold.server is None or holder in _hold.holders or holder in _hold.spent:
         return
     _hold.holders.add(holder)
     if len(_hold.holders) == 1:
         _hold.server.pause()
-        _hold.deadline = asyncio.get_running_loop().call_later(max_hold_s, _expire)
+        limit = MAX_HOLD_S if max_hold_s is None else max_hold_s
+        _hold.deadline = asyncio.get_running_loop().call_later(limit, _expire)
 
 
 def let_go(holder: Hashable) -> None:

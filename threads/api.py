@@ -118,6 +118,7 @@ async def thread_messages(request: HttpRequest, thread_id: int) -> HttpResponseB
     thread = await chat.thread_for_send(user=authed_user(request), thread_id=thread_id)
     if thread is None:
         raise NotFound()
+    sendgate.vouch()  # signed in and allowed to send here: a crowd behind it may hold the intake
     if req.stream:
         return await _sse_response(request, thread, req)
     outcome = await chat.send(user=authed_user(request), thread=thread, req=req)

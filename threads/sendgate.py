@@ -9,9 +9,10 @@ until it has started its generation or joined another's (`release_turn`), then a
 follow it. A turn is never held longer than MAX_WAIT_S, whatever its holder is waiting for.
 
 The holder is also urgent while it holds the turn (core/urgent.py): the arrivals still being read and
-parsed run after each of its steps, not before. And once someone waits on its turn (a burst), the
-process reads no more requests until it lets go (core/intake.py), so its awaits are not answered only
-after the loop has read the rest of the burst.
+parsed run after each of its steps, not before. And once someone waits on its turn (a burst) and the
+holder has been vouched for (`vouch`: signed in, and allowed to send to the thread), the process reads
+no more requests until it lets go (core/intake.py), so its awaits are not answered only after the loop
+has read the rest of the burst.
 
 Only the HTTP send route takes turns: it is where a crowd of separate clients lands at once.
 """
@@ -22,10 +23,11 @@ import asyncio
 import contextvars
 import re
 import weakref
+from dataclasses import dataclass, field
 
 from core import intake, urgent
 
-__all__ = ["MAX_WAIT_S", "release_turn", "send_thread_id", "take_turn"]
+__all__ = ["MAX_WAIT_S", "release_turn", "send_thread_id", "take_turn", "vouch"]
 
 # The longest a send waits for the thread's first one (its claim, two writes and a request, normally
 # a few ms): past it, it goes on anyway and is simply not ahead of the others.
@@ -33,12 +35,21 @@ MAX_WAIT_S = 0.5
 
 _SEND_PATH = re.compile(r"/api/threads/(\d+)/messages")
 
-# Per event loop (tests run many): thread id -> the event its turn's holder sets when it lets go.
-_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, asyncio.Event]] = (
-    weakref.WeakKeyDictionary()
-)
-# The turn this request holds, if any, for `release_turn` further down the same request.
-_held: contextvars.ContextVar[tuple[int, asyncio.Event] | None] = contextvars.ContextVar(
+
+@dataclass(eq=False, slots=True)
+class _Turn:
+    """A thread's turn: set when its holder lets go. A crowd on it holds the intake only once its
+    holder is vouched for, so that no anonymous or refused request can stop the process's reading."""
+
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    crowded: bool = False  # someone waits on it
+    vouched: bool = False
+
+
+# Per event loop (tests run many): thread id -> its turn, while held.
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, _Turn]] = weakref.WeakKeyDictionary()
+# The turn this request holds, if any, for `vouch` and `release_turn` further down the same request.
+_held: contextvars.ContextVar[tuple[int, _Turn] | None] = contextvars.ContextVar(
     "sendgate_held", default=None
 )
 
@@ -57,17 +68,31 @@ async def take_turn(thread_id: int, *, max_wait_s: float = MAX_WAIT_S) -> bool:
     turns = _turns.setdefault(asyncio.get_running_loop(), {})
     held = turns.get(thread_id)
     if held is None:
-        event = turns[thread_id] = asyncio.Event()
-        _held.set((thread_id, event))
+        turn = turns[thread_id] = _Turn()
+        _held.set((thread_id, turn))
         urgent.mark()
         return True
-    intake.hold(held)  # a crowd: the loop is the leader's until it lets go (at most intake.MAX_HOLD_S)
+    held.crowded = True
+    if held.vouched:  # a crowd: the loop is the leader's until it lets go (at most intake.MAX_HOLD_S)
+        intake.hold(held)
     try:
         async with asyncio.timeout(max_wait_s):
-            await held.wait()
+            await held.done.wait()
     except TimeoutError:
         pass
     return False
+
+
+def vouch() -> None:
+    """The turn this request holds (if any) is a signed-in user's send to a thread they may send to: a
+    crowd on it may now hold the intake."""
+    held = _held.get()
+    if held is None:
+        return
+    turn = held[1]
+    turn.vouched = True
+    if turn.crowded:
+        intake.hold(turn)
 
 
 def release_turn() -> None:
@@ -77,9 +102,9 @@ def release_turn() -> None:
         return
     _held.set(None)
     urgent.mark(False)
-    thread_id, event = held
+    thread_id, turn = held
     turns = _turns.get(asyncio.get_running_loop(), {})
-    if turns.get(thread_id) is event:
+    if turns.get(thread_id) is turn:
         del turns[thread_id]
-    event.set()
-    intake.let_go(event)
+    turn.done.set()
+    intake.let_go(turn)

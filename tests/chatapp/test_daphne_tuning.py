@@ -277,6 +277,7 @@ async def app(scope, receive, send):
         return
     if not os.path.exists(os.path.join(os.environ["STATE_DIR"], "leading")):
         assert await sendgate.take_turn(thread_id)
+        sendgate.vouch()  # as the send view does once the sender is signed in and may send there
         await word_from_client()
         await round_trips(3)
         report.append(len(read))

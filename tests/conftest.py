@@ -7,6 +7,7 @@ Without those variables the `services` tests skip and say why; in CI (CI=true) t
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 from collections.abc import AsyncIterator, Iterator
@@ -148,3 +149,29 @@ def admin_user(admin_user: Any) -> Any:
 
     Authenticator.objects.create(user=admin_user, type=Authenticator.Type.TOTP, data={"secret": "unused"})
     return admin_user
+
+
+class RecordingIntake:
+    """A server for core/intake.py that records its pauses and resumes."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.resumed = asyncio.Event()
+
+    def pause(self) -> None:
+        self.calls.append("pause")
+
+    def resume(self) -> None:
+        self.calls.append("resume")
+        self.resumed.set()
+
+
+@pytest.fixture
+def intake_server() -> Iterator[RecordingIntake]:
+    """A RecordingIntake installed for the test (core/intake.py), uninstalled after."""
+    from core import intake
+
+    installed = RecordingIntake()
+    intake.install(installed)
+    yield installed
+    intake.install(None)

@@ -6,37 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 
-from core import intake
 from providers.fake.server import FakeProviderServer
 from tests.asgi_http import Response, asgi_request
+from tests.conftest import RecordingIntake
 from threads.models import Thread
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
-
-
-class Server:
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def pause(self) -> None:
-        self.calls.append("pause")
-
-    def resume(self) -> None:
-        self.calls.append("resume")
-
-
-@pytest.fixture
-def server() -> Iterator[Server]:
-    installed = Server()
-    intake.install(installed)
-    yield installed
-    intake.install(None)
 
 
 @pytest.fixture
@@ -62,25 +43,27 @@ async def _sends(thread_id: int, count: int, token: str | None) -> list[Response
     )
 
 
-async def test_anonymous_sends_to_one_thread_never_hold_the_intake(server: Server, other_user: Any) -> None:
+async def test_anonymous_sends_to_one_thread_never_hold_the_intake(
+    intake_server: RecordingIntake, other_user: Any
+) -> None:
     """Before, two anonymous POSTs to any thread's send route stopped the process's reading."""
     theirs = await sync_to_async(Thread.objects.create)(owner=other_user, provider="openai")
     replies = await _sends(theirs.pk, 3, token=None)
     assert [reply.status for reply in replies] == [401] * 3
-    assert server.calls == []
+    assert intake_server.calls == []
 
 
 async def test_sends_to_a_thread_the_user_may_not_send_to_never_hold_the_intake(
-    server: Server, token: str, other_user: Any
+    intake_server: RecordingIntake, token: str, other_user: Any
 ) -> None:
     theirs = await sync_to_async(Thread.objects.create)(owner=other_user, provider="openai")
     replies = await _sends(theirs.pk, 3, token)
     assert [reply.status for reply in replies] == [404] * 3
-    assert server.calls == []
+    assert intake_server.calls == []
 
 
 async def test_a_burst_of_a_signed_in_users_sends_holds_the_intake_until_its_leader_lets_go(
-    server: Server, token: str, fake: FakeProviderServer
+    intake_server: RecordingIntake, token: str, fake: FakeProviderServer
 ) -> None:
     made = await asgi_request(
         "POST",
@@ -91,4 +74,4 @@ async def test_a_burst_of_a_signed_in_users_sends_holds_the_intake_until_its_lea
     replies = await _sends(made.json()["id"], 3, token)
     assert [reply.status for reply in replies] == [200] * 3, [reply.body[:300] for reply in replies]
     assert sorted(reply.json()["coalesced"] for reply in replies) == ["follower", "follower", "leader"]
-    assert server.calls == ["pause", "resume"]
+    assert intake_server.calls == ["pause", "resume"]

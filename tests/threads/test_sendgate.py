@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from core import intake, urgent
+from core import urgent
+from tests.conftest import RecordingIntake
 from threads import sendgate
 
 
@@ -117,44 +118,34 @@ async def test_the_turns_holder_is_urgent_until_it_lets_go_and_those_who_waited_
     assert seen == {"holding": True, "let go": False, "waited": False}
 
 
-async def test_a_vouched_for_turn_someone_waits_on_holds_the_intake_until_its_holder_lets_go() -> None:
+async def test_a_vouched_for_turn_someone_waits_on_holds_the_intake_until_its_holder_lets_go(
+    intake_server: RecordingIntake,
+) -> None:
     """core/intake.py: a burst's rest is read once its leader is on its way; a lone send holds nothing."""
-    calls: list[str] = []
+    calls = intake_server.calls
+    assert await sendgate.take_turn(9)
+    sendgate.release_turn()
+    assert calls == []  # nobody waited
+    let_go, vouched = asyncio.Event(), asyncio.Event()
 
-    class Server:
-        def pause(self) -> None:
-            calls.append("pause")
-
-        def resume(self) -> None:
-            calls.append("resume")
-
-    intake.install(Server())
-    try:
+    async def first() -> None:
         assert await sendgate.take_turn(9)
+        await vouched.wait()
+        sendgate.vouch()
+        await let_go.wait()
         sendgate.release_turn()
-        assert calls == []  # nobody waited
-        let_go, vouched = asyncio.Event(), asyncio.Event()
 
-        async def first() -> None:
-            assert await sendgate.take_turn(9)
-            await vouched.wait()
-            sendgate.vouch()
-            await let_go.wait()
-            sendgate.release_turn()
-
-        holder = _in_own_context(first())
+    holder = _in_own_context(first())
+    await asyncio.sleep(0)
+    waiter = _in_own_context(sendgate.take_turn(9))
+    for _ in range(3):
         await asyncio.sleep(0)
-        waiter = _in_own_context(sendgate.take_turn(9))
-        for _ in range(3):
-            await asyncio.sleep(0)
-        assert calls == []  # not before the holder is vouched for (signed in, allowed to send there)
-        vouched.set()
-        for _ in range(3):
-            await asyncio.sleep(0)
-        assert calls == ["pause"]
-        let_go.set()
-        await holder
-        assert await asyncio.wait_for(waiter, 5) is False
-        assert calls == ["pause", "resume"]
-    finally:
-        intake.install(None)
+    assert calls == []  # not before the holder is vouched for (signed in, allowed to send there)
+    vouched.set()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert calls == ["pause"]
+    let_go.set()
+    await holder
+    assert await asyncio.wait_for(waiter, 5) is False
+    assert calls == ["pause", "resume"]

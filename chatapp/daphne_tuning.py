@@ -161,9 +161,15 @@ class TwistedIntake:
         self.paused = False
 
     def pause(self) -> None:
+        from twisted.web.http import HTTPChannel
+
         self.paused = True
         for reader in self._reactor.getReaders():
-            if _idle_http(reader):
+            # An HTTP connection between requests: Twisted's HTTPChannel, behind the wrapper that would
+            # have negotiated HTTP/2 (a WebSocket's transport has another protocol).
+            protocol = getattr(reader, "protocol", None)
+            channel = getattr(protocol, "_channel", protocol)
+            if isinstance(channel, HTTPChannel) and not channel.requests:
                 self._stop(reader)
 
     def opened(self, transport: Any) -> None:
@@ -181,13 +187,3 @@ class TwistedIntake:
     def _stop(self, transport: Any) -> None:
         transport.stopReading()
         self._stopped.append(transport)
-
-
-def _idle_http(reader: Any) -> bool:
-    """An HTTP connection between requests (Twisted's HTTPChannel, behind the wrapper that would have
-    negotiated HTTP/2; a WebSocket's transport has another protocol)."""
-    from twisted.web.http import HTTPChannel
-
-    protocol = getattr(reader, "protocol", None)
-    channel = getattr(protocol, "_channel", protocol)
-    return isinstance(channel, HTTPChannel) and not channel.requests

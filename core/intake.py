@@ -54,16 +54,15 @@ def install(server: Server | None) -> None:
     _hold.spent.clear()
 
 
-def hold(holder: Hashable, *, max_hold_s: float | None = None) -> None:
+def hold(holder: Hashable) -> None:
     """`holder` (a crowded send turn) needs the loop: stop reading requests, unless stopped already;
-    for at most `max_hold_s` (MAX_HOLD_S as it is when called)."""
+    for at most MAX_HOLD_S (as it is when the hold begins)."""
     if _hold.server is None or holder in _hold.holders or holder in _hold.spent:
         return
     _hold.holders.add(holder)
     if len(_hold.holders) == 1:
         _hold.server.pause()
-        limit = MAX_HOLD_S if max_hold_s is None else max_hold_s
-        _hold.deadline = asyncio.get_running_loop().call_later(limit, _expire)
+        _hold.deadline = asyncio.get_running_loop().call_later(MAX_HOLD_S, _expire)
 
 
 def let_go(holder: Hashable) -> None:

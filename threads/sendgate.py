@@ -41,6 +41,7 @@ class _Turn:
     """A thread's turn: set when its holder lets go. A crowd on it holds the intake only once its
     holder is vouched for, so that no anonymous or refused request can stop the process's reading."""
 
+    thread_id: int
     done: asyncio.Event = field(default_factory=asyncio.Event)
     crowded: bool = False  # someone waits on it
     vouched: bool = False
@@ -49,9 +50,7 @@ class _Turn:
 # Per event loop (tests run many): thread id -> its turn, while held.
 _turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, _Turn]] = weakref.WeakKeyDictionary()
 # The turn this request holds, if any, for `vouch` and `release_turn` further down the same request.
-_held: contextvars.ContextVar[tuple[int, _Turn] | None] = contextvars.ContextVar(
-    "sendgate_held", default=None
-)
+_held: contextvars.ContextVar[_Turn | None] = contextvars.ContextVar("sendgate_held", default=None)
 
 
 def send_thread_id(method: str, path: str) -> int | None:
@@ -68,8 +67,8 @@ async def take_turn(thread_id: int, *, max_wait_s: float = MAX_WAIT_S) -> bool:
     turns = _turns.setdefault(asyncio.get_running_loop(), {})
     held = turns.get(thread_id)
     if held is None:
-        turn = turns[thread_id] = _Turn()
-        _held.set((thread_id, turn))
+        turn = turns[thread_id] = _Turn(thread_id)
+        _held.set(turn)
         urgent.mark()
         return True
     held.crowded = True
@@ -86,10 +85,9 @@ async def take_turn(thread_id: int, *, max_wait_s: float = MAX_WAIT_S) -> bool:
 def vouch() -> None:
     """The turn this request holds (if any) is a signed-in user's send to a thread they may send to: a
     crowd on it may now hold the intake."""
-    held = _held.get()
-    if held is None:
+    turn = _held.get()
+    if turn is None:
         return
-    turn = held[1]
     turn.vouched = True
     if turn.crowded:
         intake.hold(turn)
@@ -97,14 +95,13 @@ def vouch() -> None:
 
 def release_turn() -> None:
     """Let go of the turn this request holds (no-op if it holds none, or let go already)."""
-    held = _held.get()
-    if held is None:
+    turn = _held.get()
+    if turn is None:
         return
     _held.set(None)
     urgent.mark(False)
-    thread_id, turn = held
     turns = _turns.get(asyncio.get_running_loop(), {})
-    if turns.get(thread_id) is turn:
-        del turns[thread_id]
+    if turns.get(turn.thread_id) is turn:
+        del turns[turn.thread_id]
     turn.done.set()
     intake.let_go(turn)

@@ -4,6 +4,7 @@ urgent callbacks first (core/urgent.py), and a finished answer is sent at once."
 from __future__ import annotations
 
 import contextlib
+import http.client
 import io
 import os
 import socket
@@ -14,8 +15,8 @@ from pathlib import Path
 
 import httpx
 from daphne.http_protocol import HTTPFactory, WebRequest
-from twisted.web import http
 from twisted.web.http import HTTPChannel, _genericHTTPChannelProtocolFactory
+from twisted.web.http import HTTPFactory as TwistedHTTPFactory
 
 import chatapp.asgi  # noqa: F401 - applies the tuning, as in a server process
 from chatapp.daphne_tuning import (
@@ -289,25 +290,8 @@ async def app(scope, receive, send):
 """
 
 
-def _request(line: str, sock: socket.socket) -> socket.socket:
-    sock.settimeout(60)
-    sock.sendall(f"{line} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
-    return sock
-
-
-def _body(sock: socket.socket) -> bytes:
-    """One whole answer's body (the app's are short, with a Content-Length)."""
-    data = b""
-    while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < _length(data):
-        chunk = sock.recv(65536)
-        assert chunk, data
-        data += chunk
-    return data.partition(b"\r\n\r\n")[2]
-
-
-def _length(data: bytes) -> int:
-    head = data.partition(b"\r\n\r\n")[0].lower()
-    return int(head.split(b"content-length:")[1].split(b"\r\n")[0]) if b"content-length:" in head else 0
+def _body(connection: http.client.HTTPConnection) -> bytes:
+    return connection.getresponse().read()
 
 
 def test_while_a_burst_leader_is_on_its_way_no_other_request_is_read(tmp_path: Path) -> None:
@@ -317,28 +301,34 @@ def test_while_a_burst_leader_is_on_its_way_no_other_request_is_read(tmp_path: P
     os.mkfifo(go)
     with (
         _daphne(tmp_path, _HOLD_APP, GO_FIFO=str(go), STATE_DIR=str(tmp_path)) as url,
-        contextlib.ExitStack() as sockets,
+        contextlib.ExitStack() as connections,
     ):
         port = int(url.rsplit(":", 1)[1])
 
-        def request(line: str, sock: socket.socket | None = None) -> socket.socket:
-            return _request(
-                line, sock or sockets.enter_context(socket.create_connection(("127.0.0.1", port)))
-            )
+        def request(
+            line: str, connection: http.client.HTTPConnection | None = None
+        ) -> http.client.HTTPConnection:
+            """Sent, not waited for: its answer is read later (`_body`)."""
+            if connection is None:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                connections.callback(connection.close)
+            method, path = line.split()
+            connection.request(method, path)
+            return connection
 
         idle = [request("GET /warm") for _ in range(8)]  # keep-alive connections, idle after
-        assert [_body(sock) for sock in idle] == [b"other"] * 8
+        assert [_body(c) for c in idle] == [b"other"] * 8
         leader = request("POST /api/threads/1/messages")
         wait_until(lambda: (tmp_path / "leading").exists(), timeout=30, interval=0.01)
         follower = request("POST /api/threads/1/messages")
         wait_until(lambda: (tmp_path / "waiting").exists(), timeout=30, interval=0.01)
-        others = [request("GET /other", sock) for sock in idle]
+        others = [request("GET /other", c) for c in idle]
         others += [request("GET /other") for _ in range(4)]  # new connections
         fifo = os.open(go, os.O_WRONLY | os.O_NONBLOCK)
         os.write(fifo, b"!")
         os.close(fifo)
         assert _body(leader) == _body(follower) == b"sent"
-        assert [_body(sock) for sock in others] == [b"other"] * 12  # all read once it let go
+        assert [_body(c) for c in others] == [b"other"] * 12  # all read once it let go
         assert _body(request("GET /report")) == b"[0]", (tmp_path / "daphne.log").read_text()[-2000:]
 
 
@@ -356,7 +346,7 @@ class _Transport:
 
 def _http(*, busy: bool = False) -> object:
     """An HTTP connection's protocol as daphne's factory makes it (HTTPChannel behind its wrapper)."""
-    wrapper = _genericHTTPChannelProtocolFactory(http.HTTPFactory())
+    wrapper = _genericHTTPChannelProtocolFactory(TwistedHTTPFactory())
     channel = wrapper._channel
     assert isinstance(channel, HTTPChannel)
     if busy:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from core import intake
 from tests.conftest import RecordingIntake
 
@@ -25,9 +27,10 @@ async def test_the_reading_stops_once_for_all_holders_and_restarts_when_the_last
 
 
 async def test_a_hold_ends_by_itself_and_its_holder_cannot_stop_the_reading_again(
-    intake_server: RecordingIntake,
+    intake_server: RecordingIntake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    intake.hold("stuck", max_hold_s=0.01)
+    monkeypatch.setattr(intake, "MAX_HOLD_S", 0.01)
+    intake.hold("stuck")
     await asyncio.wait_for(intake_server.resumed.wait(), 5)
     assert intake_server.calls == ["pause", "resume"]
     intake.hold("stuck")  # a new arrival on the same turn: the reading goes on
@@ -38,11 +41,18 @@ async def test_a_hold_ends_by_itself_and_its_holder_cannot_stop_the_reading_agai
     intake.let_go("stuck")
 
 
-async def test_the_deadline_of_an_ended_hold_ends_no_later_one(intake_server: RecordingIntake) -> None:
-    intake.hold("first", max_hold_s=0.01)
+async def test_the_deadline_of_an_ended_hold_ends_no_later_one(
+    intake_server: RecordingIntake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(intake, "MAX_HOLD_S", 0.01)
+    intake.hold("first")
+    past_its_deadline = asyncio.Event()
+    loop.call_later(0.02, past_its_deadline.set)  # a timer after the first hold's: it fires later
     intake.let_go("first")
-    intake.hold("second", max_hold_s=60)
-    await asyncio.sleep(0.05)  # past the first hold's deadline: the scenario, not a wait for a result
+    monkeypatch.setattr(intake, "MAX_HOLD_S", 60)
+    intake.hold("second")
+    await asyncio.wait_for(past_its_deadline.wait(), 5)
     assert intake_server.calls == ["pause", "resume", "pause"]
     intake.let_go("second")
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import pytest
@@ -16,16 +15,6 @@ from providers.fake.server import FakeProviderServer
 from tests.asgi_http import Response, asgi_request
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.both]
-
-
-@pytest.fixture
-async def fake(settings: Any) -> AsyncIterator[FakeProviderServer]:
-    async with FakeProviderServer(ttft_ms=0, tps=200, tokens=20) as server:
-        settings.PROVIDERS = {
-            **settings.PROVIDERS,
-            "openai": {"base_url": server.openai_base_url, "api_key": "sk-test", "model": "fake-model"},
-        }
-        yield server
 
 
 @pytest.fixture

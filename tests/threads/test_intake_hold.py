@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,17 +16,7 @@ from tests.asgi_http import Response, asgi_request
 from tests.conftest import RecordingIntake
 from threads.models import Thread
 
-pytestmark = [pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-async def fake(settings: Any) -> AsyncIterator[FakeProviderServer]:
-    async with FakeProviderServer(ttft_ms=0, tps=200, tokens=5) as provider:
-        settings.PROVIDERS = {
-            **settings.PROVIDERS,
-            "openai": {"base_url": provider.openai_base_url, "api_key": "sk-test", "model": "fake-model"},
-        }
-        yield provider
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.both]
 
 
 async def _sends(thread_id: int, count: int, token: str | None) -> list[Response]:

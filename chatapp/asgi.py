@@ -133,6 +133,10 @@ class ApiASGIHandler(ASGIHandler):
             response = await self.run_get_response(request)
             with contextlib.suppress(asyncio.CancelledError):  # the client left during send_response
                 await self.send_response(response, send)
+            state["done"] = True
+            # The answer is out: what is left (request_finished, closing) waits behind the answers
+            # ready in this turn, as a burst's followers are, rather than delaying each of them.
+            await asyncio.sleep(0)
         except asyncio.CancelledError:
             if not state["disconnected"]:
                 raise  # the server's own cancel (shutdown): not ours to swallow

@@ -334,3 +334,90 @@ async def test_a_send_waits_while_the_first_send_to_its_thread_is_on_its_way() -
     second.release.set()
     elsewhere.release.set()
     assert (await comm2.receive_output(timeout=5))["status"] == 200
+
+
+async def test_answers_ready_together_all_leave_before_any_requests_bookkeeping(monkeypatch: Any) -> None:
+    """When a burst's generation ends, a process answers its followers in one turn of the loop. Each
+    answer leaves before the turn's bookkeeping (the Prometheus middleware's counters, request_finished),
+    which waits behind all of them. Fails on the old handler: each request's counters and closing ran
+    before the next answer was sent."""
+    import asyncio
+
+    from django.http import JsonResponse
+
+    from chatapp.asgi import ApiASGIHandler
+    from ops import prometheus
+
+    log: list[str] = []
+    release = asyncio.Event()
+
+    class Handler(ApiASGIHandler):
+        async def _get_response_async(self, request: Any) -> Any:  # the view, inside the middleware
+            await release.wait()
+            return JsonResponse({"ok": True})
+
+    for cls in (prometheus.PrometheusBeforeMiddleware, prometheus.PrometheusAfterMiddleware):
+        counted = cls.process_response
+
+        def counting(self: Any, request: Any, response: Any, counted: Any = counted) -> Any:
+            log.append("counted")
+            return counted(self, request, response)
+
+        monkeypatch.setattr(cls, "process_response", counting)
+
+    def finished(**kwargs: Any) -> None:
+        log.append("finished")
+
+    handler = Handler()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        async def noting(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                log.append("answered")
+            await send(message)
+
+        await handler(scope, receive, noting)
+
+    comms = []
+    for _ in range(3):
+        comm = ApplicationCommunicator(app, _HeldView().communicator().scope)
+        await comm.send_input({"type": "http.request", "body": b""})
+        comms.append(comm)
+    for _ in range(20):  # each is waiting on the view
+        await asyncio.sleep(0)
+    signals.request_finished.connect(finished)
+    try:
+        release.set()
+        for comm in comms:
+            assert (await comm.receive_output(timeout=5))["status"] == 200
+            await comm.receive_output(timeout=5)
+            await comm.send_input({"type": "http.disconnect"})
+            await comm.wait(timeout=5)
+    finally:
+        signals.request_finished.disconnect(finished)
+    assert log[:3] == ["answered"] * 3
+    assert sorted(log[3:]) == ["counted"] * 6 + ["finished"] * 3
+
+
+async def test_a_deferred_record_observes_the_latency_at_the_answer(monkeypatch: Any) -> None:
+    """record_after_the_answer runs the record later, but the latency it sees is the one at the answer:
+    the time it waited behind the turn's other answers is not counted."""
+    import asyncio
+
+    from django.test import RequestFactory
+
+    from ops import prometheus
+
+    now = [100.0]
+    monkeypatch.setattr(prometheus, "default_timer", lambda: now[0])
+    request = RequestFactory().get("/api/threads")
+    request.started = 99.0  # type: ignore[attr-defined]
+    seen: list[float] = []
+
+    def record(req: Any, resp: Any) -> None:
+        seen.append(now[0] - req.started)
+
+    prometheus.record_after_the_answer(record, request, None, "started")  # type: ignore[arg-type]
+    now[0] += 0.2  # the turn's other answers, before the record runs
+    await asyncio.sleep(0)
+    assert seen == [1.0]

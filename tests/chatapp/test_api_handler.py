@@ -41,6 +41,7 @@ async def test_token_send_through_the_lean_stack(token: str) -> None:
     assert created["hdrs"]["x-content-type-options"] == "nosniff"
     sent = await _call("POST", f"/api/threads/{created['json']['id']}/messages", {"content": "hi"}, auth)
     assert sent["status"] == 200 and sent["json"]["assistant_message"]["status"] == "complete"
+    assert sent["hdrs"]["content-length"] == str(len(sent["body"]))  # whole, not chunked
     assert (await _call("GET", "/api/threads"))["status"] == 401
 
 

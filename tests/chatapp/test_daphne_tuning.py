@@ -4,6 +4,7 @@ urgent callbacks first (core/urgent.py), and a finished answer is sent at once."
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import io
 import os
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -193,6 +195,76 @@ def test_a_whole_answer_the_socket_takes_at_once_is_never_watched_for_by_the_rea
     with _daphne(tmp_path, _WATCH_APP) as url:
         closing = httpx.get(f"{url}/?1000", headers={"Connection": "close"}, timeout=10)
         assert closing.text == "x" * 1000 and closing.headers.get("connection") == "close"
+
+
+# An ASGI app served by a real daphne process with chatapp's tuning: GET /a, /b and /c wait until GET /go,
+# so that their answers are ready in one turn of the loop, as a burst's followers are; /a and /b give
+# their length, /c does not (chunks). GET /log: the order in which answers were sent and requests ended.
+_ENDING_APP = """
+import asyncio, json
+import chatapp.asgi  # noqa: F401 - daphne's tuning, applied as in the server process
+from daphne.http_protocol import WebRequest
+
+log = []
+waiting = []
+go = asyncio.Event()
+_finish = WebRequest.finish
+
+def finish(self):
+    log.append(["ended", self.path.decode()])
+    _finish(self)
+
+WebRequest.finish = finish
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await receive()
+    path = scope["path"]
+    if path in ("/a", "/b", "/c"):
+        waiting.append(path)
+        await go.wait()
+    elif path == "/go":
+        go.set()
+    body = json.dumps(log if path == "/log" else waiting if path == "/waiting" else path).encode()
+    headers = [(b"content-type", b"application/json")]
+    if path != "/c":
+        headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+    if path in ("/a", "/b", "/c"):
+        log.append(["answered", path])
+"""
+
+
+def test_answers_ready_in_one_turn_all_leave_before_their_requests_end(tmp_path: Path) -> None:
+    """An answer whose length is given is the whole answer once written: it is sent, and its request's
+    ending (Twisted's finish, daphne's access line) waits behind the other answers of the turn. Before,
+    each answer's ending ran before the next answer was sent. A chunked answer still ends as it is sent
+    (its ending writes the last chunk)."""
+    with _daphne(tmp_path, _ENDING_APP) as url, httpx.Client(timeout=60) as client:
+
+        def waiting(path: str) -> bool:
+            return path in client.get(f"{url}/waiting").json()
+
+        with ThreadPoolExecutor(3) as pool:
+            replies = []
+            for path in ("/a", "/b", "/c"):
+                replies.append(pool.submit(httpx.get, f"{url}{path}", timeout=60))
+                wait_until(functools.partial(waiting, path), timeout=30, interval=0.01)
+            assert client.get(f"{url}/go").json() == "/go"
+            answers = [reply.result() for reply in replies]
+        assert [a.json() for a in answers] == ["/a", "/b", "/c"]
+        assert [a.headers.get("transfer-encoding") for a in answers] == [None, None, "chunked"]
+        order = [tuple(e) for e in client.get(f"{url}/log").json() if e[1] in ("/a", "/b", "/c")]
+    assert order == [
+        ("answered", "/a"),
+        ("answered", "/b"),
+        ("ended", "/c"),
+        ("answered", "/c"),
+        ("ended", "/a"),
+        ("ended", "/b"),
+    ]
 
 
 def _accepts(port: int) -> bool:

@@ -8,10 +8,12 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
@@ -27,18 +29,27 @@ log = logging.getLogger(__name__)
 ApiView = Callable[..., Awaitable[HttpResponseBase]]
 
 
-def json_response(data: Any, status: int = 200) -> JsonResponse:
-    return JsonResponse(data, status=status, safe=False, json_dumps_params={"separators": (",", ":")})
+# orjson with Django's formats for what JSON has no type for (datetimes to the millisecond, Decimal, lazy
+# text: DjangoJSONEncoder's `default`); non-ASCII text is written as UTF-8 rather than \u escapes.
+_JSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
+_django_json = DjangoJSONEncoder().default
 
 
-def error_response(code: str, message: str, status: int, *, retry_after: float | None = None) -> JsonResponse:
+def json_response(data: Any, status: int = 200) -> HttpResponse:
+    """An API answer. orjson, not Django's JsonResponse: 4 us against 16 us for a send's answer (timeit,
+    this machine), which a process builds ~500 times in one turn when a burst's reply is done."""
+    body = orjson.dumps(data, default=_django_json, option=_JSON_OPTIONS)
+    return HttpResponse(body, status=status, content_type="application/json")
+
+
+def error_response(code: str, message: str, status: int, *, retry_after: float | None = None) -> HttpResponse:
     resp = json_response(events.error_body(code, message), status=status)
     if retry_after is not None:
         resp["Retry-After"] = errors.retry_after_header(retry_after)
     return resp
 
 
-def exception_response(exc: BaseException, request: HttpRequest) -> JsonResponse:
+def exception_response(exc: BaseException, request: HttpRequest) -> HttpResponse:
     """The JSON error of threads/errors.py's table for `exc`; a bug is logged and answered 500."""
     err = errors.client_error(exc)
     if err is None:

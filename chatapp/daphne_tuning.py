@@ -86,6 +86,8 @@ def answers_sent_at_once() -> bool:
     handle_reply = WebRequest.handle_reply
 
     def handle_reply_unwatched(self: Any, message: dict[str, Any]) -> None:
+        if getattr(self, "answered", False):
+            return  # sent whole, its end on its way: ignored, as daphne ignores what comes after the end
         transport: Any = self.channel.transport if self.channel is not None else None
         whole = message.get("type") == "http.response.body" and not message.get("more_body", False)
         if not whole or not can_send_now(transport) or _unsent(transport):
@@ -109,6 +111,7 @@ def answers_sent_at_once() -> bool:
         if _unsent(transport) or transport.disconnecting:
             transport.startWriting()
         if sized:
+            self.answered = True
             asyncio.get_running_loop().call_soon(handle_reply, self, _ENDED)
 
     finish_and_send.sends_at_once = True  # type: ignore[attr-defined]

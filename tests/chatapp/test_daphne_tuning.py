@@ -234,6 +234,8 @@ async def app(scope, receive, send):
     await send({"type": "http.response.body", "body": body})
     if path in ("/a", "/b", "/c"):
         log.append(["answered", path])
+    if path == "/twice":  # an app that sends after its last body: nothing of it may reach the client
+        await send({"type": "http.response.body", "body": b"more"})
 """
 
 
@@ -265,6 +267,14 @@ def test_answers_ready_in_one_turn_all_leave_before_their_requests_end(tmp_path:
         ("ended", "/a"),
         ("ended", "/b"),
     ]
+
+
+def test_what_an_app_sends_after_its_whole_answer_never_reaches_the_client(tmp_path: Path) -> None:
+    """Between an answer sent whole and its request's end, a further body is ignored, as daphne ignores
+    one after the end: sent, it would have been read as the start of the connection's next answer."""
+    with _daphne(tmp_path, _ENDING_APP) as url, httpx.Client(timeout=60) as client:
+        assert client.get(f"{url}/twice").json() == "/twice"
+        assert client.get(f"{url}/next").json() == "/next"  # the same kept-alive connection
 
 
 def _accepts(port: int) -> bool:

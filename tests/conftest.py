@@ -156,10 +156,11 @@ class RecordingIntake:
 
     def __init__(self) -> None:
         self.calls: list[str] = []
-        self.resumed = asyncio.Event()
+        self.paused, self.resumed = asyncio.Event(), asyncio.Event()
 
     def pause(self) -> None:
         self.calls.append("pause")
+        self.paused.set()
 
     def resume(self) -> None:
         self.calls.append("resume")

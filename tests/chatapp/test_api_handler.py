@@ -350,10 +350,14 @@ async def test_answers_ready_together_all_leave_before_any_requests_bookkeeping(
     from ops import prometheus
 
     log: list[str] = []
-    release = asyncio.Event()
+    release, all_waiting = asyncio.Event(), asyncio.Event()
+    waiting = []
 
     class Handler(ApiASGIHandler):
         async def _get_response_async(self, request: Any) -> Any:  # the view, inside the middleware
+            waiting.append(request)
+            if len(waiting) == 3:
+                all_waiting.set()
             await release.wait()
             return JsonResponse({"ok": True})
 
@@ -384,8 +388,7 @@ async def test_answers_ready_together_all_leave_before_any_requests_bookkeeping(
         comm = ApplicationCommunicator(app, _HeldView().communicator().scope)
         await comm.send_input({"type": "http.request", "body": b""})
         comms.append(comm)
-    for _ in range(20):  # each is waiting on the view
-        await asyncio.sleep(0)
+    await asyncio.wait_for(all_waiting.wait(), 5)
     signals.request_finished.connect(finished)
     try:
         release.set()
@@ -414,11 +417,13 @@ async def test_a_deferred_record_observes_the_latency_at_the_answer(monkeypatch:
     request = RequestFactory().get("/api/threads")
     request.started = 99.0  # type: ignore[attr-defined]
     seen: list[float] = []
+    recorded = asyncio.Event()
 
     def record(req: Any, resp: Any) -> None:
         seen.append(now[0] - req.started)
+        recorded.set()
 
     prometheus.record_after_the_answer(record, request, None, "started")  # type: ignore[arg-type]
     now[0] += 0.2  # the turn's other answers, before the record runs
-    await asyncio.sleep(0)
+    await asyncio.wait_for(recorded.wait(), 5)
     assert seen == [1.0]

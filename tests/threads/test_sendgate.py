@@ -126,24 +126,24 @@ async def test_a_vouched_for_turn_someone_waits_on_holds_the_intake_until_its_ho
     assert await sendgate.take_turn(9)
     sendgate.release_turn()
     assert calls == []  # nobody waited
-    let_go, vouched = asyncio.Event(), asyncio.Event()
+    let_go, vouched, took = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def first() -> None:
         assert await sendgate.take_turn(9)
+        took.set()
         await vouched.wait()
         sendgate.vouch()
         await let_go.wait()
         sendgate.release_turn()
 
     holder = _in_own_context(first())
-    await asyncio.sleep(0)
+    await asyncio.wait_for(took.wait(), 5)
     waiter = _in_own_context(sendgate.take_turn(9))
     for _ in range(3):
         await asyncio.sleep(0)
     assert calls == []  # not before the holder is vouched for (signed in, allowed to send there)
     vouched.set()
-    for _ in range(3):
-        await asyncio.sleep(0)
+    await asyncio.wait_for(intake_server.paused.wait(), 5)
     assert calls == ["pause"]
     let_go.set()
     await holder

@@ -155,8 +155,10 @@ def intake_held_for_leaders() -> bool:
     made = HTTPChannel.connectionMade
     if getattr(made, "holds_intake", False):
         return True
+    from ops import metrics
+
     server = TwistedIntake(reactor)
-    intake.install(server)
+    intake.install(server, observe=metrics.intake_held)
 
     def made_while_held(self: Any) -> None:
         made(self)

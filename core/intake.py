@@ -8,16 +8,18 @@ someone waiting on it, the server stops reading requests on its idle HTTP connec
 their bytes) and reads them once the leader lets go, or MAX_HOLD_S after the hold began at the latest.
 
 The server installs how to stop and restart its reading (`install`; chatapp/daphne_tuning.py for
-daphne); without one, holding does nothing.
+daphne); without one, holding does nothing. Its observer hears of each hold once it ends: how long the
+reading stood still, and whether MAX_HOLD_S ended it (a leader that slow is worth an operator's look).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable
+import time
+from collections.abc import Callable, Hashable
 from typing import Protocol
 
-__all__ = ["MAX_HOLD_S", "Server", "hold", "install", "let_go"]
+__all__ = ["MAX_HOLD_S", "Observer", "Server", "hold", "install", "let_go"]
 
 # The leader's way with the intake held takes 20-35 ms (its claims, its rows, its request); a hold never
 # outlasts this, whatever it waits for, so other requests wait at most this long.
@@ -32,6 +34,10 @@ class Server(Protocol):
     def resume(self) -> None: ...
 
 
+# Told of each hold as it ends: (seconds the reading stood still, whether MAX_HOLD_S ended it).
+Observer = Callable[[float, bool], None]
+
+
 class _Hold:
     """Which holders the current hold serves, and those whose hold is spent (timed out): a holder holds
     once, so a leader stuck past MAX_HOLD_S does not stop the reading again with each new arrival."""
@@ -41,16 +47,21 @@ class _Hold:
         self.holders: set[Hashable] = set()
         self.spent: set[Hashable] = set()
         self.deadline: asyncio.TimerHandle | None = None
+        self.observe: Observer | None = None
+        self.clock: Callable[[], float] = time.monotonic
+        self.began = 0.0
 
 
 _hold = _Hold()
 
 
-def install(server: Server | None) -> None:
-    """The server whose reading holds stop (None: holds do nothing)."""
+def install(
+    server: Server | None, *, observe: Observer | None = None, clock: Callable[[], float] = time.monotonic
+) -> None:
+    """The server whose reading holds stop (None: holds do nothing), and who hears of each hold's end."""
     if _hold.holders:
         _end()
-    _hold.server = server
+    _hold.server, _hold.observe, _hold.clock = server, observe, clock
     _hold.spent.clear()
 
 
@@ -62,6 +73,7 @@ def hold(holder: Hashable) -> None:
     _hold.holders.add(holder)
     if len(_hold.holders) == 1:
         _hold.server.pause()
+        _hold.began = _hold.clock()
         _hold.deadline = asyncio.get_running_loop().call_later(MAX_HOLD_S, _expire)
 
 
@@ -77,13 +89,15 @@ def let_go(holder: Hashable) -> None:
 
 def _expire() -> None:
     _hold.spent |= _hold.holders
-    _end()
+    _end(expired=True)
 
 
-def _end() -> None:
+def _end(*, expired: bool = False) -> None:
     if _hold.deadline is not None:
         _hold.deadline.cancel()
         _hold.deadline = None
     _hold.holders.clear()
     if _hold.server is not None:
         _hold.server.resume()
+        if _hold.observe is not None:
+            _hold.observe(max(_hold.clock() - _hold.began, 0.0), expired)

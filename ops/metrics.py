@@ -77,6 +77,15 @@ QUEUE_WAIT = Histogram(
     PREFIX + "queue_wait_seconds", "Time a send waited for the pacer before its call.", buckets=BUCKETS_S
 )
 CANCEL = Histogram(PREFIX + "cancel_seconds", "Cancel request to the generation stopping.", buckets=BUCKETS_S)
+# A burst's leader stops its process's reading of requests while on its way (core/intake.py).
+INTAKE_HOLDS = Counter(
+    PREFIX + "intake_holds",
+    "Times a process stopped reading requests for a burst's leader, by how it ended: released, expired.",
+    ["ended"],
+)
+INTAKE_HELD = Histogram(
+    PREFIX + "intake_held_seconds", "How long each hold stopped a process's reading.", buckets=BUCKETS_S
+)
 # livesum: the open subscriptions of live processes (files of dead ones are dropped, see below).
 stream_subscriptions = Gauge(
     PREFIX + "stream_subscriptions",
@@ -102,6 +111,7 @@ HISTOGRAMS = {
 # work before the first event, and the hot path skips the labels() lock.
 _REQUESTS = {o: REQUESTS.labels(o) for o in (*REQUEST_OUTCOMES, OTHER)}
 _COALESCE = {r: COALESCE.labels(r) for r in (*COALESCE_ROLES, OTHER)}
+_INTAKE_HOLDS = {False: INTAKE_HOLDS.labels("released"), True: INTAKE_HOLDS.labels("expired")}
 _PROVIDER_CALLS: dict[tuple[str, str], Any] = {}
 _PROVIDER_ATTEMPTS: dict[tuple[str, str], Any] = {}
 
@@ -156,6 +166,12 @@ def provider_attempt(provider: str, outcome: str) -> None:
 
 def observe_latency_ms(ms: float) -> None:
     LATENCY.observe(max(ms, 0.0) / 1000)
+
+
+def intake_held(seconds: float, expired: bool) -> None:
+    """One hold of the reading ended (core/intake.py's observer): by its leader, or by MAX_HOLD_S."""
+    _INTAKE_HOLDS[expired].inc()
+    INTAKE_HELD.observe(max(seconds, 0.0))
 
 
 def observe_ttft_ms(ms: float) -> None:

@@ -350,13 +350,20 @@ async def round_trips(count):
         loop.remove_reader(b)
     a.close(), b.close()
 
+def holds():
+    # What the process's metrics say of its holds (ops/metrics.py): released, expired, held > 0.
+    from prometheus_client import REGISTRY
+    count = lambda ended: int(REGISTRY.get_sample_value("chatapp_intake_holds_total", {"ended": ended}) or 0)
+    held = REGISTRY.get_sample_value("chatapp_intake_held_seconds_sum") or 0.0
+    return f"{count('released')} {count('expired')} {held > 0}".encode()
+
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return
     await receive()
     thread_id = sendgate.send_thread_id(scope["method"], scope["path"])
     if thread_id is None:
-        await answer(send, str(report).encode() if scope["path"] == "/report" else b"other")
+        await answer(send, str(report).encode() if scope["path"] == "/report" else holds() if scope["path"] == "/holds" else b"other")
         return
     if not os.path.exists(os.path.join(os.environ["STATE_DIR"], "leading")):
         assert await sendgate.take_turn(thread_id)
@@ -412,6 +419,7 @@ def test_while_a_burst_leader_is_on_its_way_no_other_request_is_read(tmp_path: P
         assert _body(leader) == _body(follower) == b"sent"
         assert [_body(c) for c in others] == [b"other"] * 12  # all read once it let go
         assert _body(request("GET /report")) == b"[0]", (tmp_path / "daphne.log").read_text()[-2000:]
+        assert _body(request("GET /holds")) == b"1 0 True"  # counted and timed (chatapp_intake_*)
 
 
 class _Transport:

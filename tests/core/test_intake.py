@@ -57,6 +57,35 @@ async def test_the_deadline_of_an_ended_hold_ends_no_later_one(
     intake.let_go("second")
 
 
+async def test_each_hold_is_told_once_as_it_ends_how_long_and_whether_its_cap_ended_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [100.0]
+    heard: list[tuple[float, bool]] = []
+    server = RecordingIntake()
+    intake.install(
+        server, observe=lambda held_s, expired: heard.append((held_s, expired)), clock=lambda: now[0]
+    )
+    try:
+        intake.hold("a")
+        intake.hold("b")
+        now[0] += 0.03
+        intake.let_go("a")
+        assert heard == []  # "b" still holds
+        now[0] += 0.01
+        intake.let_go("b")
+        assert heard == [(pytest.approx(0.04), False)]
+        monkeypatch.setattr(intake, "MAX_HOLD_S", 0.01)
+        server.resumed.clear()
+        intake.hold("stuck")
+        now[0] += 0.1
+        await asyncio.wait_for(server.resumed.wait(), 5)
+        intake.let_go("stuck")  # spent already: its hold was told when it ended
+        assert heard == [(pytest.approx(0.04), False), (pytest.approx(0.1), True)]
+    finally:
+        intake.install(None)
+
+
 async def test_without_a_server_holding_does_nothing() -> None:
     intake.install(None)
     intake.hold("a")

@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import prometheus_client
 import pytest
 from asgiref.sync import sync_to_async
 from django.test import AsyncClient, Client
@@ -98,6 +99,20 @@ def test_recording_shows_in_the_summary() -> None:
         "coalesce", "provider_calls", "requests", "error_rate", "latency_p95_ms", "ttft_p95_ms",
         "queue_wait_p95_ms", "cancel_p95_ms",
     }  # fmt: skip
+
+
+def test_an_ended_hold_of_the_reading_is_counted_by_how_it_ended_and_timed() -> None:
+    def value(name: str, **labels: str) -> float:
+        found = prometheus_client.REGISTRY.get_sample_value(name, labels)
+        return found or 0.0
+
+    before = [value("chatapp_intake_holds_total", ended=e) for e in ("released", "expired")]
+    held_before = value("chatapp_intake_held_seconds_sum")
+    metrics.intake_held(0.025, False)
+    metrics.intake_held(0.1, True)
+    after = [value("chatapp_intake_holds_total", ended=e) for e in ("released", "expired")]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1]
+    assert value("chatapp_intake_held_seconds_sum") - held_before == pytest.approx(0.125)
 
 
 def test_histograms_give_p95_in_ms() -> None:
@@ -313,7 +328,7 @@ def _families() -> list[str]:
         for m in vars(metrics).values()
         if hasattr(m, "_name") and str(getattr(m, "_name", "")).startswith(metrics.PREFIX)
     ]
-    counters = {"chatapp_requests", "chatapp_coalesce", "chatapp_provider_calls"}
+    counters = {"chatapp_requests", "chatapp_coalesce", "chatapp_provider_calls", "chatapp_intake_holds"}
     counters |= {
         "chatapp_tokens",
         "chatapp_cost_usd",

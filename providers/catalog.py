@@ -18,6 +18,7 @@ from typing import Any
 from django.conf import settings
 
 from core.crypto import InvalidToken
+from core.singleflight import Singleflight
 
 log = logging.getLogger(__name__)
 
@@ -232,14 +233,19 @@ def catalog() -> Catalog:
     return loaded
 
 
+# Callers meeting a stale catalog together share one load: after a quiet spell, the first sends to many
+# threads each ran the three queries.
+_loads: Singleflight[Catalog] = Singleflight()
+
+
 async def acatalog() -> Catalog:
-    """The catalog (async code: one hop to the database when it is stale)."""
+    """The catalog (async code: one hop to the database when it is stale, shared by those waiting)."""
     found = _fresh()
     if found is not None:
         return found
     from core.dbasync import db_async
 
-    return await db_async(catalog)()
+    return await _loads.do("catalog", db_async(catalog))
 
 
 def peek() -> Catalog | None:

@@ -123,6 +123,37 @@ def test_the_migration_keeps_every_threads_provider_and_model(django_user_model:
     assert (openai.kind, openai.base_url) == ("openai", settings.PROVIDERS["openai"]["base_url"])
 
 
+async def test_callers_meeting_a_stale_catalog_together_share_one_load(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before, each ran its own: the first sends to many threads after a quiet spell each ran the
+    catalog's three queries."""
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+
+    def offered() -> None:
+        row = Connection.objects.create(name="shared", kind="openai", base_url="https://api.example.com/v1")
+        ModelOffer.objects.create(connection=row, model="m2")
+
+    await sync_to_async(offered)()
+    catalog.reset()
+    loads: list[int] = []
+    load = catalog.load_catalog
+
+    def counted() -> catalog.Catalog:
+        loads.append(1)
+        return load()
+
+    monkeypatch.setattr(catalog, "load_catalog", counted)
+    found = await asyncio.gather(*(catalog.acatalog() for _ in range(8)))
+    assert len(loads) == 1
+    assert all(c is found[0] for c in found) and ("shared", "m2") in {
+        (o.connection, o.model) for o in found[0].offers
+    }
+    catalog.reset()
+
+
 def test_the_catalog_never_prints_a_key() -> None:
     """The catalog holds each connection's plain key for the provider it builds: its repr (a log line,
     a traceback's locals, an assertion message) must not show it."""

@@ -100,4 +100,4 @@ def _end(*, expired: bool = False) -> None:
     if _hold.server is not None:
         _hold.server.resume()
         if _hold.observe is not None:
-            _hold.observe(max(_hold.clock() - _hold.began, 0.0), expired)
+            _hold.observe(_hold.clock() - _hold.began, expired)  # the metric clamps a negative one

@@ -44,6 +44,7 @@ from chatapp.gctuning import tune_gc  # noqa: E402
 from chatapp.middleware import API_MIDDLEWARE, API_PREFIX  # noqa: E402
 from chatapp.origin import SameOriginValidator  # noqa: E402
 from chatapp.shutdown import ConnectionTracker, install_graceful_shutdown  # noqa: E402
+from core import later  # noqa: E402
 from core.writebuffer import WriteBufferProbe  # noqa: E402
 from threads import sendgate  # noqa: E402
 from threads.consumers import ThreadConsumer  # noqa: E402
@@ -141,10 +142,6 @@ class ApiASGIHandler(ASGIHandler):
             response = await self.run_get_response(request)
             with contextlib.suppress(asyncio.CancelledError):  # the client left during send_response
                 await self.send_response(response, send)
-            state["done"] = True
-            # The answer is out: what is left (request_finished, closing) waits behind the answers
-            # ready in this turn, as a burst's followers are, rather than delaying each of them.
-            await asyncio.sleep(0)
         except asyncio.CancelledError:
             if not state["disconnected"]:
                 raise  # the server's own cancel (shutdown): not ours to swallow
@@ -155,7 +152,8 @@ class ApiASGIHandler(ASGIHandler):
             if response is None:
                 signals.request_finished.send(sender=self.__class__)
             else:
-                response.close()  # sends request_finished
+                # Sends request_finished; once a burst's answers have left (core/later.py).
+                later.call(response.close)
             body_file.close()
         if state["error"] is not None:
             raise state["error"]

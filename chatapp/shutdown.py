@@ -29,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from core import later
+
 log = logging.getLogger(__name__)
 
 CLOSE_SERVICE_RESTART = 1012
@@ -154,6 +156,7 @@ class Drain:
             log.exception("SIGTERM: the drain failed; stopping now")
             raise
         finally:
+            later.run_now()  # the last answers' counters and request_finished, before the loop stops
             self.stop_reactor()
 
     async def _drain(self) -> None:

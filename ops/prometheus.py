@@ -12,7 +12,6 @@ The cache backend fixes django-prometheus's `get()`, which answers `default` for
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Callable
 from timeit import default_timer
@@ -27,6 +26,8 @@ from django_prometheus.cache.metrics import (
     django_cache_hits_total,
     django_cache_misses_total,
 )
+
+from core import later
 
 _MISSING = object()
 
@@ -82,9 +83,9 @@ def record_after_the_answer(
     response: HttpResponseBase,
     started: str,
 ) -> None:
-    """Record a response's metrics once the answers ready in this turn of the loop have left: when a
-    burst's generation ends a process answers its ~500 followers in one turn, and each answer's
-    counters delayed every answer behind it. The latency is the one at this moment: the request's
+    """Record a response's metrics once a burst's answers have left (core/later.py): when a burst's
+    generation ends each process answers its ~500 followers at once, and each answer's counters
+    delayed the answers behind it. The latency is the one at this moment: the request's
     start (its attribute `started`) moves on by the time the record waited."""
     ended = default_timer()
 
@@ -94,7 +95,7 @@ def record_after_the_answer(
             setattr(request, started, start + (default_timer() - ended))
         record(request, response)
 
-    asyncio.get_running_loop().call_soon(record_now)
+    later.call(record_now)
 
 
 class LocMemCache(locmem.LocMemCache):

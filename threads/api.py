@@ -12,6 +12,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 
+from core import later
 from core.dbasync import db_async
 from core.outages import DEPENDENCY_DOWN
 from ops import metrics
@@ -129,8 +130,8 @@ async def thread_messages(request: HttpRequest, thread_id: int) -> HttpResponseB
 async def final_response(outcome: outcomes.SendOutcome, thread: Any) -> HttpResponseBase:
     """A send's (or a regenerate's) answer once its generation ended: 200, or its error's status."""
     final = await outcomes.wait_terminal(outcome, thread_id=thread.pk)
-    # Counted after the answers ready in this turn have left (ops/prometheus.record_after_the_answer).
-    asyncio.get_running_loop().call_soon(metrics.request, events.request_outcome(final))
+    # Counted after the burst's answers have left (core/later.py).
+    later.call(metrics.request, events.request_outcome(final))
     timings = outcome.generation.timings() if outcome.generation is not None else None
     body = {
         "request_id": outcome.request_id,

@@ -88,20 +88,26 @@ async def test_requests_reuse_a_few_sync_threads_instead_of_starting_their_own(t
 
 async def test_request_signals_are_sent_inline_without_a_thread_hop(token: str) -> None:
     """Django's handler sends request_started / request_finished through sync_to_async (a thread hop
-    each); the API handler sends them on the event loop's thread (their receivers do no I/O there)."""
+    each); the API handler sends them on the event loop's thread (their receivers do no I/O there),
+    request_finished once the answers have left (core/later.py)."""
+    import asyncio
+
     seen: list[tuple[str, str]] = []
+    ended = asyncio.Event()
 
     def started(**kwargs: Any) -> None:
         seen.append(("started", threading.current_thread().name))
 
     def finished(**kwargs: Any) -> None:
         seen.append(("finished", threading.current_thread().name))
+        ended.set()
 
     signals.request_started.connect(started)
     signals.request_finished.connect(finished)
     try:
         auth = [(b"authorization", f"Bearer {token}".encode())]
         assert (await _call("GET", "/api/threads", headers=auth))["status"] == 200
+        await asyncio.wait_for(ended.wait(), 5)
     finally:
         signals.request_started.disconnect(started)
         signals.request_finished.disconnect(finished)
@@ -338,16 +344,19 @@ async def test_a_send_waits_while_the_first_send_to_its_thread_is_on_its_way() -
 
 
 async def test_answers_ready_together_all_leave_before_any_requests_bookkeeping(monkeypatch: Any) -> None:
-    """When a burst's generation ends, a process answers its followers in one turn of the loop. Each
-    answer leaves before the turn's bookkeeping (the Prometheus middleware's counters, request_finished),
-    which waits behind all of them. Fails on the old handler: each request's counters and closing ran
-    before the next answer was sent."""
+    """When a burst's generation ends, the processes answer their followers at once. Each answer leaves
+    before any bookkeeping (the Prometheus middleware's counters, request_finished), which waits for its
+    batch (core/later.py), even once the requests have ended: on the same cores, it would take CPU from
+    the answers still leaving. Fails on the handler that ran it in the next turn of the loop."""
     import asyncio
 
     from django.http import JsonResponse
 
     from chatapp.asgi import ApiASGIHandler
+    from core import later
     from ops import prometheus
+
+    monkeypatch.setattr(later, "DELAY_S", 0.05)
 
     log: list[str] = []
     release, all_waiting = asyncio.Event(), asyncio.Event()
@@ -370,8 +379,12 @@ async def test_answers_ready_together_all_leave_before_any_requests_bookkeeping(
 
         monkeypatch.setattr(cls, "process_response", counting)
 
+    kept = asyncio.Event()
+
     def finished(**kwargs: Any) -> None:
         log.append("finished")
+        if log.count("finished") == 3:
+            kept.set()
 
     handler = Handler()
 
@@ -397,9 +410,12 @@ async def test_answers_ready_together_all_leave_before_any_requests_bookkeeping(
             await comm.receive_output(timeout=5)
             await comm.send_input({"type": "http.disconnect"})
             await comm.wait(timeout=5)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert log == ["answered"] * 3  # the requests have ended; their bookkeeping waits
+        await asyncio.wait_for(kept.wait(), 5)
     finally:
         signals.request_finished.disconnect(finished)
-    assert log[:3] == ["answered"] * 3
     assert sorted(log[3:]) == ["counted"] * 6 + ["finished"] * 3
 
 

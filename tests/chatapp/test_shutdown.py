@@ -115,3 +115,27 @@ async def test_a_second_sigterm_ends_the_grace_period_at_once() -> None:
     clock[0] = 105.0
     drain.begin()
     assert drain.current_deadline() == 105.0
+
+
+@pytest.mark.parametrize("fails", [False, True])
+async def test_a_stopping_process_runs_its_deferred_bookkeeping_before_the_reactor_stops(
+    fails: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last answers' counters and request_finished (core/later.py) are not lost with the loop."""
+    from core import later
+
+    order: list[str] = []
+
+    async def drained(self: Drain) -> None:
+        if fails:
+            raise RuntimeError("the drain broke")
+
+    monkeypatch.setattr(Drain, "_drain", drained)
+    later.call(order.append, "bookkeeping")
+    drain = Drain(ConnectionTracker(socket_app), 30.0, lambda: 0, lambda: order.append("reactor stopped"))
+    if fails:
+        with pytest.raises(RuntimeError):
+            await drain.run()
+    else:
+        await drain.run()
+    assert order == ["bookkeeping", "reactor stopped"]

@@ -4,19 +4,18 @@ create and revoke an API token on the settings page."""
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
-from allauth.mfa.totp.internal.auth import format_hotp_value, hotp_value
 from playwright.sync_api import Page, expect
 
 from tests.e2e.test_chat import PASSWORD, sign_up
+from tests.totp import fresh_code
 
 pytestmark = pytest.mark.browser
 
 
 def _code(secret: str) -> str:
-    return format_hotp_value(hotp_value(secret, int(time.time()) // 30))
+    return fresh_code(secret)
 
 
 def test_sign_up_enable_totp_log_out_and_log_in_with_a_code(page: Page) -> None:

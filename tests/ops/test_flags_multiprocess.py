@@ -24,6 +24,7 @@ from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
 from ops.models import FeatureFlag
 from tests.ops.test_metrics import grafana_metric_names
 from tests.servers import DaphneServer, daphne_servers, parse_prometheus, sample_sum, wait_until
+from tests.totp import fresh_code
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -56,7 +57,7 @@ def _csrf(html: str) -> str:
 
 def _staff_client(server: DaphneServer, django_user_model: Any) -> httpx.Client:
     """An httpx client logged in to admin as staff (cookies are per host: valid on both servers)."""
-    from allauth.mfa.totp.internal.auth import TOTP, format_hotp_value, generate_totp_secret, hotp_value
+    from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
 
     staffer = django_user_model.objects.create_user(
         "staffer", password="pw-staff-123!", is_staff=True, is_superuser=True
@@ -79,7 +80,7 @@ def _staff_client(server: DaphneServer, django_user_model: Any) -> httpx.Client:
     assert resp.status_code == 302 and resp.headers["location"] == "/accounts/2fa/authenticate/", resp.text[
         :500
     ]
-    code = format_hotp_value(hotp_value(secret, int(time.time()) // 30))
+    code = fresh_code(secret)
     stage = client.get("/accounts/2fa/authenticate/")
     resp = client.post(
         "/accounts/2fa/authenticate/", data={"csrfmiddlewaretoken": _csrf(stage.text), "code": code}

@@ -78,7 +78,7 @@ def answers_sent_at_once() -> bool:
     def finish_and_send(self: Any) -> None:
         transport: Any = self.channel.transport if self.channel is not None else None
         finish(self)
-        if can_send_now(transport):
+        if can_send_now(transport) and _unsent(transport):  # an answer sent whole leaves nothing to send
             # Its result is not ours to act on: a failed send leaves the transport writing, and the
             # reactor meets the same failure at its next poll and closes the connection as usual.
             transport.doWrite()

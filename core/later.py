@@ -3,7 +3,8 @@
 When a burst's generation ends, every process answers its hundreds of followers at once while the
 client reads them, on the same few cores. An answer's bookkeeping done then (its counters, Django's
 request_finished) takes CPU from the answers still leaving, in this process and in the others. Here it
-waits DELAY_S after the first of its batch: one timer per batch, not one per answer.
+waits DELAY_S after the first of its batch: one timer per batch, not one per answer. What still waits
+when the loop's resources close (core/loopres.py: a stopping process, the end of a test) runs then.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import logging
 import weakref
 from collections.abc import Callable
 from typing import Any
+
+from core import loopres
 
 __all__ = ["DELAY_S", "call", "pending", "run_now"]
 
@@ -24,14 +27,15 @@ DELAY_S = 0.15
 
 
 class _Batch:
-    __slots__ = ("calls", "timer")
+    # Nothing here may refer to the loop (its timer does): the loop is this batch's weak key.
+    __slots__ = ("calls",)
 
     def __init__(self) -> None:
         self.calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
-        self.timer: asyncio.TimerHandle | None = None
 
 
 _batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batch] = weakref.WeakKeyDictionary()
+_registered: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
 
 def call(fn: Callable[..., Any], *args: Any) -> None:
@@ -40,7 +44,10 @@ def call(fn: Callable[..., Any], *args: Any) -> None:
     batch = _batches.get(loop)
     if batch is None:
         batch = _batches[loop] = _Batch()
-        batch.timer = loop.call_later(DELAY_S, _run, loop, batch)
+        loop.call_later(DELAY_S, _run, loop, batch)
+        if loop not in _registered:
+            _registered.add(loop)
+            loopres.register(_close, stage=loopres.Stage.WORKER)
     batch.calls.append((fn, args))
 
 
@@ -58,14 +65,18 @@ def run_now() -> None:
         _run(loop, batch)
 
 
+def _close() -> None:
+    _registered.discard(asyncio.get_running_loop())  # a loop that goes on registers again
+    run_now()
+
+
 def _run(loop: asyncio.AbstractEventLoop, batch: _Batch) -> None:
+    """The batch's calls, once (its timer finds it empty after `run_now`)."""
     if _batches.get(loop) is batch:
         del _batches[loop]  # what the calls defer goes to the next batch
-    if batch.timer is not None:
-        batch.timer.cancel()
-    for fn, args in batch.calls:
+    calls, batch.calls = batch.calls, []
+    for fn, args in calls:
         try:
             fn(*args)
         except Exception:  # one failed record must not lose the others'
             log.exception("deferred bookkeeping %r failed", fn)
-    batch.calls.clear()

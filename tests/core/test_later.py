@@ -78,3 +78,33 @@ async def test_run_now_runs_what_waits_once() -> None:
     later.run_now()  # nothing waits: nothing runs
     await _turns()
     assert ran == [1, 2]
+
+
+async def test_what_waits_runs_when_the_loops_resources_close() -> None:
+    """The end of a test, or of a process (core/loopres.py): nothing recorded is lost with the loop."""
+    from core import loopres
+
+    ran: list[str] = []
+    later.call(ran.append, "kept")
+    await loopres.aclose_all()
+    assert ran == ["kept"] and later.pending() == 0
+    later.call(ran.append, "again")  # a loop that goes on registers again
+    await loopres.aclose_all()
+    assert ran == ["kept", "again"]
+
+
+def test_a_closed_loop_is_not_kept_alive_by_a_batch_that_never_came_due() -> None:
+    """Fails on the first version, whose batch held its timer (and so its loop, the batch's weak key)."""
+    import gc
+    import weakref
+
+    async def defer() -> None:
+        later.call(print, "never")
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(defer())
+    loop.close()
+    closed = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert closed() is None

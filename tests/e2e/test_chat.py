@@ -10,6 +10,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from tests.e2e.conftest import AppServer
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -38,6 +39,13 @@ def new_thread(page: Page, title: str, model: str = "demo/demo-1") -> None:
 
 def last_reply(page: Page) -> Locator:
     return page.locator("li.msg.assistant").last
+
+
+def until_true(page: Page, function: str, arg: object = None) -> None:
+    """Poll a JavaScript function until it returns true. Not `wait_for_function`: Playwright compiles
+    that predicate with `new Function` inside the page, which the pages' CSP (no 'unsafe-eval') refuses
+    now and then (an EvalError, microsoft/playwright#36982); `evaluate` goes through the debugger."""
+    wait_until(lambda: page.evaluate(function, arg) is True, timeout=15, interval=0.02)
 
 
 def test_sign_up_create_thread_send_and_watch_the_stream(page: Page) -> None:
@@ -98,7 +106,7 @@ def test_second_tab_sees_the_same_stream_stop_and_reload(browser: Browser, slow_
     # renderer loads with the first streamed reply), which changes its characters, not its growth.
     grown = "([sel, n]) => document.querySelector(sel).innerText.length > n"
     sel = "li.msg.assistant[data-status=streaming] .body"
-    second.wait_for_function(grown, arg=[sel, len(other.inner_text()) + 40])
+    until_true(second, grown, [sel, len(other.inner_text()) + 40])
 
     first.get_by_role("button", name="Stop").click()
     for page in (first, second):
@@ -181,9 +189,10 @@ def test_reconnects_and_resumes_the_stream(browser: Browser, slow_server: AppSer
     context.set_offline(False)
     expect(page.locator("#conn")).to_have_text("Live")
     # Resumed from the snapshot: the text caught up with what was streamed meanwhile, and goes on.
-    page.wait_for_function(
+    until_true(
+        page,
         f"before => {{ const t = ({raw})(); return t === null || (t.startsWith(before) && t.length > before.length); }}",
-        arg=before,
+        before,
     )
     streamed = page.evaluate(raw)
     reply = last_reply(page)
@@ -271,7 +280,7 @@ def test_scrolling_up_loads_older_messages_and_the_view_stays(
     top = page.evaluate(TOP_OF, oldest)
     expect(messages).to_have_count(8)  # no click
     expect(messages.first).to_contain_text("question 1")
-    page.wait_for_function(STAYS, arg=[oldest, top])  # the view did not jump
+    until_true(page, STAYS, [oldest, top])  # the view did not jump
     page.mouse.move(180, 400)
     page.mouse.wheel(0, -50_000)  # the reader scrolls up again with the wheel
     expect(messages).to_have_count(10)
@@ -284,14 +293,14 @@ def test_scrolling_up_loads_older_messages_and_the_view_stays(
     expect(shared).to_have_count(4)
     reader.mouse.move(180, 400)
     reader.mouse.wheel(0, 50_000)  # reading on…
-    reader.wait_for_function("scrollY > 0")
+    until_true(reader, "() => scrollY > 0")
     reader.evaluate(
         "new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))"
     )  # its scroll event
     oldest = shared.first.get_attribute("data-id")
     top = reader.evaluate(TOP_OF, oldest)  # …then back up
     expect(shared).to_have_count(8)
-    reader.wait_for_function(STAYS, arg=[oldest, top])
+    until_true(reader, STAYS, [oldest, top])
     reader.mouse.wheel(0, -50_000)
     expect(shared).to_have_count(10)
     expect(shared.first).to_contain_text("question 0")

@@ -44,6 +44,7 @@ from chatapp.gctuning import tune_gc  # noqa: E402
 from chatapp.middleware import API_MIDDLEWARE, API_PREFIX  # noqa: E402
 from chatapp.origin import SameOriginValidator  # noqa: E402
 from chatapp.shutdown import ConnectionTracker, install_graceful_shutdown  # noqa: E402
+from chatapp.warmup import warm_up  # noqa: E402
 from core import later  # noqa: E402
 from core.writebuffer import WriteBufferProbe  # noqa: E402
 from threads import sendgate  # noqa: E402
@@ -196,5 +197,6 @@ if settings.CONNECTIONS_BOOTSTRAP:
 
     _connections_start_up()
 
+warm_up()
 # Last: everything start-up creates exists now (chatapp/gctuning.py).
 tune_gc(freeze=settings.GC_FREEZE, gen0_threshold=settings.GC_GEN0_THRESHOLD)

@@ -32,6 +32,7 @@ from ._errors import (
 )
 from ._gemini import GeminiProvider
 from ._http import HTTPProvider, Timeouts
+from ._http import prepare as prepare_http
 from ._openai import OpenAIProvider
 from ._registry import available_providers, build_provider, get_provider
 from ._retry import OnRateLimited, backoff_delay, stream_with_retries
@@ -68,5 +69,6 @@ __all__ = [
     "backoff_delay",
     "build_provider",
     "get_provider",
+    "prepare_http",
     "stream_with_retries",
 ]

@@ -15,7 +15,10 @@ from __future__ import annotations
 import abc
 import asyncio
 import email.utils
+import functools
+import importlib
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +49,23 @@ DEFAULT_MAX_CONNECTIONS = 512
 DEFAULT_MAX_KEEPALIVE = 64
 # Error bodies are read only to explain the failure: 64 KiB is plenty and bounds a hostile upstream.
 MAX_ERROR_BODY = 64 * 1024
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The TLS settings every provider client of this process shares: httpx's defaults (certifi's CAs,
+    or SSL_CERT_FILE / SSL_CERT_DIR). Built once: each build reads the CA bundle, 20-40 ms of CPU, which
+    a client made per connection and event loop spent on its first call (a leader's way to the provider)."""
+    return httpx.create_ssl_context()
+
+
+def prepare() -> None:
+    """Make the HTTP stack ready before the first call: the TLS context, and the modules httpx and
+    httpcore import only once a client is built or first used (a server process's start-up calls this,
+    chatapp/warmup.py). About 30-60 ms that the first send after a (re)start no longer waits."""
+    tls_context()
+    for module in ("httpcore", "h11", "anyio._backends._asyncio"):  # anyio loads its backend lazily
+        importlib.import_module(module)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +240,8 @@ class HTTPProvider(Provider):
             self._client = httpx.AsyncClient(
                 base_url=self.base_url,
                 # retries=0: the one retry policy lives in providers._retry, not underneath it.
-                transport=self._transport or httpx.AsyncHTTPTransport(retries=0, limits=limits),
+                transport=self._transport
+                or httpx.AsyncHTTPTransport(verify=tls_context(), retries=0, limits=limits),
                 # read=None: reads are bounded by our first_byte/idle/total deadlines instead. Waiting
                 # for a free pooled connection counts toward the first byte.
                 timeout=httpx.Timeout(connect=t.connect, read=None, write=t.connect, pool=t.first_byte),

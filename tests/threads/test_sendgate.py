@@ -8,10 +8,11 @@ import contextvars
 from typing import Any
 
 import pytest
+from django.urls import resolve
 
 from core import urgent
 from tests.conftest import RecordingIntake
-from threads import sendgate
+from threads import api, sendgate
 
 
 @pytest.mark.parametrize(
@@ -27,6 +28,14 @@ from threads import sendgate
 )
 def test_only_the_http_send_route_takes_turns(method: str, path: str, expected: int | None) -> None:
     assert sendgate.send_thread_id(method, path) == expected
+
+
+def test_the_route_read_before_routing_is_the_url_confs_send() -> None:
+    """The turn is taken before Django routes the request, so sendgate keeps its own pattern: it must
+    name the URL the URLconf sends to `thread_messages` (a route renamed there would lose the turn)."""
+    match = resolve("/api/threads/12/messages")
+    assert match.func is api.thread_messages and match.kwargs == {"thread_id": 12}
+    assert sendgate.send_thread_id("POST", "/api/threads/12/messages") == 12
 
 
 def _in_own_context(coro: Any) -> asyncio.Task[Any]:

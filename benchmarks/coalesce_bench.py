@@ -90,7 +90,7 @@ def App(opts: argparse.Namespace, fake_url: str, tmp: Path) -> Deployment:
     return Deployment(env, tmp, processes=opts.processes, label="coalesce", app_root=opts.app_dir)
 
 
-async def _send(client: aiohttp.ClientSession, url: str, thread_id: int, content: str) -> Sample:
+async def send_one(client: aiohttp.ClientSession, url: str, thread_id: int, content: str) -> Sample:
     # Each send with its own request_id, as the page and any retrying client send them.
     payload = {"content": content, "request_id": uuid.uuid4().hex}
     reply = await loadgen.post_json(client, f"{url}/api/threads/{thread_id}/messages", payload)
@@ -100,7 +100,7 @@ async def _send(client: aiohttp.ClientSession, url: str, thread_id: int, content
     return Sample(reply.latency, reply.end, reply.status, role, timings)
 
 
-async def _new_thread(client: aiohttp.ClientSession, url: str) -> int:
+async def new_thread(client: aiohttp.ClientSession, url: str) -> int:
     reply = await loadgen.post_json(client, f"{url}/api/threads", {"provider": "openai"})
     if reply.status != 201:
         raise RuntimeError(f"creating a thread failed: {reply.status} {reply.body or reply.error}")
@@ -115,8 +115,8 @@ async def sequential_sends(urls: list[str], token: str, label: str, k: int) -> l
     """K sends one after another (distinct content, so never coalesced): warm-up, or the app's fixed
     per-request overhead when compared with the provider's direct latency."""
     async with app_client(token) as client:
-        tid = await _new_thread(client, urls[0])
-        return [(await _send(client, urls[i % len(urls)], tid, f"{label} {i}")).latency for i in range(k)]
+        tid = await new_thread(client, urls[0])
+        return [(await send_one(client, urls[i % len(urls)], tid, f"{label} {i}")).latency for i in range(k)]
 
 
 def cpu_seconds(pids: list[int]) -> tuple[float, float]:
@@ -129,13 +129,15 @@ async def burst(
     fake: Any, pids: list[int], urls: list[str], token: str, n: int, prov: float, prewarm: bool = False
 ) -> dict[str, Any]:
     async with app_client(token) as client:
-        tid = await _new_thread(client, urls[0])
+        tid = await new_thread(client, urls[0])
         if prewarm:  # an unknown path: a 404 from the URL router, no database, no provider
             per_url = -(-n // len(urls))
             await asyncio.gather(*(loadgen.prewarm(client, f"{u}/_bench/prewarm", per_url) for u in urls))
         fake.reset()
         cpu0, t0 = cpu_seconds(pids), time.monotonic()
-        samples = await asyncio.gather(*(_send(client, urls[i % len(urls)], tid, CONTENT) for i in range(n)))
+        samples = await asyncio.gather(
+            *(send_one(client, urls[i % len(urls)], tid, CONTENT) for i in range(n))
+        )
         cpu1, stats = cpu_seconds(pids), fake.stats()
         rows = await loadgen.count_messages(client, f"{urls[0]}/api/threads/{tid}")
     lat = [s.latency for s in samples]

@@ -164,3 +164,42 @@ def test_the_catalog_never_prints_a_key() -> None:
     loaded = catalog.load_catalog()
     assert loaded.connections["acct"].config["api_key"] == "sk-very-secret-456"
     assert "sk-very-secret-456" not in repr(loaded) and "sk-very-secret-456" not in str(loaded.connections)
+
+
+def test_the_catalog_is_read_as_rows_not_an_instance_per_offer_and_group() -> None:
+    """A send after a quiet spell waits on this load: built from plain rows, it took 5 ms instead of
+    17-23 ms at 200 offers (benchmarks/catalog_bench.py). Fails on the prefetching load, which built a
+    ModelOffer per offer and a Group per offer's group."""
+    from django.contrib.auth.models import Group
+    from django.db.models.signals import post_init
+
+    staff, research = Group.objects.create(name="staff"), Group.objects.create(name="research")
+    b = Connection.objects.create(name="b-conn", kind="openai", base_url="https://b.example.com/v1")
+    a = Connection.objects.create(name="a-conn", kind="anthropic", base_url="https://a.example.com/v1")
+    ModelOffer.objects.create(connection=b, model="b2", position=2, label="B two", is_default=True)
+    ModelOffer.objects.create(connection=b, model="b1", position=1, context_tokens=8000)
+    ModelOffer.objects.create(connection=b, model="hidden", position=0, offered=False)
+    closed = ModelOffer.objects.create(connection=a, model="a1", position=1, everyone=False)
+    closed.groups.set([staff, research])
+    built: list[str] = []
+
+    def note(sender: Any, **kwargs: Any) -> None:
+        built.append(sender.__name__)
+
+    post_init.connect(note, sender=ModelOffer)
+    post_init.connect(note, sender=Group)
+    try:
+        loaded = catalog.load_catalog()
+    finally:
+        post_init.disconnect(note, sender=ModelOffer)
+        post_init.disconnect(note, sender=Group)
+
+    assert built == []
+    mine = [o for o in loaded.offers if o.connection in ("a-conn", "b-conn")]
+    # The pickers' order (position, then connection, then model); a withdrawn offer is not there.
+    assert [(o.connection, o.model) for o in mine] == [("a-conn", "a1"), ("b-conn", "b1"), ("b-conn", "b2")]
+    a1, b1, b2 = mine
+    assert (a1.everyone, a1.groups) == (False, frozenset({staff.pk, research.pk}))
+    assert (b1.label, b1.context_tokens, b1.groups, b1.is_default) == ("b1", 8000, frozenset(), False)
+    assert (b2.label, b2.is_default) == ("B two", True)
+    assert loaded.connections["b-conn"].config["model"] == "b2"  # its default offer

@@ -96,11 +96,11 @@ def main(argv: list[str] | None = None) -> None:
         ["--processes", "1", "--app-dir", str(opts.app_dir), "--database-url", opts.database_url]
         + (["--redis-url", opts.redis_url] if opts.redis_url else [])
     )
-    starts: list[list[float]] = []
+    rounds: list[list[float]] = []
     after = f"{opts.quiet:g} s of quiet" if opts.quiet else "a start"
 
     def show(i: int, lat: list[float]) -> None:
-        starts.append(lat)
+        rounds.append(lat)
         shown = ", ".join(f"{x * 1000:.1f}" for x in lat)
         print(f"round {i + 1}: sends {shown} ms; the first {first_extra(lat) * 1000:+.1f} ms", flush=True)
 
@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     result: dict[str, Any] = {
         "app_dir": str(opts.app_dir),
         "after": after,
-        "latencies_s": starts,
-        "first_extra": summary([first_extra(lat) for lat in starts]),
+        "latencies_s": rounds,
+        "first_extra": summary([first_extra(lat) for lat in rounds]),
     }
     figures = result["first_extra"]
     print(

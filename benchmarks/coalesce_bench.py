@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -27,9 +28,11 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -38,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Runnable as `python -m benchmarks.NAME` or as a script: the project root must be importable.
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from benchmarks import loadgen  # noqa: E402
+from benchmarks import leanclient, loadgen  # noqa: E402
 from benchmarks._common import TOKENS, TPS, TTFT_MS, pct, process_cpu_seconds  # noqa: E402
 from benchmarks.deploy import Deployment, SubprocessFakeServer  # noqa: E402
 
@@ -66,15 +69,44 @@ async def direct_single(base: str, k: int) -> list[float]:
         return [await loadgen.stream_openai(client, base, f"direct {i}") for i in range(k)]
 
 
-async def direct_burst(base: str, n: int, stream: bool, prewarm: bool) -> list[float]:
+CLIENTS = ("aiohttp", "lean")  # benchmarks/loadgen.py, benchmarks/leanclient.py
+WARM_PATH = "/_bench/prewarm"  # an unknown path: a 404 from the URL router, no database, no provider
+
+
+async def direct_burst(
+    base: str, n: int, stream: bool, prewarm: bool, client: str = "aiohttp"
+) -> list[float]:
     """N distinct requests at once straight to the provider, each on its own connection like the app
     burst. Streams: the provider's own concurrency cost. Whole answers (one body after the same delay):
     the floor of this client for N concurrent waits."""
-    async with loadgen.session() as client:
+    if client == "lean":
+        return await _lean_direct_burst(base, n, stream)
+    async with loadgen.session() as session:
         if prewarm:
-            await loadgen.prewarm(client, f"{base}/_bench/prewarm", n)
-        tasks = (loadgen.stream_openai(client, base, f"burst {i}", stream=stream) for i in range(n))
+            await loadgen.prewarm(session, f"{base}{WARM_PATH}", n)
+        tasks = (loadgen.stream_openai(session, base, f"burst {i}", stream=stream) for i in range(n))
         return list(await asyncio.gather(*tasks))
+
+
+async def _lean_direct_burst(base: str, n: int, stream: bool) -> list[float]:
+    prefix = urlsplit(base).path
+    requests = [
+        leanclient.post_request(
+            base,
+            f"{prefix}/chat/completions",
+            {
+                "model": "fake-model",
+                "stream": stream,
+                "messages": [{"role": "user", "content": f"burst {i}"}],
+            },
+        )
+        for i in range(n)
+    ]
+    async with leanclient.connections([base], n, warm_path=prefix + WARM_PATH) as conns:
+        replies = await leanclient.send_all(conns, requests)
+    if bad := [r for r in replies if r.status != 200]:
+        raise RuntimeError(f"{len(bad)} of {n} direct requests failed: {bad[0].status} {bad[0].error}")
+    return [r.latency for r in replies]
 
 
 def App(opts: argparse.Namespace, fake_url: str, tmp: Path) -> Deployment:
@@ -90,10 +122,17 @@ def App(opts: argparse.Namespace, fake_url: str, tmp: Path) -> Deployment:
     return Deployment(env, tmp, processes=opts.processes, label="coalesce", app_root=opts.app_dir)
 
 
-async def send_one(client: aiohttp.ClientSession, url: str, thread_id: int, content: str) -> Sample:
+def send_payload(content: str) -> dict[str, str]:
     # Each send with its own request_id, as the page and any retrying client send them.
-    payload = {"content": content, "request_id": uuid.uuid4().hex}
-    reply = await loadgen.post_json(client, f"{url}/api/threads/{thread_id}/messages", payload)
+    return {"content": content, "request_id": uuid.uuid4().hex}
+
+
+async def send_one(client: aiohttp.ClientSession, url: str, thread_id: int, content: str) -> Sample:
+    payload = send_payload(content)
+    return sample(await loadgen.post_json(client, f"{url}/api/threads/{thread_id}/messages", payload))
+
+
+def sample(reply: loadgen.Reply) -> Sample:
     if reply.status == 0:
         return Sample(reply.latency, reply.end, 0, "", {"exception": reply.error})
     role, timings = reply.body.get("coalesced", ""), reply.body.get("timings") or {}
@@ -125,20 +164,53 @@ def cpu_seconds(pids: list[int]) -> tuple[float, float]:
     return t.user + t.system, process_cpu_seconds(pids)
 
 
+@contextlib.asynccontextmanager
+async def burst_sender(
+    kind: str, client: aiohttp.ClientSession, urls: list[str], token: str, tid: int, n: int, prewarm: bool
+) -> AsyncIterator[Callable[[], Awaitable[list[Sample]]]]:
+    """What fires the burst's N sends (over `urls` in turn) with client `kind`, made ready first: the lean
+    client's connections are always opened first, and its requests built."""
+    if kind == "lean":
+        path = f"/api/threads/{tid}/messages"
+        requests = [
+            leanclient.post_request(urls[i % len(urls)], path, send_payload(CONTENT), token) for i in range(n)
+        ]
+        async with leanclient.connections(urls, n, warm_path=WARM_PATH) as conns:
+            yield lambda: _lean_samples(conns, requests)
+        return
+    if prewarm:
+        per_url = -(-n // len(urls))
+        await asyncio.gather(*(loadgen.prewarm(client, f"{u}{WARM_PATH}", per_url) for u in urls))
+
+    async def fire() -> list[Sample]:
+        return list(
+            await asyncio.gather(*(send_one(client, urls[i % len(urls)], tid, CONTENT) for i in range(n)))
+        )
+
+    yield fire
+
+
+async def _lean_samples(conns: list[leanclient.Exchange], requests: list[bytes]) -> list[Sample]:
+    return [sample(reply) for reply in await leanclient.send_all(conns, requests)]
+
+
 async def burst(
-    fake: Any, pids: list[int], urls: list[str], token: str, n: int, prov: float, prewarm: bool = False
+    fake: Any,
+    pids: list[int],
+    urls: list[str],
+    token: str,
+    n: int,
+    prov: float,
+    prewarm: bool = False,
+    client_kind: str = "aiohttp",
 ) -> dict[str, Any]:
     async with app_client(token) as client:
         tid = await new_thread(client, urls[0])
-        if prewarm:  # an unknown path: a 404 from the URL router, no database, no provider
-            per_url = -(-n // len(urls))
-            await asyncio.gather(*(loadgen.prewarm(client, f"{u}/_bench/prewarm", per_url) for u in urls))
-        fake.reset()
-        cpu0, t0 = cpu_seconds(pids), time.monotonic()
-        samples = await asyncio.gather(
-            *(send_one(client, urls[i % len(urls)], tid, CONTENT) for i in range(n))
-        )
-        cpu1, stats = cpu_seconds(pids), fake.stats()
+        async with burst_sender(client_kind, client, urls, token, tid, n, prewarm) as fire:
+            fake.reset()
+            cpu0, t0 = cpu_seconds(pids), time.monotonic()
+            samples = await fire()
+            cpu1, stats = cpu_seconds(pids), fake.stats()
         rows = await loadgen.count_messages(client, f"{urls[0]}/api/threads/{tid}")
     lat = [s.latency for s in samples]
     fol = [s.latency for s in samples if s.role == "follower"]
@@ -240,7 +312,8 @@ def report(n: int, direct: dict[str, Any], on: dict[str, Any], off: dict[str, An
     }
     print("targets (flag on): " + ", ".join(f"{k}: {'MET' if v else 'MISSED'}" for k, v in met.items()))
     floor = floor_ratio(direct, n)
-    print(f"  (the client's own floor: {n} whole answers straight to the provider, p95 {floor:.3f}x)")
+    client = f" ({direct['client']} client)" if "client" in direct else ""
+    print(f"  (the client's own floor{client}: {n} whole answers straight to the provider, p95 {floor:.3f}x)")
     return met
 
 
@@ -260,6 +333,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="open each burst's connections first and keep them alive, as a crowd of clients has theirs"
         " (the direct bursts too): the N requests then arrive at once instead of one connect at a time",
+    )
+    p.add_argument(
+        "--client",
+        choices=CLIENTS,
+        default="aiohttp",
+        help="the bursts' client (the direct ones too): aiohttp (benchmarks/loadgen.py), or lean"
+        " (benchmarks/leanclient.py: requests built before, answers parsed in C; its connections always"
+        " opened first), whose own cost leaves more of the 2 cores to the server",
     )
     p.add_argument("--fake-in-process", action="store_true", help="run the fake provider in a thread here")
     p.add_argument(
@@ -298,11 +379,13 @@ def main(argv: list[str] | None = None) -> None:
                 token = app.prepare()
                 single = asyncio.run(direct_single(fake.openai_base_url, opts.k))
                 prov = statistics.median(single)
-                direct = {"single_s": single, "single_median_s": prov}
+                direct = {"single_s": single, "single_median_s": prov, "client": opts.client}
                 for n in sizes:
                     for kind in ("streams", "whole"):
                         lat = asyncio.run(
-                            direct_burst(fake.openai_base_url, n, kind == "streams", opts.prewarm)
+                            direct_burst(
+                                fake.openai_base_url, n, kind == "streams", opts.prewarm, opts.client
+                            )
                         )
                         direct[f"{kind}{n}_p50_s"], direct[f"{kind}{n}_p95_s"] = pct(lat, 50), pct(lat, 95)
                 for mode in MODES[:1] if opts.no_contrast else MODES:
@@ -311,7 +394,7 @@ def main(argv: list[str] | None = None) -> None:
                     for n in sizes:
                         pids = [proc.pid for proc, _ in app.procs]
                         runs[mode][str(n)] = asyncio.run(
-                            burst(fake, pids, urls, token, n, prov, opts.prewarm)
+                            burst(fake, pids, urls, token, n, prov, opts.prewarm, opts.client)
                         )
                     runs[mode]["single_s"] = asyncio.run(sequential_sends(urls, token, "single", opts.k))
                     app.stop()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import socket
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,29 @@ def process_cpu_seconds(pids: list[int]) -> float:
             continue
         total += (int(fields[11]) + int(fields[12])) / tick
     return total
+
+
+async def quiet(
+    pids: list[int],
+    *,
+    window_s: float = 0.1,
+    most_s: float = 5.0,
+    cpu: Callable[[list[int]], float] = process_cpu_seconds,
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> float:
+    """Wait until the processes `pids` use no CPU over `window_s` (what earlier requests left them to
+    finish is done), or `most_s` has passed; the seconds waited. A burst fired right after opening its
+    connections met the tail of those requests: up to 0.25 s before its first send reached a handler."""
+    start = clock()
+    last = cpu(pids)
+    while clock() - start < most_s:
+        await sleep(window_s)
+        used = cpu(pids)
+        if used == last:
+            break
+        last = used
+    return clock() - start
 
 
 def healthy(url: str) -> bool:

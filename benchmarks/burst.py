@@ -35,7 +35,7 @@ from typing import Any
 import aiohttp
 
 from benchmarks import loadgen
-from benchmarks._common import machine, pct
+from benchmarks._common import machine, pct, quiet
 
 CONTENT = "Summarise the plot of Hamlet in three sentences."
 MODES = ("http", "sse", "ws")
@@ -62,6 +62,9 @@ class BurstConfig:
     content: str = CONTENT
     label: str = ""
     baseline_s: list[float] = field(default_factory=list)  # sequential direct latencies measured already
+    # The app's processes, when this machine runs them: the burst waits until they are quiet after the
+    # prewarm (benchmarks._common.quiet), as a crowd's connections were not all opened the instant before.
+    quiet_pids: list[int] = field(default_factory=list)
 
 
 # --- the three measurements ----------------------------------------------------------------------------
@@ -183,6 +186,7 @@ async def app_burst(cfg: BurstConfig) -> dict[str, Any]:
         if cfg.prewarm:  # an unknown path: a 404 from the URL router, no database, no provider
             per_url = _in_flight(cfg, len(cfg.urls))
             await asyncio.gather(*(loadgen.prewarm(client, f"{u}/_burst/prewarm", per_url) for u in cfg.urls))
+        quiet_s = await quiet(cfg.quiet_pids) if cfg.quiet_pids else 0.0
         calls0 = await _provider_calls(client, cfg)
         tag = uuid.uuid4().hex[:8]
 
@@ -203,7 +207,7 @@ async def app_burst(cfg: BurstConfig) -> dict[str, Any]:
         rows = 0
         for tid in tids:
             rows += await loadgen.count_messages(client, f"{cfg.urls[0]}/api/threads/{tid}", cfg.token) or 0
-    return _burst_figures(cfg, replies, wall, calls0, calls1, rows)
+    return _burst_figures(cfg, replies, wall, calls0, calls1, rows) | {"quiet_wait_s": quiet_s}
 
 
 def _burst_figures(

@@ -157,11 +157,11 @@ class Suite:
         # The provider's own latency is measured once (sequential), before; the floor and the provider at
         # the burst's concurrency are measured with the all-at-once burst, where they matter.
         plan, base = self.plan, self.results["provider"]["sequential_s"]
-        quiet = {"floor": False, "measure_provider": False, "baseline_s": base}
+        quiet = {"floor": False, "measure_provider": False, "baseline_s": base, "quiet_pids": dep.pids}
         return {
             "small": self.burst(dep.urls, "small", plan.small_n, plan.small_c, **quiet),
             "mid": self.burst(dep.urls, "mid", plan.mid_n, 0, **quiet),
-            "big": self.burst(dep.urls, "big", plan.big_n, 0, baseline_s=base),
+            "big": self.burst(dep.urls, "big", plan.big_n, 0, baseline_s=base, quiet_pids=dep.pids),
         }
 
     def set_flag(self, dep: Deployment, name: str, enabled: bool) -> float:
@@ -190,7 +190,7 @@ class Suite:
         print(f"   COALESCE_ENABLED=false on every process {took:.2f} s after the save", flush=True)
         base = self.results["provider"]["sequential_s"]
         n = self.opts.contrast_n or self.plan.contrast_n
-        quiet = {"floor": False, "measure_provider": False, "baseline_s": base}
+        quiet = {"floor": False, "measure_provider": False, "baseline_s": base, "quiet_pids": dep.pids}
         return {"flag_applied_s": took, "contrast": self.burst(dep.urls, "contrast", n, 0, **quiet)}
 
     def cost(self, dep: Deployment) -> dict[str, Any]:
@@ -322,7 +322,7 @@ class Suite:
 
     def bursts_front(self, front: restart_bench.Front) -> dict[str, Any]:
         base = self.results["provider"]["sequential_s"]
-        quiet = {"floor": False, "measure_provider": False, "baseline_s": base}
+        quiet = {"floor": False, "measure_provider": False, "baseline_s": base, "quiet_pids": front.pids}
         return {
             "mid": self.burst(front.urls, "nginx-mid", self.plan.mid_n, 0, **quiet),
             "big": self.burst(front.urls, "nginx-big", self.plan.big_n, 0, **quiet),

@@ -57,6 +57,8 @@ async def quiet(
     """Wait until the processes `pids` use no CPU over `window_s` (what earlier requests left them to
     finish is done), or `most_s` has passed; the seconds waited. A burst fired right after opening its
     connections met the tail of those requests: up to 0.25 s before its first send reached a handler."""
+    if not pids:
+        return 0.0
     start = clock()
     last = cpu(pids)
     while clock() - start < most_s:

@@ -186,7 +186,7 @@ async def app_burst(cfg: BurstConfig) -> dict[str, Any]:
         if cfg.prewarm:  # an unknown path: a 404 from the URL router, no database, no provider
             per_url = _in_flight(cfg, len(cfg.urls))
             await asyncio.gather(*(loadgen.prewarm(client, f"{u}/_burst/prewarm", per_url) for u in cfg.urls))
-        quiet_s = await quiet(cfg.quiet_pids) if cfg.quiet_pids else 0.0
+        quiet_s = await quiet(cfg.quiet_pids)
         calls0 = await _provider_calls(client, cfg)
         tag = uuid.uuid4().hex[:8]
 

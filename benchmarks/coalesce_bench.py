@@ -74,21 +74,23 @@ WARM_PATH = "/_bench/prewarm"  # an unknown path: a 404 from the URL router, no 
 
 
 async def direct_burst(
-    base: str, n: int, stream: bool, prewarm: bool, client: str = "aiohttp"
+    base: str, n: int, stream: bool, prewarm: bool, client: str = "aiohttp", pids: list[int] | None = None
 ) -> list[float]:
     """N distinct requests at once straight to the provider, each on its own connection like the app
     burst. Streams: the provider's own concurrency cost. Whole answers (one body after the same delay):
-    the floor of this client for N concurrent waits."""
+    the floor of this client for N concurrent waits. `pids`: the provider's process, waited for until
+    quiet once the connections are open, as the app's are before its bursts."""
     if client == "lean":
-        return await _lean_direct_burst(base, n, stream)
+        return await _lean_direct_burst(base, n, stream, pids or [])
     async with loadgen.session() as session:
         if prewarm:
             await loadgen.prewarm(session, f"{base}{WARM_PATH}", n)
+        await quiet(pids or [])
         tasks = (loadgen.stream_openai(session, base, f"burst {i}", stream=stream) for i in range(n))
         return list(await asyncio.gather(*tasks))
 
 
-async def _lean_direct_burst(base: str, n: int, stream: bool) -> list[float]:
+async def _lean_direct_burst(base: str, n: int, stream: bool, pids: list[int]) -> list[float]:
     prefix = urlsplit(base).path
     requests = [
         leanclient.post_request(
@@ -103,6 +105,7 @@ async def _lean_direct_burst(base: str, n: int, stream: bool) -> list[float]:
         for i in range(n)
     ]
     async with leanclient.connections([base], n, warm_path=prefix + WARM_PATH) as conns:
+        await quiet(pids)
         replies = await leanclient.send_all(conns, requests)
     if bad := [r for r in replies if r.status != 200]:
         raise RuntimeError(f"{len(bad)} of {n} direct requests failed: {bad[0].status} {bad[0].error}")
@@ -383,11 +386,19 @@ def main(argv: list[str] | None = None) -> None:
                 single = asyncio.run(direct_single(fake.openai_base_url, opts.k))
                 prov = statistics.median(single)
                 direct = {"single_s": single, "single_median_s": prov, "client": opts.client}
+                fake_pids = (
+                    [fake.pid] if hasattr(fake, "pid") else []
+                )  # a thread of this process: not waited for
                 for n in sizes:
                     for kind in ("streams", "whole"):
                         lat = asyncio.run(
                             direct_burst(
-                                fake.openai_base_url, n, kind == "streams", opts.prewarm, opts.client
+                                fake.openai_base_url,
+                                n,
+                                kind == "streams",
+                                opts.prewarm,
+                                opts.client,
+                                fake_pids,
                             )
                         )
                         direct[f"{kind}{n}_p50_s"], direct[f"{kind}{n}_p95_s"] = pct(lat, 50), pct(lat, 95)

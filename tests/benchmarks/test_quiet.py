@@ -42,3 +42,12 @@ async def test_quiet_processes_are_not_waited_for_longer_than_one_window() -> No
     clock = _Clock()
     waited = await quiet([1], window_s=0.05, cpu=lambda _: 3.0, sleep=clock.sleep, clock=clock)
     assert round(waited, 6) == 0.05
+
+
+async def test_no_processes_no_wait() -> None:
+    """A deployment elsewhere, or the fake provider in a thread of the benchmark: nothing to watch."""
+
+    def cpu(pids: list[int]) -> float:
+        raise AssertionError("not read")
+
+    assert await quiet([], cpu=cpu) == 0.0
